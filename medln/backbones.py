@@ -1,0 +1,375 @@
+"""Backbones: the model families MedLN understands and the public checkpoints of each.
+
+Both are data. A family says where a model's parts live (vision tower, connector,
+language model), which linear layers are its attention and MLP projections, how its
+prompts look, and which norms never receive a gradient. A backbone is a named
+checkpoint of a family. Nothing here branches on substrings of a model name: the family
+of an unknown checkpoint comes from its config's `model_type`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+REPORT_PROMPT = "Write the radiology report for this image."
+
+
+class BackboneError(RuntimeError):
+    """A backbone cannot be resolved or loaded; the message says why and what to do."""
+
+
+# --------------------------------------------------------------------------- families
+
+
+def _llava_dead_vision_layers(config) -> list[str]:
+    """LLaVA reads image features from vision layer `vision_feature_layer` (-2 in 1.5), so
+    every encoder layer after it and `post_layernorm` never see a gradient."""
+    layer = config.vision_feature_layer
+    if isinstance(layer, (list, tuple)):  # multi-layer features: the deepest one decides
+        layer = max(l if l >= 0 else config.vision_config.num_hidden_layers + 1 + l for l in layer)
+    n = config.vision_config.num_hidden_layers
+    first_unused = layer if layer >= 0 else n + 1 + layer  # hidden_states[0] is the embedding output
+    dead = [f"model.vision_tower.encoder.layers.{i}." for i in range(first_unused, n)]
+    return dead + ["model.vision_tower.post_layernorm"]
+
+
+def _gemma3_dead(config) -> list[str]:
+    # Gemma3 uses the SigLIP tower's last_hidden_state; a pooling head, if configured, is unused.
+    return ["model.vision_tower.head."] if getattr(config.vision_config, "vision_use_head", False) else []
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    model_types: tuple[str, ...]  # config.json `model_type` values of this family
+    model_class: str  # transformers class loaded for it
+    parts: dict[str, tuple[str, ...]]  # part -> module-name prefixes: vision / connector / llm
+    attn: str  # regex on module names (within the llm part) of attention projections
+    ffn: str  # regex on module names (within the llm part) of MLP projections
+    prompt: str | None = None  # template with {question}; None -> the processor's chat template
+    nested_images: bool = False  # processor wants [[img], [img]] rather than [img, img]
+    encoder_decoder: bool = False  # BLIP: question -> encoder, answer -> decoder labels
+    dead_norms: Callable[[object], list[str]] = lambda config: []
+    not_quantized: tuple[str, ...] = ("lm_head",)  # kept in full precision under 4-bit
+
+
+DECODER_ATTN = r"\.self_attn\.(q_proj|k_proj|v_proj|o_proj)$"
+DECODER_FFN = r"\.mlp\.(gate_proj|up_proj|down_proj)$"
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in [
+        Family(
+            "llava",
+            ("llava",),
+            "LlavaForConditionalGeneration",
+            {
+                "vision": ("model.vision_tower.",),
+                "connector": ("model.multi_modal_projector.",),
+                "llm": ("model.language_model.", "lm_head"),
+            },
+            DECODER_ATTN,
+            DECODER_FFN,
+            prompt="USER: <image>\n{question} ASSISTANT:",
+            dead_norms=_llava_dead_vision_layers,
+            not_quantized=("lm_head", "multi_modal_projector"),
+        ),
+        Family(
+            "blip",
+            ("blip",),
+            "BlipForQuestionAnswering",
+            {"vision": ("vision_model.",), "connector": (), "llm": ("text_encoder.", "text_decoder.")},
+            # BERT naming: attention.self.{query,key,value} + attention.output.dense (and the
+            # cross-attention twins); the MLP is intermediate.dense + the layer's output.dense.
+            r"\.(attention|crossattention)\.(self\.(query|key|value)|output\.dense)$",
+            r"\.layer\.\d+\.(intermediate\.dense|output\.dense)$",
+            encoder_decoder=True,
+        ),
+        Family(
+            "idefics3",
+            ("idefics3", "smolvlm"),
+            "Idefics3ForConditionalGeneration",
+            {
+                "vision": ("model.vision_model.",),
+                "connector": ("model.connector.",),
+                "llm": ("model.text_model.", "lm_head"),
+            },
+            DECODER_ATTN,
+            DECODER_FFN,
+            nested_images=True,
+            not_quantized=("lm_head", "connector"),
+        ),
+        Family(
+            "qwen2_vl",
+            ("qwen2_vl",),
+            "Qwen2VLForConditionalGeneration",
+            {
+                "vision": ("model.visual.blocks.", "model.visual.patch_embed."),
+                "connector": ("model.visual.merger.",),
+                "llm": ("model.language_model.", "lm_head"),
+            },
+            DECODER_ATTN,
+            DECODER_FFN,
+            not_quantized=("lm_head", "merger"),
+        ),
+        Family(
+            "gemma3",
+            ("gemma3",),
+            "Gemma3ForConditionalGeneration",
+            {
+                "vision": ("model.vision_tower.",),
+                "connector": ("model.multi_modal_projector.",),
+                "llm": ("model.language_model.", "lm_head"),
+            },
+            DECODER_ATTN,
+            DECODER_FFN,
+            nested_images=True,
+            dead_norms=_gemma3_dead,
+            not_quantized=("lm_head", "multi_modal_projector"),
+        ),
+    ]
+}
+
+
+def family_of_model_type(model_type: str) -> Family:
+    for fam in FAMILIES.values():
+        if model_type in fam.model_types:
+            return fam
+    known = ", ".join(t for f in FAMILIES.values() for t in f.model_types)
+    raise BackboneError(f"unsupported model_type {model_type!r}; MedLN supports: {known}")
+
+
+def part_of(family: Family, module_name: str) -> str | None:
+    for part, prefixes in family.parts.items():
+        if any(module_name.startswith(p) or module_name == p.rstrip(".") for p in prefixes):
+            return part
+    return None
+
+
+# --------------------------------------------------------------------------- backbones
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    hub_id: str  # a hub id, or a folder under assets/ for bundled models
+    family: str
+    license: str
+    gated: bool = False  # needs HF_TOKEN (accept the licence on the model page first)
+    gpu_dtype: str = "bfloat16"  # MedGemma gives NaNs in fp16; bf16 is the safe default for all
+    prompt: str | None = None  # overrides the family prompt (LLaVA-Med's [INST] format)
+    note: str = ""
+
+
+BACKBONES: list[BackboneSpec] = [
+    BackboneSpec(
+        "medln-tiny",
+        "medln-tiny",
+        "llava",
+        "MIT (MedLN); pretrained on MedLN's synthetic sample data",
+        note="bundled ~6 M-parameter LLaVA-architecture model; runs offline on a CPU",
+    ),
+    BackboneSpec(
+        "llava-med-v1.5-7b",
+        "chaoyinshe/llava-med-v1.5-mistral-7b-hf",
+        "llava",
+        "LLaVA-Med research licence (Apache-2.0 code; research use only)",
+        prompt="[INST] <image>\n{question} [/INST]",
+        note="community transformers conversion of microsoft/llava-med-v1.5-mistral-7b (the paper's large model)",
+    ),
+    BackboneSpec("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", "llava", "Llama 2 Community Licence"),
+    BackboneSpec(
+        "blip-vqa-base",
+        "Salesforce/blip-vqa-base",
+        "blip",
+        "BSD-3-Clause",
+        note="encoder-decoder, the family of the paper's small model (MISS)",
+    ),
+    BackboneSpec("smolvlm-256m", "HuggingFaceTB/SmolVLM-256M-Instruct", "idefics3", "Apache-2.0"),
+    BackboneSpec("smolvlm-500m", "HuggingFaceTB/SmolVLM-500M-Instruct", "idefics3", "Apache-2.0"),
+    BackboneSpec("qwen2-vl-2b", "Qwen/Qwen2-VL-2B-Instruct", "qwen2_vl", "Apache-2.0"),
+    BackboneSpec(
+        "medgemma-4b",
+        "google/medgemma-4b-it",
+        "gemma3",
+        "Health AI Developer Foundations terms of use",
+        gated=True,
+        note="gated: accept the terms on the model page and set HF_TOKEN; bf16 only",
+    ),
+]
+BACKBONES_BY_NAME = {b.name: b for b in BACKBONES}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where a backbone argument points: a local folder or a hub id, and its registry entry."""
+
+    source: str  # local folder path or hub id
+    local: bool
+    spec: BackboneSpec | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name if self.spec else self.source
+
+
+def resolve(arg: str) -> Resolved:
+    """A registry name, a local folder, or a hub id (`owner/name`)."""
+    spec = BACKBONES_BY_NAME.get(arg)
+    if spec is not None:
+        bundled = ASSETS / spec.hub_id
+        if bundled.is_dir():
+            return Resolved(str(bundled), True, spec)
+        return Resolved(spec.hub_id, False, spec)
+    path = Path(arg).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise BackboneError(f"{path} is a folder but has no config.json")
+        return Resolved(str(path.resolve()), True, None)
+    if re.fullmatch(r"[\w.\-]+/[\w.\-]+", arg):
+        spec = next((b for b in BACKBONES if b.hub_id == arg), None)
+        return Resolved(arg, False, spec)
+    names = ", ".join(BACKBONES_BY_NAME)
+    raise BackboneError(f"unknown backbone {arg!r}: not a registry name ({names}), a folder, or a hub id owner/name")
+
+
+def hf_token() -> str | None:
+    """The Hub token from the environment only (never logged)."""
+    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A TCP connect to the Hub endpoint: fails in seconds instead of a long retry loop."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def check_access(resolved: Resolved) -> dict:
+    """kwargs for from_pretrained; raises BackboneError early for offline / gated cases."""
+    if resolved.local:
+        return {}
+    kwargs: dict = {}
+    if resolved.spec is not None and resolved.spec.gated and hf_token() is None:
+        raise BackboneError(
+            f"{resolved.source} is gated: accept its terms on the Hugging Face model page, "
+            "then set the HF_TOKEN environment variable"
+        )
+    if hf_token():
+        kwargs["token"] = hf_token()
+    if not hub_reachable():
+        # Fall back to the local cache; fail with a message rather than a retry loop.
+        kwargs["local_files_only"] = True
+    return kwargs
+
+
+def offline_message(resolved: Resolved) -> str:
+    return (
+        f"cannot load {resolved.source}: the Hugging Face Hub is not reachable from here and the "
+        "model is not in the local cache. Use the bundled 'medln-tiny', a local folder, or run "
+        "where the network is available."
+    )
+
+
+def load_config(arg: str, *, trust_remote_code: bool = False):
+    """The model config alone (config.json): enough to count parameters on the meta device."""
+    from transformers import AutoConfig
+
+    resolved = resolve(arg)
+    kwargs = check_access(resolved)
+    try:
+        config = AutoConfig.from_pretrained(resolved.source, trust_remote_code=trust_remote_code, **kwargs)
+    except OSError as e:
+        if kwargs.get("local_files_only"):
+            raise BackboneError(offline_message(resolved)) from None
+        raise BackboneError(f"cannot read the config of {resolved.source}: {e}") from None
+    return resolved, config, family_of_model_type(config.model_type)
+
+
+@dataclass
+class Backbone:
+    """A loaded model with its processor; `model` may later be wrapped by peft."""
+
+    name: str
+    source: str
+    family: Family
+    model: object
+    processor: object
+    quant: str
+    prompt: str | None  # {question} template, or None for the processor's chat template
+    meta: dict = field(default_factory=dict)
+
+
+def model_class(family: Family):
+    import transformers
+
+    return getattr(transformers, family.model_class)
+
+
+def quantization_config(family: Family, quant: str, keep_full_precision: list[str], compute_dtype):
+    """NF4 with double quantisation (QLoRA's recipe). `keep_full_precision` holds the linear
+    layers a scope trains as whole weights: Linear4bit weights cannot take gradients."""
+    if quant == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+        llm_int8_skip_modules=list(family.not_quantized) + list(keep_full_precision),
+    )
+
+
+def load_backbone(
+    arg: str,
+    *,
+    quant: str = "none",
+    device: str | None = None,
+    keep_full_precision: list[str] = (),
+    trust_remote_code: bool = False,
+) -> Backbone:
+    """Load model + processor from a registry name, a folder or a hub id.
+
+    On a GPU the weights load in the backbone's dtype (bf16), on a CPU in fp32.
+    """
+    import torch
+    from transformers import AutoProcessor
+
+    resolved, config, family = load_config(arg, trust_remote_code=trust_remote_code)
+    kwargs = check_access(resolved)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, resolved.spec.gpu_dtype if resolved.spec else "bfloat16") if device.startswith("cuda") else torch.float32
+    qconfig = quantization_config(family, quant, list(keep_full_precision), dtype)
+    try:
+        processor = AutoProcessor.from_pretrained(resolved.source, trust_remote_code=trust_remote_code, **kwargs)
+        model = model_class(family).from_pretrained(
+            resolved.source,
+            dtype=dtype,
+            quantization_config=qconfig,
+            device_map={"": device},
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            **kwargs,
+        )
+    except OSError as e:
+        if kwargs.get("local_files_only"):
+            raise BackboneError(offline_message(resolved)) from None
+        raise BackboneError(f"cannot load {resolved.source}: {e}") from None
+    model.eval()
+    prompt = (resolved.spec.prompt if resolved.spec else None) or family.prompt
+    return Backbone(resolved.name, resolved.source, family, model, processor, quant, prompt)

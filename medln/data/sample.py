@@ -1,0 +1,37 @@
+"""The one record every loader yields, whatever the source format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Task = Literal["vqa", "report"]
+AnswerType = Literal["CLOSED", "OPEN"]
+
+
+class DataError(ValueError):
+    """Bad data: the message names the file, the record and the field."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image with a question and its answer (VQA) or its report (report generation).
+
+    `image` is a filesystem path or the encoded bytes of an image (the HF parquet
+    layouts embed bytes); `medln.data.images.load_image` turns either into RGB.
+    """
+
+    id: str
+    image: Path | bytes
+    answer: str  # the answer (vqa) or the full report text (report)
+    question: str | None = None  # None for report generation
+    task: Task = "vqa"
+    answer_type: AnswerType | None = None  # CLOSED / OPEN for vqa; None for reports
+    question_type: str | None = None  # e.g. "MODALITY", "PRES, POS" (VQA-RAD / SLAKE style)
+    synthetic: bool = False  # procedurally generated (shown as such in the UI)
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def is_report(self) -> bool:
+        return self.task == "report"

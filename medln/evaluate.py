@@ -1,0 +1,73 @@
+"""predict() and evaluate(): greedy answers for samples, scored with medln.metrics.
+
+Base answers come from the same weights as tuned answers: a peft model's
+`disable_adapter()` context runs the frozen originals (DESIGN: one copy in memory).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from pathlib import Path
+
+from .backbones import Backbone
+from .data.images import load_image
+from .data.sample import Sample
+from .prompts import batches, generate, question_text
+
+MAX_NEW_TOKENS = {"vqa": 16, "report": 96}
+
+
+def adapter_context(model, adapter: bool):
+    """`adapter=False` on a peft model runs the base weights."""
+    if adapter or not hasattr(model, "disable_adapter"):
+        return nullcontext()
+    return model.disable_adapter()
+
+
+def predict(bb: Backbone, model, samples: list[Sample], *, adapter: bool = True, batch_size: int = 16,
+            progress=None) -> list[str]:
+    model.eval()
+    preds: list[str] = []
+    with adapter_context(model, adapter):
+        for task in ("vqa", "report"):
+            idx = [i for i, s in enumerate(samples) if s.task == task]
+            for chunk in batches(idx, batch_size):
+                images = [load_image(samples[i].image, where=samples[i].id) for i in chunk]
+                questions = [question_text(samples[i]) for i in chunk]
+                answers = generate(bb, model, images, questions, max_new_tokens=MAX_NEW_TOKENS[task])
+                preds.extend(zip(chunk, answers))
+                if progress:
+                    progress(len(preds), len(samples))
+    return [a for _, a in sorted(preds, key=lambda t: t[0])]
+
+
+def score(samples: list[Sample], preds: list[str]) -> dict:
+    """Flat metric dict: VQA keys (n, closed_accuracy, open_recall, overall, ...) and, when
+    the split has report items, report keys (bleu_1..bleu_4, rouge_l, meteor, cider)."""
+    from .metrics import score_report, score_vqa
+
+    result: dict = {}
+    vqa = [(s, p) for s, p in zip(samples, preds) if s.task == "vqa"]
+    rep = [(s, p) for s, p in zip(samples, preds) if s.task == "report"]
+    if vqa:
+        refs = [{"answer": s.answer, "answer_type": s.answer_type, "question_type": s.question_type} for s, _ in vqa]
+        result.update(score_vqa([p for _, p in vqa], refs))
+    else:
+        result["n"] = 0
+    if rep:
+        report = score_report([p for _, p in rep], [s.answer for s, _ in rep])
+        result["n_report"] = report.pop("n")
+        result.update(report)
+    return result
+
+
+def evaluate(bb: Backbone, model, samples: list[Sample], *, adapter: bool = True, batch_size: int = 16,
+             predictions_path: Path | None = None, progress=None) -> dict:
+    preds = predict(bb, model, samples, adapter=adapter, batch_size=batch_size, progress=progress)
+    if predictions_path is not None:
+        with Path(predictions_path).open("w", encoding="utf-8") as f:
+            for s, p in zip(samples, preds):
+                f.write(json.dumps({"id": s.id, "task": s.task, "question": s.question, "prediction": p,
+                                    "answer": s.answer}) + "\n")
+    return score(samples, preds)

@@ -1,0 +1,128 @@
+"""Samples -> model inputs, per family: prompts, training labels, generation, decoding.
+
+Decoder-only families (llava, idefics3, qwen2_vl, gemma3) see `prompt + answer + eos`;
+only the answer tokens carry labels. BLIP (encoder-decoder) takes the question as the
+encoder text and the answer as decoder labels.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from .backbones import REPORT_PROMPT, Backbone
+from .data.images import load_image
+from .data.sample import Sample
+
+IGNORE = -100  # label value the loss skips
+
+
+def question_text(sample: Sample) -> str:
+    return sample.question if sample.question else REPORT_PROMPT
+
+
+def render_prompt(bb: Backbone, question: str) -> str:
+    """The text before the answer, with the family's image placeholder."""
+    if bb.prompt:
+        return bb.prompt.format(question=question)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    return bb.processor.apply_chat_template(messages, add_generation_prompt=True)
+
+
+def _images_arg(bb: Backbone, images: list):
+    return [[im] for im in images] if bb.family.nested_images else images
+
+
+def _tokenizer(bb: Backbone):
+    return getattr(bb.processor, "tokenizer", bb.processor)
+
+
+class _padding_side:
+    """Right padding for training (labels line up), left for batched generation."""
+
+    def __init__(self, bb: Backbone, side: str):
+        self.tok, self.side = _tokenizer(bb), side
+
+    def __enter__(self):
+        self.old, self.tok.padding_side = self.tok.padding_side, self.side
+
+    def __exit__(self, *exc):
+        self.tok.padding_side = self.old
+
+
+def encode_for_training(bb: Backbone, samples: list[Sample], max_length: int = 512) -> dict:
+    images = [load_image(s.image, where=s.id) for s in samples]
+    questions = [question_text(s) for s in samples]
+    answers = [s.answer for s in samples]
+    tok = _tokenizer(bb)
+    if bb.family.encoder_decoder:
+        with _padding_side(bb, "right"):
+            batch = bb.processor(images=images, text=questions, padding=True, truncation=True,
+                                 max_length=max_length, return_tensors="pt")
+            target = tok(answers, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        ids = target.input_ids.clone()
+        # BLIP's decoder starts from its BOS ([DEC]) in place of [CLS]; the LM head shifts labels.
+        ids[:, 0] = bb.model.config.text_config.bos_token_id
+        labels = ids.masked_fill(target.attention_mask == 0, IGNORE)
+        batch["decoder_input_ids"], batch["labels"] = ids, labels
+        return dict(batch)
+
+    prompts = [render_prompt(bb, q) for q in questions]
+    sep = lambda p: "" if p.endswith(("\n", " ")) else " "  # noqa: E731  (templates ending a turn with a newline)
+    full = [p + sep(p) + a + (tok.eos_token or "") for p, a in zip(prompts, answers)]
+    with _padding_side(bb, "right"):
+        batch = bb.processor(images=_images_arg(bb, images), text=full, padding=True, return_tensors="pt")
+        prompt_only = bb.processor(images=_images_arg(bb, images), text=prompts, padding=True, return_tensors="pt")
+    labels = batch["input_ids"].clone()
+    prompt_len = prompt_only["attention_mask"].sum(dim=1)
+    for i, n in enumerate(prompt_len.tolist()):
+        labels[i, :n] = IGNORE
+    labels[batch["attention_mask"] == 0] = IGNORE
+    batch["labels"] = labels
+    if batch["input_ids"].shape[1] > max_length:
+        # Truncating would cut image tokens out of sync with pixel features: refuse clearly.
+        raise ValueError(f"sequence of {batch['input_ids'].shape[1]} tokens exceeds max_length={max_length}")
+    return dict(batch)
+
+
+def encode_for_generation(bb: Backbone, images: list, questions: list[str]) -> dict:
+    if bb.family.encoder_decoder:
+        with _padding_side(bb, "right"):
+            return dict(bb.processor(images=images, text=questions, padding=True, return_tensors="pt"))
+    prompts = [render_prompt(bb, q) for q in questions]
+    with _padding_side(bb, "left"):
+        return dict(bb.processor(images=_images_arg(bb, images), text=prompts, padding=True, return_tensors="pt"))
+
+
+def to_device(batch: dict, device, dtype=None) -> dict:
+    """Move tensors; floating inputs (pixel values) take the model's compute dtype."""
+    out = {}
+    for k, v in batch.items():
+        if hasattr(v, "to"):
+            v = v.to(device)
+            if dtype is not None and v.is_floating_point():
+                v = v.to(dtype)
+        out[k] = v
+    return out
+
+
+def generate(bb: Backbone, model, images: list, questions: list[str], *, max_new_tokens: int = 24,
+             streamer=None) -> list[str]:
+    """Greedy answers, one per (image, question). `model` may be the peft wrapper."""
+    import torch
+
+    batch = encode_for_generation(bb, images, questions)
+    device = next(p.device for p in model.parameters())
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point() and p.dtype != torch.float32), None)
+    batch = to_device(batch, device, dtype)
+    tok = _tokenizer(bb)
+    with torch.inference_mode():
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer,
+                             pad_token_id=tok.pad_token_id)
+    if not bb.family.encoder_decoder:
+        out = out[:, batch["input_ids"].shape[1]:]
+    return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
+
+
+def batches(items: list, size: int) -> Iterable[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

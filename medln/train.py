@@ -1,0 +1,248 @@
+"""Training: one plain loop on top of `accelerate` (device placement, bf16 autocast on GPU,
+gradient accumulation, DDP under `accelerate launch`), written as a generator of log
+records so the CLI prints them, the UI plots them and a stop flag ends it within one step.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+from .backbones import Backbone, load_backbone, load_config
+from .config import TrainConfig
+from .data.sample import Sample
+from .prompts import encode_for_training
+from .scopes import Selection, apply_scope, count_from_config, get_scope
+
+
+@dataclass
+class Tunable:
+    """A loaded backbone with its scope applied: `model` is the (peft-)wrapped model."""
+
+    backbone: Backbone
+    model: object
+    selection: Selection
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare(cfg: TrainConfig, *, device: str | None = None, backbone: Backbone | None = None) -> Tunable:
+    """Load the backbone (unless given) and apply the scope. Under 4-bit the attn/ffn scopes
+    keep their projections unquantized, so their names are known before loading (meta count)."""
+    scope = get_scope(cfg.scope)
+    if backbone is None:
+        keep: list[str] = []
+        if scope.kind == "linear" and cfg.quant == "4bit":
+            _, config, family = load_config(cfg.backbone, trust_remote_code=cfg.trust_remote_code)
+            keep = count_from_config(config, family, scope).modules
+        backbone = load_backbone(cfg.backbone, quant=cfg.quant, device=device, keep_full_precision=keep,
+                                 trust_remote_code=cfg.trust_remote_code)
+    seed_everything(cfg.seed)  # LoRA's A matrices are initialised from the global RNG
+    model, selection = apply_scope(backbone.model, backbone.model.config, backbone.family, scope, quant=cfg.quant,
+                                   lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
+    if cfg.grad_checkpointing:
+        # Non-reentrant checkpointing needs no input that requires grad (frozen embeddings).
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return Tunable(backbone, model, selection)
+
+
+def lr_lambda(steps: int, warmup: float):
+    """Linear warm-up, then cosine decay to 10 % of the peak."""
+    warm = max(1, int(steps * warmup))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, steps - warm)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def peak_memory_gb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: KiB -> GB (process RSS)
+
+
+def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None, accelerator=None) -> Iterator[dict]:
+    """Train `tunable.model` for cfg.steps optimizer steps; yields one record per step.
+
+    `stop` is any object with is_set() (threading.Event): checked before every micro-batch.
+    """
+    import torch
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    acc = accelerator or Accelerator(
+        gradient_accumulation_steps=cfg.grad_accum,
+        mixed_precision="bf16" if torch.cuda.is_available() else "no",
+    )
+    seed_everything(cfg.seed)
+    model = tunable.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.effective_lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.steps, cfg.warmup))
+    loader = DataLoader(
+        samples,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        collate_fn=lambda batch: encode_for_training(tunable.backbone, batch, cfg.max_length),
+        drop_last=len(samples) >= cfg.batch_size * acc.num_processes,
+    )
+    model, optimizer, loader = acc.prepare(model, optimizer, loader)
+
+    def cycle():
+        epoch = 0
+        while True:
+            for batch in loader:
+                yield epoch, batch
+            epoch += 1
+
+    data = cycle()
+    model.train()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    for step in range(1, cfg.steps + 1):
+        t0 = time.perf_counter()
+        losses, n = [], 0
+        for _ in range(cfg.grad_accum):
+            if stop is not None and stop.is_set():
+                yield {"event": "stopped", "step": step - 1}
+                return
+            epoch, batch = next(data)
+            with acc.accumulate(model):
+                loss = model(**batch).loss
+                acc.backward(loss)
+                if acc.sync_gradients:
+                    acc.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
+            n += batch["input_ids"].shape[0]
+        scheduler.step()
+        mean_loss = acc.reduce(torch.stack(losses).mean(), reduction="mean").item()
+        dt = time.perf_counter() - t0
+        yield {
+            "step": step,
+            "loss": round(mean_loss, 6),
+            "lr": scheduler.get_last_lr()[0],
+            "epoch": epoch,
+            "samples_per_s": round(n * acc.num_processes / dt, 3),
+            "step_s": round(dt, 4),
+            "elapsed_s": round(time.perf_counter() - started, 3),
+            "peak_mem_gb": round(peak_memory_gb(), 4),
+        }
+
+
+def directory_bytes(path) -> int:
+    from pathlib import Path
+
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def _limit(samples: list[Sample], n: int) -> list[Sample]:
+    return samples[:n] if n else samples
+
+
+def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tunable | None = None) -> Iterator[dict]:
+    """The whole `train` command as a generator: load data, apply the scope, train, save the
+    adapter, evaluate base and tuned. Yields {"event": "start"}, the step records, then
+    {"event": "done", ...}. Only the main process writes the run folder."""
+    import torch
+    from accelerate import Accelerator
+
+    from .data import DataError, load_samples
+    from .evaluate import evaluate
+    from .runs import RunDir
+
+    cfg.validate()
+    acc = accelerator or Accelerator(gradient_accumulation_steps=cfg.grad_accum,
+                                     mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    loaded = load_samples(cfg.data, cfg.split, skip_bad=cfg.skip_bad)
+    eval_sets: dict[str, list[Sample]] = {}
+    notes: list[str] = []
+    for split in filter(None, (cfg.eval_split, cfg.ood_split)):
+        try:
+            eval_sets[split] = _limit(load_samples(cfg.data, split, skip_bad=cfg.skip_bad).samples, cfg.eval_limit)
+        except DataError as e:
+            if split == cfg.eval_split:
+                raise
+            notes.append(f"no out-of-domain evaluation: {e}")
+    tunable = tunable or prepare(cfg, device=str(acc.device))
+    sel = tunable.selection
+    start = {
+        "event": "start",
+        "backbone": tunable.backbone.name,
+        "family": tunable.backbone.family.name,
+        "scope": cfg.scope,
+        "quant": cfg.quant,
+        "lr": cfg.effective_lr,
+        "total": sel.total,
+        "trainable": sel.trainable,
+        "percent": round(sel.percent, 6),
+        "dead": sel.dead,
+        "n_modules": len(sel.modules),
+        "n_train": len(loaded.samples),
+        "skipped": loaded.skipped,
+        "notes": sel.notes + notes,
+    }
+    run = RunDir.create(out, {"config": cfg.to_dict(), **start, "source": tunable.backbone.source}) if acc.is_main_process else None
+    yield start
+
+    def run_eval(adapter: bool) -> dict:
+        model = acc.unwrap_model(tunable.model)
+        return {split: evaluate(tunable.backbone, model, samples, adapter=adapter, batch_size=cfg.eval_batch_size)
+                for split, samples in eval_sets.items()}
+
+    base = None
+    if cfg.scope == "full" and acc.is_main_process:
+        base = run_eval(adapter=True)  # full fine-tuning overwrites the weights: score them first
+    status, steps_done, t0 = "completed", 0, time.perf_counter()
+    for record in fit(tunable, cfg, loaded.samples, stop=stop, accelerator=acc):
+        if record.get("event") == "stopped":
+            status = "stopped"
+            yield record
+            break
+        steps_done = record["step"]
+        if run:
+            run.log(record)
+        yield record
+    train_s = time.perf_counter() - t0
+    acc.wait_for_everyone()
+    if not acc.is_main_process:
+        return
+    model = acc.unwrap_model(tunable.model)
+    model.eval()
+    run.save_adapter(model)
+    if base is None:
+        base = run_eval(adapter=False)
+    tuned = run_eval(adapter=True)
+    result = {
+        "status": status,
+        "steps_done": steps_done,
+        "train_s": round(train_s, 3),
+        "trainable": sel.trainable,
+        "total": sel.total,
+        "percent": round(sel.percent, 6),
+        "adapter_bytes": directory_bytes(run.adapter_dir),
+        "base": base,
+        "tuned": tuned,
+    }
+    run.write_eval(result)
+    yield {"event": "done", "run": str(run.path), **result}
