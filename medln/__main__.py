@@ -41,31 +41,11 @@ def cmd_scopes(args) -> None:
     _print(rows, args.json)
 
 
-def param_rows(backbone: str, scopes: list[str], quant: str, lora_r: int = 8) -> list[dict]:
-    from .backbones import load_config
-    from .scopes import ScopeError, count_from_config, get_scope, meta_model
-
-    resolved, config, family = load_config(backbone)
-    model = meta_model(config, family)
-    rows = []
-    for name in scopes:
-        try:
-            sel = count_from_config(config, family, get_scope(name), quant=quant, lora_r=lora_r, model=model)
-        except ScopeError as e:
-            rows.append({"backbone": resolved.name, "scope": name, "skipped": str(e)})
-            continue
-        rows.append({"backbone": resolved.name, "scope": name, "total": sel.total, "trainable": sel.trainable,
-                     "percent": round(sel.percent, 6), "dead": sel.dead,
-                     "modules": sel.modules if name != "full" else ["(all)"]})
-    return rows
-
-
 def cmd_params(args) -> None:
-    from .scopes import SCOPES
+    from .accounting import param_rows
 
-    scopes = [s.name for s in SCOPES] if args.scope == "all" else [args.scope]
     t0 = time.perf_counter()
-    rows = param_rows(args.backbone, scopes, args.quant, args.lora_r)
+    rows = param_rows(args.backbone, None if args.scope == "all" else [args.scope], args.quant, args.lora_r)
     if not args.json:
         for r in rows:
             if "skipped" in r:

@@ -91,6 +91,8 @@ FAMILIES: dict[str, Family] = {
             r"\.(attention|crossattention)\.(self\.(query|key|value)|output\.dense)$",
             r"\.layer\.\d+\.(intermediate\.dense|output\.dense)$",
             encoder_decoder=True,
+            # its output layer is tied to the word embeddings and must stay unquantized
+            not_quantized=("text_decoder.cls.predictions.decoder",),
         ),
         Family(
             "idefics3",
@@ -313,6 +315,14 @@ class Backbone:
     meta: dict = field(default_factory=dict)
 
 
+def allow_processors_without_torchvision() -> None:
+    """Qwen2-VL's processor insists on a video processor, which needs torchvision (there is no
+    CPU build here); medln.tiny installs an image-only stand-in when torchvision is absent."""
+    from .tiny import allow_processors_without_torchvision as allow
+
+    allow()
+
+
 def model_class(family: Family):
     import transformers
 
@@ -355,6 +365,7 @@ def load_backbone(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, resolved.spec.gpu_dtype if resolved.spec else "bfloat16") if device.startswith("cuda") else torch.float32
     qconfig = quantization_config(family, quant, list(keep_full_precision), dtype)
+    allow_processors_without_torchvision()
     try:
         processor = AutoProcessor.from_pretrained(resolved.source, trust_remote_code=trust_remote_code, **kwargs)
         model = model_class(family).from_pretrained(

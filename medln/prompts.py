@@ -28,6 +28,31 @@ def render_prompt(bb: Backbone, question: str) -> str:
     return bb.processor.apply_chat_template(messages, add_generation_prompt=True)
 
 
+def render_full(bb: Backbone, question: str, answer: str) -> tuple[str, str]:
+    """(prompt, prompt + answer + end-of-turn). Chat families render the assistant turn with
+    their own template, so the answer ends with the token the model stops on
+    (<end_of_utterance>, <|im_end|>, <end_of_turn>)."""
+    prompt = render_prompt(bb, question)
+    eos = _tokenizer(bb).eos_token or ""
+    if not bb.prompt:
+        messages = [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
+            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+        ]
+        full = bb.processor.apply_chat_template(messages, add_generation_prompt=False)
+        if full.startswith(prompt):
+            return prompt, full
+    return prompt, f"{prompt} {answer}{eos}"
+
+
+def _process(bb: Backbone, images: list, texts: list[str]) -> dict:
+    """Run the processor; templates that render <bos> themselves must not get a second one
+    (Gemma 3's does)."""
+    bos = _tokenizer(bb).bos_token
+    kwargs = {"add_special_tokens": False} if bos and all(t.startswith(bos) for t in texts) else {}
+    return bb.processor(images=_images_arg(bb, images), text=texts, padding=True, return_tensors="pt", **kwargs)
+
+
 def _images_arg(bb: Backbone, images: list):
     return [[im] for im in images] if bb.family.nested_images else images
 
@@ -53,8 +78,8 @@ def encode_for_training(bb: Backbone, samples: list[Sample], max_length: int = 5
     images = [load_image(s.image, where=s.id) for s in samples]
     questions = [question_text(s) for s in samples]
     answers = [s.answer for s in samples]
-    tok = _tokenizer(bb)
     if bb.family.encoder_decoder:
+        tok = _tokenizer(bb)
         with _padding_side(bb, "right"):
             batch = bb.processor(images=images, text=questions, padding=True, truncation=True,
                                  max_length=max_length, return_tensors="pt")
@@ -66,12 +91,11 @@ def encode_for_training(bb: Backbone, samples: list[Sample], max_length: int = 5
         batch["decoder_input_ids"], batch["labels"] = ids, labels
         return dict(batch)
 
-    prompts = [render_prompt(bb, q) for q in questions]
-    sep = lambda p: "" if p.endswith(("\n", " ")) else " "  # noqa: E731  (templates ending a turn with a newline)
-    full = [p + sep(p) + a + (tok.eos_token or "") for p, a in zip(prompts, answers)]
+    prompts, full = zip(*(render_full(bb, q, a) for q, a in zip(questions, answers)))
     with _padding_side(bb, "right"):
-        batch = bb.processor(images=_images_arg(bb, images), text=full, padding=True, return_tensors="pt")
-        prompt_only = bb.processor(images=_images_arg(bb, images), text=prompts, padding=True, return_tensors="pt")
+        batch = _process(bb, images, list(full))
+        # Same images, prompt only: image-token expansion is counted the same way.
+        prompt_only = _process(bb, images, list(prompts))
     labels = batch["input_ids"].clone()
     prompt_len = prompt_only["attention_mask"].sum(dim=1)
     for i, n in enumerate(prompt_len.tolist()):
@@ -90,7 +114,7 @@ def encode_for_generation(bb: Backbone, images: list, questions: list[str]) -> d
             return dict(bb.processor(images=images, text=questions, padding=True, return_tensors="pt"))
     prompts = [render_prompt(bb, q) for q in questions]
     with _padding_side(bb, "left"):
-        return dict(bb.processor(images=_images_arg(bb, images), text=prompts, padding=True, return_tensors="pt"))
+        return dict(_process(bb, images, prompts))
 
 
 def to_device(batch: dict, device, dtype=None) -> dict:
@@ -115,9 +139,10 @@ def generate(bb: Backbone, model, images: list, questions: list[str], *, max_new
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point() and p.dtype != torch.float32), None)
     batch = to_device(batch, device, dtype)
     tok = _tokenizer(bb)
+    # BLIP's generate sets its own pad/bos ids; decoder-only models need the pad id.
+    extra = {} if bb.family.encoder_decoder else {"pad_token_id": tok.pad_token_id}
     with torch.inference_mode():
-        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer,
-                             pad_token_id=tok.pad_token_id)
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer, **extra)
     if not bb.family.encoder_decoder:
         out = out[:, batch["input_ids"].shape[1]:]
     return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]

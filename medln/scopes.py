@@ -67,12 +67,41 @@ def numel(p) -> int:
     return quant_state.shape.numel() if quant_state is not None else p.numel()
 
 
+@dataclass(frozen=True)
+class ModuleInfo:
+    """What selection needs to know of one module: the model's structure as plain data, so
+    the same rule runs on a loaded model, a meta-device model, or a cached description."""
+
+    name: str
+    kind: str  # "norm" | "linear" | "other"
+    params: int  # own parameters (tied weights counted once, at their first owner)
+    in_features: int = 0
+    out_features: int = 0
+    bias: bool = False
+
+
+def describe(model) -> list[ModuleInfo]:
+    seen: set[int] = set()
+    infos = []
+    for name, module in model.named_modules():
+        own = 0
+        for p in module.parameters(recurse=False):
+            if id(p) not in seen:
+                seen.add(id(p))
+                own += numel(p)
+        if is_norm(module):
+            kind = "norm"
+        elif hasattr(module, "in_features") and hasattr(module, "out_features"):
+            kind = "linear"  # nn.Linear and bitsandbytes' Linear4bit
+        else:
+            kind = "other"
+        infos.append(ModuleInfo(name, kind, own, getattr(module, "in_features", 0) or 0,
+                                getattr(module, "out_features", 0) or 0, getattr(module, "bias", None) is not None))
+    return infos
+
+
 def count_params(model) -> int:
-    return sum(numel(p) for p in model.parameters())
-
-
-def _own_params(module) -> int:
-    return sum(numel(p) for p in module.parameters(recurse=False))
+    return sum(m.params for m in describe(model))
 
 
 @dataclass
@@ -92,48 +121,47 @@ class Selection:
         return 100.0 * self.trainable / self.total if self.total else 0.0
 
 
-def select(model, config, family: Family, scope: TuningScope, *, quant: str = "none", lora_r: int = 8) -> Selection:
-    """Pick the scope's modules in `model` (real or on the meta device)."""
-    import torch.nn as nn
-
+def select(structure: list[ModuleInfo], dead_prefixes: list[str], family: Family, scope: TuningScope, *,
+           quant: str = "none", lora_r: int = 8) -> Selection:
+    """The scope's rule. `structure` comes from describe(); `dead_prefixes` from
+    family.dead_norms(config) (module-name prefixes whose norms get no gradient)."""
     if scope.kind == "full" and quant != "none":
         raise ScopeError("scope 'full' cannot run on a 4-bit model: 4-bit weights cannot be trained; use --quant none (bf16)")
-    total = count_params(model)
-    dead_prefixes = tuple(family.dead_norms(config))
+    total = sum(m.params for m in structure)
+    dead_prefixes = tuple(dead_prefixes)
     modules, dead_modules, trainable, dead, notes = [], [], 0, 0, []
 
     if scope.kind == "norm":
-        for name, module in model.named_modules():
-            if not is_norm(module) or _own_params(module) == 0:
+        for m in structure:
+            if m.kind != "norm" or m.params == 0 or part_of(family, m.name) not in scope.parts:
                 continue
-            if part_of(family, name) not in scope.parts:
-                continue
-            if name.startswith(dead_prefixes) or name in dead_prefixes:
-                dead_modules.append(name)
-                dead += _own_params(module)
-                continue
-            modules.append(name)
-            trainable += _own_params(module)
+            if m.name.startswith(dead_prefixes):
+                dead_modules.append(m.name)
+                dead += m.params
+            else:
+                modules.append(m.name)
+                trainable += m.params
         if dead_modules:
             notes.append(f"{len(dead_modules)} norms ({dead:,} parameters) get no gradient and are left out")
     elif scope.kind in ("linear", "lora"):
         patterns = {"attn": [family.attn], "ffn": [family.ffn], "lora": [family.attn, family.ffn]}[scope.name]
-        for name, module in model.named_modules():
-            if part_of(family, name) != "llm" or not any(re.search(p, name) for p in patterns):
+        for m in structure:
+            if m.kind != "linear" or part_of(family, m.name) != "llm" or not any(re.search(p, m.name) for p in patterns):
                 continue
-            if not (isinstance(module, nn.Linear) or hasattr(module, "in_features")):
-                continue
-            modules.append(name)
+            modules.append(m.name)
             if scope.kind == "lora":  # A: r x in, B: out x r
-                trainable += lora_r * (module.in_features + module.out_features)
+                trainable += lora_r * (m.in_features + m.out_features)
             else:
-                trainable += module.in_features * module.out_features + (module.out_features if module.bias is not None else 0)
+                trainable += m.in_features * m.out_features + (m.out_features if m.bias else 0)
     else:  # full
-        modules = [""]
-        trainable = total
+        modules, trainable = [""], total
     if not modules:
         raise ScopeError(f"scope {scope.name!r} selects nothing in this {family.name} model")
     return Selection(scope, modules, trainable, total, dead, dead_modules, notes)
+
+
+def select_in_model(model, config, family: Family, scope: TuningScope, **kw) -> Selection:
+    return select(describe(model), family.dead_norms(config), family, scope, **kw)
 
 
 def meta_model(config, family: Family):
@@ -150,7 +178,7 @@ def count_from_config(config, family: Family, scope: TuningScope, *, quant: str 
                       model=None) -> Selection:
     """Parameter accounting from config.json alone, with the same selection as training."""
     model = model if model is not None else meta_model(config, family)
-    return select(model, config, family, scope, quant=quant, lora_r=lora_r)
+    return select_in_model(model, config, family, scope, quant=quant, lora_r=lora_r)
 
 
 def apply_scope(model, config, family: Family, scope: TuningScope, *, quant: str = "none",
@@ -165,7 +193,7 @@ def apply_scope(model, config, family: Family, scope: TuningScope, *, quant: str
     """
     import torch
 
-    selection = select(model, config, family, scope, quant=quant, lora_r=lora_r)
+    selection = select_in_model(model, config, family, scope, quant=quant, lora_r=lora_r)
     if scope.kind == "full":
         model.requires_grad_(True)
         return model, selection
