@@ -7,11 +7,14 @@ one clear line to stderr and exit 2; never a stack trace.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
 
 from .config import TrainConfig, add_arguments, from_args
+
+COMMAND_MODULES: list[str] = []  # e.g. "compare", "bench", "pretrain": modules defining add_cli(sub)
 
 
 def _print(obj, as_json: bool) -> None:
@@ -182,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ref", required=True)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_score)
+
+    # Commands that live with their concept: each module has add_cli(subparsers).
+    for module in COMMAND_MODULES:
+        importlib.import_module(f"medln.{module}").add_cli(sub)
     return p
 
 
