@@ -14,7 +14,7 @@ import time
 
 from .config import TrainConfig, add_arguments, from_args
 
-COMMAND_MODULES: list[str] = []  # e.g. "compare", "bench", "pretrain": modules defining add_cli(sub)
+COMMAND_MODULES: list[str] = ["pretrain", "compare", "bench"]  # e.g. "compare", "bench", "pretrain": modules defining add_cli(sub)
 
 
 def _print(obj, as_json: bool) -> None:
@@ -68,7 +68,14 @@ def cmd_train(args) -> None:
     out = args.out or f"runs/{new_run_id(cfg.backbone, cfg.scope)}"
     from .train import train_run
 
+    main = None
     for record in train_run(cfg, out):
+        if main is None:  # train_run's Accelerator has set up the (possibly distributed) state by now
+            from accelerate import PartialState
+
+            main = PartialState().is_main_process
+        if not main:  # under `accelerate launch` only the main process prints
+            continue
         if args.json:
             print(json.dumps(record), flush=True)
         elif record.get("event") == "start":
@@ -120,14 +127,21 @@ def cmd_ask(args) -> None:
 
 
 def cmd_eval(args) -> None:
+    from pathlib import Path
+
     from .data import load_samples
-    from .evaluate import evaluate
+    from .evaluate import evaluate, subsample
 
     bb, model = _load_with_adapter(args.backbone, args.adapter, args.quant)
-    samples = load_samples(args.data, args.split, skip_bad=args.skip_bad).samples
-    if args.limit:
-        samples = samples[: args.limit]
-    result = evaluate(bb, model, samples, batch_size=args.batch_size, predictions_path=args.predictions)
+    loaded = load_samples(args.data, args.split, skip_bad=args.skip_bad)
+    samples = subsample(loaded.samples, args.limit)
+    predictions = args.predictions or (Path(args.adapter) / f"predictions-{args.split}.jsonl" if args.adapter
+                                       else Path(f"predictions-{Path(bb.name).name}-{args.split}.jsonl"))
+    result = evaluate(bb, model, samples, batch_size=args.batch_size, predictions_path=predictions,
+                      with_meteor=not args.no_meteor)
+    result["predictions"] = str(predictions)
+    if loaded.skipped:
+        result["skipped"] = loaded.skipped
     _print(result, args.json)
 
 
@@ -173,9 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(s, only=("backbone", "quant", "data", "skip_bad"))
     s.add_argument("--adapter", help="a run folder")
     s.add_argument("--split", default="test")
-    s.add_argument("--limit", type=int, default=0, help="first N samples only")
+    s.add_argument("--limit", type=int, default=0, help="at most N samples, evenly spaced (0: all)")
+    s.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java process)")
     s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--predictions", help="write predictions JSONL here")
+    s.add_argument("--predictions", help="predictions JSONL to write (default: RUN/predictions-SPLIT.jsonl with "
+                   "--adapter, else ./predictions-BACKBONE-SPLIT.jsonl)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_eval)
 

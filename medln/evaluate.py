@@ -42,7 +42,7 @@ def predict(bb: Backbone, model, samples: list[Sample], *, adapter: bool = True,
     return [a for _, a in sorted(preds, key=lambda t: t[0])]
 
 
-def score(samples: list[Sample], preds: list[str]) -> dict:
+def score(samples: list[Sample], preds: list[str], *, with_meteor: bool = False) -> dict:
     """Flat metric dict: VQA keys (n, closed_accuracy, open_recall, overall, ...) and, when
     the split has report items, report keys (bleu_1..bleu_4, rouge_l, meteor, cider)."""
     from .metrics import score_report, score_vqa
@@ -56,18 +56,28 @@ def score(samples: list[Sample], preds: list[str]) -> dict:
     else:
         result["n"] = 0
     if rep:
-        report = score_report([p for _, p in rep], [s.answer for s, _ in rep])
+        # METEOR starts a Java process (~20 s): on for `eval`/`score`, off inside training runs.
+        report = score_report([p for _, p in rep], [s.answer for s, _ in rep], with_meteor=with_meteor)
         result["n_report"] = report.pop("n")
         result.update(report)
     return result
 
 
+def subsample(samples: list[Sample], n: int) -> list[Sample]:
+    """At most n samples, evenly spaced: the files are ordered by study, so a prefix would
+    cover only the first few studies."""
+    if not n or n >= len(samples):
+        return samples
+    step = len(samples) / n
+    return [samples[int(i * step)] for i in range(n)]
+
+
 def evaluate(bb: Backbone, model, samples: list[Sample], *, adapter: bool = True, batch_size: int = 16,
-             predictions_path: Path | None = None, progress=None) -> dict:
+             predictions_path: Path | None = None, progress=None, with_meteor: bool = False) -> dict:
     preds = predict(bb, model, samples, adapter=adapter, batch_size=batch_size, progress=progress)
     if predictions_path is not None:
         with Path(predictions_path).open("w", encoding="utf-8") as f:
             for s, p in zip(samples, preds):
                 f.write(json.dumps({"id": s.id, "task": s.task, "question": s.question, "prediction": p,
                                     "answer": s.answer}) + "\n")
-    return score(samples, preds)
+    return score(samples, preds, with_meteor=with_meteor)

@@ -78,19 +78,38 @@ def peak_memory_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: KiB -> GB (process RSS)
 
 
+def make_accelerator(cfg: TrainConfig):
+    """The Accelerator for a run: bf16 autocast on GPU; DDP under `accelerate launch`.
+
+    cpu=True without CUDA: under `accelerate launch --multi_gpu --num_processes N` (torchrun)
+    accelerate forms a gloo process group (MULTI_CPU) only when told it runs on the CPU;
+    otherwise each process would train alone and all would race for the same run folder.
+    Scope 'full' trains parameters that get no gradient (LLaVA's vision layers after
+    vision_feature_layer): DDP must be told to look for unused parameters, or its second
+    step fails ("Expected to have finished reduction in the prior iteration"). The other
+    scopes train only parameters that get a gradient (dead norms are excluded), so they skip
+    that per-step graph walk.
+    """
+    import torch
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    return Accelerator(
+        gradient_accumulation_steps=cfg.grad_accum,
+        mixed_precision="bf16" if torch.cuda.is_available() else "no",
+        cpu=not torch.cuda.is_available(),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=get_scope(cfg.scope).kind == "full")],
+    )
+
+
 def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None, accelerator=None) -> Iterator[dict]:
     """Train `tunable.model` for cfg.steps optimizer steps; yields one record per step.
 
     `stop` is any object with is_set() (threading.Event): checked before every micro-batch.
     """
     import torch
-    from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
-    acc = accelerator or Accelerator(
-        gradient_accumulation_steps=cfg.grad_accum,
-        mixed_precision="bf16" if torch.cuda.is_available() else "no",
-    )
+    acc = accelerator or make_accelerator(cfg)
     seed_everything(cfg.seed)
     model = tunable.model
     params = [p for p in model.parameters() if p.requires_grad]
@@ -156,34 +175,32 @@ def directory_bytes(path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def _limit(samples: list[Sample], n: int) -> list[Sample]:
-    return samples[:n] if n else samples
-
-
-def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tunable | None = None) -> Iterator[dict]:
+def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tunable | None = None,
+              base_metrics: dict | None = None, extra_eval: dict[str, list[Sample]] | None = None) -> Iterator[dict]:
     """The whole `train` command as a generator: load data, apply the scope, train, save the
     adapter, evaluate base and tuned. Yields {"event": "start"}, the step records, then
-    {"event": "done", ...}. Only the main process writes the run folder."""
-    import torch
-    from accelerate import Accelerator
+    {"event": "done", ...}. Only the main process writes the run folder.
 
+    For sweeps (medln.compare): `base_metrics` {split: metrics} already known for this base
+    model are reused, not scored again; `extra_eval` {name: samples} adds evaluation sets
+    (e.g. a second, out-of-domain dataset)."""
     from .data import DataError, load_samples
-    from .evaluate import evaluate
+    from .evaluate import evaluate, subsample
     from .runs import RunDir
 
     cfg.validate()
-    acc = accelerator or Accelerator(gradient_accumulation_steps=cfg.grad_accum,
-                                     mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    acc = accelerator or make_accelerator(cfg)
     loaded = load_samples(cfg.data, cfg.split, skip_bad=cfg.skip_bad)
     eval_sets: dict[str, list[Sample]] = {}
     notes: list[str] = []
     for split in filter(None, (cfg.eval_split, cfg.ood_split)):
         try:
-            eval_sets[split] = _limit(load_samples(cfg.data, split, skip_bad=cfg.skip_bad).samples, cfg.eval_limit)
+            eval_sets[split] = subsample(load_samples(cfg.data, split, skip_bad=cfg.skip_bad).samples, cfg.eval_limit)
         except DataError as e:
             if split == cfg.eval_split:
                 raise
             notes.append(f"no out-of-domain evaluation: {e}")
+    eval_sets.update(extra_eval or {})
     tunable = tunable or prepare(cfg, device=str(acc.device))
     sel = tunable.selection
     start = {
@@ -193,6 +210,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "scope": cfg.scope,
         "quant": cfg.quant,
         "lr": cfg.effective_lr,
+        "num_processes": acc.num_processes,  # data-parallel processes: batch_size is per process
         "total": sel.total,
         "trainable": sel.trainable,
         "percent": round(sel.percent, 6),
@@ -205,14 +223,15 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
     run = RunDir.create(out, {"config": cfg.to_dict(), **start, "source": tunable.backbone.source}) if acc.is_main_process else None
     yield start
 
-    def run_eval(adapter: bool) -> dict:
+    def run_eval(adapter: bool, skip: dict | None = None) -> dict:
         model = acc.unwrap_model(tunable.model)
-        return {split: evaluate(tunable.backbone, model, samples, adapter=adapter, batch_size=cfg.eval_batch_size)
+        return {split: (skip or {}).get(split) or evaluate(tunable.backbone, model, samples, adapter=adapter,
+                                                             batch_size=cfg.eval_batch_size)
                 for split, samples in eval_sets.items()}
 
     base = None
     if cfg.scope == "full" and acc.is_main_process:
-        base = run_eval(adapter=True)  # full fine-tuning overwrites the weights: score them first
+        base = run_eval(adapter=True, skip=base_metrics)  # full fine-tuning overwrites the weights: score them first
     status, steps_done, t0 = "completed", 0, time.perf_counter()
     for record in fit(tunable, cfg, loaded.samples, stop=stop, accelerator=acc):
         if record.get("event") == "stopped":
@@ -231,7 +250,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
     model.eval()
     run.save_adapter(model)
     if base is None:
-        base = run_eval(adapter=False)
+        base = run_eval(adapter=False, skip=base_metrics)
     tuned = run_eval(adapter=True)
     result = {
         "status": status,
