@@ -46,7 +46,10 @@ def cmd_scopes(args) -> None:
 
 def cmd_params(args) -> None:
     from .accounting import param_rows
+    from .scopes import get_scope
 
+    if args.scope != "all":
+        get_scope(args.scope)  # an unknown name is a usage error (exit 2), not a "skipped" row
     t0 = time.perf_counter()
     rows = param_rows(args.backbone, None if args.scope == "all" else [args.scope], args.quant, args.lora_r)
     if not args.json:

@@ -370,6 +370,10 @@ def _blip_config(tok, s):
         image_size=s.image_size,
         patch_size=s.patch_size,
         projection_dim=s.vision_hidden_size,
+        # BlipVisionConfig defaults to initializer_range=1e-10 (harmless under trained weights):
+        # a random tower at that scale feeds ~zero image features and passes ~1e-27 gradients
+        # to its norms, so nothing in it could learn.
+        initializer_range=0.02,
     )
     text = BlipTextConfig(
         vocab_size=len(tok),
@@ -796,6 +800,14 @@ def build_tiny(
 
     torch.manual_seed(seed)
     model = getattr(transformers, spec.model_class)(config).to(torch.float32).eval()
+    # transformers initialises some matrices to zero (Gemma 3's `mm_input_projection_weight`):
+    # fine before loading trained weights, but in a random model a zero matrix cuts every
+    # gradient upstream of it (Gemma 3's whole vision tower would look "dead"). Trained
+    # checkpoints never have all-zero matrices, so give them random values.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2 and not p.any():
+                p.normal_(0.0, config.get_text_config().initializer_range)
     text_cfg = config.get_text_config()
     eos = [text_cfg.eos_token_id, *tokenizer.convert_tokens_to_ids(list(spec.stop_tokens))]
     model.generation_config = GenerationConfig(

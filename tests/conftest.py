@@ -1,0 +1,139 @@
+"""Shared fixtures: tiny random checkpoints of every family (built once per session with
+medln.tiny.build_tiny and loaded back through the hub code path), a tiny JSONL data set, and
+an environment with no network and a private MedLN cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FAMILY_NAMES = ["llava", "blip", "idefics3", "qwen2_vl", "gemma3"]
+
+# No hub: resolve() / check_access() must never wait on the network in tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def medln_cache(tmp_path_factory):
+    """MEDLN_CACHE in a temporary folder (inherited by CLI subprocesses)."""
+    path = tmp_path_factory.mktemp("medln-cache")
+    old = os.environ.get("MEDLN_CACHE")
+    os.environ["MEDLN_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("MEDLN_CACHE", None)
+    else:
+        os.environ["MEDLN_CACHE"] = old
+
+
+class TinyModels:
+    """family -> folder of a tiny random checkpoint (config.json, safetensors, tokenizer,
+    processor), built on first use and shared by the whole session."""
+
+    def __init__(self, factory):
+        self.factory = factory
+        self.paths: dict[str, Path] = {}
+
+    def __call__(self, family: str) -> Path:
+        if family not in self.paths:
+            from medln.tiny import build_tiny
+
+            self.paths[family] = Path(build_tiny(family, self.factory.mktemp(f"tiny-{family}")))
+        return self.paths[family]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> TinyModels:
+    return TinyModels(tmp_path_factory)
+
+
+VQA = [
+    ("Is there a pleural effusion?", "no", "CLOSED"),
+    ("Is the heart size normal?", "yes", "CLOSED"),
+    ("Which lobe shows consolidation?", "right lower lobe", "OPEN"),
+    ("What imaging modality is this?", "ct", "OPEN"),
+    ("Is there a pneumothorax?", "no", "CLOSED"),
+    ("What organ is shown?", "liver", "OPEN"),
+    ("Is the trachea midline?", "yes", "CLOSED"),
+    ("Where is the mass?", "left upper lobe", "OPEN"),
+    ("Is there cardiomegaly?", "yes", "CLOSED"),
+    ("What is the plane of this image?", "axial", "OPEN"),
+]
+REPORTS = [
+    "The lungs are clear. No effusion or pneumothorax.",
+    "Mild cardiomegaly. No acute cardiopulmonary abnormality.",
+]
+
+
+def _write_images(folder: Path, n: int) -> list[str]:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(n):
+        y, x = np.mgrid[0:48, 0:48]
+        rgb = np.stack([(x * (i + 3)) % 256, (y * (2 * i + 5)) % 256, np.full_like(x, 20 * i % 256)], -1)
+        name = f"img{i:02d}.png"
+        Image.fromarray(rgb.astype(np.uint8)).save(folder / name)
+        names.append(f"images/{name}")
+    return names
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory) -> Path:
+    """data.jsonl with a dozen PNGs: train = 10 VQA (CLOSED/OPEN) + 2 report lines, test =
+    3 VQA + 1 report line (the `split` field selects lines). Use as `jsonl:{path}`."""
+    root = tmp_path_factory.mktemp("data")
+    images = _write_images(root / "images", 12)
+    lines = []
+    for i, (q, a, t) in enumerate(VQA):
+        lines.append({"id": f"tr{i}", "split": "train", "image": images[i], "question": q, "answer": a, "answer_type": t})
+    for i, r in enumerate(REPORTS):
+        lines.append({"id": f"trr{i}", "split": "train", "image": images[10 + i], "report": r})
+    for i, (q, a, t) in enumerate(VQA[:3]):
+        lines.append({"id": f"te{i}", "split": "test", "image": images[(i + 5) % 12], "question": q, "answer": a, "answer_type": t})
+    lines.append({"id": "ter0", "split": "test", "image": images[11], "report": REPORTS[0]})
+    path = root / "data.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def train_samples(dataset):
+    from medln.data import load_samples
+
+    return load_samples(f"jsonl:{dataset}", "train").samples
+
+
+def run_cli(*args, timeout: float = 300, env: dict | None = None):
+    """`python -m medln ARGS` in the repository root; returns the CompletedProcess."""
+    import subprocess
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "medln", *map(str, args)], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def llava_7b_config_dir(folder):
+    """LLaVA-1.5 / LLaVA-Med v1.5 (Mistral) at full size from the published hyper-parameters:
+    CLIP ViT-L/14-336 + Mistral-7B, features from vision layer -2. Only config.json is written."""
+    from transformers import CLIPVisionConfig, LlavaConfig, MistralConfig
+
+    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                              image_size=336, patch_size=14, projection_dim=768)
+    text = MistralConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                         num_key_value_heads=8, vocab_size=32064, max_position_embeddings=32768)
+    LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-2, image_token_index=32000,
+                vision_feature_select_strategy="default").save_pretrained(folder)
+    assert [p.name for p in folder.iterdir()] == ["config.json"]
+    return folder

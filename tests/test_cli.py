@@ -1,0 +1,160 @@
+"""`python -m medln` as a user runs it (subprocesses in the repository root): the JSON
+contracts of backbones / scopes / params / train / ask, and clean exits on bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import llava_7b_config_dir, run_cli
+
+PARAM_KEYS = {"backbone", "scope", "total", "trainable", "percent", "dead", "modules"}
+
+
+def ok_json_lines(proc) -> list:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    return [json.loads(line) for line in lines]  # every stdout line is one JSON value
+
+
+def assert_user_error(proc, *needles: str):
+    """Exit 2, one clear `error:` message naming the problem, no stack trace."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr
+    assert "error:" in proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, (needle, proc.stderr[-2000:])
+
+
+# --------------------------------------------------------------------------- listings
+
+
+def test_backbones_json():
+    (rows,) = ok_json_lines(run_cli("backbones", "--json"))
+    assert isinstance(rows, list) and rows
+    for row in rows:
+        assert set(row) == {"name", "hub_id", "family", "license", "gated"}
+        assert isinstance(row["gated"], bool)
+    names = {r["name"] for r in rows}
+    assert {"medln-tiny", "blip-vqa-base", "medgemma-4b"} <= names
+    assert {r["family"] for r in rows} == {"llava", "blip", "idefics3", "qwen2_vl", "gemma3"}
+    assert next(r for r in rows if r["name"] == "medgemma-4b")["gated"] is True
+
+
+def test_scopes_json():
+    (rows,) = ok_json_lines(run_cli("scopes", "--json"))
+    assert [r["name"] for r in rows] == ["ln", "ln-vision", "ln-llm", "attn", "ffn", "lora", "full"]
+    for row in rows:
+        assert set(row) == {"name", "description", "default_lr", "quant_4bit"}
+        assert row["description"] and row["quant_4bit"] and 0 < row["default_lr"] < 1
+    lr = {r["name"]: r["default_lr"] for r in rows}
+    assert lr["ln"] > lr["lora"]  # LayerNorm-only needs a much higher learning rate
+    assert "refused" in next(r for r in rows if r["name"] == "full")["quant_4bit"]
+
+
+# --------------------------------------------------------------------------- params
+
+
+def test_params_json_from_config_only_folder(tiny_model, tmp_path):
+    only = tmp_path / "cfg"
+    only.mkdir()
+    shutil.copy(tiny_model("llava") / "config.json", only / "config.json")
+    (row,) = ok_json_lines(run_cli("params", "--backbone", only, "--scope", "ln", "--json"))
+    assert set(row) == PARAM_KEYS
+    assert row["scope"] == "ln" and row["dead"] > 0 and 0 < row["trainable"] < row["total"]
+    assert row["percent"] == pytest.approx(100 * row["trainable"] / row["total"], abs=1e-5)
+    (rows,) = ok_json_lines(run_cli("params", "--backbone", only, "--scope", "all", "--quant", "4bit", "--json"))
+    by_scope = {r["scope"]: r for r in rows}
+    assert by_scope["ln"] == row  # 4-bit does not change what ln trains
+    assert "4-bit" in by_scope["full"]["skipped"]
+
+
+def test_params_json_llava_7b(tmp_path):
+    folder = llava_7b_config_dir(tmp_path / "llava-7b")
+    (row,) = ok_json_lines(run_cli("params", "--backbone", folder, "--scope", "ln", "--json"))
+    assert set(row) == PARAM_KEYS
+    assert (row["trainable"], row["dead"], row["total"]) == (362_496, 6_144, 7_566_743_552)
+
+
+# --------------------------------------------------------------------------- train + ask
+
+
+@pytest.fixture(scope="module")
+def cli_run(tiny_model, dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    proc = run_cli("train", "--backbone", tiny_model("llava"), "--scope", "ln", "--data", f"jsonl:{dataset}",
+                   "--steps", "2", "--batch-size", "2", "--eval-split", "test", "--ood-split", "", "--eval-limit", "1",
+                   "--eval-batch-size", "1", "--out", out, "--json")
+    return out, ok_json_lines(proc)
+
+
+def test_train_json_prints_one_object_per_record(cli_run):
+    out, records = cli_run
+    assert all(isinstance(r, dict) for r in records)
+    assert records[0]["event"] == "start" and records[-1]["event"] == "done"
+    assert [r["step"] for r in records[1:-1]] == [1, 2]
+    assert records[-1]["status"] == "completed" and records[-1]["run"] == str(out)
+    assert {p.name for p in out.iterdir()} == {"config.json", "metrics.jsonl", "eval.json", "adapter"}
+    assert [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] == records[1:-1]
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved["tuned"]["test"]["n"] == 1 and saved["base"]["test"]["n"] == 1
+
+
+def test_ask_json_with_and_without_adapter(cli_run, tiny_model, dataset):
+    out, _ = cli_run
+    image = dataset.parent / "images" / "img00.png"
+    for extra in ([], ["--adapter", out]):
+        (reply,) = ok_json_lines(run_cli("ask", "--backbone", tiny_model("llava"), *extra, "--image", image,
+                                         "--question", "Is there a pleural effusion?", "--json"))
+        assert isinstance(reply["answer"], str)
+        assert reply["adapter"] == (str(out) if extra else None)
+
+
+# --------------------------------------------------------------------------- user errors: exit 2, no traceback
+
+
+def train_args(backbone, data, out):
+    return ("train", "--backbone", backbone, "--data", data, "--steps", "1", "--eval-split", "", "--ood-split", "",
+            "--out", out)
+
+
+def test_bad_data_spec(tiny_model, tmp_path):
+    proc = run_cli(*train_args(tiny_model("llava"), "nonsense:whatever", tmp_path / "r"))
+    assert_user_error(proc, "bad data spec", "nonsense:whatever")
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_data_file(tiny_model, tmp_path):
+    missing = tmp_path / "nowhere.jsonl"
+    assert_user_error(run_cli(*train_args(tiny_model("llava"), f"jsonl:{missing}", tmp_path / "r")), str(missing))
+
+
+def test_malformed_jsonl_line_is_named(tiny_model, dataset, tmp_path):
+    lines = dataset.read_text().splitlines()
+    bad = dataset.parent / "bad.jsonl"  # beside the images: relative paths still resolve
+    bad.write_text("\n".join([lines[0], lines[1], '{"image": "images/img02.png", "question": "Is', *lines[3:]]) + "\n")
+    proc = run_cli(*train_args(tiny_model("llava"), f"jsonl:{bad}", tmp_path / "r"))
+    assert_user_error(proc, f"{bad}:3", "malformed JSON")
+
+
+def test_jsonl_line_with_missing_image_is_named(tiny_model, dataset, tmp_path):
+    lines = dataset.read_text().splitlines()
+    record = json.loads(lines[1])
+    record["image"] = "images/missing.png"
+    bad = dataset.parent / "missing-image.jsonl"
+    bad.write_text("\n".join([lines[0], json.dumps(record), *lines[2:]]) + "\n")
+    proc = run_cli(*train_args(tiny_model("llava"), f"jsonl:{bad}", tmp_path / "r"))
+    assert_user_error(proc, f"{bad}:2", "image")
+
+
+def test_other_user_errors(tiny_model, tmp_path):
+    llava = tiny_model("llava")
+    assert_user_error(run_cli("params", "--backbone", tmp_path / "no-such-folder", "--json"), "unknown backbone")
+    assert_user_error(run_cli("params", "--backbone", llava, "--scope", "nope", "--json"), "unknown scope")
+    assert_user_error(run_cli("train", "--backbone", llava, "--scope", "full", "--quant", "4bit", "--out", tmp_path / "r"),
+                      "4-bit")
+    assert_user_error(run_cli("ask", "--backbone", llava, "--image", tmp_path / "none.png", "--question", "Is it?"),
+                      "none.png")
