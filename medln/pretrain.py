@@ -48,7 +48,7 @@ def corpus(stream_samples) -> list[str]:
     return [t for t in texts if t]
 
 
-def pretrain_tiny(out: Path = OUT, *, studies: int = 3000, steps: int = 1500, batch_size: int = 32,
+def pretrain_tiny(out: Path = OUT, *, studies: int = 2000, steps: int = 600, batch_size: int = 32,
                   lr: float = 1e-3, seed: int = 0, log=print) -> Path:
     import torch
 
@@ -99,8 +99,8 @@ def pretrain_tiny(out: Path = OUT, *, studies: int = 3000, steps: int = 1500, ba
 def add_cli(sub) -> None:
     p = sub.add_parser("pretrain-tiny", help="build and pretrain the bundled medln-tiny backbone (source style)")
     p.add_argument("--out", default=str(OUT))
-    p.add_argument("--studies", type=int, default=3000)
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--studies", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)

@@ -141,7 +141,9 @@ def generate(bb: Backbone, model, images: list, questions: list[str], *, max_new
     tok = _tokenizer(bb)
     # BLIP's generate sets its own pad/bos ids; decoder-only models need the pad id.
     extra = {} if bb.family.encoder_decoder else {"pad_token_id": tok.pad_token_id}
-    with torch.inference_mode():
+    # On a GPU the trainable norm copies are fp32 beside bf16 weights: autocast, as in training.
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    with torch.inference_mode(), autocast:
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer, **extra)
     if not bb.family.encoder_decoder:
         out = out[:, batch["input_ids"].shape[1]:]
