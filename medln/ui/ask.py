@@ -1,0 +1,189 @@
+"""Tab 2, Ask: an image (upload PNG/JPEG/TIFF/DICOM, or a bundled example) and a question,
+or "Generate report"; the base and the tuned answer side by side, streamed, from one copy
+of the base weights (medln.ui.models). "Tuned" is one of this browser session's runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+from pathlib import Path
+from typing import Iterator
+
+import gradio as gr
+
+from medln.backbones import REPORT_PROMPT
+from medln.data.images import load_image
+from medln.evaluate import MAX_NEW_TOKENS
+
+from . import views
+from .context import AppContext
+from .errors import UserError, user_message
+from .gpu import on_gpu
+from .models import RunInfo, session_runs, stream_answers
+from .uploads import IMAGE_SUFFIXES, check_image_upload
+
+ASK_TOKENS = 3 * MAX_NEW_TOKENS["vqa"]  # a free question may want a sentence, not one word
+REPORT_TOKENS = MAX_NEW_TOKENS["report"]
+MAX_QUESTION_CHARS = 500
+NO_RUN = ""
+EXAMPLE_QUESTIONS = [
+    "What imaging modality is this?",
+    "Which body region does this study cover?",
+    "Is there an abnormality in this image?",
+    "What is the orientation of this image?",
+]
+
+
+# ------------------------------------------------------------------ plain handlers
+
+def run_choices(ctx: AppContext, session: str | None) -> list[tuple[str, str]]:
+    """Dropdown choices: this session's finished runs (newest first), then 'base only'."""
+    runs = session_runs(ctx.settings.session_dir(session)) if session else []
+    return [(r.label, r.run_id) for r in runs] + [("none: base model only", NO_RUN)]
+
+
+def find_run(ctx: AppContext, session: str, run_id: str | None) -> RunInfo | None:
+    if not run_id:
+        return None
+    for r in session_runs(ctx.settings.session_dir(session)):
+        if r.run_id == run_id:
+            return r
+    raise UserError(f"run {run_id!r} is not a finished run of this session (runs are private to the browser "
+                    "session, or API client, that trained them)")
+
+
+def prepare_image(ctx: AppContext, session: str, path) -> Path:
+    """Check and decode an uploaded image (DICOM too) once; keep it as a PNG for preview and asking."""
+    src = check_image_upload(path, ctx.settings.max_upload_bytes)
+    image = load_image(src, where=src.name)
+    folder = ctx.settings.session_dir(session) / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    out = folder / f"{digest}.png"
+    if not out.exists():
+        image.save(out)
+    return out
+
+
+def answer_stream(ctx: AppContext, session: str, image_path, question: str, run_id: str | None, *,
+                  report: bool = False) -> Iterator[tuple[str, str]]:
+    """(base so far, tuned so far): the core of /ask, /report and the two buttons."""
+    if not image_path:
+        raise UserError("choose an image first (upload one, or click a bundled example)")
+    if report:
+        question, tokens = REPORT_PROMPT, REPORT_TOKENS
+    else:
+        question, tokens = (question or "").strip(), ASK_TOKENS
+        if not question:
+            raise UserError("type a question, or press Generate report")
+        if len(question) > MAX_QUESTION_CHARS:
+            raise UserError(f"the question is too long ({len(question)} characters; the limit is {MAX_QUESTION_CHARS})")
+    run = find_run(ctx, session, run_id)
+    path = Path(image_path)
+    check_image_upload(path, ctx.settings.max_upload_bytes)
+    image = load_image(path, where=path.name)
+    yield from stream_answers(ctx.cache, default_backbone=ctx.settings.default_backbone, run=run, image=image,
+                              question=question, max_new_tokens=tokens)
+
+
+def tuned_label(ctx: AppContext, session: str | None, run_id: str | None) -> str:
+    if not run_id or not session:
+        return "Tuned model (no run chosen: fine-tune one first)"
+    run = next((r for r in session_runs(ctx.settings.session_dir(session)) if r.run_id == run_id), None)
+    return f"Tuned: {run.label}" if run else "Tuned model"
+
+
+# ------------------------------------------------------------------ layout and wiring
+
+def build(ctx: AppContext):
+    from medln.data import bundled
+
+    examples = bundled.example_images()
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5, min_width=340):
+            image_file = gr.File(label="Upload an image: PNG, JPEG, TIFF or DICOM",
+                                 file_types=list(IMAGE_SUFFIXES), type="filepath", elem_id="ask-upload", height=120)
+            gallery = gr.Gallery([p for p, _ in examples], label="…or click a bundled example",
+                                 columns=4, height=390, allow_preview=False, object_fit="cover", interactive=False,
+                                 buttons=[], elem_id="ask-examples")
+            preview = gr.Image(label="Image asked about", interactive=False, type="filepath", height=300,
+                               elem_id="ask-preview", buttons=["fullscreen"])
+            caption = gr.Markdown("Example images: real, permissively licensed files (pydicom, pydicom-data, "
+                                  "scikit-image); see the About tab.", elem_classes="medln-hint", elem_id="ask-caption")
+        with gr.Column(scale=7, min_width=420):
+            with gr.Row():
+                run = gr.Dropdown(run_choices(ctx, None), value=NO_RUN, label="Tuned model: a run of this session",
+                                  elem_id="ask-run", scale=4)
+                refresh = gr.Button("↻ Refresh runs", size="sm", scale=1, elem_id="ask-refresh")
+            question = gr.Textbox(label="Question", placeholder="e.g. What imaging modality is this?",
+                                  lines=2, max_lines=4, elem_id="ask-question")
+            gr.Examples([[q] for q in EXAMPLE_QUESTIONS], inputs=[question], label="Example questions")
+            with gr.Row():
+                ask_btn = gr.Button("Ask", variant="primary", elem_id="ask-go")
+                report_btn = gr.Button("Generate report", elem_id="ask-report")
+            with gr.Row(equal_height=True):
+                base_out = gr.Textbox(label="Base model", lines=5, max_lines=12, interactive=False,
+                                      elem_id="ask-base", buttons=["copy"])
+                tuned_out = gr.Textbox(label=tuned_label(ctx, None, None), lines=5, max_lines=12, interactive=False,
+                                       elem_id="ask-tuned", buttons=["copy"])
+            notice = gr.HTML(elem_id="ask-notice")
+            gr.HTML(views.disclaimer_html())
+    image_path = gr.State(None)
+
+    def on_upload(session, path):
+        if not path:
+            return gr.skip(), gr.skip(), "", gr.skip()
+        try:
+            png = prepare_image(ctx, session, path)
+        except Exception as e:
+            return None, None, _error(user_message(e, doing="reading the image")), ""
+        return str(png), str(png), "", f"Your upload: `{Path(path).name}`"
+
+    def on_example(evt: gr.SelectData):
+        path, text = examples[evt.index]
+        return path, path, None, "", f"Example: {text}"
+
+    def on_refresh(session, current):
+        choices = run_choices(ctx, session)
+        ids = [v for _, v in choices]
+        value = current if current in ids else ids[0]
+        return gr.update(choices=choices, value=value), gr.update(label=tuned_label(ctx, session, value))
+
+    def on_run(session, run_id):
+        return gr.update(label=tuned_label(ctx, session, run_id))
+
+    def make_answer(report: bool):
+        @on_gpu(duration=120)
+        def answer(session, path, q, run_id):
+            base = tuned = ""
+            yield "", "", '<div class="medln-notice">Generating… (the base answer first, then the tuned one)</div>'
+            try:
+                for base, tuned in answer_stream(ctx, session, path, q, run_id, report=report):
+                    yield base, tuned, gr.skip()
+            except Exception as e:
+                yield base, tuned, _error(user_message(e, doing="generating"))
+                return
+            note = "" if run_id else "Pick a run in <b>Tuned model</b> to compare (fine-tune one in the first tab)."
+            yield gr.skip(), gr.skip(), f'<div class="medln-notice">{note}</div>' if note else ""
+        return answer
+
+    image_file.change(on_upload, [ctx.session, image_file], [image_path, preview, notice, caption],
+                      api_visibility="private", concurrency_limit=4)
+    gallery.select(on_example, None, [image_path, preview, image_file, notice, caption], api_visibility="private",
+                   queue=False)
+    refresh.click(on_refresh, [ctx.session, run], [run, tuned_out], api_visibility="private", queue=False)
+    run.change(on_run, [ctx.session, run], tuned_out, api_visibility="private", queue=False)
+    common = dict(api_visibility="private", concurrency_id="gpu", concurrency_limit=1)
+    ask_btn.click(make_answer(False), [ctx.session, image_path, question, run], [base_out, tuned_out, notice], **common)
+    question.submit(make_answer(False), [ctx.session, image_path, question, run], [base_out, tuned_out, notice],
+                    **common)
+    report_btn.click(make_answer(True), [ctx.session, image_path, question, run], [base_out, tuned_out, notice],
+                     **common)
+    ctx.components["ask_run"] = run
+    ctx.components["ask_tuned"] = tuned_out
+    ctx.components["ask_refresh"] = (on_refresh, [ctx.session, run], [run, tuned_out])
+
+
+def _error(text: str) -> str:
+    return f'<div class="medln-notice medln-notice-error">⚠️ {html.escape(text)}</div>'

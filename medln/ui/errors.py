@@ -1,0 +1,76 @@
+"""Every failure becomes one clear sentence for the user; the trace goes to the server log.
+
+Handlers never let an exception reach Gradio unconverted: Gradio would show a generic
+"Error" (or, with show_error=True, the raw exception), and a stack trace is no message.
+`user_message` maps the exceptions the core raises on purpose (their text is written for
+users) and the environment's failures (out of memory, disk full) to a sentence that says
+what to do; anything else is logged with an id the user can quote.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+log = logging.getLogger("medln.ui")
+
+
+class UserError(Exception):
+    """A problem the user can fix, raised by the UI layer itself (bad upload, full queue)."""
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from medln.backbones import BackboneError
+    from medln.config import ConfigError
+    from medln.data.sample import DataError
+    from medln.scopes import ScopeError
+
+    return (UserError, BackboneError, ConfigError, DataError, ScopeError)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    try:
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+    except Exception:  # torch absent or old: fall through to the message test
+        pass
+    return "out of memory" in str(exc).lower() and isinstance(exc, RuntimeError)
+
+
+def user_message(exc: BaseException, *, doing: str = "") -> str:
+    """One readable message for `exc` (no traceback); unexpected errors are logged in full."""
+    prefix = f"{doing}: " if doing else ""
+    if isinstance(exc, _expected_errors()):
+        return prefix + str(exc).strip()
+    if _is_oom(exc):
+        return (prefix + "out of memory. Try the 4-bit toggle, a smaller batch size, fewer evaluation "
+                "samples, or a smaller backbone (the bundled medln-tiny always fits).")
+    if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
+        return prefix + "the server's disk is full; delete old runs or free space and try again."
+    if isinstance(exc, (FileNotFoundError, PermissionError)):
+        return prefix + f"file problem: {exc.strerror or exc} ({getattr(exc, 'filename', '') or ''})".rstrip(" ()")
+    ref = uuid.uuid4().hex[:8]
+    log.error("unexpected error [%s] while %s", ref, doing or "handling a request", exc_info=exc)
+    return (prefix + f"unexpected error ({type(exc).__name__}); it was logged on the server as [{ref}]. "
+            "The app keeps running: adjust the inputs and try again.")
+
+
+def quiet(fallback):
+    """Decorator for the timer's poll handlers: a failure is logged once per call and the
+    page keeps its last state (`fallback()` values), instead of an error toast every second."""
+    import functools
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:
+                log.error("poll failed", exc_info=e)
+                return fallback()
+        return inner
+    return wrap

@@ -1,0 +1,304 @@
+"""Tab 1, Fine-tune: backbone, scope (with its parameter count before anything loads),
+4-bit, steps / learning rate / batch size, dataset; Start and Stop; a progress bar with
+ETA, the live loss curve, base vs tuned metrics and the adapter download.
+
+The handlers are plain functions of widget values (tested without a browser); `build`
+only lays the widgets out and wires them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+from medln.backbones import BACKBONES, BACKBONES_BY_NAME
+from medln.config import TrainConfig
+from medln.runs import new_run_id
+from medln.scopes import SCOPES, SCOPES_BY_NAME, get_scope
+
+from . import views
+from .context import AppContext
+from .errors import UserError, quiet, user_message
+from .gpu import ZEROGPU, on_gpu
+from .jobs import Job
+from .uploads import DataChoice, prepare_dataset
+
+DEFAULTS = TrainConfig()  # the single source of truth for every default shown here
+DATA_SOURCES = [("Bundled sample (synthetic, CC0)", "sample"), ("Upload (.zip or .jsonl)", "upload"),
+                ("Hugging Face dataset id", "hub")]
+
+
+# ------------------------------------------------------------------ plain handlers
+
+def backbone_choices(default: str) -> list[tuple[str, str]]:
+    choices = [(f"{b.name}  ({b.family}{', gated' if b.gated else ''})", b.name) for b in BACKBONES]
+    if default not in BACKBONES_BY_NAME:
+        choices.insert(0, (f"{Path(default).name}  (default)", default))
+    return choices
+
+
+def backbone_info(backbone: str) -> str:
+    spec = BACKBONES_BY_NAME.get(backbone)
+    if spec is None:
+        return (f"Custom backbone `{backbone}`: a Hugging Face id (`owner/name`) or a local folder; "
+                "its family comes from its config.json.")
+    bits = [f"**{spec.name}** · family `{spec.family}` · licence: {spec.license}"]
+    if spec.note:
+        bits.append(spec.note)
+    if spec.gated:
+        bits.append("🔒 gated: the server needs an `HF_TOKEN` whose account accepted the terms")
+    return " · ".join(bits)
+
+
+def scope_info(scope: str) -> tuple[float, str]:
+    """(default learning rate, description) of a scope."""
+    s = get_scope(scope)
+    return s.default_lr, f"{s.description}. Default learning rate {s.default_lr:g}."
+
+
+def param_view(backbone: str, scope: str, quant4: bool) -> tuple[list[list], str, str, bool]:
+    """(table rows, summary, 4-bit note, can start) from config.json alone: nothing loads."""
+    from medln.accounting import param_rows
+
+    quant = "4bit" if quant4 else "none"
+    note, ok = quant_note(scope, quant4)
+    try:
+        rows = param_rows(backbone.strip(), quant=quant, lora_r=DEFAULTS.lora_r)
+    except Exception as e:  # unknown backbone, offline hub, gated, unsupported family
+        return [], f"⚠️ {user_message(e)}", note, False
+    summary = views.scope_summary(rows, scope, backbone, quant)
+    return views.param_table_rows(rows, scope, SCOPES_BY_NAME), summary, note, ok
+
+
+def quant_note(scope: str, quant4: bool) -> tuple[str, bool]:
+    s = get_scope(scope)
+    if not quant4:
+        return "Full-precision weights (fp32 on a CPU, bf16 on a GPU).", True
+    if s.kind == "full":
+        return (f"⚠️ **{scope} + 4-bit cannot run**: {s.quant_4bit}. Untick 4-bit or pick another scope.", False)
+    cpu = ""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            cpu = " On this CPU-only server 4-bit works (bitsandbytes' CPU kernels) but is slower than full precision."
+    except Exception:
+        pass
+    return f"4-bit NF4 weights: scope **{scope}** {s.quant_4bit}.{cpu}", True
+
+
+def build_config(backbone: str, scope: str, quant4: bool, steps, lr, batch_size, data: DataChoice,
+                 eval_limit, seed) -> TrainConfig:
+    """Widget values -> a validated TrainConfig (ConfigError lists every problem)."""
+    lr = float(lr) if lr not in (None, "") else None
+    if lr is not None and scope in SCOPES_BY_NAME and lr == get_scope(scope).default_lr:
+        lr = None  # "the scope's default": the saved config says so
+    cfg = TrainConfig(
+        backbone=(backbone or "").strip(),
+        scope=scope,
+        quant="4bit" if quant4 else "none",
+        steps=int(steps),
+        lr=lr,
+        batch_size=int(batch_size),
+        data=data.spec,
+        eval_split=data.eval_split,
+        ood_split=data.ood_split,
+        eval_limit=int(eval_limit or 0),
+        seed=int(seed or 0),
+    )
+    if not cfg.backbone:
+        raise UserError("choose a backbone")
+    return cfg.validate()
+
+
+@on_gpu(duration=300)
+def train_records(cfg_dict: dict, out: str, stop=None):
+    """medln.train.train_run as a generator of plain records (ZeroGPU-safe arguments)."""
+    from medln.train import train_run
+
+    yield from train_run(TrainConfig.from_dict(cfg_dict), out, stop=stop)
+
+
+def start_job(ctx: AppContext, session: str, cfg: TrainConfig, data: DataChoice) -> Job:
+    out = ctx.settings.session_dir(session) / "runs" / new_run_id(cfg.backbone, cfg.scope)
+
+    def run(job: Job):
+        return train_records(cfg.to_dict(), str(out), stop=None if ZEROGPU else job.stop)
+
+    title = f"{cfg.scope} on {Path(cfg.backbone).name} · {cfg.steps} steps · {data.label or cfg.data}"
+    job = ctx.jobs.submit(session, "finetune", title, out, cfg.steps, run)
+    job.notes.extend(data.notes)
+    return job
+
+
+def start(ctx: AppContext, session: str, backbone, scope, quant4, steps, lr, batch_size, data_source,
+          data_file, hub_id, eval_limit, seed) -> Job:
+    """The Start button (and the /finetune API): prepare the data, build the config, submit."""
+    # check the config before touching an upload, so a bad number fails fast
+    build_config(backbone, scope, quant4, steps, lr, batch_size, DataChoice("sample"), eval_limit, seed)
+    data = prepare_dataset(data_source, data_file, hub_id, ctx.settings.session_dir(session) / "uploads",
+                           max_upload_bytes=ctx.settings.max_upload_bytes,
+                           max_unzip_bytes=ctx.settings.max_unzip_bytes)
+    cfg = build_config(backbone, scope, quant4, steps, lr, batch_size, data, eval_limit, seed)
+    return start_job(ctx, session, cfg, data)
+
+
+def adapter_zip(run_path: Path) -> Path | None:
+    """run/<id>-adapter.zip: the adapter folder plus config.json, eval.json and metrics.jsonl."""
+    run_path = Path(run_path)
+    adapter = run_path / "adapter"
+    if not adapter.is_dir():
+        return None
+    target = run_path / f"{run_path.name}-adapter.zip"
+    if target.exists():
+        return target
+    tmp = target.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(adapter.rglob("*")):
+            if f.is_file():
+                zf.write(f, f"{run_path.name}/adapter/{f.relative_to(adapter)}")
+        for name in ("config.json", "eval.json", "metrics.jsonl"):
+            if (run_path / name).is_file():
+                zf.write(run_path / name, f"{run_path.name}/{name}")
+    shutil.move(tmp, target)
+    return target
+
+
+# ------------------------------------------------------------------ layout and wiring
+
+def build(ctx: AppContext):
+    import gradio as gr
+
+    from medln.plots import loss_curve_fig
+
+    s = ctx.settings
+    default_lr, default_desc = scope_info(DEFAULTS.scope)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5, min_width=360):
+            gr.Markdown("### 1 · Model and tuning scope")
+            backbone = gr.Dropdown(backbone_choices(s.default_backbone), value=s.default_backbone,
+                                   allow_custom_value=True, label="Backbone", elem_id="ft-backbone",
+                                   info="bundled default, a registry model, a Hugging Face id (owner/name) or a local folder")
+            backbone_md = gr.Markdown(backbone_info(s.default_backbone), elem_classes="medln-hint")
+            scope = gr.Radio([(sc.name, sc.name) for sc in SCOPES], value=DEFAULTS.scope, label="Tuning scope",
+                             elem_id="ft-scope")
+            scope_md = gr.Markdown(default_desc, elem_classes="medln-hint")
+            quant4 = gr.Checkbox(value=DEFAULTS.quant == "4bit", label="Load the weights in 4-bit (NF4)",
+                                 elem_id="ft-quant")
+            quant_md = gr.Markdown(elem_classes="medln-hint")
+            params_md = gr.Markdown(elem_id="ft-params-summary")
+            params_df = gr.Dataframe(headers=["scope", "trainable", "% of model", "under 4-bit"],
+                                     column_widths=["22%", "24%", "20%", "34%"],
+                                     datatype=["str", "str", "str", "str"], interactive=False, wrap=True,
+                                     label="Trainable parameters per scope (from config.json, before loading)",
+                                     elem_id="ft-params", max_height=420)
+            gr.Markdown("### 2 · Budget")
+            with gr.Row():
+                steps = gr.Number(value=DEFAULTS.steps, minimum=1, maximum=100_000, precision=0, label="Steps",
+                                  elem_id="ft-steps")
+                lr = gr.Number(value=default_lr, minimum=0, label="Learning rate",
+                               elem_id="ft-lr")
+                batch = gr.Number(value=DEFAULTS.batch_size, minimum=1, maximum=512, precision=0,
+                                  label="Batch size", elem_id="ft-batch")
+            gr.Markdown("### 3 · Data")
+            data_source = gr.Radio(DATA_SOURCES, value="sample", label="Dataset", elem_id="ft-data")
+            data_file = gr.File(label="Dataset file: a .zip (JSONL + images, VQA-RAD, SLAKE, PathVQA, IU-Xray) or a .jsonl",
+                                file_types=[".zip", ".jsonl"], visible=False, elem_id="ft-data-file")
+            hub_id = gr.Textbox(label="Hugging Face dataset id", placeholder="flaviagiammarino/vqa-rad",
+                                visible=False, elem_id="ft-hub")
+            with gr.Accordion("Advanced", open=False):
+                eval_limit = gr.Number(value=s.eval_limit, minimum=0, precision=0,
+                                       label="Samples scored per split (base and tuned; 0 = all)",
+                                       elem_id="ft-eval-limit")
+                seed = gr.Number(value=DEFAULTS.seed, precision=0, label="Seed")
+        with gr.Column(scale=7, min_width=420):
+            with gr.Row():
+                start_btn = gr.Button("Start fine-tune", variant="primary", elem_id="ft-start", scale=3)
+                stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="ft-stop", scale=1)
+            notice = gr.HTML(elem_id="ft-notice")
+            status = gr.HTML(views.status_html(None), elem_id="ft-status")
+            loss_plot = gr.Plot(label="Training loss", elem_id="ft-loss", show_label=False)
+            metrics = gr.Dataframe(headers=views.METRIC_HEADERS, interactive=False, label="Base vs tuned",
+                                   elem_id="ft-metrics", wrap=True, column_widths=["16%", "36%", "16%", "16%", "16%"])
+            result_md = gr.Markdown(elem_id="ft-result")
+            download = gr.DownloadButton("Download adapter (.zip)", visible=False, elem_id="ft-download")
+    seen = gr.State(None)
+    timer = gr.Timer(s.poll_s)
+
+    # -- handlers bound to this context
+    def on_params(backbone_v, scope_v, quant_v):
+        rows, summary, note, ok = param_view(backbone_v or "", scope_v, bool(quant_v))
+        return rows, summary, note, gr.update(interactive=ok)
+
+    def on_scope(scope_v):
+        lr_v, desc = scope_info(scope_v)
+        return lr_v, desc
+
+    def on_data(src):
+        return gr.update(visible=src == "upload"), gr.update(visible=src == "hub")
+
+    def on_start(session, *values):
+        try:
+            job = start(ctx, session, *values)
+        except Exception as e:
+            return _notice(user_message(e), error=True), gr.skip(), gr.skip()
+        return (_notice(f"Started <code>{job.out.name}</code>. You may reload the page: the job keeps running."),
+                gr.update(interactive=False), gr.update(interactive=True))
+
+    def on_stop(session):
+        job = ctx.jobs.stop(session) if session else None
+        if job is None:
+            return _notice("Nothing is running.")
+        return _notice("Stopping after the current step; the adapter trained so far is kept and scored.")
+
+    @quiet(lambda: (gr.skip(),) * 10)
+    def on_poll(session, last):
+        job = ctx.jobs.latest_of(session, "finetune") if session else None
+        key = (job.id, job.version) if job else None
+        if key == last:
+            return (gr.skip(),) * 10
+        snap = job.snapshot() if job else None
+        pos = ctx.jobs.position(job) if job else 0
+        active = bool(job and job.active)
+        plot = loss_curve_fig([dict(r, scope=snap["start"]["scope"] if snap.get("start") else "loss")
+                               for r in job.records]) if job and job.records else None
+        if plot is not None:
+            plot.update_layout(height=320, title=None, margin=dict(l=50, r=20, t=20, b=40), showlegend=False)
+        zip_path = adapter_zip(job.out) if job and job.result else None
+        return (views.status_html(snap, pos),
+                plot,  # None clears the previous job's curve until this one has a step
+                views.metric_rows(snap["result"]) if snap and snap.get("result") else [],
+                views.result_markdown(snap),
+                gr.update(value=str(zip_path), visible=True) if zip_path else gr.update(visible=False),
+                gr.update(interactive=not active),
+                gr.update(interactive=active),
+                gr.skip() if active or last is None else "",  # the "Started ..." notice goes when it ends
+                key,
+                gr.skip())
+
+    param_inputs = [backbone, scope, quant4]
+    param_outputs = [params_df, params_md, quant_md, start_btn]
+    backbone.change(lambda b: backbone_info(b or ""), backbone, backbone_md, api_visibility="private", queue=False)
+    for comp in param_inputs:
+        comp.change(on_params, param_inputs, param_outputs, api_visibility="private", concurrency_limit=4)
+    scope.change(on_scope, scope, [lr, scope_md], api_visibility="private", queue=False)
+    data_source.change(on_data, data_source, [data_file, hub_id], api_visibility="private", queue=False)
+    start_btn.click(on_start, [ctx.session, backbone, scope, quant4, steps, lr, batch, data_source, data_file,
+                               hub_id, eval_limit, seed], [notice, start_btn, stop_btn],
+                    api_visibility="private", concurrency_limit=4)
+    stop_btn.click(on_stop, ctx.session, notice, api_visibility="private", queue=False)
+    ctx.components["ft_poll_outputs"] = [status, loss_plot, metrics, result_md, download, start_btn, stop_btn, notice,
+                                         seen]
+    ctx.components["ft_timer"] = timer
+    ctx.components["ft_params"] = (on_params, param_inputs, param_outputs)
+    ctx.components["ft_poll"] = (on_poll, [ctx.session, seen])
+    return timer
+
+
+def _notice(text: str, *, error: bool = False) -> str:
+    import html
+
+    cls = "medln-notice medln-notice-error" if error else "medln-notice"
+    body = html.escape(text) if error else text
+    return f'<div class="{cls}">{"⚠️ " if error else ""}{body}</div>'
