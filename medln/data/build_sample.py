@@ -168,14 +168,17 @@ def build_synthetic(out_dir: Path, splits: dict[str, tuple[str, int]] = SPLITS) 
             study = synth.make_study(synth.SPLIT_SEEDS[split], i, style)
             rel = f"images/{split}-{i:04d}.png"
             save_png(study.image, out_dir / rel)
-            common = {"image": rel, "synthetic": True, "split": split, "style": style,
-                      "findings": study.findings.as_dict(), "source": f"medln.data.synth v{synth.GENERATOR_VERSION}"}
+            common = {"image": rel, "synthetic": True, "style": style}
             for j, item in enumerate(study.items):
                 records.append({"id": f"{split}-{i:04d}-q{j}", **item, **common})
                 if item["answer_type"] == "CLOSED":
                     closed += 1
                     yes += item["answer"] == "yes"
-            records.append({"id": f"{split}-{i:04d}-report", "report": study.report, **common})
+            # The ground-truth findings once per study (on its report line), not on every question:
+            # the assets stay under their size budget. (One file per split: no `split` field.)
+            records.append({"id": f"{split}-{i:04d}-report", "report": study.report, **common,
+                            "findings": study.findings.as_dict(),
+                            "source": f"medln.data.synth v{synth.GENERATOR_VERSION}"})
         (out_dir / f"{split}.jsonl").write_text(_jsonl(records), encoding="utf-8")
         counts[split] = {"style": style, "images": n, "vqa": len(records) - n, "reports": n,
                          "closed": closed, "closed_yes": yes}
