@@ -99,7 +99,8 @@ def tuned_label(ctx: AppContext, session: str | None, run_id: str | None) -> str
 def build(ctx: AppContext):
     from medln.data import bundled
 
-    examples = bundled.example_images()
+    # Synthetic first (the bundled model's own domain), then the real, attributed images.
+    examples = bundled.synthetic_examples() + bundled.example_images()
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=340):
             image_file = gr.File(label="Upload an image: PNG, JPEG, TIFF or DICOM",
@@ -109,8 +110,9 @@ def build(ctx: AppContext):
                                  buttons=[], elem_id="ask-examples")
             preview = gr.Image(label="Image asked about", interactive=False, type="filepath", height=300,
                                elem_id="ask-preview", buttons=["fullscreen"])
-            caption = gr.Markdown("Example images: real, permissively licensed files (pydicom, pydicom-data, "
-                                  "scikit-image); see the About tab.", elem_classes="medln-hint", elem_id="ask-caption")
+            caption = gr.Markdown("Example images: synthetic studies from MedLN's generator (labelled SYNTHETIC), then "
+                                  "real, permissively licensed files (pydicom, pydicom-data, scikit-image); see the "
+                                  "About tab.", elem_classes="medln-hint", elem_id="ask-caption")
         with gr.Column(scale=7, min_width=420):
             with gr.Row():
                 run = gr.Dropdown(run_choices(ctx, None), value=NO_RUN, label="Tuned model: a run of this session",
