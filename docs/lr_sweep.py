@@ -18,9 +18,9 @@ from medln.config import TrainConfig
 from medln.train import train_run
 
 GRID = {
-    "ln": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+    "ln": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1],
     "ln-vision": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
-    "ln-llm": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+    "ln-llm": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1],
     "attn": [3e-5, 1e-4, 3e-4, 1e-3],
     "ffn": [3e-5, 1e-4, 3e-4, 1e-3],
     "lora": [1e-4, 3e-4, 1e-3, 3e-3],

@@ -168,6 +168,7 @@ class BackboneSpec:
     gpu_dtype: str = "bfloat16"  # MedGemma gives NaNs in fp16; bf16 is the safe default for all
     prompt: str | None = None  # overrides the family prompt (LLaVA-Med's [INST] format)
     note: str = ""
+    lrs: dict[str, float] = field(default_factory=dict)  # per-scope learning rates measured on this backbone
 
 
 BACKBONES: list[BackboneSpec] = [
@@ -176,7 +177,10 @@ BACKBONES: list[BackboneSpec] = [
         "medln-tiny",
         "llava",
         "MIT (MedLN); pretrained on MedLN's synthetic sample data",
-        note="bundled ~6 M-parameter LLaVA-architecture model; runs offline on a CPU",
+        note="bundled 4.8 M-parameter LLaVA-architecture model; runs offline on a CPU",
+        # Best of a per-scope grid on the bundled data (docs/lr_sweep.md). A tiny model's norms
+        # take far larger steps than a 7B model's: these are not defaults for other backbones.
+        lrs={"ln": 3e-1, "ln-vision": 1e-2, "ln-llm": 1e-1, "attn": 3e-4, "ffn": 3e-4, "lora": 1e-3, "full": 2e-4},
     ),
     BackboneSpec(
         "llava-med-v1.5-7b",
@@ -220,6 +224,15 @@ class Resolved:
     @property
     def name(self) -> str:
         return self.spec.name if self.spec else self.source
+
+
+def default_lr(backbone: str, scope: str) -> float:
+    """The learning rate a scope starts from: measured for this backbone if the registry has
+    it, else the scope's own default."""
+    from .scopes import get_scope
+
+    spec = BACKBONES_BY_NAME.get(backbone)
+    return spec.lrs[scope] if spec and scope in spec.lrs else get_scope(scope).default_lr
 
 
 def resolve(arg: str) -> Resolved:

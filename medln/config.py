@@ -25,7 +25,7 @@ class TrainConfig:
     ood_split: str = _f("source-test", "held-out out-of-domain split for retention ('' to skip; sample data only)")
     quant: str = _f("none", "weights: none (fp32 on CPU, bf16 on GPU) or 4bit (NF4)", choices=("none", "4bit"))
     steps: int = _f(200, "optimizer steps (the default: ~30 s for medln-tiny on 2 CPU cores)")
-    lr: float | None = _f(None, "peak learning rate; default: the scope's own")
+    lr: float | None = _f(None, "peak learning rate; default: the backbone's measured one for the scope, else the scope's own")
     batch_size: int = _f(8, "samples per micro-batch (per process)")
     grad_accum: int = _f(1, "micro-batches per optimizer step")
     warmup: float = _f(0.1, "fraction of steps with linear warm-up")
@@ -65,9 +65,9 @@ class TrainConfig:
 
     @property
     def effective_lr(self) -> float:
-        from .scopes import get_scope
+        from .backbones import default_lr
 
-        return self.lr if self.lr is not None else get_scope(self.scope).default_lr
+        return self.lr if self.lr is not None else default_lr(self.backbone, self.scope)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

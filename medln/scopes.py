@@ -30,8 +30,9 @@ class TuningScope:
 
 SCOPES: list[TuningScope] = [
     # LayerNorm-only needs a far higher learning rate than LoRA: peft's own benchmark saw
-    # LN-tuning at 1e-4 learn nothing (DESIGN.md). Defaults come from a per-scope sweep on
-    # the bundled data, documented in docs/lr_sweep.md.
+    # LN-tuning at 1e-4 learn nothing (DESIGN.md). These are starting points for real-size
+    # backbones (LoRA 3e-4 as QLoRA-style recipes, full 2e-5 as LLaVA's fine-tuning); a
+    # backbone may carry measured ones (BackboneSpec.lrs; medln-tiny's: docs/lr_sweep.md).
     TuningScope("ln", "every LayerNorm/RMSNorm affine parameter that gets a gradient (vision, connector, LLM)", 3e-3, "norm", ("vision", "connector", "llm")),
     TuningScope("ln-vision", "the norms of the vision tower only", 3e-3, "norm", ("vision",)),
     TuningScope("ln-llm", "the norms of the language model only", 3e-3, "norm", ("llm",)),
@@ -40,7 +41,7 @@ SCOPES: list[TuningScope] = [
     TuningScope("ffn", "the language model's MLP projections, whole weights", 1e-4, "linear",
                 quant_4bit="trains; these projections are kept unquantized (bf16), the rest is 4-bit"),
     TuningScope("lora", "LoRA (r=8, alpha=16) on the language model's attention and MLP projections", 3e-4, "lora"),
-    TuningScope("full", "every parameter", 5e-5, "full", quant_4bit="refused: 4-bit weights cannot be trained; load in bf16 (--quant none)"),
+    TuningScope("full", "every parameter", 2e-5, "full", quant_4bit="refused: 4-bit weights cannot be trained; load in bf16 (--quant none)"),
 ]
 SCOPES_BY_NAME = {s.name: s for s in SCOPES}
 

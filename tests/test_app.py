@@ -73,7 +73,8 @@ def test_param_view_unknown_backbone_is_a_message():
 
 def test_build_config_maps_widgets_to_train_config():
     data = DataChoice("jsonl:/x/data.jsonl", "test", "")
-    cfg = ft.build_config(" medln-tiny ", "lora", True, 12.0, 3e-4, 4.0, data, 16, 3)
+    lora_default = ft.scope_info("lora", "medln-tiny")[0]
+    cfg = ft.build_config(" medln-tiny ", "lora", True, 12.0, lora_default, 4.0, data, 16, 3)
     assert (cfg.backbone, cfg.scope, cfg.quant, cfg.steps, cfg.batch_size) == ("medln-tiny", "lora", "4bit", 12, 4)
     assert cfg.lr is None  # the scope's own default: saved as "default", not a number
     assert (cfg.data, cfg.eval_split, cfg.ood_split, cfg.eval_limit, cfg.seed) == ("jsonl:/x/data.jsonl", "test", "", 16, 3)
@@ -91,9 +92,14 @@ def test_build_config_lists_every_problem():
 
 
 def test_scope_defaults_come_from_the_registry():
-    lr, desc = ft.scope_info("ln")
-    assert lr == 3e-3 and "LayerNorm" in desc
-    assert ft.scope_info("lora")[0] < lr  # LN-tuning needs the higher rate
+    from medln.backbones import BACKBONES_BY_NAME
+    from medln.scopes import get_scope
+
+    lr, desc = ft.scope_info("ln", "some/hub-model")  # no measured rates: the scope's own
+    assert lr == get_scope("ln").default_lr and "LayerNorm" in desc
+    assert ft.scope_info("lora", "some/hub-model")[0] < lr  # LN-tuning needs the higher rate
+    # the bundled backbone carries rates measured on it (docs/lr_sweep.md)
+    assert ft.scope_info("ln", "medln-tiny")[0] == BACKBONES_BY_NAME["medln-tiny"].lrs["ln"]
 
 
 # ------------------------------------------------------------------ uploads

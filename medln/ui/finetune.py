@@ -51,10 +51,12 @@ def backbone_info(backbone: str) -> str:
     return " · ".join(bits)
 
 
-def scope_info(scope: str) -> tuple[float, str]:
-    """(default learning rate, description) of a scope."""
-    s = get_scope(scope)
-    return s.default_lr, f"{s.description}. Default learning rate {s.default_lr:g}."
+def scope_info(scope: str, backbone: str = "") -> tuple[float, str]:
+    """(default learning rate, description) of a scope on a backbone."""
+    from medln.backbones import default_lr
+
+    s, lr = get_scope(scope), default_lr((backbone or "").strip(), scope)
+    return lr, f"{s.description}. Default learning rate {lr:g}."
 
 
 def param_view(backbone: str, scope: str, quant4: bool) -> tuple[list[list], str, str, bool]:
@@ -92,7 +94,7 @@ def build_config(backbone: str, scope: str, quant4: bool, steps, lr, batch_size,
                  eval_limit, seed) -> TrainConfig:
     """Widget values -> a validated TrainConfig (ConfigError lists every problem)."""
     lr = float(lr) if lr not in (None, "") else None
-    if lr is not None and scope in SCOPES_BY_NAME and lr == get_scope(scope).default_lr:
+    if lr is not None and scope in SCOPES_BY_NAME and lr == scope_info(scope, backbone)[0]:
         lr = None  # "the scope's default": the saved config says so
     cfg = TrainConfig(
         backbone=(backbone or "").strip(),
@@ -173,7 +175,7 @@ def build(ctx: AppContext):
     from medln.plots import loss_curve_fig
 
     s = ctx.settings
-    default_lr, default_desc = scope_info(DEFAULTS.scope)
+    default_lr, default_desc = scope_info(DEFAULTS.scope, DEFAULTS.backbone)
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=360):
             gr.Markdown("### 1 · Model and tuning scope")
@@ -231,8 +233,8 @@ def build(ctx: AppContext):
         rows, summary, note, ok = param_view(backbone_v or "", scope_v, bool(quant_v))
         return rows, summary, note, gr.update(interactive=ok)
 
-    def on_scope(scope_v):
-        lr_v, desc = scope_info(scope_v)
+    def on_scope(scope_v, backbone_v):
+        lr_v, desc = scope_info(scope_v, backbone_v)
         return lr_v, desc
 
     def on_data(src):
@@ -282,7 +284,8 @@ def build(ctx: AppContext):
     backbone.change(lambda b: backbone_info(b or ""), backbone, backbone_md, api_visibility="private", queue=False)
     for comp in param_inputs:
         comp.change(on_params, param_inputs, param_outputs, api_visibility="private", concurrency_limit=4)
-    scope.change(on_scope, scope, [lr, scope_md], api_visibility="private", queue=False)
+    for comp in (scope, backbone):  # the default learning rate depends on both
+        comp.change(on_scope, [scope, backbone], [lr, scope_md], api_visibility="private", queue=False)
     data_source.change(on_data, data_source, [data_file, hub_id], api_visibility="private", queue=False)
     start_btn.click(on_start, [ctx.session, backbone, scope, quant4, steps, lr, batch, data_source, data_file,
                                hub_id, eval_limit, seed], [notice, start_btn, stop_btn],
