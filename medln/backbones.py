@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlparse
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 REPORT_PROMPT = "Write the radiology report for this image."
@@ -261,16 +259,13 @@ def hf_token() -> str | None:
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """A TCP connect to the Hub endpoint: fails in seconds instead of a long retry loop."""
+    """Answers in seconds instead of a long retry loop. An HTTP probe, not a TCP connect:
+    some networks accept every connection and then stay silent (medln.data.hub)."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    from .data.hub import hub_reachable as answers
+
+    return answers(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), timeout)
 
 
 def check_access(resolved: Resolved) -> dict:

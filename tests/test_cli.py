@@ -132,9 +132,19 @@ def test_missing_data_file(tiny_model, tmp_path):
     assert_user_error(run_cli(*train_args(tiny_model("llava"), f"jsonl:{missing}", tmp_path / "r")), str(missing))
 
 
+def _beside_images(dataset, tmp_path):
+    """A private copy of the shared dataset folder: files written here cannot leak into
+    tests that zip the shared folder."""
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(dataset.parent, copy)
+    return copy
+
+
 def test_malformed_jsonl_line_is_named(tiny_model, dataset, tmp_path):
     lines = dataset.read_text().splitlines()
-    bad = dataset.parent / "bad.jsonl"  # beside the images: relative paths still resolve
+    bad = _beside_images(dataset, tmp_path) / "bad.jsonl"  # beside the images: relative paths still resolve
     bad.write_text("\n".join([lines[0], lines[1], '{"image": "images/img02.png", "question": "Is', *lines[3:]]) + "\n")
     proc = run_cli(*train_args(tiny_model("llava"), f"jsonl:{bad}", tmp_path / "r"))
     assert_user_error(proc, f"{bad}:3", "malformed JSON")
@@ -144,7 +154,7 @@ def test_jsonl_line_with_missing_image_is_named(tiny_model, dataset, tmp_path):
     lines = dataset.read_text().splitlines()
     record = json.loads(lines[1])
     record["image"] = "images/missing.png"
-    bad = dataset.parent / "missing-image.jsonl"
+    bad = _beside_images(dataset, tmp_path) / "missing-image.jsonl"
     bad.write_text("\n".join([lines[0], json.dumps(record), *lines[2:]]) + "\n")
     proc = run_cli(*train_args(tiny_model("llava"), f"jsonl:{bad}", tmp_path / "r"))
     assert_user_error(proc, f"{bad}:2", "image")
