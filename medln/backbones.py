@@ -320,7 +320,6 @@ class Backbone:
     processor: object
     quant: str
     prompt: str | None  # {question} template, or None for the processor's chat template
-    meta: dict = field(default_factory=dict)
 
 
 def allow_processors_without_torchvision() -> None:

@@ -106,13 +106,6 @@ class RunDir:
         return (self.path / "eval.json").exists() and self.adapter_dir.exists()
 
 
-def list_runs(root: str | Path) -> list[RunDir]:
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted((RunDir(p) for p in root.iterdir() if (p / "config.json").exists()), key=lambda r: r.path.name)
-
-
 def load_run_model(backbone, run_path: str | Path):
     """Attach a run's adapter to an already-loaded base model (one copy of the base
     weights: `disable_adapter()` still gives base answers). For scope 'full' the run holds a
