@@ -407,14 +407,15 @@ def write_figures(out: Path, rows: list[dict]) -> list[Path]:
 # ----------------------------------------------------------------------------- CLI
 
 
-def _bytes(n: int | None) -> str:
+def format_bytes(n: int | None) -> str:
+    """Binary units, labelled as such (the CLI table and the app show the same figure)."""
     if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
+        return "–"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 def format_table(rows: list[dict], metric: str) -> str:
@@ -432,7 +433,7 @@ def format_table(rows: list[dict], metric: str) -> str:
         if r.get("retention") is None and r.get("retention_pts") is not None:
             ret = f"({r['retention_pts']:+.1f} pts)"
         lines.append(f"{r['scope']:<10} {num(r['trainable'], ',d'):>12} {num(r['percent'], '.4f'):>9} "
-                     f"{_bytes(r['adapter_bytes']):>9} {num(r['step_s'], '.3f'):>7} {num(r['samples_per_s'], '.1f'):>7} "
+                     f"{format_bytes(r['adapter_bytes']):>9} {num(r['step_s'], '.3f'):>7} {num(r['samples_per_s'], '.1f'):>7} "
                      f"{num(r['peak_mem_gb'], '.2f'):>7} {num(b, '.3f') + ' -> ' + num(t, '.3f'):>24} {ret:>16}"
                      + ("  (stopped)" if r.get("status") == "stopped" else ""))
     return "\n".join(lines)

@@ -309,10 +309,9 @@ def _clip_vision(s: TinySizes, **kw):
     )
 
 
-def _llama_text(tok: PreTrainedTokenizerFast, s: TinySizes, **kw):
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
+def _decoder_sizes(tok: PreTrainedTokenizerFast, s: TinySizes) -> dict:
+    """The decoder hyper-parameters every family's text config shares."""
+    return dict(
         vocab_size=len(tok),
         hidden_size=s.hidden_size,
         intermediate_size=s.intermediate_size,
@@ -323,9 +322,13 @@ def _llama_text(tok: PreTrainedTokenizerFast, s: TinySizes, **kw):
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=False,
-        **kw,
     )
+
+
+def _llama_text(tok: PreTrainedTokenizerFast, s: TinySizes, **kw):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(**_decoder_sizes(tok, s), tie_word_embeddings=False, **kw)
 
 
 def _llava_config(tok, s):
@@ -463,17 +466,8 @@ def _qwen2_vl_config(tok, s):
         temporal_patch_size=2,
     )
     text = Qwen2VLTextConfig(
-        vocab_size=len(tok),
-        hidden_size=s.hidden_size,
-        intermediate_size=s.intermediate_size,
-        num_hidden_layers=s.num_layers,
-        num_attention_heads=s.num_heads,
-        num_key_value_heads=s.num_kv_heads,
-        max_position_embeddings=s.max_position_embeddings,
+        **_decoder_sizes(tok, s),
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
     )
     image, video, start, end = _token_ids(tok, "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
     return Qwen2VLConfig(
@@ -526,21 +520,12 @@ def _gemma3_config(tok, s):
 
     head_dim = s.hidden_size // s.num_heads
     text = Gemma3TextConfig(
-        vocab_size=len(tok),
-        hidden_size=s.hidden_size,
-        intermediate_size=s.intermediate_size,
-        num_hidden_layers=s.num_layers,
-        num_attention_heads=s.num_heads,
-        num_key_value_heads=s.num_kv_heads,
+        **_decoder_sizes(tok, s),
         head_dim=head_dim,
         query_pre_attn_scalar=head_dim,
-        max_position_embeddings=s.max_position_embeddings,
         sliding_window=64,
         # One local and one global layer, as the real 5:1 pattern has both kinds.
         layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(s.num_layers)],
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
     )
     vision = SiglipVisionConfig(
         hidden_size=s.vision_hidden_size,

@@ -20,6 +20,7 @@ A loader's shape:
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,17 @@ class SplitBuilder:
 
 
 # --- field helpers (raise BadField) ---------------------------------------------------------
+
+
+def read_json_records(json_file: Path) -> list:
+    """A JSON file holding a list of records (VQA-RAD's public file, SLAKE's splits)."""
+    try:
+        records = json.loads(json_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{json_file}: unreadable JSON ({e})") from None
+    if not isinstance(records, list):
+        raise DataError(f"{json_file}: expected a list of records, got {type(records).__name__}")
+    return records
 
 
 def check_split(split: str, available: tuple[str, ...], dataset: str) -> None:

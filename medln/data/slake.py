@@ -10,10 +10,10 @@ question type; modality, location and base_type go to meta.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from medln.data.loaded import BadField, Loaded, SplitBuilder, answer_type, check_split, image_file, text
+from medln.data.loaded import (BadField, Loaded, SplitBuilder, answer_type, check_split, image_file,
+                               read_json_records, text)
 from medln.data.sample import DataError, Sample
 
 SPLITS = ("train", "validation", "test")
@@ -26,12 +26,7 @@ def load(path: str, split: str, *, skip_bad: bool = False) -> Loaded:
     json_file = root / FILES[split]
     if not json_file.is_file():
         raise DataError(f"{json_file}: not found (a SLAKE folder holds {', '.join(FILES.values())} and imgs/)")
-    try:
-        records = json.loads(json_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{json_file}: unreadable JSON ({e})") from None
-    if not isinstance(records, list):
-        raise DataError(f"{json_file}: expected a list of records, got {type(records).__name__}")
+    records = read_json_records(json_file)
 
     build = SplitBuilder(where=str(json_file), split=split, skip_bad=skip_bad)
     other_language = 0

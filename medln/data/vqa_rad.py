@@ -16,10 +16,10 @@ answers and the paraphrase links are unknown.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from medln.data.loaded import BadField, Loaded, SplitBuilder, answer_type, check_split, image_file, text
+from medln.data.loaded import (BadField, Loaded, SplitBuilder, answer_type, check_split, image_file,
+                               read_json_records, text)
 from medln.data.pathvqa import load_parquet_split
 from medln.data.sample import DataError, Sample
 
@@ -45,12 +45,7 @@ def load(path: str, split: str, *, skip_bad: bool = False) -> Loaded:
 
 def _load_public(root: Path, split: str, *, skip_bad: bool) -> Loaded:
     json_file = root / JSON_NAME
-    try:
-        records = json.loads(json_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{json_file}: unreadable JSON ({e})") from None
-    if not isinstance(records, list):
-        raise DataError(f"{json_file}: expected a list of records, got {type(records).__name__}")
+    records = read_json_records(json_file)
 
     # The leakage rule needs the test links before any train record is kept.
     test_links = {

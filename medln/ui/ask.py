@@ -6,7 +6,6 @@ of the base weights (medln.ui.models). "Tuned" is one of this browser session's 
 from __future__ import annotations
 
 import hashlib
-import html
 from pathlib import Path
 from typing import Iterator
 
@@ -139,7 +138,7 @@ def build(ctx: AppContext):
         try:
             png = prepare_image(ctx, session, path)
         except Exception as e:
-            return None, None, _error(user_message(e, doing="reading the image")), ""
+            return None, None, views.notice_html(user_message(e, doing="reading the image"), error=True), ""
         return str(png), str(png), "", f"Your upload: `{Path(path).name}`"
 
     def on_example(evt: gr.SelectData):
@@ -164,7 +163,7 @@ def build(ctx: AppContext):
                 for base, tuned in answer_stream(ctx, session, path, q, run_id, report=report):
                     yield base, tuned, gr.skip()
             except Exception as e:
-                yield base, tuned, _error(user_message(e, doing="generating"))
+                yield base, tuned, views.notice_html(user_message(e, doing="generating"), error=True)
                 return
             note = "" if run_id else "Pick a run in <b>Tuned model</b> to compare (fine-tune one in the first tab)."
             yield gr.skip(), gr.skip(), f'<div class="medln-notice">{note}</div>' if note else ""
@@ -186,6 +185,3 @@ def build(ctx: AppContext):
     ctx.components["ask_tuned"] = tuned_out
     ctx.components["ask_refresh"] = (on_refresh, [ctx.session, run], [run, tuned_out])
 
-
-def _error(text: str) -> str:
-    return f'<div class="medln-notice medln-notice-error">⚠️ {html.escape(text)}</div>'

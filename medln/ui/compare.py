@@ -176,8 +176,8 @@ def build(ctx: AppContext):
         try:
             job = start(ctx, session, *values)
         except Exception as e:
-            return (_error(user_message(e)), gr.skip(), gr.skip())
-        return (f'<div class="medln-notice">Started: {html.escape(job.title)}. You may reload the page.</div>',
+            return (views.notice_html(user_message(e), error=True), gr.skip(), gr.skip())
+        return (views.notice_html(f"Started: {html.escape(job.title)}. You may reload the page."),
                 gr.update(interactive=False), gr.update(interactive=True))
 
     def on_stop(session):
@@ -222,9 +222,6 @@ def notice_for(job: Job):
     import gradio as gr
 
     if job.state == "failed" and job.error:
-        return _error(job.error)
+        return views.notice_html(job.error, error=True)
     return gr.skip()
 
-
-def _error(text: str) -> str:
-    return f'<div class="medln-notice medln-notice-error">⚠️ {html.escape(text)}</div>'

@@ -244,15 +244,15 @@ def build(ctx: AppContext):
         try:
             job = start(ctx, session, *values)
         except Exception as e:
-            return _notice(user_message(e), error=True), gr.skip(), gr.skip()
-        return (_notice(f"Started <code>{job.out.name}</code>. You may reload the page: the job keeps running."),
+            return views.notice_html(user_message(e), error=True), gr.skip(), gr.skip()
+        return (views.notice_html(f"Started <code>{job.out.name}</code>. You may reload the page: the job keeps running."),
                 gr.update(interactive=False), gr.update(interactive=True))
 
     def on_stop(session):
         job = ctx.jobs.stop(session) if session else None
         if job is None:
-            return _notice("Nothing is running.")
-        return _notice("Stopping after the current step; the adapter trained so far is kept and scored.")
+            return views.notice_html("Nothing is running.")
+        return views.notice_html("Stopping after the current step; the adapter trained so far is kept and scored.")
 
     @quiet(lambda: (gr.skip(),) * 10)
     def on_poll(session, last):
@@ -298,10 +298,3 @@ def build(ctx: AppContext):
     ctx.components["ft_poll"] = (on_poll, [ctx.session, seen])
     return timer
 
-
-def _notice(text: str, *, error: bool = False) -> str:
-    import html
-
-    cls = "medln-notice medln-notice-error" if error else "medln-notice"
-    body = html.escape(text) if error else text
-    return f'<div class="{cls}">{"⚠️ " if error else ""}{body}</div>'

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 
 from medln import DISCLAIMER
+from medln.compare import format_bytes as fmt_bytes  # one formatter for CLI and app
 
 # Metrics shown in the base-vs-tuned table, in this order, with their display names.
 METRICS = [
@@ -30,21 +31,18 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "–"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
 def fmt_count(n: int) -> str:
     for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= size:
             return f"{n / size:.3g} {unit}"
     return str(n)
+
+
+def notice_html(text: str, *, error: bool = False) -> str:
+    """A one-line notice; error text is escaped (it may quote user input), others are trusted HTML."""
+    if error:
+        return f'<div class="medln-notice medln-notice-error">⚠️ {html.escape(text)}</div>'
+    return f'<div class="medln-notice">{text}</div>'
 
 
 def disclaimer_html() -> str:
