@@ -324,8 +324,8 @@ class Backbone:
 
 def allow_processors_without_torchvision() -> None:
     """Qwen2-VL's processor insists on a video processor, which needs torchvision (there is no
-    CPU build here); medln.tiny installs an image-only stand-in when torchvision is absent."""
-    from .tiny import allow_processors_without_torchvision as allow
+    CPU build here); medln.no_torchvision installs an image-only stand-in when it is absent."""
+    from .no_torchvision import allow_processors_without_torchvision as allow
 
     allow()
 

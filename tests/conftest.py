@@ -1,5 +1,5 @@
 """Shared fixtures: tiny random checkpoints of every family (built once per session with
-medln.tiny.build_tiny and loaded back through the hub code path), a tiny JSONL data set, and
+medln.make.tiny.build_tiny and loaded back through the hub code path), a tiny JSONL data set, and
 an environment with no network and a private MedLN cache.
 """
 
@@ -45,7 +45,7 @@ class TinyModels:
 
     def __call__(self, family: str) -> Path:
         if family not in self.paths:
-            from medln.tiny import build_tiny
+            from medln.make.tiny import build_tiny
 
             self.paths[family] = Path(build_tiny(family, self.factory.mktemp(f"tiny-{family}")))
         return self.paths[family]

@@ -11,8 +11,9 @@ from PIL import Image
 import pytest
 
 from medln.data import DataError, load_samples
-from medln.data import build_sample as bs
-from medln.data import bundled, synth
+from medln.make import sample as bs
+from medln.data import bundled
+from medln.make import synth
 
 ASSETS = bundled.ASSETS
 MANIFEST = json.loads(bundled.MANIFEST.read_text(encoding="utf-8"))

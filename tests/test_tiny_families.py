@@ -1,6 +1,6 @@
 """Every tiny family loads through the hub code path and trains, generates, batches and loads in 4-bit.
 
-The checkpoints come from `medln.tiny.build_tiny` (random weights, locally trained tokenizer) and
+The checkpoints come from `medln.make.tiny.build_tiny` (random weights, locally trained tokenizer) and
 are loaded back with the Auto classes exactly as a hub id would be.
 """
 
@@ -15,7 +15,8 @@ import transformers
 from PIL import Image
 from transformers import AutoProcessor, BitsAndBytesConfig
 
-from medln.tiny import FAMILIES, allow_processors_without_torchvision, build_tiny
+from medln.make.tiny import FAMILIES, build_tiny
+from medln.no_torchvision import allow_processors_without_torchvision
 
 CHAT_FAMILIES = ["llava", "idefics3", "qwen2_vl", "gemma3"]
 ALL_FAMILIES = ["blip", *CHAT_FAMILIES]

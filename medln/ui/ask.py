@@ -1,6 +1,6 @@
 """Tab 2, Ask: an image (upload PNG/JPEG/TIFF/DICOM, or a bundled example) and a question,
 or "Generate report"; the base and the tuned answer side by side, streamed, from one copy
-of the base weights (medln.ui.models). "Tuned" is one of this browser session's runs.
+of the base weights (medln.serve). "Tuned" is one of this browser session's runs.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from . import views
 from .context import AppContext
 from .errors import UserError, user_message
 from .gpu import on_gpu
-from .models import RunInfo, session_runs, stream_answers
+from ..serve import RunInfo, session_runs, stream_answers
 from .uploads import IMAGE_SUFFIXES, check_image_upload
 
 ASK_TOKENS = 3 * MAX_NEW_TOKENS["vqa"]  # a free question may want a sentence, not one word

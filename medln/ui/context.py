@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .jobs import JobManager
-from .models import ModelCache
+from ..serve import ModelCache
 from .settings import Settings
 
 

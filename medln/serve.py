@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-log = logging.getLogger("medln.ui")
+log = logging.getLogger("medln.serve")
 
 MAX_ADAPTERS_PER_MODEL = 8
 

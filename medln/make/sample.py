@@ -1,6 +1,6 @@
 """Build the committed sample set in assets/sample (run by a maintainer, never at start-up).
 
-    python -m medln.data.build_sample [--out assets/sample] [--no-real]
+    python -m medln.make.sample [--out assets/sample] [--no-real]
 
 Writes images/*.png, train.jsonl, test.jsonl, source-test.jsonl, real.jsonl,
 ATTRIBUTION.md and MANIFEST.json (sha256 of every other file, counts, generator seed
@@ -242,7 +242,7 @@ def _source_path(r: RealImage) -> Path:
 
 
 def convert_real(r: RealImage) -> Image.Image:
-    from .images import load_image
+    from ..data.images import load_image
 
     src = _source_path(r)
     if src.suffix.lower() == ".dcm" and (r.frame is not None or r.window is not None):

@@ -32,7 +32,7 @@ from typing import Iterator, Literal
 import numpy as np
 from PIL import Image
 
-from .sample import Sample
+from ..data.sample import Sample
 
 GENERATOR_VERSION = "1"
 GENERATOR_SEED = 240416385  # arXiv 2404.16385

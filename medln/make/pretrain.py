@@ -15,7 +15,7 @@ import time
 from itertools import islice
 from pathlib import Path
 
-from .backbones import ASSETS
+from ..backbones import ASSETS
 
 OUT = ASSETS / "medln-tiny"
 
@@ -38,7 +38,7 @@ SIZES = dict(
 def corpus(stream_samples) -> list[str]:
     """Tokenizer corpus: every question, answer and report of the sample data (all splits
     and styles, so the target phrasing is spelled with known tokens)."""
-    from .data import load_samples
+    from ..data import load_samples
 
     texts = []
     for split in ("train", "test", "source-test", "real"):
@@ -52,11 +52,11 @@ def pretrain_tiny(out: Path = OUT, *, studies: int = 2000, steps: int = 600, bat
                   lr: float = 1e-3, seed: int = 0, log=print) -> Path:
     import torch
 
-    from .backbones import load_backbone
-    from .config import TrainConfig
-    from .data.synth import source_stream
+    from ..backbones import load_backbone
+    from ..config import TrainConfig
+    from .synth import source_stream
     from .tiny import build_tiny
-    from .train import Tunable, fit, seed_everything
+    from ..train import Tunable, fit, seed_everything
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
