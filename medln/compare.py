@@ -23,12 +23,12 @@ records, so the app can show progress and stop it (stop flag checked every micro
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import gc
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -38,6 +38,9 @@ from typing import Callable, Iterator
 from .config import ConfigError, TrainConfig, add_arguments, from_args
 from .runs import write_json_atomic
 from .scopes import SCOPES, ScopeError, get_scope
+from .compare_report import format_bytes, format_table, table_md, write_csv, write_figures, write_table
+from .summary import summarize_rows, verdict
+from .tuning import Grid, tune_scope
 
 ALL_SCOPES: list[str] = [s.name for s in SCOPES]
 OOD_KEY = "ood"  # evaluation-set name of a second dataset given with ood=SPEC
@@ -161,12 +164,53 @@ def machine_info() -> dict:
     return info
 
 
+# ----------------------------------------------------------------------- the data
+
+VALIDATION_FRACTION = 0.1  # of train's images, when a dataset has no validation split
+VALIDATION_SEED = 0
+
+
+def _image_key(sample) -> str:
+    import hashlib
+
+    image = sample.image
+    return hashlib.sha1(image).hexdigest() if isinstance(image, (bytes, bytearray)) else str(image)
+
+
+def split_validation(cfg: TrainConfig) -> tuple[list, list, dict]:
+    """(train samples, validation samples, how validation was obtained).
+
+    The dataset's own `validation` split when it has one; else a seeded slice of train, by
+    image (all questions about one image stay on one side), which is then not trained on."""
+    import random
+
+    from .data import DataError, load_samples
+
+    train = load_samples(cfg.data, cfg.split, skip_bad=cfg.skip_bad).samples
+    try:
+        val = load_samples(cfg.data, "validation", skip_bad=cfg.skip_bad).samples
+    except DataError:
+        val = []
+    if val:
+        return train, val, {"source": "own", "split": "validation", "n": len(val),
+                            "text": "the dataset's own validation split"}
+    keys = sorted({_image_key(s) for s in train})
+    if len(keys) < 2:
+        raise ConfigError(f"{cfg.data}: no validation split and too few training images ({len(keys)}) to carve one")
+    held = set(random.Random(VALIDATION_SEED).sample(keys, max(1, round(len(keys) * VALIDATION_FRACTION))))
+    val = [s for s in train if _image_key(s) in held]
+    rest = [s for s in train if _image_key(s) not in held]
+    return rest, val, {"source": "carved", "split": f"{cfg.split} slice", "n": len(val), "images": len(held),
+                       "text": f"a seeded slice of train ({VALIDATION_FRACTION:.0%} of its images, seed "
+                               f"{VALIDATION_SEED}), left out of training"}
+
+
 # ----------------------------------------------------------------------- the sweep
 
 
-def _empty_row(scope: str, reason: str | None = None) -> dict:
+def _empty_row(scope: str, reason: str | None = None, seed: int | None = None) -> dict:
     return {
-        "scope": scope, "status": "skipped" if reason else None, "skipped": reason, "lr": None,
+        "scope": scope, "seed": seed, "status": "skipped" if reason else None, "skipped": reason, "lr": None,
         "trainable": None, "total": None, "percent": None, "dead": None, "adapter_bytes": None,
         "steps_done": 0, "step_s": None, "samples_per_s": None, "peak_mem_gb": None, "train_s": None,
         "wall_s": None, "final_loss": None, "metric": None, "base": None, "tuned": None,
@@ -176,37 +220,49 @@ def _empty_row(scope: str, reason: str | None = None) -> dict:
 
 
 def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, ood: str | None = None,
-            stop=None, progress: Callable[[float, str], None] | None = None) -> Iterator[dict]:
-    """Train each scope of `scopes` with `cfg_base`'s budget into out_dir/runs/<scope>/.
+            seeds: list[int] | None = None, tune_lr: bool = False, grid: Grid = Grid(),
+            stop=None, progress: Callable[[float, str], None] | None = None, command: str | None = None) -> Iterator[dict]:
+    """Train each scope of `scopes` with `cfg_base`'s budget, once per seed, into
+    out_dir/runs/<scope>/seed<k>/; with `tune_lr`, first choose each scope's rate on the
+    validation split (medln.tuning; runs in out_dir/tune/<scope>/) — test is never read then.
 
     `ood`: a data spec whose `cfg_base.eval_split` split is the out-of-domain set (default:
-    the `cfg_base.ood_split` split of the training data). `stop`: anything with is_set().
-    `progress(fraction, message)`: optional callback (gr.Progress fits).
+    the `cfg_base.ood_split` split of the training data). `seeds`: default [cfg_base.seed].
+    `stop`: anything with is_set(). `progress(fraction, message)`: optional callback.
 
-    Yields {"event": "compare_start"}, per scope {"event": "scope_start"}, that run's records
-    (train_run's, tagged with "scope"; its start/done events renamed run_start/run_done),
-    {"event": "scope_done" or "scope_skipped", "row": ...}; at the end
-    {"event": "done", "rows": [...], "results": path, ...}. results.json is rewritten after
-    every scope, so an interrupted sweep keeps what it finished.
+    Yields {"event": "compare_start"}, with tune_lr per scope {"event": "tune_start"}, the
+    tuning runs' records (event "tune_run"), {"event": "tune_done"}, then per scope and seed
+    {"event": "scope_start"}, that run's records (train_run's, tagged with "scope" and
+    "seed"; its start/done renamed run_start/run_done), {"event": "scope_done" or
+    "scope_skipped", "row": ...}; at the end {"event": "done", "rows", "summary",
+    "references", "verdict", "results", ...}. results.json is rewritten after every run, so
+    an interrupted sweep keeps what it finished.
     """
     import torch
 
     from .data import load_samples
+    from .evaluate import subsample
     from .train import train_run
 
     scopes = parse_scopes(scopes)
+    seeds = list(dict.fromkeys(seeds)) if seeds else [cfg_base.seed]
     # The shared fields, checked once ('ln' runs under any quant; each scope is checked again).
     cfg_base = dataclasses.replace(cfg_base, scope="ln").validate()
     out = Path(out_dir)
-    taken = [s for s in scopes if (out / "runs" / s / "config.json").exists()]
+    taken = [s for s in scopes if (out / "runs" / s).exists()]
     if taken:
         raise FileExistsError(f"{out} already holds runs for {', '.join(taken)}; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
 
+    if tune_lr:
+        train, validation, val_info = split_validation(cfg_base)
+    else:
+        train = load_samples(cfg_base.data, cfg_base.split, skip_bad=cfg_base.skip_bad).samples
+        validation, val_info = [], {"source": None, "n": 0, "text": "not used: learning rates not tuned here"}
+    # Tuning scores the headline metric only: VQA items when there are any (no report generation).
+    val_tune = [s for s in validation if s.task == "vqa"] or validation
     extra_eval, ood_info = None, {"data": cfg_base.data, "split": cfg_base.ood_split or None, "key": cfg_base.ood_split or None}
     if ood:
-        from .evaluate import subsample
-
         samples = subsample(load_samples(ood, cfg_base.eval_split or "test", skip_bad=cfg_base.skip_bad).samples,
                             cfg_base.eval_limit)  # as train_run limits its own splits
         extra_eval = {OOD_KEY: samples}
@@ -220,103 +276,213 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
                       "process peak resident memory (VmHWM) during training, model included")
     started, t_sweep = time.strftime("%Y-%m-%dT%H:%M:%S"), time.perf_counter()
     rows: list[dict] = []
+    tuning: dict[str, dict] = {}
     bases: dict[tuple, dict] = {}  # base_key -> {split: metrics}
     backbone_name = cfg_base.backbone
     status = "completed"
     machine = machine_info()
+    references: dict = {}
+    total_runs = len(scopes) * len(seeds)
 
     def results(final: bool) -> dict:
         from .plots import pick_metric
 
-        return {
-            "backbone": backbone_name, "data": cfg_base.data, "eval_split": cfg_base.eval_split, "ood": ood_info,
-            "scopes": scopes, "quant": cfg_base.quant, "steps": cfg_base.steps,
-            "config": {k: v for k, v in cfg_base.to_dict().items() if k != "scope"},
+        res = {
+            "command": command, "backbone": backbone_name, "data": cfg_base.data, "eval_split": cfg_base.eval_split,
+            "ood": ood_info, "splits": {"train": {"split": cfg_base.split, "n": len(train)}, "validation": val_info,
+                       "test": {"split": cfg_base.eval_split}},
+            "scopes": scopes, "seeds": seeds, "quant": cfg_base.quant, "steps": cfg_base.steps,
+            "config": {k: v for k, v in cfg_base.to_dict().items() if k not in ("scope", "seed", "lr")},
+            "lr_source": ("tuned on validation (--tune-lr)" if tune_lr else
+                          f"given (--lr {cfg_base.lr:g})" if cfg_base.lr is not None else "the backbone's registry defaults"),
+            "tuning": {"grid": grid.describe(), "seed": seeds[0], "split": val_info, "n": len(val_tune),
+                       "scopes": tuning} if tune_lr else None,
             "metric": pick_metric(rows), "memory_measure": memory_measure, "status": status if final else "running",
             "started": started, "wall_s": round(time.perf_counter() - t_sweep, 3), "machine": machine,
             "rows": rows,
         }
+        if final:
+            res["references"] = references
+            res["summary"] = summarize_rows(rows, scopes, res["metric"])
+            res["verdict"] = verdict(res)
+        return res
 
-    yield {"event": "compare_start", "scopes": scopes, "out": str(out), "backbone": cfg_base.backbone,
-           "data": cfg_base.data, "ood": ood_info, "steps": cfg_base.steps, "quant": cfg_base.quant}
-    for index, scope in enumerate(scopes):
-        if stop is not None and stop.is_set():
-            status = "stopped"
-            rows.extend(_empty_row(s, "stopped before it ran") for s in scopes[index:])
-            break
-        if progress:
-            progress(index / len(scopes), f"{scope}: loading")
-        yield {"event": "scope_start", "scope": scope, "index": index, "of": len(scopes)}
-        row, steps, t0 = _empty_row(scope), [], time.perf_counter()
-        row["status"] = "running"
-        run, measured = None, False
+    yield {"event": "compare_start", "scopes": scopes, "seeds": seeds, "out": str(out), "backbone": cfg_base.backbone,
+           "data": cfg_base.data, "ood": ood_info, "steps": cfg_base.steps, "quant": cfg_base.quant, "tune_lr": tune_lr}
+
+    # Scopes that cannot run at all (full under 4-bit) are one skipped row, not tried per seed.
+    runnable, unrunnable = [], {}
+    for scope in scopes:
         try:
-            cfg = dataclasses.replace(cfg_base, scope=scope).validate()
-            key = base_key(cfg)
-            row["lr"] = cfg.effective_lr
-            run = train_run(cfg, out / "runs" / scope, stop=stop, base_metrics=bases.get(key), extra_eval=extra_eval)
-            for record in run:
-                event = record.get("event")
-                # train_run's start/done become run_start/run_done: "done" ends the whole sweep
-                record = {**record, "scope": scope}
-                if event in ("start", "done"):
-                    record["event"] = f"run_{event}"
-                if event == "start":
-                    backbone_name = record["backbone"]
-                    row.update({k: record[k] for k in ("trainable", "total", "percent", "dead", "notes")})
-                    measured = not cuda and rss.reset()
-                elif event == "stopped":
-                    row["status"] = "stopped"
-                elif event == "done":
-                    row.update(_finish(record, cfg.eval_split, ood_key))
-                    bases.setdefault(key, record["base"])
-                elif "step" in record:
-                    steps.append(record)
-                    row["peak_mem_gb"] = rss.read_gb() if measured else max(r["peak_mem_gb"] for r in steps)
-                    if progress:
-                        progress((index + record["step"] / cfg.steps) / len(scopes),
-                                 f"{scope}: step {record['step']}/{cfg.steps}, loss {record['loss']:.4f}")
-                yield record
-        except (ValueError, RuntimeError, MemoryError) as e:  # ConfigError, ScopeError, torch.OutOfMemoryError, ...
-            from .backbones import BackboneError
+            dataclasses.replace(cfg_base, scope=scope).validate()
+            runnable.append(scope)
+        except (ConfigError, ScopeError) as e:
+            unrunnable[scope] = _reason(e)
+
+    # ---- 1. learning rates, chosen on validation (the test split is not loaded here)
+    lrs: dict[str, float] = {}
+    if tune_lr:
+        tune_bases: dict[tuple, dict] = {}
+        for scope in runnable:
+            if stop is not None and stop.is_set():
+                break
+            cfg_s = dataclasses.replace(cfg_base, scope=scope, seed=seeds[0], eval_split="", ood_split="")
+            yield {"event": "tune_start", "scope": scope, "centre": cfg_s.effective_lr, "n": len(val_tune)}
+
+            def run_one(lr: float, cfg_s=cfg_s):
+                cfg = dataclasses.replace(cfg_s, lr=lr).validate()
+                key, score = base_key(cfg), None
+                run = train_run(cfg, out / "tune" / cfg.scope / f"lr{lr:g}", stop=stop, base_metrics=tune_bases.get(key),
+                                extra_eval={"validation": val_tune}, train_samples=train)
+                try:
+                    for record in run:
+                        if record.get("event") == "done":
+                            tune_bases.setdefault(key, record["base"])
+                            metric = primary_metric(record["tuned"]["validation"])
+                            score = record["tuned"]["validation"].get(metric) if metric else None
+                        if progress and "step" in record and "event" not in record and record["step"] == cfg.steps:
+                            progress(0.0, f"tuning {cfg.scope}: lr {lr:g} trained")
+                        yield {**record, "event": "tune_run", "run_event": record.get("event"), "scope": cfg.scope,
+                               "lr": lr}
+                except (ValueError, RuntimeError, MemoryError) as e:
+                    from .backbones import BackboneError
+                    from .data import DataError
+
+                    if isinstance(e, (BackboneError, DataError)):
+                        raise
+                    yield {"event": "tune_run", "run_event": "failed", "scope": cfg.scope, "lr": lr, "reason": _reason(e)}
+                finally:
+                    run.close()
+                    _free_memory()
+                yield {"event": "tune_point", "scope": cfg.scope, "lr": lr, "score": score}
+                return score
+
+            record = yield from tune_scope(run_one, cfg_s.effective_lr, grid, stop=stop)
+            record.update(centre=cfg_s.effective_lr, metric=primary_metric_name(val_tune),
+                          split=val_info.get("split"), n=len(val_tune), base=(tune_bases.get(base_key(cfg_s)) or {}).get("validation"))
+            tuning[scope] = record
+            if record["chosen"] is not None:
+                lrs[scope] = record["chosen"]
+            yield {"event": "tune_done", "scope": scope, **record}
+            write_json_atomic(out / "results.json", results(final=False))
+
+    # ---- 2. every scope x seed at its rate, scored once on test (and the out-of-domain set)
+    done_runs = 0
+    for seed in seeds:
+        for scope in scopes:
+            if scope in unrunnable:
+                if seed == seeds[0]:
+                    row = _empty_row(scope, unrunnable[scope])
+                    rows.append(row)
+                    yield {"event": "scope_skipped", "scope": scope, "reason": row["skipped"], "row": row}
+                continue
+            if stop is not None and stop.is_set():
+                status = "stopped"
+                rows.append(_empty_row(scope, "stopped before it ran", seed))
+                continue
+            if progress:
+                progress(done_runs / total_runs, f"{scope} (seed {seed}): loading")
+            yield {"event": "scope_start", "scope": scope, "seed": seed, "index": done_runs, "of": total_runs}
+            row, steps, t0 = _empty_row(scope, seed=seed), [], time.perf_counter()
+            row["status"] = "running"
+            run, measured = None, False
+            try:
+                cfg = dataclasses.replace(cfg_base, scope=scope, seed=seed, lr=lrs.get(scope, cfg_base.lr)).validate()
+                key = base_key(cfg)
+                row["lr"] = cfg.effective_lr
+                run = train_run(cfg, out / "runs" / scope / f"seed{seed}", stop=stop, base_metrics=bases.get(key),
+                                extra_eval=extra_eval, train_samples=train)
+                for record in run:
+                    event = record.get("event")
+                    # train_run's start/done become run_start/run_done: "done" ends the whole sweep
+                    record = {**record, "scope": scope, "seed": seed}
+                    if event in ("start", "done"):
+                        record["event"] = f"run_{event}"
+                    if event == "start":
+                        backbone_name = record["backbone"]
+                        row.update({k: record[k] for k in ("trainable", "total", "percent", "dead", "notes")})
+                        measured = not cuda and rss.reset()
+                    elif event == "stopped":
+                        row["status"] = "stopped"
+                    elif event == "done":
+                        row.update(_finish(record, cfg.eval_split, ood_key))
+                        bases.setdefault(key, record["base"])
+                    elif "step" in record:
+                        steps.append(record)
+                        row["peak_mem_gb"] = rss.read_gb() if measured else max(r["peak_mem_gb"] for r in steps)
+                        if progress:
+                            progress((done_runs + record["step"] / cfg.steps) / total_runs,
+                                     f"{scope} (seed {seed}): step {record['step']}/{cfg.steps}, loss {record['loss']:.4f}")
+                    yield record
+            except (ValueError, RuntimeError, MemoryError) as e:  # ConfigError, ScopeError, torch.OutOfMemoryError, ...
+                from .backbones import BackboneError
+                from .data import DataError
+
+                if isinstance(e, (BackboneError, DataError)):
+                    raise  # the same for every scope: the user's to fix, not a row
+                row.update(status="skipped", skipped=_reason(e), steps_done=len(steps))
+            finally:
+                if run is not None:
+                    run.close()
+                run = None
+                _free_memory()
+            if row["status"] == "running":  # no done record: a non-main process under `accelerate launch`
+                row["status"] = "incomplete"
+            row.update(
+                step_s=steady([r["step_s"] for r in steps]),
+                samples_per_s=steady([r["samples_per_s"] for r in steps]),
+                final_loss=steps[-1]["loss"] if steps else None,
+                losses=[r["loss"] for r in steps],
+                wall_s=round(time.perf_counter() - t0, 3),
+            )
+            rows.append(row)
+            done_runs += 1
+            write_json_atomic(out / "results.json", results(final=False))
+            if row["skipped"]:
+                yield {"event": "scope_skipped", "scope": scope, "seed": seed, "reason": row["skipped"], "row": row}
+            else:
+                yield {"event": "scope_done", "scope": scope, "seed": seed, "row": row}
+            if row["status"] == "stopped":  # train_run saved and scored what it had; the rest do not run
+                status = "stopped"
+
+    # ---- 3. reference rows: the base model, and a model that never looks at the image
+    base = next(iter(bases.values()), None) if bases else None
+    if base is not None:
+        references["base"] = {"test": base.get(cfg_base.eval_split), "ood": base.get(ood_key) if ood_key else None}
+    if cfg_base.eval_split:
+        from .baselines import fit_blind, score_blind
+
+        blind = fit_blind(train)
+        test = subsample(load_samples(cfg_base.data, cfg_base.eval_split, skip_bad=cfg_base.skip_bad).samples,
+                         cfg_base.eval_limit)
+        ood_samples = (extra_eval or {}).get(OOD_KEY)
+        if ood_samples is None and cfg_base.ood_split:
             from .data import DataError
 
-            if isinstance(e, (BackboneError, DataError)):
-                raise  # the same for every scope: the user's to fix, not a row
-            row.update(status="skipped", skipped=_reason(e), steps_done=len(steps))
-        finally:
-            if run is not None:
-                run.close()
-            run = None
-            _free_memory()
-        if row["status"] == "running":  # no done record: a non-main process under `accelerate launch`
-            row["status"] = "incomplete"
-        row.update(
-            step_s=steady([r["step_s"] for r in steps]),
-            samples_per_s=steady([r["samples_per_s"] for r in steps]),
-            final_loss=steps[-1]["loss"] if steps else None,
-            losses=[r["loss"] for r in steps],
-            wall_s=round(time.perf_counter() - t0, 3),
-        )
-        rows.append(row)
-        write_json_atomic(out / "results.json", results(final=False))
-        if row["skipped"]:
-            yield {"event": "scope_skipped", "scope": scope, "reason": row["skipped"], "row": row}
-        else:
-            yield {"event": "scope_done", "scope": scope, "row": row}
-        if row["status"] == "stopped":  # train_run saved and scored what it had; the rest do not run
-            status = "stopped"
-            rows.extend(_empty_row(s, "stopped before it ran") for s in scopes[index + 1:])
-            break
+            try:
+                ood_samples = subsample(load_samples(cfg_base.data, cfg_base.ood_split, skip_bad=cfg_base.skip_bad).samples,
+                                        cfg_base.eval_limit)
+            except DataError:
+                ood_samples = None
+        references["blind"] = {"test": score_blind(blind, test), "ood": score_blind(blind, ood_samples) if ood_samples else None,
+                               "fitted_on": f"{cfg_base.split} ({blind.n_train} questions, {blind.n_train_reports} reports)",
+                               "rule": "most frequent train answer per normalised question (backing off to its "
+                                       "question type), most frequent train report; no image is read"}
 
     final = results(final=True)
     write_json_atomic(out / "results.json", final)
     write_csv(out / "results.csv", rows)
-    figures = write_figures(out, rows)
+    write_table(out / "TABLE.md", final)
+    figures = write_figures(out, rows, final)
     if progress:
         progress(1.0, "done")
     yield {"event": "done", "status": status, "results": str(out / "results.json"), "csv": str(out / "results.csv"),
-           "figures": [str(p) for p in figures], "wall_s": final["wall_s"], "metric": final["metric"], "rows": rows}
+           "figures": [str(p) for p in figures], "wall_s": final["wall_s"], "metric": final["metric"], "rows": rows,
+           "summary": final["summary"], "references": references, "verdict": final["verdict"]}
+
+
+def primary_metric_name(samples: list) -> str:
+    return "overall" if any(s.task == "vqa" for s in samples) else "bleu_4"
 
 
 def _finish(done: dict, eval_split: str, ood_key: str | None) -> dict:
@@ -335,108 +501,7 @@ def _finish(done: dict, eval_split: str, ood_key: str | None) -> dict:
     }
 
 
-# ------------------------------------------------------------------------- outputs
-
-_CSV_FIRST = ["scope", "status", "skipped", "lr", "trainable", "total", "percent", "adapter_bytes", "steps_done",
-              "step_s", "samples_per_s", "peak_mem_gb", "train_s", "wall_s", "final_loss", "metric",
-              "retention", "retention_pts"]
-
-
-def flat_row(row: dict) -> dict:
-    """One CSV line: scalar fields as they are, metric dicts as <prefix>_<metric>."""
-    flat = {k: row.get(k) for k in _CSV_FIRST}
-    for prefix in ("base", "tuned", "ood_base", "ood_tuned"):
-        for k, v in (row.get(prefix) or {}).items():
-            if not isinstance(v, (dict, list)):
-                flat[f"{prefix}_{k}"] = v
-    flat["run"] = row.get("run")
-    flat["notes"] = " | ".join(row.get("notes") or [])
-    return flat
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    flat = [flat_row(r) for r in rows]
-    columns = list(dict.fromkeys(k for f in flat for k in f))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in flat)
-    os.replace(tmp, path)
-
-
-def build_figures(rows: list[dict]) -> dict:
-    from . import plots
-
-    return {
-        "trainable_params": plots.trainable_params_fig(rows),
-        "metric_vs_params": plots.metric_vs_params_fig(rows),
-        "retention": plots.retention_fig(rows),
-        "cost": plots.cost_fig(rows),
-        "loss": plots.loss_curve_fig({"scope": r["scope"], "step": i, "loss": loss}
-                                     for r in rows for i, loss in enumerate(r.get("losses") or [], start=1)),
-    }
-
-
-def write_figures(out: Path, rows: list[dict]) -> list[Path]:
-    """figures.html: every figure, plotly.js embedded once (works offline, ~5 MB); plus PNGs
-    when kaleido happens to be installed (it is not a dependency)."""
-    import importlib.util
-
-    figs = build_figures(rows)
-    parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_width="100%")
-             for i, fig in enumerate(figs.values())]
-    html = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>MedLN scope comparison</title></head>"
-            "<body style=\"font-family: sans-serif; max-width: 1100px; margin: auto\">\n"
-            "<h1>MedLN scope comparison</h1>\n" + "\n".join(f"<div id=\"{name}\">{part}</div>"
-                                                           for name, part in zip(figs, parts)) + "\n</body></html>\n")
-    path = out / "figures.html"
-    path.write_text(html, encoding="utf-8")
-    written = [path]
-    if importlib.util.find_spec("kaleido") is not None:
-        for name, fig in figs.items():
-            try:
-                fig.write_image(out / f"{name}.png")
-                written.append(out / f"{name}.png")
-            except Exception as e:  # kaleido needs a browser; PNGs are a bonus, the HTML is the output
-                print(f"note: no PNG export ({type(e).__name__}: {e})", file=sys.stderr)
-                break
-    return written
-
-
 # ----------------------------------------------------------------------------- CLI
-
-
-def format_bytes(n: int | None) -> str:
-    """Binary units, labelled as such (the CLI table and the app show the same figure)."""
-    if n is None:
-        return "–"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
-def format_table(rows: list[dict], metric: str) -> str:
-    def num(v, fmt):
-        return "-" if v is None else format(v, fmt)
-
-    lines = [f"{'scope':<10} {'trainable':>12} {'%':>9} {'adapter':>9} {'s/step':>7} {'samp/s':>7} {'peak GB':>7} "
-             f"{metric + ' base->tuned':>24} {'OOD retention':>16}"]
-    for r in rows:
-        if r.get("skipped"):
-            lines.append(f"{r['scope']:<10} skipped: {r['skipped']}")
-            continue
-        b, t = (r.get("base") or {}).get(metric), (r.get("tuned") or {}).get(metric)
-        ret = "-" if r.get("retention") is None else f"{100 * r['retention']:.1f} % ({r['retention_pts']:+.1f})"
-        if r.get("retention") is None and r.get("retention_pts") is not None:
-            ret = f"({r['retention_pts']:+.1f} pts)"
-        lines.append(f"{r['scope']:<10} {num(r['trainable'], ',d'):>12} {num(r['percent'], '.4f'):>9} "
-                     f"{format_bytes(r['adapter_bytes']):>9} {num(r['step_s'], '.3f'):>7} {num(r['samples_per_s'], '.1f'):>7} "
-                     f"{num(r['peak_mem_gb'], '.2f'):>7} {num(b, '.3f') + ' -> ' + num(t, '.3f'):>24} {ret:>16}"
-                     + ("  (stopped)" if r.get("status") == "stopped" else ""))
-    return "\n".join(lines)
 
 
 def cmd_compare(args) -> None:
@@ -456,24 +521,38 @@ def cmd_compare(args) -> None:
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        for record in compare(cfg, args.scopes, args.out, ood=args.ood, stop=stop):
+        seeds = list(range(cfg.seed, cfg.seed + args.seeds))
+        grid = Grid(points=args.grid_points, cap=args.grid_cap)
+        command = "python -m medln " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        for record in compare(cfg, args.scopes, args.out, ood=args.ood, seeds=seeds, tune_lr=args.tune_lr, grid=grid,
+                              stop=stop, command=command):
             event = record.get("event")
             if args.json:
                 print(json.dumps(record, default=str), flush=True)
             elif event == "compare_start":
                 print(f"compare {', '.join(record['scopes'])} on {record['backbone']} / {record['data']} "
                       f"({record['steps']} steps, quant {record['quant']}) -> {record['out']}", flush=True)
+            elif event == "tune_start":
+                print(f"[{record['scope']}] tuning the learning rate on validation (n = {record['n']}) around "
+                      f"{record['centre']:g}", flush=True)
+            elif event == "tune_point":
+                score = "failed" if record["score"] is None else f"{record['score']:.3f}"
+                print(f"[{record['scope']}] lr {record['lr']:g}: validation {score}", flush=True)
+            elif event == "tune_done":
+                print(f"[{record['scope']}] chosen lr {record['chosen']}" + (" (on the grid's edge at the cap)"
+                                                                            if record.get("capped") else ""), flush=True)
             elif event == "run_start":
-                print(f"[{record['scope']}] lr={record['lr']:g}: trains {record['trainable']:,} of "
+                print(f"[{record['scope']} seed {record['seed']}] lr={record['lr']:g}: trains {record['trainable']:,} of "
                       f"{record['total']:,} parameters ({record['percent']:.4f} %)", flush=True)
             elif event == "scope_skipped":
                 print(f"[{record['scope']}] skipped: {record['reason']}", flush=True)
             elif event == "scope_done":
                 r = record["row"]
-                print(f"[{r['scope']}] {r['status']} in {r['wall_s']:.1f} s ({r['train_s']:.1f} s training)", flush=True)
+                print(f"[{r['scope']} seed {r['seed']}] {r['status']} in {r['wall_s']:.1f} s "
+                      f"({r['train_s']:.1f} s training)", flush=True)
             elif event == "done":
                 print()
-                print(format_table(record["rows"], record["metric"]))
+                print(table_md(json.loads(Path(record["results"]).read_text(encoding="utf-8"))))
                 print(f"\nresults: {record['results']}\ncsv:     {record['csv']}\nfigures: "
                       + ", ".join(record["figures"]) + f"\n({record['wall_s']:.1f} s)")
             elif "step" in record and "event" not in record and (record["step"] % 10 == 0 or record["step"] == 1):
@@ -489,10 +568,16 @@ def add_cli(sub) -> None:
     s.add_argument("--scopes", default=",".join(ALL_SCOPES), help="comma-separated scopes (default: all)")
     s.add_argument("--ood", help="data spec of a second dataset for out-of-domain retention (its --eval-split "
                                  "split); default: the --ood-split split of --data")
-    s.add_argument("--out", required=True, help="folder for results.json, results.csv, figures.html and runs/")
+    s.add_argument("--out", required=True, help="folder for results.json, results.csv, TABLE.md, figures.html, runs/")
+    s.add_argument("--seeds", type=int, default=1, help="train every scope with this many seeds (--seed, --seed+1, ...): "
+                                                        "mean ± sd and a 95 %% interval per metric (use >= 3 to compare)")
+    s.add_argument("--tune-lr", action="store_true", help="choose each scope's learning rate on the validation split "
+                                                          "first (the same-size log grid per scope; test is not read)")
+    s.add_argument("--grid-points", type=int, default=Grid.points, help="rates in each scope's initial grid (--tune-lr)")
+    s.add_argument("--grid-cap", type=int, default=Grid.cap, help="most rates per scope, edge extensions included")
     s.add_argument("--json", action="store_true", help="one JSON object per progress record; the last holds the rows")
     s.set_defaults(func=cmd_compare)
 
 
-__all__ = ["ALL_SCOPES", "add_cli", "base_key", "compare", "flat_row", "parse_scopes", "retention", "write_csv",
-           "write_figures"]
+__all__ = ["ALL_SCOPES", "add_cli", "base_key", "compare", "format_bytes", "format_table", "parse_scopes", "retention",
+           "split_validation", "write_csv", "write_figures"]

@@ -191,3 +191,35 @@ __all__ = [
     "SCOPE_COLOURS", "cost_fig", "loss_curve_fig", "metric_vs_params_fig", "pareto_front", "pick_metric",
     "retention_fig", "scope_colour", "trainable_params_fig",
 ]
+
+
+def spread_fig(summary: list[dict], references: dict | None = None, metric: str = "overall",
+               side: str = "test") -> go.Figure:
+    """Every seed's score as a dot, the mean with its 95 % interval as a bar, per scope;
+    the base model and the image-blind baseline as dashed lines (`side`: test or ood)."""
+    fig = go.Figure()
+    entries = [e for e in summary if not e.get("skipped") and (e.get(side) or {}).get(metric)]
+    for e in entries:
+        s = e[side][metric]
+        lo, hi = s["ci95"] if s.get("ci95") else (s["mean"], s["mean"])
+        colour = scope_colour(e["scope"])
+        fig.add_trace(go.Scatter(
+            x=[e["scope"]] * len(s["values"]), y=s["values"], mode="markers", name=e["scope"], showlegend=False,
+            marker=dict(size=8, color=colour, opacity=0.55),
+            hovertemplate=f"{e['scope']}: %{{y:.3f}} (one seed)<extra></extra>"))
+        fig.add_trace(go.Scatter(
+            x=[e["scope"]], y=[s["mean"]], mode="markers", name=e["scope"], showlegend=False,
+            marker=dict(size=15, symbol="line-ew-open", color=colour, line=dict(width=3)),
+            error_y=dict(type="data", symmetric=False, array=[hi - s["mean"]], arrayminus=[s["mean"] - lo],
+                         color=colour, thickness=2, width=10),
+            hovertemplate=f"{e['scope']}: mean %{{y:.3f}}, 95 % interval {lo:.3f}–{hi:.3f} (n = {s['n']})<extra></extra>"))
+    for name, colour in (("base", "#9ca3af"), ("blind", "#dc2626")):
+        value = (((references or {}).get(name) or {}).get(side) or {}).get(metric)
+        if value is not None:
+            label = "base model" if name == "base" else "image-blind baseline"
+            fig.add_hline(y=value, line=dict(color=colour, dash="dash"), annotation_text=f"{label} {value:.3f}",
+                          annotation_position="bottom right")
+    where = "target test" if side == "test" else "source-style (retention)"
+    fig.update_layout(title=f"{where} {metric} per scope: every seed (dots), mean and 95 % interval (bars)",
+                      xaxis_title="scope", yaxis_title=metric, **_LAYOUT)
+    return fig

@@ -176,21 +176,28 @@ def directory_bytes(path) -> int:
 
 
 def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tunable | None = None,
-              base_metrics: dict | None = None, extra_eval: dict[str, list[Sample]] | None = None) -> Iterator[dict]:
+              base_metrics: dict | None = None, extra_eval: dict[str, list[Sample]] | None = None,
+              train_samples: list[Sample] | None = None) -> Iterator[dict]:
     """The whole `train` command as a generator: load data, apply the scope, train, save the
     adapter, evaluate base and tuned. Yields {"event": "start"}, the step records, then
     {"event": "done", ...}. Only the main process writes the run folder.
 
     For sweeps (medln.compare): `base_metrics` {split: metrics} already known for this base
     model are reused, not scored again; `extra_eval` {name: samples} adds evaluation sets
-    (e.g. a second, out-of-domain dataset)."""
+    (e.g. a second, out-of-domain dataset); `train_samples` replaces the cfg.split split
+    (e.g. train without the slice a sweep carved off for validation)."""
     from .data import DataError, load_samples
     from .evaluate import evaluate, subsample
     from .runs import RunDir
 
     cfg.validate()
     acc = accelerator or make_accelerator(cfg)
-    loaded = load_samples(cfg.data, cfg.split, skip_bad=cfg.skip_bad)
+    if train_samples is not None:
+        from .data.loaded import Loaded
+
+        loaded = Loaded(list(train_samples))
+    else:
+        loaded = load_samples(cfg.data, cfg.split, skip_bad=cfg.skip_bad)
     eval_sets: dict[str, list[Sample]] = {}
     notes: list[str] = []
     for split in filter(None, (cfg.eval_split, cfg.ood_split)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from medln.make import synth
 
 ASSETS = bundled.ASSETS
 MANIFEST = json.loads(bundled.MANIFEST.read_text(encoding="utf-8"))
-SYNTH_SPLITS = ("train", "test", "source-test")
+SYNTH_SPLITS = ("train", "validation", "test", "source-test")
 
 
 def _is_synthetic_file(rel: str) -> bool:
@@ -62,7 +63,7 @@ def test_every_split_loads(samples, split):
 
 def test_unknown_split_lists_valid_ones():
     with pytest.raises(DataError, match="source-test"):
-        load_samples("sample", "validation")
+        load_samples("sample", "nope")
 
 
 def test_synthetic_flag(samples):
@@ -73,7 +74,9 @@ def test_synthetic_flag(samples):
 
 def test_counts(samples):
     images = {split: {s.image for s in samples[split]} for split in samples}
-    assert len(images["train"]) == 300 and len(images["test"]) == 100 and len(images["source-test"]) == 100
+    for split, (_, _, n) in bs.SPLITS.items():
+        assert len(images[split]) == n, split
+    assert not images["train"] & images["validation"]  # carved from the train stream, never shared
     assert len(images["real"]) >= 8
     for split in SYNTH_SPLITS:
         assert sum(not s.is_report for s in samples[split]) == MANIFEST["counts"][split]["vqa"]
@@ -91,7 +94,7 @@ def test_closed_answers_are_balanced_yes_no(samples):
 
 def test_source_and_target_phrasings_differ_answers_do_not(samples):
     questions = {split: {s.question for s in samples[split] if not s.is_report} for split in SYNTH_SPLITS}
-    assert not questions["source-test"] & (questions["train"] | questions["test"])
+    assert not questions["source-test"] & (questions["train"] | questions["validation"] | questions["test"])
     answers = {split: {s.answer for s in samples[split] if not s.is_report} for split in SYNTH_SPLITS}
     assert answers["source-test"] <= answers["train"]  # one canonical vocabulary
 
@@ -130,3 +133,15 @@ def test_generator_is_deterministic_and_source_stream_is_disjoint():
     assert sum(s.is_report for s in stream) == 2
     with pytest.raises(ValueError):
         next(synth.source_stream(1, seed=synth.SPLIT_SEEDS["train"]))
+
+
+def test_test_split_uses_phrasings_held_out_from_train(samples):
+    """About half of the test questions are worded as no train or validation question is."""
+    seen = {s.question for split in ("train", "validation") for s in samples[split] if not s.is_report}
+    test = [s.question for s in samples["test"] if not s.is_report]
+    novel = sum(q not in seen for q in test) / len(test)
+    assert 0.25 <= novel <= 0.75
+    held_out = [re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(t)))
+                for kind in synth.TEMPLATES["target"].values() for t in kind[synth.SHARED:]]
+    assert not [q for q in seen if any(h.fullmatch(q) for h in held_out)]
+    assert any(h.fullmatch(q) for q in test for h in held_out)

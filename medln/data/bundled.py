@@ -2,7 +2,10 @@
 
 Splits:
   train        target-style synthetic studies: the fine-tune set
-  test         target-style synthetic studies: fine-tune evaluation
+  validation   target-style studies carved from the train stream (fixed): for choices such
+               as learning rates; never trained on
+  test         target-style synthetic studies: fine-tune evaluation (scored once, at the end;
+               about half its questions use phrasings held out from train)
   source-test  held-out source-style studies: how much of the original ability a scope keeps
   real         real images (pydicom, pydicom-data, scikit-image) with hand-checked questions
 
@@ -19,7 +22,7 @@ from .loaded import Loaded
 from .sample import DataError
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "sample"
-SPLIT_FILES = {"train": "train.jsonl", "test": "test.jsonl", "source-test": "source-test.jsonl", "real": "real.jsonl"}
+SPLIT_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "test": "test.jsonl", "source-test": "source-test.jsonl", "real": "real.jsonl"}
 MANIFEST = ASSETS / "MANIFEST.json"
 ATTRIBUTION = ASSETS / "ATTRIBUTION.md"
 

@@ -35,16 +35,24 @@ SIZES = dict(
 )
 
 
-def corpus(stream_samples) -> list[str]:
-    """Tokenizer corpus: every question, answer and report of the sample data (all splits
-    and styles, so the target phrasing is spelled with known tokens)."""
-    from ..data import load_samples
+TOKENIZER_STUDIES = 400  # target-style studies (all phrasings) whose text joins the tokenizer corpus
+TOKENIZER_SEED = 101  # their stream: disjoint from the committed splits and the pretraining stream
 
-    texts = []
-    for split in ("train", "test", "source-test", "real"):
-        for s in load_samples("sample", split).samples:
-            texts += [s.question or "", s.answer]
-    texts += [t for s in stream_samples for t in (s.question or "", s.answer)]
+
+def corpus(stream_samples) -> list[str]:
+    """Tokenizer corpus, from the generator and the code alone (never from committed files,
+    so the model is reproducible from its seed whatever the sample folder holds): every
+    question, answer and report of the pretraining stream, of a target-style stream with
+    every phrasing (held-out ones included: the tokenizer only spells words, it learns no
+    answers from them), and the real images' hand-written questions."""
+    from .sample import REAL
+    from .synth import make_study, study_samples
+
+    texts = [t for s in stream_samples for t in (s.question or "", s.answer)]
+    for i in range(TOKENIZER_STUDIES):
+        study = make_study(TOKENIZER_SEED, i, "target", held_out=True)
+        texts += [t for s in study_samples(study, "tok", None, "target") for t in (s.question or "", s.answer)]
+    texts += [t for r in REAL for q in r.questions for t in q[:2]]
     return [t for t in texts if t]
 
 

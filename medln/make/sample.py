@@ -2,7 +2,7 @@
 
     python -m medln.make.sample [--out assets/sample] [--no-real]
 
-Writes images/*.png, train.jsonl, test.jsonl, source-test.jsonl, real.jsonl,
+Writes images/*.png, train.jsonl, validation.jsonl, test.jsonl, source-test.jsonl, real.jsonl,
 ATTRIBUTION.md and MANIFEST.json (sha256 of every other file, counts, generator seed
 and version). The synthetic part needs only numpy + Pillow and is reproduced exactly by
 tests/test_sample_data.py. The real part reads permissively licensed files from packages
@@ -24,8 +24,13 @@ from PIL import Image
 
 from . import synth
 
-# split -> (style, number of studies). Every study gives several VQA items + one report.
-SPLITS: dict[str, tuple[str, int]] = {"train": ("target", 300), "test": ("target", 100), "source-test": ("source", 100)}
+# split -> (style, first study, number of studies) of the stream synth.SPLIT_SEEDS[split].
+# Every study gives several VQA items + one report. Validation is carved from the train
+# stream (its last 50 studies: same style, same phrasings, never trained on); the test
+# split may use the target phrasings held out from train (HELD_OUT).
+SPLITS: dict[str, tuple[str, int, int]] = {"train": ("target", 0, 250), "validation": ("target", 250, 50),
+                                           "test": ("target", 0, 100), "source-test": ("source", 0, 100)}
+HELD_OUT = ("test",)
 MAX_REAL_PX = 512
 
 
@@ -157,15 +162,15 @@ def _jsonl(records: list[dict]) -> str:
 
 # --------------------------------------------------------------------------- synthetic part
 
-def build_synthetic(out_dir: Path, splits: dict[str, tuple[str, int]] = SPLITS) -> dict[str, dict]:
+def build_synthetic(out_dir: Path, splits: dict[str, tuple[str, int, int]] = SPLITS) -> dict[str, dict]:
     """Write images/<split>-NNNN.png and <split>.jsonl for every synthetic split; return counts."""
     counts = {}
-    for split, (style, n) in splits.items():
+    for split, (style, first, n) in splits.items():
         for old in (out_dir / "images").glob(f"{split}-[0-9]*.png"):
             old.unlink()
         records, closed, yes = [], 0, 0
-        for i in range(n):
-            study = synth.make_study(synth.SPLIT_SEEDS[split], i, style)
+        for i in range(first, first + n):
+            study = synth.make_study(synth.SPLIT_SEEDS[split], i, style, held_out=split in HELD_OUT)
             rel = f"images/{split}-{i:04d}.png"
             save_png(study.image, out_dir / rel)
             common = {"image": rel, "synthetic": True, "style": style}
@@ -178,10 +183,11 @@ def build_synthetic(out_dir: Path, splits: dict[str, tuple[str, int]] = SPLITS) 
             # the assets stay under their size budget. (One file per split: no `split` field.)
             records.append({"id": f"{split}-{i:04d}-report", "report": study.report, **common,
                             "findings": study.findings.as_dict(),
-                            "source": f"medln.data.synth v{synth.GENERATOR_VERSION}"})
+                            "source": f"medln.make.synth v{synth.GENERATOR_VERSION}"})
         (out_dir / f"{split}.jsonl").write_text(_jsonl(records), encoding="utf-8")
+        questions = {r["question"] for r in records if "question" in r}
         counts[split] = {"style": style, "images": n, "vqa": len(records) - n, "reports": n,
-                         "closed": closed, "closed_yes": yes}
+                         "closed": closed, "closed_yes": yes, "distinct_questions": len(questions)}
     return counts
 
 
@@ -283,7 +289,7 @@ def attribution_text(real: list[RealImage]) -> str:
         "## Real images",
         "",
         "Converted to PNG (at most 512 px; DICOM windowed with the header's or a stated window)",
-        "by `medln/data/build_sample.py` from files shipped in permissively licensed packages.",
+        "by `medln/make/sample.py` from files shipped in permissively licensed packages.",
         "",
         "| image | package | file | licence | shows |",
         "|---|---|---|---|---|",
@@ -298,8 +304,8 @@ def attribution_text(real: list[RealImage]) -> str:
         "",
         "## Synthetic images",
         "",
-        "Every other image (`images/train-*`, `images/test-*`, `images/source-test-*`) and every",
-        "synthetic question, answer and report is generated procedurally by `medln.data.synth`",
+        "Every other image (`images/train-*`, `images/validation-*`, `images/test-*`, `images/source-test-*`)",
+        "and every synthetic question, answer and report is generated procedurally by `medln.make.synth`",
         f"(version {synth.GENERATOR_VERSION}, seed {synth.GENERATOR_SEED}). They depict no patient. They are ours and",
         "are dedicated to the public domain under CC0 1.0. Records carry `\"synthetic\": true`.",
         "",
@@ -309,7 +315,7 @@ def attribution_text(real: list[RealImage]) -> str:
 
 # --------------------------------------------------------------------------- all
 
-def build_sample(out_dir: Path, *, real: bool = True, splits: dict[str, tuple[str, int]] = SPLITS) -> dict:
+def build_sample(out_dir: Path, *, real: bool = True, splits: dict[str, tuple[str, int, int]] = SPLITS) -> dict:
     """Write the whole sample set into out_dir and return the manifest (also written)."""
     import PIL
 
@@ -321,8 +327,9 @@ def build_sample(out_dir: Path, *, real: bool = True, splits: dict[str, tuple[st
     (out_dir / "ATTRIBUTION.md").write_text(attribution_text(kept), encoding="utf-8")
     files = sorted(p for p in out_dir.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
     manifest = {
-        "generator": {"module": "medln.data.synth", "version": synth.GENERATOR_VERSION, "seed": synth.GENERATOR_SEED,
-                      "split_seeds": synth.SPLIT_SEEDS, "splits": {k: list(v) for k, v in splits.items()}},
+        "generator": {"module": "medln.make.synth", "version": synth.GENERATOR_VERSION, "seed": synth.GENERATOR_SEED,
+                      "split_seeds": synth.SPLIT_SEEDS, "splits": {k: list(v) for k, v in splits.items()},
+                      "held_out_phrasings": list(HELD_OUT)},
         "pillow": PIL.__version__,
         "counts": counts,
         "total_bytes": sum(p.stat().st_size for p in files),

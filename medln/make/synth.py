@@ -1,26 +1,41 @@
 """Procedural medical studies: simplified 2-D images with ground-truth findings.
 
 Each study is a `Findings` record (modality, region, plane, one finding kind that is
-present or absent, its side, size and count). From it we draw a grayscale image, write
+present or absent, its side, zone, size and count). From it we draw a grayscale image, write
 VQA items in the VQA-RAD / SLAKE style (CLOSED yes/no and OPEN short answers, with
 `answer_type` and `question_type`) and a short radiology-style report.
 
-Two acquisition *styles* give a real domain gap for the demo fine-tune:
-  source — 128 px, linear contrast, light noise, crisp edges, one set of question phrasings.
-           Used to pretrain the tiny offline backbone (generated in memory, never committed)
-           and for the held-out `source-test` split.
-  target — 96 px, sigmoid contrast with a different window, heavier noise, softer edges,
-           a *different* set of phrasings for the same question kinds. Forms the committed
-           fine-tune `train` / `test` splits.
+The task is built to need the image (version 2). Answer priors are near chance: modality
+and body region are drawn uniformly (x-ray chest, CT and MRI of head and abdomen), the
+finding is present in exactly half of the studies, sizes are three-way, nodule and cyst
+positions four-way (side x upper/lower), and "what is the abnormality" is asked of every
+abnormal study but only of about a third of the normal ones, so "none" is not a free
+answer. Each study gets one closed presence question and, half of the time, one more
+closed question: yes/no items, whose prior is 50 %, are about a quarter of the items.
+`medln.baselines` measures what is left for a model that never looks at the image.
+
+Two acquisition *styles* give a real domain gap for the demo fine-tune, one that survives
+the processor's resize to the vision tower's input (64 px for medln-tiny):
+  source - 128 px, linear contrast, fine light noise, full field of view, T2-like MRI,
+           one set of question phrasings. Used to pretrain the tiny offline backbone
+           (generated in memory, never committed) and for the held-out `source-test` split.
+  target - 96 px, smoothstep contrast in another window, coarse (2-px block) heavy noise,
+           a periodic banding texture, a 1.25x zoomed field of view (the body fills and
+           leaves the frame), radiographs displayed inverted (bone dark) and T1-like MRI
+           (fluid dark, fat bright), softer edges, and *different* phrasings for the same
+           question kinds. Forms the committed `train` / `validation` / `test` splits.
+Target phrasings come in two groups: the first two of each kind are used everywhere; the
+rest are held out for the test split (`held_out=True`), which draws from all of them, so
+about half of its questions are worded as no train question is.
 Answers use the same small canonical vocabulary in both styles.
 
 Determinism: one numpy Generator per study, seeded from (GENERATOR_SEED, split seed, index),
-so any study can be rebuilt alone. Pixel maths uses only + - * / sqrt and clipping (each
-correctly rounded in IEEE 754, no transcendental functions whose last bit varies with the
-CPU's SIMD path), and noise is added as integers after quantisation, so PNG pixels do not
-depend on float evaluation order.
+so any study can be rebuilt alone. Pixel maths uses only + - * / sqrt, floor and clipping
+(each correctly rounded in IEEE 754, no transcendental functions whose last bit varies with
+the CPU's SIMD path), and noise is added as integers after quantisation, so PNG pixels do
+not depend on float evaluation order.
 
-Image conventions: radiological — the patient's left is on the image's right; in axial
+Image conventions: radiological - the patient's left is on the image's right; in axial
 slices anterior is up. "left"/"right" in answers always mean the patient's side.
 """
 
@@ -34,23 +49,29 @@ from PIL import Image
 
 from ..data.sample import Sample
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 GENERATOR_SEED = 240416385  # arXiv 2404.16385
-# Split seeds. The committed splits use 1-3; the in-memory pretraining stream uses 100+.
-SPLIT_SEEDS = {"train": 1, "test": 2, "source-test": 3}
+# Split seeds. The committed splits use 1-3 (validation is carved from the train stream:
+# its last studies); the in-memory pretraining stream uses 100+.
+SPLIT_SEEDS = {"train": 1, "validation": 1, "test": 2, "source-test": 3}
 SOURCE_TRAIN_SEED = 100
 
 Style = Literal["source", "target"]
 
-# (modality, region) pairs and the finding kinds each can show.
+# (modality, region) pairs, their weight and the finding kinds each can show. The weights
+# make modality (x-ray : ct : mri) and region (chest : head : abdomen) uniform, so neither
+# answer can be guessed from the question alone better than one time in three.
 STUDIES: dict[tuple[str, str], tuple[str, ...]] = {
     ("x-ray", "chest"): ("nodule", "effusion", "cardiomegaly"),
-    ("ct", "chest"): ("nodule", "effusion"),
     ("ct", "head"): ("hemorrhage", "mass"),
     ("mri", "head"): ("mass",),
     ("ct", "abdomen"): ("cyst", "splenomegaly"),
+    ("mri", "abdomen"): ("cyst", "splenomegaly"),
 }
+WEIGHTS = {("x-ray", "chest"): 2, ("ct", "head"): 1, ("mri", "head"): 1, ("ct", "abdomen"): 1, ("mri", "abdomen"): 1}
 LATERAL = {"nodule", "effusion", "hemorrhage", "mass", "cyst"}  # have a side and a size
+ZONED = {"nodule", "cyst"}  # also an upper / lower zone (lung zone, renal pole)
+SIZES = ("small", "medium", "large")
 MAX_COUNT = {"nodule": 3, "mass": 2, "cyst": 2}  # countable kinds; the others are single
 ENLARGED_ORGAN = {"cardiomegaly": "heart", "splenomegaly": "spleen"}
 
@@ -65,41 +86,45 @@ class Findings:
     kind: str  # the finding kind this study is about, e.g. "nodule"
     present: bool
     side: str | None = None  # patient side: "left" | "right" (lateral kinds, when present)
-    location: str | None = None  # e.g. "right lung", "left kidney" (when present)
-    size: str | None = None  # "small" | "large" (lateral kinds, when present)
+    location: str | None = None  # e.g. "right upper lung", "left hemisphere" (when present)
+    size: str | None = None  # "small" | "medium" | "large" (lateral kinds, when present)
+    zone: str | None = None  # "upper" | "lower" (nodule, cyst; when present)
     count: int = 0  # number of lesions (0 when absent)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _location(kind: str, side: str | None) -> str:
+def _location(kind: str, side: str | None, zone: str | None) -> str:
     return {
-        "nodule": f"{side} lung",
+        "nodule": f"{side} {zone} lung",
         "effusion": f"{side} lung base",
         "hemorrhage": f"{side} hemisphere",
         "mass": f"{side} hemisphere",
-        "cyst": f"{side} kidney",
+        "cyst": f"{side} kidney {zone} pole",
     }.get(kind) or ENLARGED_ORGAN[kind]
 
 
 def sample_findings(rng: np.random.Generator, present: bool | None = None) -> Findings:
     """Draw one study's ground truth; `present` fixes whether its finding is there."""
-    pairs = list(STUDIES)
+    pairs = [pair for pair, w in WEIGHTS.items() for _ in range(w)]
     modality, region = pairs[rng.integers(len(pairs))]
     kinds = STUDIES[(modality, region)]
     kind = kinds[rng.integers(len(kinds))]
-    plane = "pa" if modality == "x-ray" else ("coronal" if region == "head" and modality == "mri" and rng.random() < 0.5 else "axial")
+    plane = "pa" if modality == "x-ray" else ("coronal" if region == "head" and rng.random() < 0.5 else "axial")
     draw_present = bool(rng.random() < 0.5)  # always drawn, so the stream does not shift
     present = draw_present if present is None else present
     if not present:
         return Findings(modality, region, plane, kind, False)
-    side = size = None
+    side = size = zone = None
     if kind in LATERAL:
         side = ("left", "right")[rng.integers(2)]
-        size = ("small", "large")[rng.integers(2)]
+        size = SIZES[rng.integers(len(SIZES))]
+    if kind in ZONED:
+        zone = ("upper", "lower")[rng.integers(2)]
     count = int(rng.integers(1, MAX_COUNT[kind] + 1)) if kind in MAX_COUNT else 1
-    return Findings(modality, region, plane, kind, True, side, _location(kind, side), size, count)
+    return Findings(modality, region, plane, kind, True, side=side, location=_location(kind, side, zone), size=size,
+                    zone=zone, count=count)
 
 
 # --------------------------------------------------------------------------- drawing
@@ -111,23 +136,33 @@ class StyleSpec:
     window: tuple[float, float]  # density range mapped to the display range
     display: tuple[float, float]  # output range (0..1) before quantisation
     sigmoid: bool  # smoothstep contrast curve instead of linear
-    noise: int  # integer noise: sum of 3 uniform draws in [-noise, noise] grey levels
+    noise: int  # integer noise: sum of 3 uniform draws in [-noise, noise] grey levels ...
+    noise_block: int = 1  # ... constant over noise_block x noise_block pixels (coarse grain survives a resize)
+    zoom: float = 1.0  # field of view: > 1 shows the centre of the scene, magnified
+    banding: float = 0.0  # amplitude (density units) of horizontal triangle-wave bands
+    band_px: int = 8  # their period in pixels
+    invert_xray: bool = False  # radiographs displayed inverted (bone dark), as some viewers do
+    mri: str = "t2"  # MRI weighting: "t2" (fluid bright) | "t1" (fluid dark, fat bright)
 
 
 STYLES: dict[str, StyleSpec] = {
     "source": StyleSpec(128, 0.8, (0.0, 1.0), (0.0, 1.0), False, 3),
-    "target": StyleSpec(96, 1.6, (0.08, 0.85), (0.10, 0.95), True, 7),
+    "target": StyleSpec(96, 1.6, (0.08, 0.85), (0.10, 0.95), True, 8, noise_block=3, zoom=1.25, banding=0.08,
+                        band_px=9, invert_xray=True, mri="t1"),
 }
+RADIUS = {"small": 0.6, "medium": 0.8, "large": 1.0}  # lesion radius as a fraction of the kind's largest
 
 
 class _Canvas:
-    """A density map in [0, 1] on an N x N grid of pixel centres in unit coordinates."""
+    """A density map in [0, 1] on an N x N grid of pixel centres in unit coordinates
+    (a `zoom` > 1 maps the grid onto the centre of the unit square)."""
 
-    def __init__(self, n: int, edge_px: float, rng: np.random.Generator):
-        c = (np.arange(n, dtype=np.float64) + 0.5) / n
+    def __init__(self, n: int, edge_px: float, rng: np.random.Generator, zoom: float = 1.0, mri: str = "t2"):
+        c = 0.5 + ((np.arange(n, dtype=np.float64) + 0.5) / n - 0.5) / zoom
         self.X, self.Y = np.meshgrid(c, c)  # X: columns (left->right), Y: rows (top->bottom)
-        self.edge = edge_px / n
+        self.edge = edge_px / (n * zoom)
         self.rng = rng
+        self.mri = mri
         self.d = np.zeros((n, n))
 
     def ellipse(self, cx: float, cy: float, a: float, b: float) -> np.ndarray:
@@ -176,50 +211,31 @@ def _chest_xray(c: _Canvas, f: Findings, rng: np.random.Generator) -> None:
     big = f.kind == "cardiomegaly" and f.present
     c.paint(c.ellipse(0.53 + dx, 0.63 + dy, 0.22 if big else 0.13, 0.13 if big else 0.11), 0.64)
     if f.present and f.kind == "effusion":
-        level = (0.58 if f.size == "small" else 0.44) + dy
+        level = {"small": 0.6, "medium": 0.52, "large": 0.44}[f.size] + dy
         lat = np.abs(c.X - 0.5) / 0.35  # fluid climbs laterally (meniscus)
         fluid = np.clip((c.Y - level + 0.08 * lat) / c.edge + 0.5, 0.0, 1.0) * lungs[f.side]
         c.paint(fluid, 0.55)
     if f.present and f.kind == "nodule":
-        r = 0.035 if f.size == "small" else 0.065
+        r = 0.06 * RADIUS[f.size]
         lx = _sx(f.side, 0.19) + dx
-        for x, y in _spots(rng, f.count, (lx - 0.08, 0.27 + dy, lx + 0.08, 0.62 + dy), r):
+        y0, y1 = (0.24, 0.42) if f.zone == "upper" else (0.5, 0.66)  # lung zones: above / below the hila
+        for x, y in _spots(rng, f.count, (lx - 0.08, y0 + dy, lx + 0.08, y1 + dy), r):
             c.paint(c.ellipse(x, y, r, r), 0.62)
-
-
-def _chest_ct(c: _Canvas, f: Findings, rng: np.random.Generator) -> None:
-    dx, dy = rng.uniform(-0.02, 0.02, 2)
-    c.paint(c.ellipse(0.5 + dx, 0.5 + dy, 0.43, 0.31), 0.45)  # body
-    lungs = {}
-    for side in ("right", "left"):
-        lx = _sx(side, 0.18) + dx
-        lungs[side] = c.ellipse(lx, 0.5 + dy, 0.14, 0.21)
-        c.paint(lungs[side], 0.05)
-    if f.present and f.kind == "effusion":  # dependent fluid: posterior = bottom
-        level = (0.6 if f.size == "small" else 0.47) + dy
-        c.paint(np.clip((c.Y - level) / c.edge + 0.5, 0.0, 1.0) * lungs[f.side], 0.42)
-    c.paint(c.ellipse(0.53 + dx, 0.43 + dy, 0.1, 0.09), 0.55)  # heart
-    c.paint(c.ellipse(0.5 + dx, 0.76 + dy, 0.045, 0.045), 0.95)  # vertebra
-    c.paint(c.ellipse(0.56 + dx, 0.65 + dy, 0.025, 0.025), 0.6)  # descending aorta
-    c.paint(c.ellipse(0.5 + dx, 0.22 + dy, 0.04, 0.015), 0.9)  # sternum
-    if f.present and f.kind == "nodule":
-        r = 0.03 if f.size == "small" else 0.055
-        lx = _sx(f.side, 0.18) + dx
-        for x, y in _spots(rng, f.count, (lx - 0.07, 0.34 + dy, lx + 0.07, 0.66 + dy), r):
-            c.paint(c.ellipse(x, y, r, r), 0.5)
 
 
 def _head(c: _Canvas, f: Findings, rng: np.random.Generator) -> None:
     dx, dy = rng.uniform(-0.02, 0.02, 2)
     mri = f.modality == "mri"
+    t1 = mri and c.mri == "t1"
     coronal = f.plane == "coronal"
     cy, a, b = (0.45, 0.37, 0.38) if coronal else (0.5, 0.35, 0.43)
     if mri:
-        c.paint(c.ellipse(0.5 + dx, cy + dy, a + 0.025, b + 0.025), 0.7)  # scalp fat (bright)
+        c.paint(c.ellipse(0.5 + dx, cy + dy, a + 0.025, b + 0.025), 0.85 if t1 else 0.7)  # scalp fat (bright)
     c.paint(c.ellipse(0.5 + dx, cy + dy, a, b), 0.1 if mri else 1.0)  # skull
-    c.paint(c.ellipse(0.5 + dx, cy + dy, a - 0.025, b - 0.025), 0.6 if mri else 0.5)  # cortex
-    c.paint(c.ellipse(0.5 + dx, cy + dy, a - 0.06, b - 0.06), 0.45 if mri else 0.45)  # white matter
-    csf = 0.95 if mri else 0.15
+    grey, white = (0.45, 0.62) if t1 else (0.6, 0.45) if mri else (0.5, 0.45)
+    c.paint(c.ellipse(0.5 + dx, cy + dy, a - 0.025, b - 0.025), grey)  # cortex
+    c.paint(c.ellipse(0.5 + dx, cy + dy, a - 0.06, b - 0.06), white)  # white matter
+    csf = 0.12 if t1 else 0.95 if mri else 0.15
     if coronal:
         for s in ("right", "left"):
             c.paint(c.ellipse(_sx(s, 0.045) + dx, 0.38 + dy, 0.025, 0.06), csf)
@@ -228,55 +244,78 @@ def _head(c: _Canvas, f: Findings, rng: np.random.Generator) -> None:
         for s in ("right", "left"):
             c.paint(c.ellipse(_sx(s, 0.05) + dx, 0.48 + dy, 0.03, 0.1), csf)
     if f.present and f.kind in ("hemorrhage", "mass"):
-        r = 0.04 if f.size == "small" else 0.08
+        r = 0.08 * RADIUS[f.size]
         hx = _sx(f.side, 0.17) + dx
         ylo, yhi = (0.27, 0.55) if coronal else (0.3, 0.68)
         for x, y in _spots(rng, f.count, (hx - 0.05, ylo + dy, hx + 0.05, yhi + dy), r):
             if f.kind == "hemorrhage":
                 c.paint(c.ellipse(x, y, r, r * 0.8), 0.82)  # hyperdense blood
-            elif mri:
-                c.paint(c.ellipse(x, y, r, r), 0.25)  # dark rim, bright core
-                c.paint(c.ellipse(x, y, r * 0.7, r * 0.7), 0.85)
+            elif mri:  # T2: dark rim, bright core; T1: enhancing rim, dark core
+                c.paint(c.ellipse(x, y, r, r), 0.8 if t1 else 0.25)
+                c.paint(c.ellipse(x, y, r * 0.7, r * 0.7), 0.15 if t1 else 0.85)
             else:
                 c.paint(c.ellipse(x, y, r, r), 0.65)  # enhancing rim, hypodense core
                 c.paint(c.ellipse(x, y, r * 0.65, r * 0.65), 0.3)
 
 
-def _abdomen_ct(c: _Canvas, f: Findings, rng: np.random.Generator) -> None:
+# Abdomen densities: CT, T2-like MRI (fluid bright), T1-like MRI (fluid dark, fat bright).
+_ABDOMEN = {
+    "ct": dict(fat=0.3, muscle=0.42, liver=0.6, spleen=0.56, kidney=0.72, bone=0.95, aorta=0.7, cyst=0.2),
+    "t2": dict(fat=0.7, muscle=0.3, liver=0.28, spleen=0.55, kidney=0.6, bone=0.4, aorta=0.08, cyst=0.95),
+    "t1": dict(fat=0.9, muscle=0.35, liver=0.6, spleen=0.45, kidney=0.5, bone=0.6, aorta=0.08, cyst=0.1),
+}
+
+
+def _abdomen(c: _Canvas, f: Findings, rng: np.random.Generator) -> None:
     dx, dy = rng.uniform(-0.02, 0.02, 2)
-    c.paint(c.ellipse(0.5 + dx, 0.52 + dy, 0.44, 0.34), 0.3)  # subcutaneous fat
-    c.paint(c.ellipse(0.5 + dx, 0.52 + dy, 0.41, 0.31), 0.42)  # muscle / bowel
-    c.paint(c.ellipse(_sx("right", 0.2) + dx, 0.44 + dy, 0.17, 0.15), 0.6)  # liver
+    v = _ABDOMEN[c.mri if f.modality == "mri" else "ct"]
+    c.paint(c.ellipse(0.5 + dx, 0.52 + dy, 0.44, 0.34), v["fat"])  # subcutaneous fat
+    c.paint(c.ellipse(0.5 + dx, 0.52 + dy, 0.41, 0.31), v["muscle"])  # muscle / bowel
+    c.paint(c.ellipse(_sx("right", 0.2) + dx, 0.44 + dy, 0.17, 0.15), v["liver"])
     big = f.kind == "splenomegaly" and f.present
-    c.paint(c.ellipse(_sx("left", 0.25) + dx, 0.48 + dy, 0.1 if big else 0.055, 0.15 if big else 0.08), 0.56)
+    c.paint(c.ellipse(_sx("left", 0.25) + dx, 0.48 + dy, 0.1 if big else 0.055, 0.15 if big else 0.08), v["spleen"])
     kidneys = {s: (_sx(s, 0.15) + dx, 0.64 + dy) for s in ("right", "left")}
     for kx, ky in kidneys.values():
-        c.paint(c.ellipse(kx, ky, 0.06, 0.085), 0.72)
-    c.paint(c.ellipse(0.5 + dx, 0.76 + dy, 0.05, 0.05), 0.95)  # vertebra
-    c.paint(c.ellipse(0.53 + dx, 0.62 + dy, 0.022, 0.022), 0.7)  # aorta
+        c.paint(c.ellipse(kx, ky, 0.06, 0.085), v["kidney"])
+    c.paint(c.ellipse(0.5 + dx, 0.76 + dy, 0.05, 0.05), v["bone"])  # vertebra
+    c.paint(c.ellipse(0.53 + dx, 0.62 + dy, 0.022, 0.022), v["aorta"])
     if f.present and f.kind == "cyst":
-        r = 0.022 if f.size == "small" else 0.04
+        r = 0.04 * RADIUS[f.size]
         kx, ky = kidneys[f.side]
-        ys = [ky] if f.count == 1 else [ky - 0.045, ky + 0.045]
-        for y in ys:
-            c.paint(c.ellipse(kx, y, r, r), 0.2)
+        y = ky - 0.04 if f.zone == "upper" else ky + 0.04  # upper / lower pole
+        xs = [kx] if f.count == 1 else [kx - 0.025, kx + 0.025]
+        for x in xs:
+            c.paint(c.ellipse(x, y, r, r), v["cyst"])
 
 
-_DRAW = {"chest": {"x-ray": _chest_xray, "ct": _chest_ct}, "head": {"ct": _head, "mri": _head}, "abdomen": {"ct": _abdomen_ct}}
+_DRAW = {"chest": {"x-ray": _chest_xray}, "head": {"ct": _head, "mri": _head}, "abdomen": {"ct": _abdomen, "mri": _abdomen}}
+
+
+def _bands(n: int, period: int, phase: int) -> np.ndarray:
+    """Horizontal triangle-wave bands in [0, 1], integer arithmetic up to one division (exact)."""
+    rows = (np.arange(n) + phase) % period
+    return np.abs(2.0 * rows / period - 1.0)[:, None] * np.ones((1, n))
 
 
 def draw(findings: Findings, style: Style, rng: np.random.Generator) -> Image.Image:
     """Render one study as an 8-bit grayscale image in the given acquisition style."""
     s = STYLES[style]
-    c = _Canvas(s.size, s.edge_px, rng)
+    c = _Canvas(s.size, s.edge_px, rng, s.zoom, s.mri)
     _DRAW[findings.region][findings.modality](c, findings, rng)
+    if s.banding:
+        c.d = c.d + s.banding * (_bands(s.size, s.band_px, int(rng.integers(s.band_px))) - 0.5)
     w0, w1 = s.window[0] + rng.uniform(-0.03, 0.03), s.window[1] + rng.uniform(-0.03, 0.03)
     x = np.clip((c.d - w0) / (w1 - w0), 0.0, 1.0)
     if s.sigmoid:
         x = x * x * (3.0 - 2.0 * x)  # smoothstep: polynomial, so bit-exact everywhere
+    if s.invert_xray and findings.modality == "x-ray":
+        x = 1.0 - x
     v = s.display[0] + (s.display[1] - s.display[0]) * x
     grey = np.floor(v * 255.0 + 0.5).astype(np.int32)
-    noise = rng.integers(-s.noise, s.noise + 1, size=(3, s.size, s.size), dtype=np.int32).sum(axis=0)
+    b = s.noise_block
+    m = -(-s.size // b)  # blocks per side
+    noise = rng.integers(-s.noise, s.noise + 1, size=(3, m, m), dtype=np.int32).sum(axis=0)
+    noise = np.repeat(np.repeat(noise, b, axis=0), b, axis=1)[:s.size, :s.size]
     return Image.fromarray(np.clip(grey + noise, 0, 255).astype(np.uint8), mode="L")
 
 
@@ -292,7 +331,10 @@ _NOUN = {"effusion": "effusion", "cyst": "cyst"}  # "the {noun}" in follow-up qu
 _MODALITY_PHRASE = {"x-ray": "an x-ray", "ct": "a CT scan", "mri": "an MRI"}
 
 # Question templates per style and question kind. Source and target phrasings are
-# disjoint for every kind; answers are the same canonical words in both.
+# disjoint for every kind; answers are the same canonical words in both. Of the target
+# phrasings, the first SHARED of each kind appear in every split; the others only where
+# held_out=True (the test split).
+SHARED = 2
 TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
     "source": {
         "modality": ("What imaging modality is this?", "What modality was used to take this image?"),
@@ -304,23 +346,35 @@ TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
         "count": ("How many {plural} are there?", "How many {plural} are seen?"),
         "pres": ("Is there {kind}?", "Is {kind} present?"),
         "pos_closed": ("Is the {noun} on the {side}?", "Is the {noun} on the {side} side?"),
-        "size_closed": ("Is the {noun} large?", "Is the {noun} big?"),
+        "size_closed": ("Is the {noun} {size}?", "Is the {noun} {size} in size?"),
         "modality_closed": ("Is this {modality}?", "Was this image taken with {modality}?"),
         "organ_closed": ("Is this an image of the {region}?", "Is the {region} shown?"),
     },
     "target": {
-        "modality": ("How was this image acquired?", "Which imaging technique produced this study?"),
-        "organ": ("Which body region does this study cover?", "What anatomical region is depicted?"),
-        "plane": ("Which imaging plane or view is used here?", "What is the orientation of this image?"),
-        "abn": ("What abnormal finding does this image show?", "Name the abnormality in this study."),
-        "pos": ("In which location is the {noun} found?", "Where in the body does the {noun} lie?"),
-        "size": ("Describe the size of the {noun}.", "Would you call the {noun} small or large?"),
-        "count": ("What is the number of {plural}?", "Count the {plural} in this study."),
-        "pres": ("Does this image show {kind}?", "Can {kind} be seen in this study?"),
-        "pos_closed": ("Is the {noun} located on the patient's {side} side?", "Does the {noun} lie on the {side}?"),
-        "size_closed": ("Would you describe the {noun} as large?", "Is the {noun} of large size?"),
-        "modality_closed": ("Was this study acquired as {modality}?", "Does this study come from {modality}?"),
-        "organ_closed": ("Does this study depict the {region}?", "Is the {region} the imaged region?"),
+        "modality": ("How was this image acquired?", "Which imaging technique produced this study?",
+                     "Name the modality of this examination.", "What kind of scan or radiograph is this?"),
+        "organ": ("Which body region does this study cover?", "What anatomical region is depicted?",
+                  "Which part of the patient was examined?", "Name the body region in this image."),
+        "plane": ("Which imaging plane or view is used here?", "What is the orientation of this image?",
+                  "In what plane was this slice obtained?", "Name the plane of this section."),
+        "abn": ("What abnormal finding does this image show?", "Name the abnormality in this study.",
+                "Which pathology is visible here?", "What is abnormal in this examination?"),
+        "pos": ("In which location is the {noun} found?", "Where in the body does the {noun} lie?",
+                "Give the position of the {noun}.", "Where exactly is the {noun} seen?"),
+        "size": ("Describe the size of the {noun}.", "Would you call the {noun} small, medium or large?",
+                 "How large does the {noun} appear?", "Grade the size of the {noun}."),
+        "count": ("What is the number of {plural}?", "Count the {plural} in this study.",
+                  "How many {plural} can be counted?", "Give the count of {plural} here."),
+        "pres": ("Does this image show {kind}?", "Can {kind} be seen in this study?",
+                 "Is {kind} visible on this examination?", "Would you report {kind} here?"),
+        "pos_closed": ("Is the {noun} located on the patient's {side} side?", "Does the {noun} lie on the {side}?",
+                       "Is the {noun} in the {side} half of the body?", "Would you place the {noun} on the {side}?"),
+        "size_closed": ("Would you describe the {noun} as {size}?", "Is the {noun} of {size} size?",
+                        "Does the {noun} look {size}?", "Is {size} the right size for the {noun}?"),
+        "modality_closed": ("Was this study acquired as {modality}?", "Does this study come from {modality}?",
+                            "Is this examination {modality}?", "Was {modality} used for this image?"),
+        "organ_closed": ("Does this study depict the {region}?", "Is the {region} the imaged region?",
+                         "Was the {region} examined here?", "Does this image cover the {region}?"),
     },
 }
 QUESTION_TYPES = {
@@ -328,21 +382,24 @@ QUESTION_TYPES = {
     "size": "SIZE", "count": "COUNT", "pres": "PRES", "pos_closed": "POS", "size_closed": "SIZE",
     "modality_closed": "MODALITY", "organ_closed": "ORGAN",
 }
+ABN_WHEN_NORMAL = 0.25  # "what is the abnormality" is asked of every abnormal study, of this share of normal ones
+EXTRA_CLOSED = 0.25  # share of studies with a second closed (yes/no) question besides presence
 
 
-def vqa_items(findings: Findings, style: Style, rng: np.random.Generator) -> list[dict]:
+def vqa_items(findings: Findings, style: Style, rng: np.random.Generator, held_out: bool = False) -> list[dict]:
     """Question/answer items for one study: question, answer, answer_type, question_type.
 
     Closed items are balanced by construction: presence is drawn 50/50, and the side,
     size, modality and region asked about in closed questions are the true one half of
-    the time.
+    the time. `held_out`: draw target phrasings from all of them (the test split), not
+    only the shared ones.
     """
     f, t = findings, TEMPLATES[style]
     noun = _NOUN.get(f.kind, f.kind)
     items: list[dict] = []
 
     def add(kind: str, answer: str | int, **fmt: str) -> None:
-        options = t[kind]
+        options = t[kind] if held_out or style == "source" else t[kind][:SHARED]
         q = options[rng.integers(len(options))].format(noun=noun, plural=_PLURAL.get(f.kind, ""), kind=_KIND_PHRASE[f.kind], **fmt)
         closed = kind == "pres" or kind.endswith("_closed")
         items.append({"question": q, "answer": str(answer), "answer_type": "CLOSED" if closed else "OPEN",
@@ -351,26 +408,33 @@ def vqa_items(findings: Findings, style: Style, rng: np.random.Generator) -> lis
     def yes(b: bool) -> str:
         return "yes" if b else "no"
 
+    def other(options, true):
+        return [o for o in options if o != true][rng.integers(len(options) - 1)]
+
+    lesion = f.present and f.kind in LATERAL
     add("modality", f.modality)
     add("organ", f.region)
-    add("plane", f.plane)
-    add("abn", f.kind if f.present else "none")
+    if f.region == "head":  # the only region whose plane varies (axial / coronal)
+        add("plane", f.plane)
+    if f.present or rng.random() < ABN_WHEN_NORMAL:
+        add("abn", f.kind if f.present else "none")
     add("pres", yes(f.present))
-    if rng.random() < 0.5:
-        asked = f.modality if rng.random() < 0.5 else [m for m in _MODALITY_PHRASE if m != f.modality][rng.integers(2)]
-        add("modality_closed", yes(asked == f.modality), modality=_MODALITY_PHRASE[asked])
-    else:
-        regions = sorted({r for _, r in STUDIES})
-        asked = f.region if rng.random() < 0.5 else [r for r in regions if r != f.region][rng.integers(2)]
-        add("organ_closed", yes(asked == f.region), region=asked)
-    if f.present and f.kind in LATERAL:
-        add("pos", f.location)
-        asked = ("left", "right")[rng.integers(2)]
-        add("pos_closed", yes(asked == f.side), side=asked)
-        if rng.random() < 0.5:
-            add("size", f.size)
+    if rng.random() < EXTRA_CLOSED:  # one more closed question, for some of the studies
+        kinds = ["modality_closed", "organ_closed"] + (["pos_closed", "size_closed"] if lesion else [])
+        kind = kinds[rng.integers(len(kinds))]
+        true = rng.random() < 0.5
+        if kind == "modality_closed":
+            asked = f.modality if true else other(list(_MODALITY_PHRASE), f.modality)
+            add(kind, yes(true), modality=_MODALITY_PHRASE[asked])
+        elif kind == "organ_closed":
+            add(kind, yes(true), region=f.region if true else other(["abdomen", "chest", "head"], f.region))
+        elif kind == "pos_closed":
+            add(kind, yes(true), side=f.side if true else other(["left", "right"], f.side))
         else:
-            add("size_closed", yes(f.size == "large"))
+            add(kind, yes(true), size=f.size if true else other(list(SIZES), f.size))
+    if lesion:
+        add("pos", f.location)
+        add("size", f.size)
     if f.present and f.kind in MAX_COUNT:
         add("count", f.count)
     return items
@@ -379,9 +443,9 @@ def vqa_items(findings: Findings, style: Style, rng: np.random.Generator) -> lis
 # --------------------------------------------------------------------------- reports
 
 _STUDY_TITLE = {
-    ("x-ray", "chest"): "PA chest radiograph.", ("ct", "chest"): "Axial CT of the chest.",
-    ("ct", "head"): "Axial CT of the head.", ("mri", "head"): "{plane} MRI of the head.",
-    ("ct", "abdomen"): "Axial CT of the abdomen.",
+    ("x-ray", "chest"): "PA chest radiograph.", ("ct", "head"): "{plane} CT of the head.",
+    ("mri", "head"): "{plane} MRI of the head.", ("ct", "abdomen"): "Axial CT of the abdomen.",
+    ("mri", "abdomen"): "Axial MRI of the abdomen.",
 }
 _NORMAL_IMPRESSION = {"chest": "No acute cardiopulmonary abnormality.", "head": "No acute intracranial abnormality.",
                       "abdomen": "No acute abdominal abnormality."}
@@ -390,8 +454,8 @@ _COUNT_WORD = {1: "One", 2: "Two", 3: "Three"}
 
 def _lesion_sentence(f: Findings) -> tuple[str, str]:
     """(findings sentence, impression) for a present lateral finding."""
-    where = {"nodule": f"in the {f.side} lung", "mass": f"in the {f.side} cerebral hemisphere",
-             "hemorrhage": f"in the {f.side} cerebral hemisphere", "cyst": f"in the {f.side} kidney"}
+    where = {"nodule": f"in the {f.side} {f.zone} lung zone", "mass": f"in the {f.side} cerebral hemisphere",
+             "hemorrhage": f"in the {f.side} cerebral hemisphere", "cyst": f"in the {f.zone} pole of the {f.side} kidney"}
     adj = {"hemorrhage": "hyperdense ", "cyst": "simple "}.get(f.kind, "")
     if f.kind == "effusion":
         return f"There is a {f.size} {f.side} pleural effusion.", f"{f.size.capitalize()} {f.side} pleural effusion."
@@ -439,15 +503,16 @@ class Study:
     report: str
 
 
-def make_study(seed: int, index: int, style: Style) -> Study:
-    """Study `index` of the stream `seed`, rebuilt alone from (GENERATOR_SEED, seed, index)."""
+def make_study(seed: int, index: int, style: Style, held_out: bool = False) -> Study:
+    """Study `index` of the stream `seed`, rebuilt alone from (GENERATOR_SEED, seed, index).
+    `held_out`: its questions may use the target phrasings kept out of train (test split)."""
     rng = np.random.default_rng([GENERATOR_SEED, seed, index])
     # Presence is balanced exactly in pairs (2k, 2k+1): one of each, order drawn per pair,
     # so the closed PRES answers of every split are 50/50 and not an accident of the seed.
     flip = int(np.random.default_rng([GENERATOR_SEED, seed, index // 2, 1]).integers(2))
     f = sample_findings(rng, present=(index % 2) == flip)
     image = draw(f, style, rng)
-    return Study(f, image, vqa_items(f, style, rng), report(f))
+    return Study(f, image, vqa_items(f, style, rng, held_out), report(f))
 
 
 def study_samples(study: Study, id_prefix: str, image: object, style: Style) -> list[Sample]:

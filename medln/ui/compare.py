@@ -50,7 +50,7 @@ def compare_records(cfg_dict: dict, scopes: list[str], out: str, stop=None):
             yield {"event": "row", "row": rec["row"]}
         elif event == "done":
             yield {"event": "done", "status": rec["status"], "rows": rec["rows"], "metric": rec["metric"],
-                   "csv": rec["csv"], "results": rec["results"], "wall_s": rec["wall_s"]}
+                   "csv": rec["csv"], "results": rec["results"], "wall_s": rec["wall_s"], "verdict": rec.get("verdict")}
         elif "step" in rec and "loss" in rec and "event" not in rec:
             yield {**rec, "global_step": index * cfg.steps + rec["step"]}
             if rec["step"] == cfg.steps:
@@ -223,5 +223,7 @@ def notice_for(job: Job):
 
     if job.state == "failed" and job.error:
         return views.notice_html(job.error, error=True)
+    if (job.result or {}).get("verdict"):  # generated from the measured rows (medln.summary.verdict)
+        return views.notice_html(job.result["verdict"])
     return gr.skip()
 
