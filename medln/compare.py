@@ -38,6 +38,7 @@ from typing import Callable, Iterator
 from .config import ConfigError, TrainConfig, add_arguments, from_args
 from .runs import write_json_atomic
 from .scopes import SCOPES, ScopeError, get_scope
+from .protocol import reference_rows, split_validation
 from .compare_report import format_bytes, format_table, table_md, write_csv, write_figures, write_table
 from .summary import summarize_rows, verdict
 from .tuning import Grid, tune_scope
@@ -164,47 +165,6 @@ def machine_info() -> dict:
     return info
 
 
-# ----------------------------------------------------------------------- the data
-
-VALIDATION_FRACTION = 0.1  # of train's images, when a dataset has no validation split
-VALIDATION_SEED = 0
-
-
-def _image_key(sample) -> str:
-    import hashlib
-
-    image = sample.image
-    return hashlib.sha1(image).hexdigest() if isinstance(image, (bytes, bytearray)) else str(image)
-
-
-def split_validation(cfg: TrainConfig) -> tuple[list, list, dict]:
-    """(train samples, validation samples, how validation was obtained).
-
-    The dataset's own `validation` split when it has one; else a seeded slice of train, by
-    image (all questions about one image stay on one side), which is then not trained on."""
-    import random
-
-    from .data import DataError, load_samples
-
-    train = load_samples(cfg.data, cfg.split, skip_bad=cfg.skip_bad).samples
-    try:
-        val = load_samples(cfg.data, "validation", skip_bad=cfg.skip_bad).samples
-    except DataError:
-        val = []
-    if val:
-        return train, val, {"source": "own", "split": "validation", "n": len(val),
-                            "text": "the dataset's own validation split"}
-    keys = sorted({_image_key(s) for s in train})
-    if len(keys) < 2:
-        raise ConfigError(f"{cfg.data}: no validation split and too few training images ({len(keys)}) to carve one")
-    held = set(random.Random(VALIDATION_SEED).sample(keys, max(1, round(len(keys) * VALIDATION_FRACTION))))
-    val = [s for s in train if _image_key(s) in held]
-    rest = [s for s in train if _image_key(s) not in held]
-    return rest, val, {"source": "carved", "split": f"{cfg.split} slice", "n": len(val), "images": len(held),
-                       "text": f"a seeded slice of train ({VALIDATION_FRACTION:.0%} of its images, seed "
-                               f"{VALIDATION_SEED}), left out of training"}
-
-
 # ----------------------------------------------------------------------- the sweep
 
 
@@ -260,7 +220,7 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
         train = load_samples(cfg_base.data, cfg_base.split, skip_bad=cfg_base.skip_bad).samples
         validation, val_info = [], {"source": None, "n": 0, "text": "not used: learning rates not tuned here"}
     # Tuning scores the headline metric only: VQA items when there are any (no report generation).
-    val_tune = [s for s in validation if s.task == "vqa"] or validation
+    val_tune = subsample([s for s in validation if s.task == "vqa"] or validation, cfg_base.eval_limit)
     extra_eval, ood_info = None, {"data": cfg_base.data, "split": cfg_base.ood_split or None, "key": cfg_base.ood_split or None}
     if ood:
         samples = subsample(load_samples(ood, cfg_base.eval_split or "test", skip_bad=cfg_base.skip_bad).samples,
@@ -446,28 +406,7 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
                 status = "stopped"
 
     # ---- 3. reference rows: the base model, and a model that never looks at the image
-    base = next(iter(bases.values()), None) if bases else None
-    if base is not None:
-        references["base"] = {"test": base.get(cfg_base.eval_split), "ood": base.get(ood_key) if ood_key else None}
-    if cfg_base.eval_split:
-        from .baselines import fit_blind, score_blind
-
-        blind = fit_blind(train)
-        test = subsample(load_samples(cfg_base.data, cfg_base.eval_split, skip_bad=cfg_base.skip_bad).samples,
-                         cfg_base.eval_limit)
-        ood_samples = (extra_eval or {}).get(OOD_KEY)
-        if ood_samples is None and cfg_base.ood_split:
-            from .data import DataError
-
-            try:
-                ood_samples = subsample(load_samples(cfg_base.data, cfg_base.ood_split, skip_bad=cfg_base.skip_bad).samples,
-                                        cfg_base.eval_limit)
-            except DataError:
-                ood_samples = None
-        references["blind"] = {"test": score_blind(blind, test), "ood": score_blind(blind, ood_samples) if ood_samples else None,
-                               "fitted_on": f"{cfg_base.split} ({blind.n_train} questions, {blind.n_train_reports} reports)",
-                               "rule": "most frequent train answer per normalised question (backing off to its "
-                                       "question type), most frequent train report; no image is read"}
+    references.update(reference_rows(cfg_base, train, bases, extra_eval, ood_key))
 
     final = results(final=True)
     write_json_atomic(out / "results.json", final)
@@ -538,6 +477,8 @@ def cmd_compare(args) -> None:
             elif event == "tune_point":
                 score = "failed" if record["score"] is None else f"{record['score']:.3f}"
                 print(f"[{record['scope']}] lr {record['lr']:g}: validation {score}", flush=True)
+            elif event == "tune_run" and record.get("step") and record["step"] % 50 == 0:
+                print(f"[{record['scope']}] lr {record['lr']:g}: step {record['step']}  loss {record['loss']:.4f}", flush=True)
             elif event == "tune_done":
                 print(f"[{record['scope']}] chosen lr {record['chosen']}" + (" (on the grid's edge at the cap)"
                                                                             if record.get("capped") else ""), flush=True)

@@ -66,7 +66,8 @@ def build_figures(rows: list[dict], results: dict | None = None) -> dict:
     figs.update({
         "trainable_params": plots.trainable_params_fig(one),
         "metric_vs_params": plots.metric_vs_params_fig(rows),
-        "retention": plots.retention_fig(rows),
+        # one bar per row: with several seeds spread_ood shows retention with its spread instead
+        **({} if seeded and "spread_ood" in figs else {"retention": plots.retention_fig(rows)}),
         "cost": plots.cost_fig(one),
         "loss": plots.loss_curve_fig({"scope": f"{r['scope']} s{r.get('seed')}" if seeded else r["scope"], "step": i,
                                       "loss": loss}

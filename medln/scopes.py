@@ -32,7 +32,8 @@ SCOPES: list[TuningScope] = [
     # LayerNorm-only needs a far higher learning rate than LoRA: peft's own benchmark saw
     # LN-tuning at 1e-4 learn nothing (DESIGN.md). These are starting points for real-size
     # backbones (LoRA 3e-4 as QLoRA-style recipes, full 2e-5 as LLaVA's fine-tuning); a
-    # backbone may carry measured ones (BackboneSpec.lrs; medln-tiny's: docs/lr_sweep.md).
+    # backbone may carry measured ones (BackboneSpec.lrs; medln-tiny: chosen on validation by
+    # `compare --tune-lr`, docs/compare-medln-tiny/TABLE.md).
     TuningScope("ln", "every LayerNorm/RMSNorm affine parameter that gets a gradient (vision, connector, LLM)", 3e-3, "norm", ("vision", "connector", "llm")),
     TuningScope("ln-vision", "the norms of the vision tower only", 3e-3, "norm", ("vision",)),
     TuningScope("ln-llm", "the norms of the language model only", 3e-3, "norm", ("llm",)),

@@ -1,8 +1,9 @@
 """`python -m medln pretrain-tiny`: the bundled offline backbone, built and pretrained here.
 
 medln-tiny is a real LLaVA-architecture model (CLIP-style vision tower -> MLP projector ->
-Llama decoder) of a few million parameters, with a BPE tokenizer trained on the sample
-corpus. It is pretrained from scratch, fully, on the SOURCE acquisition style only
+Llama decoder) of a few million parameters, with a byte-level BPE tokenizer trained on
+text from the generator itself (`corpus`: never the committed files, so the model does not
+depend on what the sample folder holds). It is pretrained from scratch, fully, on the SOURCE acquisition style only
 (generated in memory from a seed disjoint from the committed splits), so the committed
 TARGET style is a real domain gap for a short fine-tune to close. Deterministic from its seed.
 """
@@ -94,7 +95,7 @@ def pretrain_tiny(out: Path = OUT, *, studies: int = 2000, steps: int = 600, bat
         "architecture": "LlavaForConditionalGeneration (CLIP vision, MLP projector, Llama decoder)",
         "parameters": n_params,
         "sizes": SIZES,
-        "pretraining": {"data": "medln.data.synth source style, generated in memory", "studies": studies,
+        "pretraining": {"data": "medln.make.synth source style, generated in memory", "studies": studies,
                         "items": len(samples), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                         "final_loss": history[-1]["loss"], "loss_every_50": [r["loss"] for r in history[::50]]},
         "wall_s": round(time.perf_counter() - t0, 1),
