@@ -181,7 +181,8 @@ def _empty_row(scope: str, reason: str | None = None, seed: int | None = None) -
 
 def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, ood: str | None = None,
             seeds: list[int] | None = None, tune_lr: bool = False, grid: Grid = Grid(),
-            stop=None, progress: Callable[[float, str], None] | None = None, command: str | None = None) -> Iterator[dict]:
+            stop=None, progress: Callable[[float, str], None] | None = None, command: str | None = None,
+            tuned: dict | None = None) -> Iterator[dict]:
     """Train each scope of `scopes` with `cfg_base`'s budget, once per seed, into
     out_dir/runs/<scope>/seed<k>/; with `tune_lr`, first choose each scope's rate on the
     validation split (medln.tuning; runs in out_dir/tune/<scope>/) — test is never read then.
@@ -189,6 +190,8 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
     `ood`: a data spec whose `cfg_base.eval_split` split is the out-of-domain set (default:
     the `cfg_base.ood_split` split of the training data). `seeds`: default [cfg_base.seed].
     `stop`: anything with is_set(). `progress(fraction, message)`: optional callback.
+    `tuned`: the "tuning" record of an earlier sweep's results.json on the same backbone,
+    data and budget (`--lrs-from`): its chosen rates are used, and the record is kept.
 
     Yields {"event": "compare_start"}, with tune_lr per scope {"event": "tune_start"}, the
     tuning runs' records (event "tune_run"), {"event": "tune_done"}, then per scope and seed
@@ -254,9 +257,11 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
             "scopes": scopes, "seeds": seeds, "quant": cfg_base.quant, "steps": cfg_base.steps,
             "config": {k: v for k, v in cfg_base.to_dict().items() if k not in ("scope", "seed", "lr")},
             "lr_source": ("tuned on validation (--tune-lr)" if tune_lr else
+                          f"tuned on validation (--tune-lr) by an earlier sweep, reused ({tuned.get('reused_from')})"
+                          if tuned else
                           f"given (--lr {cfg_base.lr:g})" if cfg_base.lr is not None else "the backbone's registry defaults"),
             "tuning": {"grid": grid.describe(), "seed": seeds[0], "split": val_info, "n": len(val_tune),
-                       "scopes": tuning} if tune_lr else None,
+                       "scopes": tuning} if tune_lr else tuned,
             "metric": pick_metric(rows), "memory_measure": memory_measure, "status": status if final else "running",
             "started": started, "wall_s": round(time.perf_counter() - t_sweep, 3), "machine": machine,
             "rows": rows,
@@ -281,6 +286,9 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
 
     # ---- 1. learning rates, chosen on validation (the test split is not loaded here)
     lrs: dict[str, float] = {}
+    if tuned and not tune_lr:
+        lrs = {scope: rec["chosen"] for scope, rec in (tuned.get("scopes") or {}).items() if rec.get("chosen")}
+        val_info = tuned.get("split") or val_info
     if tune_lr:
         tune_bases: dict[tuple, dict] = {}
         for scope in runnable:
@@ -463,8 +471,14 @@ def cmd_compare(args) -> None:
         seeds = list(range(cfg.seed, cfg.seed + args.seeds))
         grid = Grid(points=args.grid_points, cap=args.grid_cap)
         command = "python -m medln " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        tuned = None
+        if args.lrs_from:
+            tuned = json.loads(Path(args.lrs_from).read_text(encoding="utf-8")).get("tuning")
+            if not tuned:
+                raise ConfigError(f"{args.lrs_from}: no 'tuning' record (run compare --tune-lr first)")
+            tuned = {**tuned, "reused_from": args.lrs_from}
         for record in compare(cfg, args.scopes, args.out, ood=args.ood, seeds=seeds, tune_lr=args.tune_lr, grid=grid,
-                              stop=stop, command=command):
+                              stop=stop, command=command, tuned=tuned):
             event = record.get("event")
             if args.json:
                 print(json.dumps(record, default=str), flush=True)
@@ -514,6 +528,8 @@ def add_cli(sub) -> None:
                                                         "mean ± sd and a 95 %% interval per metric (use >= 3 to compare)")
     s.add_argument("--tune-lr", action="store_true", help="choose each scope's learning rate on the validation split "
                                                           "first (the same-size log grid per scope; test is not read)")
+    s.add_argument("--lrs-from", help="results.json of an earlier `compare --tune-lr` (same backbone, data, steps): "
+                                      "use the rates it chose on validation")
     s.add_argument("--grid-points", type=int, default=Grid.points, help="rates in each scope's initial grid (--tune-lr)")
     s.add_argument("--grid-cap", type=int, default=Grid.cap, help="most rates per scope, edge extensions included")
     s.add_argument("--json", action="store_true", help="one JSON object per progress record; the last holds the rows")

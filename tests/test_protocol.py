@@ -207,3 +207,24 @@ def test_every_scope_and_seed_is_summarised_with_reference_rows(sweep):
     assert (sweep["out"] / "runs" / "ln" / "seed1" / "eval.json").exists()
     html = (sweep["out"] / "figures.html").read_text()
     assert "every seed" in html
+
+
+def test_rates_chosen_by_an_earlier_sweep_are_reused(sweep, tmp_path, monkeypatch):
+    """--lrs-from: no tuning runs, the earlier choice is used and recorded as reused."""
+    import medln.train
+
+    seen = []
+
+    def fake(cfg, out, **kw):
+        seen.append((cfg.scope, cfg.lr, cfg.eval_split))
+        yield {"event": "start", "backbone": "b", "trainable": 10, "total": 100, "percent": 10.0, "dead": 0, "notes": []}
+
+    monkeypatch.setattr(medln.train, "train_run", fake)
+    tuning = {**sweep["results"]["tuning"], "reused_from": "earlier/results.json"}
+    cfg = TrainConfig(**{**json.loads((sweep["out"] / "runs" / "ln" / "seed0" / "config.json").read_text())["config"],
+                         "lr": None})
+    records = list(compare(cfg, ["ln"], tmp_path, seeds=[3], tuned=tuning))
+    assert seen == [("ln", tuning["scopes"]["ln"]["chosen"], "test")]
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert "reused (earlier/results.json)" in res["lr_source"] and res["tuning"]["scopes"]["ln"] == tuning["scopes"]["ln"]
+    assert records[-1]["event"] == "done"
