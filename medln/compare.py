@@ -1,7 +1,7 @@
 """Sweep tuning scopes on one backbone and one dataset with the same budget: a table and plots.
 
 Every scope trains with the same seed, steps, batch and data (each with its own default
-learning rate unless --lr is given: LayerNorm-only needs a far higher one than LoRA, DESIGN
+learning rate unless --lr is given: LayerNorm-only needs a far higher one than LoRA, docs/design.md
 "Traps") into OUT/runs/<scope>/, an ordinary run folder. The sweep writes
 
   results.json   one row per scope, the shared config, the backbone, wall time, the machine
@@ -24,10 +24,7 @@ records, so the app can show progress and stop it (stop flag checked every micro
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
-import os
-import platform
 import shlex
 import statistics
 import sys
@@ -35,7 +32,9 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .config import ConfigError, TrainConfig, add_arguments, from_args
+from .config import ConfigError, TrainConfig, _f, add_command, from_args
+from .evaluate import headline_metric
+from .machine import free_memory, machine_info
 from .runs import write_json_atomic
 from .scopes import SCOPES, ScopeError, get_scope
 from .protocol import reference_rows, split_validation
@@ -69,14 +68,7 @@ def base_key(cfg: TrainConfig) -> tuple[str, str]:
     """Scopes with equal keys load identical base weights, so share base metrics. Under 4-bit
     the attn/ffn scopes keep their projections unquantized: their base model differs."""
     scope = get_scope(cfg.scope)
-    return (cfg.quant, scope.name if cfg.quant == "4bit" and scope.kind == "linear" else "")
-
-
-def primary_metric(metrics: dict | None) -> str | None:
-    """The headline metric a split has: VQA `overall`, else a report metric."""
-    from .plots import FALLBACK_METRICS
-
-    return next((m for m in FALLBACK_METRICS if (metrics or {}).get(m) is not None), None)
+    return (cfg.quant, scope.name if cfg.quant == "4bit" and scope.trains_whole_linears else "")
 
 
 def retention(base: dict | None, tuned: dict | None, metric: str | None) -> tuple[float | None, float | None]:
@@ -105,64 +97,6 @@ def _reason(e: BaseException) -> str:
     if isinstance(e, (ConfigError, ScopeError)):
         return text
     return f"{type(e).__name__}: {text}"
-
-
-class _PeakRSS:
-    """Peak resident memory of this process during one scope's training (CPU runs).
-
-    train.peak_memory_gb() reads ru_maxrss, a high-water mark over the process's whole life:
-    in a sweep it would carry one scope's peak into the next. Linux resets the VmHWM mark
-    when "5" is written to /proc/self/clear_refs; without it we fall back to the records.
-    """
-
-    def reset(self) -> bool:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            return True
-        except OSError:
-            return False
-
-    def read_gb(self) -> float | None:
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) * 1024 / 1e9, 4)  # kB -> GB
-        except (OSError, ValueError):
-            pass
-        return None
-
-
-def _free_memory() -> None:
-    """Give the previous scope's model back before the next loads."""
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    try:  # glibc keeps freed heap pages: return them so the next scope's RSS peak is its own
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def machine_info() -> dict:
-    import torch
-    from importlib.metadata import PackageNotFoundError, version
-
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
-    for pkg in ("torch", "transformers", "peft", "accelerate", "bitsandbytes"):
-        try:
-            info[pkg] = version(pkg)
-        except PackageNotFoundError:
-            info[pkg] = None
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 1e9, 1), gpus=torch.cuda.device_count())
-    else:
-        info["gpu"] = None
-    return info
 
 
 # ----------------------------------------------------------------------- the sweep
@@ -234,7 +168,6 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
     ood_key = ood_info["key"]
 
     cuda = torch.cuda.is_available()
-    rss = _PeakRSS()
     memory_measure = ("torch.cuda.max_memory_allocated during training" if cuda else
                       "process peak resident memory (VmHWM) during training, model included")
     started, t_sweep = time.strftime("%Y-%m-%dT%H:%M:%S"), time.perf_counter()
@@ -306,9 +239,9 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
                     for record in run:
                         if record.get("event") == "done":
                             tune_bases.setdefault(key, record["base"])
-                            metric = primary_metric(record["tuned"]["validation"])
+                            metric = headline_metric(record["tuned"]["validation"])
                             score = record["tuned"]["validation"].get(metric) if metric else None
-                        if progress and "step" in record and "event" not in record and record["step"] == cfg.steps:
+                        if progress and record.get("event") == "step" and record["step"] == cfg.steps:
                             progress(0.0, f"tuning {cfg.scope}: lr {lr:g} trained")
                         yield {**record, "event": "tune_run", "run_event": record.get("event"), "scope": cfg.scope,
                                "lr": lr}
@@ -321,7 +254,7 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
                     yield {"event": "tune_run", "run_event": "failed", "scope": cfg.scope, "lr": lr, "reason": _reason(e)}
                 finally:
                     run.close()
-                    _free_memory()
+                    free_memory()
                 yield {"event": "tune_point", "scope": cfg.scope, "lr": lr, "score": score}
                 return score
 
@@ -353,7 +286,7 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
             yield {"event": "scope_start", "scope": scope, "seed": seed, "index": done_runs, "of": total_runs}
             row, steps, t0 = _empty_row(scope, seed=seed), [], time.perf_counter()
             row["status"] = "running"
-            run, measured = None, False
+            run = None
             try:
                 cfg = dataclasses.replace(cfg_base, scope=scope, seed=seed, lr=lrs.get(scope, cfg_base.lr)).validate()
                 key = base_key(cfg)
@@ -369,15 +302,14 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
                     if event == "start":
                         backbone_name = record["backbone"]
                         row.update({k: record[k] for k in ("trainable", "total", "percent", "dead", "notes")})
-                        measured = not cuda and rss.reset()
                     elif event == "stopped":
                         row["status"] = "stopped"
                     elif event == "done":
                         row.update(_finish(record, cfg.eval_split, ood_key))
                         bases.setdefault(key, record["base"])
-                    elif "step" in record:
+                    elif event == "step":
                         steps.append(record)
-                        row["peak_mem_gb"] = rss.read_gb() if measured else max(r["peak_mem_gb"] for r in steps)
+                        row["peak_mem_gb"] = max(r["peak_mem_gb"] for r in steps)  # fit() starts a new peak window
                         if progress:
                             progress((done_runs + record["step"] / cfg.steps) / total_runs,
                                      f"{scope} (seed {seed}): step {record['step']}/{cfg.steps}, loss {record['loss']:.4f}")
@@ -393,7 +325,7 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
                 if run is not None:
                     run.close()
                 run = None
-                _free_memory()
+                free_memory()
             if row["status"] == "running":  # no done record: a non-main process under `accelerate launch`
                 row["status"] = "incomplete"
             row.update(
@@ -437,8 +369,8 @@ def _finish(done: dict, eval_split: str, ood_key: str | None) -> dict:
     base, tuned = done["base"], done["tuned"]
     ood_base = base.get(ood_key) if ood_key else None
     ood_tuned = tuned.get(ood_key) if ood_key else None
-    metric = primary_metric(ood_base) or primary_metric(base.get(eval_split))
-    ratio, pts = retention(ood_base, ood_tuned, primary_metric(ood_base))
+    metric = headline_metric(ood_base) or headline_metric(base.get(eval_split))
+    ratio, pts = retention(ood_base, ood_tuned, headline_metric(ood_base))
     return {
         "status": done["status"], "steps_done": done["steps_done"], "train_s": done["train_s"],
         "trainable": done["trainable"], "total": done["total"], "percent": done["percent"],
@@ -477,7 +409,7 @@ def cmd_compare(args) -> None:
             if not tuned:
                 raise ConfigError(f"{args.lrs_from}: no 'tuning' record (run compare --tune-lr first)")
             tuned = {**tuned, "reused_from": args.lrs_from}
-        for record in compare(cfg, args.scopes, args.out, ood=args.ood, seeds=seeds, tune_lr=args.tune_lr, grid=grid,
+        for record in compare(cfg, args.scopes, args.out, ood=args.ood or None, seeds=seeds, tune_lr=args.tune_lr, grid=grid,
                               stop=stop, command=command, tuned=tuned):
             event = record.get("event")
             if args.json:
@@ -491,7 +423,7 @@ def cmd_compare(args) -> None:
             elif event == "tune_point":
                 score = "failed" if record["score"] is None else f"{record['score']:.3f}"
                 print(f"[{record['scope']}] lr {record['lr']:g}: validation {score}", flush=True)
-            elif event == "tune_run" and record.get("step") and record["step"] % 50 == 0:
+            elif event == "tune_run" and record.get("run_event") == "step" and record["step"] % 50 == 0:
                 print(f"[{record['scope']}] lr {record['lr']:g}: step {record['step']}  loss {record['loss']:.4f}", flush=True)
             elif event == "tune_done":
                 print(f"[{record['scope']}] chosen lr {record['chosen']}" + (" (on the grid's edge at the cap)"
@@ -510,30 +442,35 @@ def cmd_compare(args) -> None:
                 print(table_md(json.loads(Path(record["results"]).read_text(encoding="utf-8"))))
                 print(f"\nresults: {record['results']}\ncsv:     {record['csv']}\nfigures: "
                       + ", ".join(record["figures"]) + f"\n({record['wall_s']:.1f} s)")
-            elif "step" in record and "event" not in record and (record["step"] % 10 == 0 or record["step"] == 1):
+            elif event == "step" and (record["step"] % 10 == 0 or record["step"] == 1):
                 print(f"[{record['scope']}] step {record['step']:>5}  loss {record['loss']:.4f}  "
                       f"{record['samples_per_s']:.1f} samples/s", flush=True)
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
+@dataclasses.dataclass(kw_only=True)
+class CompareArgs(TrainConfig):
+    """TrainConfig's shared budget (its `scope` is not an option: --scopes lists them)."""
+
+    scopes: str = _f(",".join(ALL_SCOPES), "comma-separated scopes")
+    ood: str = _f("", "data spec of a second dataset for out-of-domain retention (its --eval-split split); "
+                      "default: the --ood-split split of --data")
+    out: str = _f(help="folder for results.json, results.csv, TABLE.md, figures.html and runs/")
+    seeds: int = _f(1, "train every scope with this many seeds (--seed, --seed+1, ...): mean ± sd and a 95 % "
+                       "interval per metric (use >= 3 to compare)")
+    tune_lr: bool = _f(False, "choose each scope's learning rate on the validation split first (the same-size log "
+                              "grid per scope; the test split is not read while tuning)")
+    grid_points: int = _f(Grid.points, "rates in each scope's initial grid (--tune-lr)")
+    grid_cap: int = _f(Grid.cap, "most rates per scope, edge extensions included (--tune-lr)")
+    lrs_from: str = _f("", "results.json of an earlier `compare --tune-lr` (same backbone, data, steps): use the "
+                           "rates it chose on validation")
+    json: bool = _f(False, "one JSON object per progress record; the last holds the rows")
+
+
 def add_cli(sub) -> None:
-    s = sub.add_parser("compare", help="train several scopes with the same budget; table, CSV and plots")
-    add_arguments(s, only=tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "scope"))
-    s.add_argument("--scopes", default=",".join(ALL_SCOPES), help="comma-separated scopes (default: all)")
-    s.add_argument("--ood", help="data spec of a second dataset for out-of-domain retention (its --eval-split "
-                                 "split); default: the --ood-split split of --data")
-    s.add_argument("--out", required=True, help="folder for results.json, results.csv, TABLE.md, figures.html, runs/")
-    s.add_argument("--seeds", type=int, default=1, help="train every scope with this many seeds (--seed, --seed+1, ...): "
-                                                        "mean ± sd and a 95 %% interval per metric (use >= 3 to compare)")
-    s.add_argument("--tune-lr", action="store_true", help="choose each scope's learning rate on the validation split "
-                                                          "first (the same-size log grid per scope; test is not read)")
-    s.add_argument("--lrs-from", help="results.json of an earlier `compare --tune-lr` (same backbone, data, steps): "
-                                      "use the rates it chose on validation")
-    s.add_argument("--grid-points", type=int, default=Grid.points, help="rates in each scope's initial grid (--tune-lr)")
-    s.add_argument("--grid-cap", type=int, default=Grid.cap, help="most rates per scope, edge extensions included")
-    s.add_argument("--json", action="store_true", help="one JSON object per progress record; the last holds the rows")
-    s.set_defaults(func=cmd_compare)
+    add_command(sub, "compare", CompareArgs, cmd_compare, exclude=("scope",),
+                help="train several scopes with the same budget and seeds; table, CSV, plots and a verdict")
 
 
 __all__ = ["ALL_SCOPES", "add_cli", "base_key", "compare", "format_bytes", "format_table", "parse_scopes", "retention",

@@ -1,7 +1,6 @@
-"""What a sweep writes and prints: results.csv, TABLE.md, figures.html and the CLI table.
-
-Pure formatting of medln.compare's rows and results dict (no training here).
-"""
+"""What a comparison writes beside its sweep (medln.compare): results.csv (flat rows),
+TABLE.md (protocol, per-scope spread, reference rows, chosen rates, verdict), figures.html
+(and PNGs with kaleido), and the table the CLI prints. Pure formatting, no training here."""
 
 from __future__ import annotations
 
@@ -69,8 +68,8 @@ def build_figures(rows: list[dict], results: dict | None = None) -> dict:
         # one bar per row: with several seeds spread_ood shows retention with its spread instead
         **({} if seeded and "spread_ood" in figs else {"retention": plots.retention_fig(rows)}),
         "cost": plots.cost_fig(one),
-        "loss": plots.loss_curve_fig({"scope": f"{r['scope']} s{r.get('seed')}" if seeded else r["scope"], "step": i,
-                                      "loss": loss}
+        "loss": plots.loss_curve_fig({"event": "step", "scope": f"{r['scope']} s{r.get('seed')}" if seeded else r["scope"],
+                                      "step": i, "loss": loss}
                                      for r in rows for i, loss in enumerate(r.get("losses") or [], start=1)),
     })
     return figs
