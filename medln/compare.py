@@ -457,7 +457,7 @@ class CompareArgs(TrainConfig):
     ood: str = _f("", "data spec of a second dataset for out-of-domain retention (its --eval-split split); "
                       "default: the --ood-split split of --data")
     out: str = _f(help="folder for results.json, results.csv, TABLE.md, figures.html and runs/")
-    seeds: int = _f(1, "train every scope with this many seeds (--seed, --seed+1, ...): mean ± sd and a 95 % "
+    seeds: int = _f(1, "train every scope with this many seeds (--seed, --seed+1, ...): mean ± sd and a 95 %% "
                        "interval per metric (use >= 3 to compare)")
     tune_lr: bool = _f(False, "choose each scope's learning rate on the validation split first (the same-size log "
                               "grid per scope; the test split is not read while tuning)")
