@@ -4,8 +4,6 @@ flag every bundled real image, with a reason that names a measured statistic."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from PIL import Image
 
@@ -70,3 +68,6 @@ def test_demo_backbone_is_recognised():
     assert not domain.is_demo_backbone("Qwen/Qwen2-VL-2B-Instruct")
     assert not domain.is_demo_backbone("")
     assert domain.warning(domain.DomainCheck(True, "target")) == ""
+    from medln.backbones import BACKBONES_BY_NAME
+
+    assert all(name in BACKBONES_BY_NAME for name in domain.REAL_BACKBONES_HINT)  # the warning points to real ones

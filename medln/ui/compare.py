@@ -69,20 +69,24 @@ def estimate_for(ctx: AppContext, cfg: TrainConfig, scopes: list[str]):
     from . import eta
 
     n_items = eta.scored_items(cfg.data, [cfg.eval_split, cfg.ood_split], cfg.eval_limit)
-    total = None
+    per_scope, missing = [], []
     for name in scopes:
         if cfg.quant == "4bit" and get_scope(name).kind == "full":
             continue
         speed = ctx.jobs.speed.lookup(cfg.backbone, name, cfg.quant, cfg.batch_size) if ctx.jobs.speed else None
         est = eta.estimate(speed, cfg.steps, n_items // 2 if n_items else None)  # base is scored once
-        if est is None:
-            return None, n_items
-        if total is None:
-            total = est
-        else:
-            total.train_s += est.train_s
-            total.load_s += est.load_s
-            total.score_s = None if total.score_s is None or est.score_s is None else total.score_s + est.score_s
+        (per_scope.append(est) if est is not None else missing.append(name))
+    if not per_scope:
+        return None, n_items
+    total = eta.Estimate(sum(e.train_s for e in per_scope), None, sum(e.load_s for e in per_scope),
+                         per_scope[0].source)
+    if all(e.score_s is not None for e in per_scope):
+        total.score_s = sum(e.score_s for e in per_scope)
+    if missing:  # no figure for these scopes: count them like the average of the others
+        k = len(missing) / len(per_scope)
+        total.train_s, total.load_s = total.train_s * (1 + k), total.load_s * (1 + k)
+        total.score_s = None if total.score_s is None else total.score_s * (1 + k)
+        total.source += f"; {', '.join(missing)} not timed yet, counted like the average scope"
     return total, n_items
 
 
