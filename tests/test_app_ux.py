@@ -200,10 +200,12 @@ def test_out_of_range_fields_are_named_with_every_other_problem():
     from medln.config import ConfigError
 
     with pytest.raises(ConfigError) as e:
-        ft.build_config("medln-tiny", "full", True, 0, 2.0, 600, DataChoice("sample"), -1, 0)
-    text = str(e.value)
-    for label in ("Steps", "Batch size", "Samples scored per split", "Learning rate", "4-bit"):
+        ft.build_config("medln-tiny", "full", True, 0, 2.0, 0, DataChoice("sample"), -1, 0)
+    text = web_words(str(e.value))  # as the page shows it
+    for label in ("Steps:", "Batch size:", "Samples scored per split:", "Learning rate:", "4-bit"):
         assert label in text, label
+    assert "--quant" not in text
+    assert web_words("invalid config: steps: must be >= 1, got 0") == "invalid config: Steps: must be >= 1, got 0"
     note, ok = ft.quant_note("full", True)
     assert not ok and "--quant" not in note and "Untick 4-bit" in note
 

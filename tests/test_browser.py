@@ -51,6 +51,9 @@ def app_url(tiny_model, tmp_path_factory):
 
     bundled = REPO / "assets" / "medln-tiny"
     backbone = "medln-tiny" if (bundled / "config.json").is_file() else str(tiny_model("llava"))
+    from medln.accounting import param_rows
+
+    param_rows(backbone)  # import torch/transformers before the page waits on it (the app's warm_up does the same)
     demo = build_app(runs_root=tmp_path_factory.mktemp("browser-runs"), default_backbone=backbone, eval_limit=8)
     queue(demo).launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
                        **launch_kwargs(demo))
@@ -63,7 +66,7 @@ def page(app_url):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         pg = browser.new_page(viewport=WIDE)
-        pg.set_default_timeout(60_000)
+        pg.set_default_timeout(180_000)  # a loaded 2-core CI machine
         pg.goto(app_url)
         pg.wait_for_selector("#ft-start")
         yield pg
@@ -76,14 +79,14 @@ def _shot(pg, shots: Path, name: str) -> None:
     pg.screenshot(path=str(shots / name), full_page=True)
 
 
-def _wait_text(pg, selector: str, text: str, timeout: float = 60_000) -> None:
+def _wait_text(pg, selector: str, text: str, timeout: float = 180_000) -> None:
     """Wait until the element's rendered text contains `text` (Gradio tables keep hidden
     measuring cells, so `td:has-text()` can match an invisible copy)."""
     pg.wait_for_function("([sel, text]) => (document.querySelector(sel)?.innerText || '').includes(text)",
                          arg=[selector, text], timeout=timeout)
 
 
-def _textarea_filled(pg, elem_id: str, timeout: float = 90_000) -> str:
+def _textarea_filled(pg, elem_id: str, timeout: float = 180_000) -> str:
     pg.wait_for_function(f"() => (document.querySelector('#{elem_id} textarea')?.value || '').length > 0",
                          timeout=timeout)
     return pg.locator(f"#{elem_id} textarea").input_value()

@@ -185,6 +185,10 @@ def warm_up(demo) -> None:
             from medln.accounting import param_rows
 
             param_rows(demo.medln.settings.default_backbone)
+            from medln import domain
+
+            if domain.is_demo_backbone(demo.medln.settings.default_backbone):
+                domain.bundled_calibration()  # the first question about an image then needs no calibration
         except Exception as e:  # the page shows the same error when it asks
             logging.getLogger("medln.ui").warning("warm-up: %s", e)
 

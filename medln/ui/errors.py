@@ -67,7 +67,7 @@ def web_words(text: str) -> str:
     for cli, web in _WEB_WORDS:
         text = text.replace(cli, web)
     for name, label in _FIELDS.items():
-        text = re.sub(rf"(^|\n\s*){name}:", rf"\g<1>{label}:", text)
+        text = re.sub(rf"(^|\n\s*|: ){name}:", rf"\g<1>{label}:", text)
     return text
 
 

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 from medln.backbones import BACKBONES, BACKBONES_BY_NAME
-from medln.config import ConfigError, TrainConfig
+from medln.config import TrainConfig
 from medln.runs import new_run_id
 from medln.scopes import SCOPES, SCOPES_BY_NAME, get_scope
 
@@ -28,10 +28,6 @@ DEFAULTS = TrainConfig()  # the single source of truth for every default shown h
 # The Fine-tune tab starts in 4-bit: the mission's headline is a 4-bit LayerNorm fine-tune
 # (the CLI keeps TrainConfig's full-precision default). Its CPU cost is stated beside it.
 UI_QUANT_DEFAULT = True
-# Bounds of the numeric widgets, checked here (not by gr.Number's minimum/maximum, whose
-# message does not name the field): widget label -> (config field, low, high).
-BOUNDS = {"Steps": ("steps", 1, 100_000), "Batch size": ("batch_size", 1, 512),
-          "Samples scored per split": ("eval_limit", 0, 100_000)}
 DATA_SOURCES = [("Bundled sample (synthetic, CC0)", "sample"), ("Upload (.zip or .jsonl)", "upload"),
                 ("Hugging Face dataset id", "hub")]
 
@@ -106,22 +102,6 @@ CPU_4BIT_COST = "CPU_COST_PLACEHOLDER"
 def build_config(backbone: str, scope: str, quant4: bool, steps, lr, batch_size, data: DataChoice,
                  eval_limit, seed) -> TrainConfig:
     """Widget values -> a validated TrainConfig (ConfigError lists every problem)."""
-    problems = []
-    values = {"Steps": steps, "Batch size": batch_size, "Samples scored per split": eval_limit or 0}
-    for label, (_, lo, hi) in BOUNDS.items():
-        v = values[label]
-        if v is None or v == "":
-            problems.append(f"{label}: empty; type a number from {lo:,} to {hi:,}")
-        elif not lo <= float(v) <= hi or float(v) != int(float(v)):
-            problems.append(f"{label}: must be a whole number from {lo:,} to {hi:,}, got {v:g}")
-    if lr not in (None, "") and not 0 < float(lr) < 1:
-        problems.append(f"Learning rate: must be between 0 and 1, got {float(lr):g}")
-    if problems:  # with whatever else the config finds (scope, 4-bit), all at once
-        try:
-            build_config(backbone, scope, quant4, 1, None, 1, data, 0, seed)
-        except (ConfigError, UserError) as e:
-            problems += [line.strip() for line in str(e).removeprefix("invalid config:").splitlines() if line.strip()]
-        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     lr = float(lr) if lr not in (None, "") else None
     if lr is not None and scope in SCOPES_BY_NAME and lr == scope_info(scope, backbone)[0]:
         lr = None  # "the scope's default": the saved config says so
@@ -260,7 +240,8 @@ def build(ctx: AppContext):
                                      elem_id="ft-params", max_height=420)
             gr.Markdown("### 2 · Budget")
             with gr.Row():
-                # no minimum/maximum here: build_config checks BOUNDS and names the field
+                # No minimum/maximum on these widgets: Gradio's own range message does not
+                # name the field; TrainConfig.validate() does, and lists every problem at once.
                 steps = gr.Number(value=DEFAULTS.steps, precision=0, label="Steps", elem_id="ft-steps")
                 lr = gr.Number(value=default_lr, label="Learning rate", elem_id="ft-lr")
                 batch = gr.Number(value=DEFAULTS.batch_size, precision=0, label="Batch size", elem_id="ft-batch")
