@@ -76,9 +76,15 @@ def measured_html() -> str:
         res = json.loads(COMMITTED.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return views.claims_html(None)
+    try:  # the comparison's generated verdict, where the core has one (medln.summary)
+        from medln.summary import verdict_from_file
+
+        verdict = verdict_from_file(COMMITTED)
+    except ImportError:
+        verdict = None
     where = (f"the bundled model's comparison ({res.get('steps')} steps per scope, "
              f"{res.get('quant')}, seed {(res.get('config') or {}).get('seed', 0)}; docs/compare-medln-tiny)")
-    return views.claims_html(res.get("rows") or [], where=where)
+    return views.claims_html(res.get("rows") or [], where=where, verdict=verdict)
 
 
 def licences_md() -> str:

@@ -269,7 +269,7 @@ def build(ctx: AppContext):
         return (views.status_html(snap, pos, idle=views.IDLE_COMPARE, wait_s=wait), table_html(rows), *figs,
                 gr.update(value=csv, visible=True) if csv and Path(csv).exists() else gr.update(visible=False),
                 gr.update(interactive=not job.active), gr.update(interactive=job.active), notice_for(job), key,
-                views.claims_html(rows) if rows else gr.skip())
+                views.claims_html(rows, verdict=(job.result or {}).get("verdict")) if rows else gr.skip())
 
     def on_estimate(*values):
         return estimate_view(ctx, *values)

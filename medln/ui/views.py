@@ -143,11 +143,14 @@ def measured_claims(rows: list[dict]) -> dict[str, str]:
     return out
 
 
-def claims_html(rows: list[dict] | None, *, where: str = "this run") -> str:
-    """The paper's claims beside what `where` measured, never the claim as a fact."""
+def claims_html(rows: list[dict] | None, *, where: str = "this run", verdict: str | None = None) -> str:
+    """The paper's claims beside what `where` measured, never the claim as a fact. `verdict`:
+    the comparison's own generated verdict (medln.summary), shown instead of ours when given."""
     measured = measured_claims(rows or [])
     left = "".join(f"<li>{html.escape(text)}</li>" for _, text in PAPER_CLAIMS)
-    if measured:
+    if verdict:
+        right = f"<li>{html.escape(verdict)}</li>"
+    elif measured:
         right = "".join(f"<li>{html.escape(measured.get(k, 'not measured here'))}</li>" for k, _ in PAPER_CLAIMS)
     else:
         right = ("<li>Nothing yet: run a comparison that includes <code>ln</code> and at least one other scope "
