@@ -128,8 +128,8 @@ def test_finetune_then_ask_in_a_browser(page, shots):
     pg.locator("#ft-steps input").fill("8")
     pg.locator("#ft-batch input").fill("4")
     pg.locator("#ft-start").click()
-    pg.wait_for_selector("#ft-loss .js-plotly-plot", timeout=120_000)  # the live loss curve
-    pg.wait_for_selector("#ft-status .medln-done", timeout=180_000)
+    pg.wait_for_selector("#ft-loss .js-plotly-plot", timeout=600_000)  # the live loss curve
+    pg.wait_for_selector("#ft-status .medln-done", timeout=900_000)
     _wait_text(pg, "#ft-metrics", "VQA overall accuracy")
     assert "4-bit" in pg.locator("#ft-status .medln-title").inner_text()
     headers = pg.locator("#ft-metrics th").all_inner_texts()
