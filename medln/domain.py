@@ -190,7 +190,7 @@ def is_demo_backbone(backbone: str | None) -> bool:
         return False
     if backbone in DEMO_BACKBONES:
         return True
-    from .backbones import ASSETS
+    from . import ASSETS
 
     try:
         return any(Path(backbone).resolve() == (ASSETS / name).resolve() for name in DEMO_BACKBONES)

@@ -143,7 +143,7 @@ def _steps(n, step_s=0.01, gate=None):
             if gate is not None:
                 gate.wait(10)
             time.sleep(step_s)
-            yield {"step": i, "loss": 1.0 / i, "step_s": step_s}
+            yield {"event": "step", "step": i, "loss": 1.0 / i, "step_s": step_s}
         time.sleep(0.05)  # "scoring"
         yield {"event": "done", "status": "completed", "steps_done": n, "base": {"test": {"n": 10}},
                "tuned": {"test": {"n": 10}}}
@@ -179,7 +179,7 @@ def test_eta_while_training_adds_the_scoring_estimate(tmp_path):
     job = Job("j", "s", "finetune", "t", tmp_path, 10, lambda j: iter(()),
               estimate=eta.Estimate(train_s=10.0, score_s=5.0, load_s=0.0, source="x"))
     job.state, job.step = "training", 4
-    job.records = [{"step": i, "loss": 1.0, "step_s": 1.0} for i in range(1, 5)]
+    job.records = [{"event": "step", "step": i, "loss": 1.0, "step_s": 1.0} for i in range(1, 5)]
     assert job.eta_s() == pytest.approx(6 * 1.0 + 5.0)
     job.state, job.step, job.last_step_at = "evaluating", 10, time.time() - 2
     assert job.eta_s() == pytest.approx(3.0, abs=0.5)
@@ -240,7 +240,7 @@ def test_ask_warns_beside_both_answers_on_images_the_demo_model_does_not_know(tm
 def test_loss_curve_has_a_smoothed_line_over_the_raw_points():
     from medln import plots
 
-    records = [{"step": i, "loss": 1.0 + (0.5 if i % 2 else -0.5), "scope": "ln"} for i in range(1, 41)]
+    records = [{"event": "step", "step": i, "loss": 1.0 + (0.5 if i % 2 else -0.5), "scope": "ln"} for i in range(1, 41)]
     fig = plots.loss_curve_fig(records)
     modes = sorted(t.mode for t in fig.data)
     assert modes == ["lines", "markers"]

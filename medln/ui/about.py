@@ -48,7 +48,8 @@ its norms are left out and reported as "dead".
 def scopes_md(backbone: str = "medln-tiny") -> str:
     """The scopes with the learning rate the Fine-tune tab fills in for `backbone` (the app's
     default backbone), beside the generic default every other backbone gets."""
-    from medln.backbones import BACKBONES_BY_NAME, default_lr
+    from medln.backbones import BACKBONES_BY_NAME
+    from medln.scopes import default_lr
 
     from .errors import web_words
 

@@ -55,7 +55,7 @@ def compare_records(cfg_dict: dict, scopes: list[str], out: str, stop=None):
         elif event == "done":
             yield {"event": "done", "status": rec["status"], "rows": rec["rows"], "metric": rec["metric"],
                    "csv": rec["csv"], "results": rec["results"], "wall_s": rec["wall_s"]}
-        elif "step" in rec and "loss" in rec and "event" not in rec:
+        elif event == "step":
             yield {**rec, "global_step": index * cfg.steps + rec["step"]}
             if rec["step"] == cfg.steps:
                 yield {"event": "phase", "state": "evaluating", "phase": f"{where()}: scoring base and tuned"}
@@ -71,7 +71,7 @@ def estimate_for(ctx: AppContext, cfg: TrainConfig, scopes: list[str]):
     n_items = eta.scored_items(cfg.data, [cfg.eval_split, cfg.ood_split], cfg.eval_limit)
     per_scope, missing = [], []
     for name in scopes:
-        if cfg.quant == "4bit" and get_scope(name).kind == "full":
+        if cfg.quant == "4bit" and get_scope(name).how.quant_4bit == "refuse":
             continue
         speed = ctx.jobs.speed.lookup(cfg.backbone, name, cfg.quant, cfg.batch_size) if ctx.jobs.speed else None
         est = eta.estimate(speed, cfg.steps, n_items // 2 if n_items else None)  # base is scored once
