@@ -3,13 +3,11 @@ bundled data and models, and that this is not for clinical use."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from medln import DISCLAIMER, __version__
 from medln.backbones import BACKBONES
 from medln.scopes import SCOPES
 
-COMMITTED_RESULTS = Path(__file__).resolve().parents[2] / "docs" / "compare-medln-tiny" / "results.json"
 
 
 PAPER = ("Chen et al., *Efficiency in Focus: LayerNorm as a "
@@ -31,14 +29,16 @@ freezes everything else.
 * **Leverage.** A norm's gain multiplies every feature that flows into the next layer, so
   changing a few thousand numbers re-weights features across the whole network: a cheap
   way to shift a pretrained model's attention to a new domain's features.
-* **Little to forget.** The weights that hold the pretrained knowledge stay frozen, so the
-  model keeps more of its zero-shot and out-of-domain ability than when attention or MLP
-  weights move (the **retention** plot in *Compare scopes* measures it).
+* **Little to forget — the paper's claim, to be checked.** The weights that hold the
+  pretrained knowledge stay frozen, so the paper expects the model to keep more of its
+  zero-shot and out-of-domain ability than when attention or MLP weights move. Whether it
+  holds for a given model and data set is what the **retention** plot in *Compare scopes*
+  measures; below, what the bundled model's own comparison measured.
 * **Tiny adapters.** A run saves kilobytes to a few megabytes; many adapters share one copy
   of the base weights, which is how the *Ask* tab shows base and tuned answers side by side.
 
 The paper studied a small BLIP-like Med-VLM (MISS) and a large one (LLaVA-Med) on medical
-VQA (VQA-RAD, SLAKE, PathVQA) and report generation, and found LayerNorm tuning on par with
+VQA (VQA-RAD, SLAKE, PathVQA) and report generation, and reports LayerNorm tuning on par with
 or better than LoRA, prefix and prompt tuning and intrinsic attention / FFN tuning while
 training far fewer parameters. Two practical details MedLN handles for you: norms need a
 much **higher learning rate** than LoRA (each scope here has its own default), and in LLaVA
@@ -47,16 +47,49 @@ its norms are left out and reported as "dead".
 """
 
 
-def committed_verdict() -> str | None:
-    """The verdict of the committed medln-tiny comparison, generated from its results.json."""
-    from medln.summary import verdict_from_file
+def scopes_md(backbone: str = "medln-tiny") -> str:
+    """The scopes with the learning rate the Fine-tune tab fills in for `backbone` (the app's
+    default backbone), beside the generic default every other backbone gets."""
+    from medln.backbones import BACKBONES_BY_NAME
+    from medln.scopes import default_lr
 
-    return verdict_from_file(COMMITTED_RESULTS)
+    from .errors import web_words
+
+    spec = BACKBONES_BY_NAME.get(backbone)
+    name = f"`{getattr(spec, 'name', backbone)}`"
+    rows = "\n".join(f"| `{s.name}` | {s.description} | {default_lr(backbone, s.name):g}"
+                      f"{'' if spec and s.name in spec.lrs else ' (generic)'} | {s.default_lr:g} | {web_words(s.quant_4bit)} |"
+                      for s in SCOPES)
+    return ("### Tuning scopes\n\n"
+            f"The learning rate the *Fine-tune* tab fills in depends on the backbone: for {name} (this "
+            "app's default) the rates chosen on its validation split by `compare --tune-lr` "
+            "(docs/compare-medln-tiny/tuning.json), for other "
+            "backbones the generic default of the scope. The Fine-tune tab always shows the one it will use.\n\n"
+            f"| scope | trains | learning rate on {name} | generic default | under 4-bit |\n|---|---|---|---|---|\n"
+            + rows)
 
 
-def scopes_md() -> str:
-    rows = "\n".join(f"| `{s.name}` | {s.description} | {s.default_lr:g} | {s.quant_4bit} |" for s in SCOPES)
-    return ("### Tuning scopes\n\n| scope | trains | default LR | under 4-bit |\n|---|---|---|---|\n" + rows)
+def measured_html() -> str:
+    """The paper's claims beside what the committed comparison of the bundled model measured."""
+    import json
+
+    from . import views
+    from .eta import COMMITTED
+
+    try:
+        res = json.loads(COMMITTED.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return views.claims_html(None)
+    try:  # the comparison's generated verdict, where the core has one (medln.summary)
+        from medln.summary import verdict_from_file
+
+        verdict = verdict_from_file(COMMITTED)
+    except ImportError:
+        verdict = None
+    seeds = res.get("seeds") or [(res.get("config") or {}).get("seed", 0)]
+    where = (f"the bundled model's comparison ({res.get('steps')} steps per scope, {res.get('quant')}, "
+             f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}; docs/compare-medln-tiny)")
+    return views.claims_html(res.get("rows") or [], where=where, verdict=verdict)
 
 
 def licences_md() -> str:
@@ -89,10 +122,8 @@ def build(ctx) -> None:
 
     gr.Markdown(f"## MedLN {__version__}\n\nLayerNorm fine-tuning of medical vision-language models, after\n{PAPER}")
     gr.Markdown(WHAT)
-    measured = committed_verdict()
-    if measured:
-        gr.Markdown(f"### What the bundled comparison measured\n\n{measured}")
-    gr.Markdown(scopes_md())
+    gr.HTML(measured_html(), elem_id="about-claims")
+    gr.Markdown(scopes_md(ctx.settings.default_backbone))
     gr.Markdown(licences_md())
     gr.Markdown(f"""
 ### Not for clinical use

@@ -22,5 +22,7 @@ class AppContext:
     def create(cls, settings: Settings | None = None, **overrides) -> "AppContext":
         settings = settings or Settings.from_env(**overrides)
         settings.runs_root.mkdir(parents=True, exist_ok=True)
-        return cls(settings, JobManager(max_pending=settings.max_jobs),
+        from .eta import SpeedBook, book_path
+
+        return cls(settings, JobManager(max_pending=settings.max_jobs, speed=SpeedBook(book_path())),
                    ModelCache(max_models=settings.max_models, max_gb=settings.max_model_gb))

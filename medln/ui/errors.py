@@ -10,6 +10,7 @@ what to do; anything else is logged with an id the user can quote.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 
 log = logging.getLogger("medln.ui")
@@ -41,8 +42,42 @@ def _is_oom(exc: BaseException) -> bool:
     return "out of memory" in str(exc).lower() and isinstance(exc, RuntimeError)
 
 
+# An absolute server path (not part of a URL): shown as its last part only, so a message
+# never reveals the server's folders (cache, session and upload locations).
+_SERVER_PATH = re.compile(r"(?<![\w.:/~-])/(?:[\w.+@-]+/)+([\w.+@-]+)")
+# CLI advice inside core messages, in the page's own words.
+_WEB_WORDS = [
+    ("load in bf16 (--quant none)", "untick 4-bit (full precision)"),
+    ("use --quant none (bf16)", "untick 4-bit"),
+    ("use --quant none", "untick 4-bit"),
+    ("--quant none", "4-bit off"),
+    ("quant '4bit'", "4-bit"),
+]
+# config field names -> the labels of the widgets that set them
+_FIELDS = {"batch_size": "Batch size", "steps": "Steps", "lr": "Learning rate", "eval_limit": "Samples scored per split",
+           "seed": "Seed"}
+
+
+def hide_paths(text: str) -> str:
+    return _SERVER_PATH.sub(lambda m: "…/" + m.group(1), text)
+
+
+def web_words(text: str) -> str:
+    """A core message as the web page says it: no CLI flags, widget labels for config fields."""
+    for cli, web in _WEB_WORDS:
+        text = text.replace(cli, web)
+    for name, label in _FIELDS.items():
+        text = re.sub(rf"(^|\n\s*|: ){name}:", rf"\g<1>{label}:", text)
+    return text
+
+
 def user_message(exc: BaseException, *, doing: str = "") -> str:
-    """One readable message for `exc` (no traceback); unexpected errors are logged in full."""
+    """One readable message for `exc` (no traceback, no server folders); unexpected errors
+    are logged in full."""
+    return hide_paths(_message(exc, doing=doing))
+
+
+def _message(exc: BaseException, *, doing: str = "") -> str:
     prefix = f"{doing}: " if doing else ""
     if isinstance(exc, _expected_errors()):
         return prefix + str(exc).strip()

@@ -8,8 +8,11 @@ process-level registry keyed by session id; the page reads it with a `gr.Timer`.
 a `threading.Event` that the training loop checks before every micro-batch, so a job
 stops within one step and still saves its adapter and scores it.
 
-Jobs wait in one bounded FIFO and `workers` threads (default 1) run them: one job on the
-device at a time, the same "one GPU slot" the Gradio events share (concurrency_id "gpu").
+Jobs wait in one bounded FIFO and `workers` threads (default 1) run them: ONE worker for the
+whole server, shared by every browser session and API client, so one job trains at a time
+and the others wait their turn (the page shows the place in the line and the estimated
+wait). The job worker is separate from the generation slot the Ask events share
+(concurrency_id "gpu").
 """
 
 from __future__ import annotations
@@ -57,6 +60,10 @@ class Job:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     phase: str = "waiting for a free slot"
+    config: dict | None = None  # the TrainConfig (as a dict) the job runs: a reloaded page refills its form
+    estimate: object = None  # medln.ui.eta.Estimate made before it started (None: no recorded speed)
+    first_step_at: float | None = None
+    last_step_at: float | None = None  # when the last training step ended: scoring starts there
     version: int = 0  # bumps on every change: the page redraws only what changed
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -65,11 +72,32 @@ class Job:
         return self.state in ACTIVE
 
     def eta_s(self) -> float | None:
-        """Seconds left for the training steps: median recent step time x steps left."""
-        if self.state != "training" or not self.records:
+        """Seconds left for the whole job: the training steps left (median recent step time x
+        steps left) plus scoring (estimated from recorded speed; counted down once it starts)."""
+        est = self.estimate
+        if self.state == "queued" and est is not None:
+            return est.total_s
+        if self.state in ("loading",) and est is not None:
+            return est.train_s + (est.score_s or 0.0) + max(0.0, est.load_s - (time.time() - (self.started or 0)))
+        if self.state not in ("training", "evaluating", "stopping"):
             return None
+        score = est.score_s if est is not None else None
+        if self.kind == "compare":  # scoring happens after every scope: spread it over the steps
+            score = score * max(0, self.steps - self.step) / max(1, self.steps) if score else score
+        if self.state == "evaluating" and self.kind == "finetune":
+            if score is None or self.last_step_at is None:
+                return None
+            return max(0.0, score - (time.time() - self.last_step_at))
         recent = [r["step_s"] for r in self.records[-10:] if "step_s" in r]
-        return statistics.median(recent) * max(0, self.steps - self.step) if recent else None
+        left = max(0, self.steps - self.step)
+        if recent:
+            return statistics.median(recent) * left + (score or 0.0)
+        if est is not None:  # no step measured yet: the estimate made before the start
+            return est.train_s * left / max(1, self.steps) + (score or 0.0)
+        return None
+
+    def eta_covers_scoring(self) -> bool:
+        return self.estimate is not None and getattr(self.estimate, "score_s", None) is not None
 
     def snapshot(self) -> dict:
         """A JSON-safe copy (the /job API endpoint returns it)."""
@@ -84,6 +112,9 @@ class Job:
             "steps": self.steps,
             "loss": last.get("loss"),
             "eta_s": None if self.eta_s() is None else round(self.eta_s(), 1),
+            "eta_covers_scoring": self.eta_covers_scoring(),
+            "estimate_s": None if self.estimate is None else round(self.estimate.total_s, 1),
+            "config": self.config,
             "elapsed_s": round((self.finished or time.time()) - self.started, 1) if self.started else 0.0,
             "run_id": self.out.name if self.kind == "finetune" else None,
             "error": self.error,
@@ -98,8 +129,9 @@ class Job:
 class JobManager:
     """The registry (session -> jobs) and the bounded queue its worker threads drain."""
 
-    def __init__(self, *, max_pending: int = 4, workers: int = 1):
+    def __init__(self, *, max_pending: int = 4, workers: int = 1, speed=None):
         self.max_pending = max_pending
+        self.speed = speed  # medln.ui.eta.SpeedBook: finished jobs record their speed there
         self._queue: queue.Queue[Job] = queue.Queue()
         self._jobs: dict[str, list[Job]] = {}
         self._lock = threading.Lock()
@@ -111,14 +143,15 @@ class JobManager:
     # ---------------------------------------------------------------- page side
 
     def submit(self, session: str, kind: str, title: str, out: Path, steps: int,
-               run: Callable[[Job], Iterator[dict]]) -> Job:
+               run: Callable[[Job], Iterator[dict]], *, config: dict | None = None, estimate=None) -> Job:
         with self._lock:
             if any(j.active for j in self._jobs.get(session, [])):
                 raise UserError("a job of this session is still running: wait for it or press Stop first")
             waiting = sum(1 for jobs in self._jobs.values() for j in jobs if j.state == "queued")
             if waiting >= self.max_pending:
                 raise UserError(f"the server is busy ({waiting} jobs are waiting); try again in a few minutes")
-            job = Job(uuid.uuid4().hex[:12], session, kind, title, Path(out), steps, run)
+            job = Job(uuid.uuid4().hex[:12], session, kind, title, Path(out), steps, run, config=config,
+                      estimate=estimate)
             jobs = self._jobs.setdefault(session, [])
             jobs.append(job)
             # forget old finished jobs (their run folders stay on disk)
@@ -165,6 +198,26 @@ class JobManager:
                              key=lambda j: j.created)
         return next((i + 1 for i, j in enumerate(waiting) if j is job), 0)
 
+    def wait_s(self, job: Job) -> float | None:
+        """Estimated seconds before a waiting job starts: what the running job has left plus
+        the estimates of the jobs ahead of it (None when one of them has no estimate)."""
+        if job.state != "queued":
+            return None
+        with self._lock:
+            every = [j for jobs in self._jobs.values() for j in jobs]
+        ahead = [j for j in every if j.active and j.state != "queued"]
+        ahead += [j for j in every if j.state == "queued" and j.created < job.created]
+        total = 0.0
+        for j in ahead:
+            left = j.eta_s()
+            if left is None:
+                return None
+            total += left
+        return total
+
+    def queue_info(self, job: Job) -> tuple[int, float | None]:
+        return self.position(job), self.wait_s(job)
+
     # ---------------------------------------------------------------- worker side
 
     def _work(self) -> None:
@@ -201,6 +254,13 @@ class JobManager:
         finally:
             job.finished = time.time()
             job.version += 1
+            if self.speed is not None and job.state in ("done", "stopped"):
+                try:
+                    from .eta import record_job
+
+                    record_job(self.speed, job)
+                except Exception:  # an estimate is never worth failing a job for
+                    log.exception("could not record the speed of job %s", job.id)
 
 
 def apply_record(job: Job, record: dict) -> None:
@@ -224,6 +284,8 @@ def apply_record(job: Job, record: dict) -> None:
             job.state = record["state"]
     elif event == "step":
         job.records.append(record)
+        job.last_step_at = time.time()
+        job.first_step_at = job.first_step_at or job.last_step_at
         job.step = record.get("global_step", record["step"])
         if job.state in ("loading", "training"):
             job.state = "training"
