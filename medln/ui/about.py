@@ -3,11 +3,9 @@ bundled data and models, and that this is not for clinical use."""
 
 from __future__ import annotations
 
-
 from medln import DISCLAIMER, __version__
 from medln.backbones import BACKBONES
 from medln.scopes import SCOPES
-
 
 
 PAPER = ("Chen et al., *Efficiency in Focus: LayerNorm as a "
