@@ -61,7 +61,7 @@ def build_figures(rows: list[dict], results: dict | None = None) -> dict:
         figs["spread_test"] = plots.spread_fig(results["summary"], results.get("references"), metric, "test")
         if any((e.get("ood") or {}).get("overall") for e in results["summary"] if not e.get("skipped")):
             figs["spread_ood"] = plots.spread_fig(results["summary"], results.get("references"), "overall", "ood")
-    seeded = len({r.get("seed") for r in rows}) > 1
+    seeded = len({r.get("seed") for r in rows if not r.get("skipped")}) > 1  # a skipped row has no seed
     figs.update({
         "trainable_params": plots.trainable_params_fig(one),
         "metric_vs_params": plots.metric_vs_params_fig(rows),
