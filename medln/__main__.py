@@ -50,6 +50,7 @@ def cmd_params(args) -> None:
 
     if args.scope != "all":
         get_scope(args.scope)  # an unknown name is a usage error (exit 2), not a "skipped" row
+    TrainConfig(backbone=args.backbone, quant=args.quant, lora_r=args.lora_r).validate()  # the bounds train has
     t0 = time.perf_counter()
     rows = param_rows(args.backbone, None if args.scope == "all" else [args.scope], args.quant, args.lora_r)
     if not args.json:
@@ -72,7 +73,7 @@ def cmd_train(args) -> None:
     from .train import train_run
 
     main = None
-    for record in train_run(cfg, out):
+    for record in train_run(cfg, out, overwrite=args.overwrite):
         if main is None:  # train_run's Accelerator has set up the (possibly distributed) state by now
             from accelerate import PartialState
 
@@ -99,23 +100,30 @@ def cmd_train(args) -> None:
 
 
 def _load_with_adapter(backbone: str, adapter: str | None, quant: str):
+    from pathlib import Path
+
     from .backbones import load_backbone
-    from .runs import RunDir, load_run_model
+    from .runs import RunError, is_run_folder, load_run_model
 
     if adapter:
-        run_cfg = RunDir(__import__("pathlib").Path(adapter)).config()
-        quant = run_cfg.get("config", {}).get("quant", quant)
+        if not is_run_folder(Path(adapter)):
+            raise RunError(f"--adapter {adapter}: not a MedLN run folder (it needs the config.json and adapter/ "
+                           "that `train --out` writes)")
+        quant = json.loads((Path(adapter) / "config.json").read_text(encoding="utf-8"))["config"].get("quant", quant)
     bb = load_backbone(backbone, quant=quant)
+    for note in bb.notes:
+        print(f"note: {note}", file=sys.stderr)
     model = load_run_model(bb, adapter) if adapter else bb.model
     return bb, model
 
 
 def cmd_ask(args) -> None:
     from .data.images import load_image
-    from .prompts import generate
+    from .prompts import check_question, generate
     from .backbones import REPORT_PROMPT
     from .evaluate import MAX_NEW_TOKENS
 
+    check_question(args.question)  # before loading anything
     bb, model = _load_with_adapter(args.backbone, args.adapter, args.quant)
     image = load_image(args.image, where=args.image)
     question = args.question or REPORT_PROMPT
@@ -174,7 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="fine-tune a scope; writes a run folder")
     add_arguments(s)
-    s.add_argument("--out", help="run folder to create (default runs/<id>)")
+    s.add_argument("--out", help="run folder to create (default runs/<id>); must be new, empty, or a MedLN run "
+                   "replaced with --overwrite")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace the MedLN run already in --out (only its own files; a folder MedLN did not write "
+                   "is never touched)")
     s.add_argument("--json", action="store_true", help="one JSON object per log record on stdout")
     s.set_defaults(func=cmd_train)
 
@@ -215,17 +227,26 @@ def main(argv: list[str] | None = None) -> int:
     from .backbones import BackboneError
     from .config import ConfigError
     from .data.sample import DataError
+    from .memory import free_memory, is_out_of_memory
+    from .runs import RunError
     from .scopes import ScopeError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (BackboneError, ConfigError, DataError, ScopeError, FileNotFoundError, FileExistsError) as e:
+    except (BackboneError, ConfigError, DataError, RunError, ScopeError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        free_memory()
+        print(f"error: out of memory ({type(e).__name__}): try a smaller --batch-size, --grad-checkpointing, "
+              "--quant 4bit, a shorter --max-length or a smaller backbone", file=sys.stderr)
+        return 2
     return 0
 
 

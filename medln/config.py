@@ -12,7 +12,36 @@ class ConfigError(ValueError):
 
 
 def _f(default, help: str, **meta):
+    """A field with its help and, for numbers, its valid range: `min`/`max` (inclusive unless
+    named in `open`). validate(), the CLI, the app's widgets and its API all read the range
+    from here (`bounds`), so no caller can be looser than another."""
     return field(default=default, metadata={"help": help, **meta})
+
+
+def bounds(name: str, cls=None) -> dict:
+    """{min, max, open} of a numeric field (for widgets: minimum/maximum)."""
+    f = next(f for f in dataclasses.fields(cls or TrainConfig) if f.name == name)
+    return {k: f.metadata[k] for k in ("min", "max", "open") if k in f.metadata}
+
+
+def check_field(f: dataclasses.Field, value) -> str | None:
+    """The problem with `value` for field `f` (type and range), or None."""
+    meta = f.metadata
+    if "min" not in meta and "max" not in meta:
+        return None
+    if value is None and f.default is None:
+        return None
+    whole = isinstance(meta.get("min", meta.get("max")), int)
+    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value != value:
+        kind = "a whole number" if whole else "a number"
+        return f"{f.name}: must be {kind}, got {value!r}"
+    opened = meta.get("open", ())
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and (value <= lo if "min" in opened else value < lo):
+        return f"{f.name}: must be {'>' if 'min' in opened else '>='} {lo}, got {value}"
+    if hi is not None and (value >= hi if "max" in opened else value > hi):
+        return f"{f.name}: must be {'<' if 'max' in opened else '<='} {hi}, got {value}"
+    return None
 
 
 @dataclass
@@ -24,19 +53,21 @@ class TrainConfig:
     eval_split: str = _f("test", "split to evaluate base and tuned on ('' to skip evaluation)")
     ood_split: str = _f("source-test", "held-out out-of-domain split for retention ('' to skip; sample data only)")
     quant: str = _f("none", "weights: none (fp32 on CPU, bf16 on GPU) or 4bit (NF4)", choices=("none", "4bit"))
-    steps: int = _f(200, "optimizer steps (the default: ~30 s for medln-tiny on 2 CPU cores)")
-    lr: float | None = _f(None, "peak learning rate; default: the backbone's measured one for the scope, else the scope's own")
-    batch_size: int = _f(8, "samples per micro-batch (per process)")
-    grad_accum: int = _f(1, "micro-batches per optimizer step")
-    warmup: float = _f(0.1, "fraction of steps with linear warm-up")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
+    steps: int = _f(200, "optimizer steps (the default: ~30 s for medln-tiny on 2 CPU cores)", min=1, max=100_000)
+    lr: float | None = _f(None, "peak learning rate; default: the backbone's measured one for the scope, else the scope's own",
+                          min=0.0, max=1.0, open=("min", "max"))
+    batch_size: int = _f(8, "samples per micro-batch (per process)", min=1, max=512)
+    grad_accum: int = _f(1, "micro-batches per optimizer step", min=1, max=1024)
+    warmup: float = _f(0.1, "fraction of steps with linear warm-up", min=0.0, max=1.0, open=("max",))
+    weight_decay: float = _f(0.0, "AdamW weight decay", min=0.0, max=1.0)
     grad_checkpointing: bool = _f(False, "recompute activations in backward (less memory, ~30%% slower)")
-    max_length: int = _f(512, "truncate token sequences to this length")
-    lora_r: int = _f(8, "LoRA rank (scope lora)")
-    lora_alpha: int = _f(16, "LoRA alpha (scope lora)")
-    seed: int = _f(0, "random seed (data order, initialisation)")
-    eval_limit: int = _f(0, "evaluate at most this many samples per split (0: all)")
-    eval_batch_size: int = _f(16, "batch size for generation")
+    max_length: int = _f(512, "longest token sequence (prompt with image tokens + answer); longer records are refused",
+                         min=8, max=32_768)
+    lora_r: int = _f(8, "LoRA rank (scope lora)", min=1, max=1024)
+    lora_alpha: int = _f(16, "LoRA alpha (scope lora)", min=1, max=4096)
+    seed: int = _f(0, "random seed (data order, initialisation)", min=0, max=2**32 - 1)
+    eval_limit: int = _f(0, "evaluate at most this many samples per split (0: all)", min=0, max=1_000_000)
+    eval_batch_size: int = _f(16, "batch size for generation", min=1, max=512)
     skip_bad: bool = _f(False, "skip bad data records (reported), instead of failing on the first")
     trust_remote_code: bool = _f(False, "allow custom model code from the hub (off unless you trust the repo)")
 
@@ -50,15 +81,9 @@ class TrainConfig:
             problems.append(f"quant: must be none or 4bit, got {self.quant!r}")
         if self.scope == "full" and self.quant == "4bit":
             problems.append("scope 'full' with quant '4bit': 4-bit weights cannot be trained; use --quant none")
-        for name in ("steps", "batch_size", "grad_accum", "max_length", "lora_r", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.lr is not None and not (0 < self.lr < 1):
-            problems.append(f"lr: must be in (0, 1), got {self.lr}")
-        if not 0 <= self.warmup < 1:
-            problems.append(f"warmup: must be in [0, 1), got {self.warmup}")
-        if self.eval_limit < 0:
-            problems.append(f"eval_limit: must be >= 0, got {self.eval_limit}")
+        problems += [p for f in dataclasses.fields(self) if (p := check_field(f, getattr(self, f.name)))]
+        if len(problems) == 1:
+            raise ConfigError(f"invalid config: {problems[0]}")
         if problems:
             raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
         return self

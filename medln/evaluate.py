@@ -33,7 +33,7 @@ def predict(bb: Backbone, model, samples: list[Sample], *, adapter: bool = True,
         for task in ("vqa", "report"):
             idx = [i for i, s in enumerate(samples) if s.task == task]
             for chunk in batches(idx, batch_size):
-                images = [load_image(samples[i].image, where=samples[i].id) for i in chunk]
+                images = [load_image(samples[i].image, where=samples[i].where) for i in chunk]
                 questions = [question_text(samples[i]) for i in chunk]
                 answers = generate(bb, model, images, questions, max_new_tokens=MAX_NEW_TOKENS[task])
                 preds.extend(zip(chunk, answers))

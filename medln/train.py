@@ -175,20 +175,39 @@ def directory_bytes(path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
+def fit_memory(cfg: TrainConfig, tunable: Tunable, samples: list[Sample], acc) -> tuple[TrainConfig, str | None]:
+    """Check the batch against the memory the device has free (medln.memory): the config
+    as it is, or with a smaller micro-batch and more accumulation (said in the note); a
+    ConfigError when not even one sample fits. Encoding the longest records also refuses
+    one that cannot fit max_length now, rather than at the step that draws it."""
+    from . import memory
+
+    probe = memory.probe_batch(samples, lambda batch: encode_for_training(tunable.backbone, batch, cfg.max_length))
+    est = memory.estimate(tunable.model, probe, trainable=tunable.selection.trainable,
+                          grad_checkpointing=cfg.grad_checkpointing, act_bytes=2 if acc.device.type == "cuda" else 4)
+    available, where = memory.available_bytes(acc.device)
+    planned, note = memory.plan_batch(cfg, est, available, where)
+    acc.gradient_accumulation_steps = planned.grad_accum
+    return planned, note
+
+
 def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tunable | None = None,
-              base_metrics: dict | None = None, extra_eval: dict[str, list[Sample]] | None = None) -> Iterator[dict]:
+              base_metrics: dict | None = None, extra_eval: dict[str, list[Sample]] | None = None,
+              overwrite: bool = False) -> Iterator[dict]:
     """The whole `train` command as a generator: load data, apply the scope, train, save the
     adapter, evaluate base and tuned. Yields {"event": "start"}, the step records, then
     {"event": "done", ...}. Only the main process writes the run folder.
 
     For sweeps (medln.compare): `base_metrics` {split: metrics} already known for this base
     model are reused, not scored again; `extra_eval` {name: samples} adds evaluation sets
-    (e.g. a second, out-of-domain dataset)."""
+    (e.g. a second, out-of-domain dataset). `overwrite` replaces an existing MedLN run in
+    `out` (never a folder MedLN did not write; see medln.runs)."""
     from .data import DataError, load_samples
-    from .evaluate import evaluate, subsample
-    from .runs import RunDir
+    from .evaluate import subsample
+    from .runs import RunDir, check_out
 
     cfg.validate()
+    check_out(out, overwrite=overwrite)  # before anything loads: a bad --out costs nothing
     acc = accelerator or make_accelerator(cfg)
     loaded = load_samples(cfg.data, cfg.split, skip_bad=cfg.skip_bad)
     eval_sets: dict[str, list[Sample]] = {}
@@ -202,6 +221,8 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
             notes.append(f"no out-of-domain evaluation: {e}")
     eval_sets.update(extra_eval or {})
     tunable = tunable or prepare(cfg, device=str(acc.device))
+    cfg, memory_note = fit_memory(cfg, tunable, loaded.samples, acc)
+    notes += [memory_note] if memory_note else []
     sel = tunable.selection
     start = {
         "event": "start",
@@ -218,9 +239,22 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "n_modules": len(sel.modules),
         "n_train": len(loaded.samples),
         "skipped": loaded.skipped,
-        "notes": sel.notes + notes,
+        "notes": sel.notes + list(getattr(tunable.backbone, "notes", [])) + notes,
     }
-    run = RunDir.create(out, {"config": cfg.to_dict(), **start, "source": tunable.backbone.source}) if acc.is_main_process else None
+    run = RunDir.create(out, {"config": cfg.to_dict(), **start, "source": tunable.backbone.source},
+                        overwrite=overwrite) if acc.is_main_process else None
+    try:
+        yield from _train_and_score(cfg, tunable, loaded, eval_sets, start, run, acc, stop, base_metrics)
+    except Exception:
+        if run is not None and not run.adapter_dir.exists():
+            run.discard()  # nothing worth keeping: the same --out works again
+        raise
+
+
+def _train_and_score(cfg, tunable, loaded, eval_sets, start, run, acc, stop, base_metrics) -> Iterator[dict]:
+    from .evaluate import evaluate
+
+    sel = tunable.selection
     yield start
 
     def run_eval(adapter: bool, skip: dict | None = None) -> dict:

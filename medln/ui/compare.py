@@ -15,8 +15,9 @@ from medln.scopes import SCOPES
 
 from . import views
 from .context import AppContext
-from .errors import UserError, quiet, user_message
-from .finetune import DATA_SOURCES, DEFAULTS, backbone_choices, build_config
+from .downloads import served_copy
+from .errors import UserError, private_errors, quiet, user_message
+from .finetune import DATA_SOURCES, DEFAULTS, backbone_choices, build_config, widget_range
 from .gpu import ZEROGPU, on_gpu
 from .jobs import Job
 from .uploads import DataChoice, prepare_dataset
@@ -70,7 +71,8 @@ def start(ctx: AppContext, session: str, backbone, scopes, quant4, steps, batch_
     scopes = list(scopes)
 
     def run(job: Job):
-        return compare_records(cfg.to_dict(), scopes, str(out), stop=None if ZEROGPU else job.stop)
+        records = compare_records(cfg.to_dict(), scopes, str(out), stop=None if ZEROGPU else job.stop)
+        return private_errors(records, ctx.settings.session_dir(session))
 
     title = f"{len(scopes)} scopes on {Path(cfg.backbone).name} · {cfg.steps} steps each · {data.label or cfg.data}"
     job = ctx.jobs.submit(session, "compare", title, out, cfg.steps * len(scopes), run)
@@ -137,10 +139,10 @@ def build(ctx: AppContext):
                                       elem_id="cmp-scopes")
             quant4 = gr.Checkbox(False, label="4-bit (NF4): 'full' is then skipped and says why", elem_id="cmp-quant")
             with gr.Row():
-                steps = gr.Number(value=COMPARE_STEPS, minimum=1, precision=0, label="Steps per scope",
+                steps = gr.Number(value=COMPARE_STEPS, **widget_range("steps"), precision=0, label="Steps per scope",
                                   elem_id="cmp-steps")
-                batch = gr.Number(value=DEFAULTS.batch_size, minimum=1, precision=0, label="Batch size")
-                eval_limit = gr.Number(value=s.eval_limit, minimum=0, precision=0, label="Samples scored per split")
+                batch = gr.Number(value=DEFAULTS.batch_size, **widget_range("batch_size"), precision=0, label="Batch size")
+                eval_limit = gr.Number(value=s.eval_limit, **widget_range("eval_limit"), precision=0, label="Samples scored per split")
             data_source = gr.Radio(DATA_SOURCES, value="sample", label="Dataset")
             data_file = gr.File(label="Dataset file (.zip or .jsonl)", file_types=[".zip", ".jsonl"], visible=False)
             hub_id = gr.Textbox(label="Hugging Face dataset id", visible=False)
@@ -202,7 +204,7 @@ def build(ctx: AppContext):
                 gr.update(value=made[4], visible=True)]
         csv = (job.result or {}).get("csv")
         return (views.status_html(snap, ctx.jobs.position(job), idle=views.IDLE_COMPARE), table_rows(rows), *figs,
-                gr.update(value=csv, visible=True) if csv and Path(csv).exists() else gr.update(visible=False),
+                gr.update(value=served_copy(csv), visible=True) if csv and Path(csv).exists() else gr.update(visible=False),
                 gr.update(interactive=not job.active), gr.update(interactive=job.active), notice_for(job), key)
 
     for comp in (backbone, quant4):

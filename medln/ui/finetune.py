@@ -13,13 +13,14 @@ import zipfile
 from pathlib import Path
 
 from medln.backbones import BACKBONES, BACKBONES_BY_NAME
-from medln.config import TrainConfig
+from medln.config import TrainConfig, bounds
 from medln.runs import new_run_id
 from medln.scopes import SCOPES, SCOPES_BY_NAME, get_scope
 
 from . import views
 from .context import AppContext
-from .errors import UserError, quiet, user_message
+from .downloads import served_copy
+from .errors import UserError, private_errors, quiet, user_message
 from .gpu import ZEROGPU, on_gpu
 from .jobs import Job
 from .uploads import DataChoice, prepare_dataset
@@ -30,6 +31,12 @@ DATA_SOURCES = [("Bundled sample (synthetic, CC0)", "sample"), ("Upload (.zip or
 
 
 # ------------------------------------------------------------------ plain handlers
+
+def widget_range(name: str) -> dict:
+    """gr.Number minimum/maximum of a TrainConfig field, from the config's own bounds."""
+    b = bounds(name)
+    return {"minimum": b.get("min"), "maximum": b.get("max")}
+
 
 def backbone_choices(default: str) -> list[tuple[str, str]]:
     choices = [(f"{b.name}  ({b.family}{', gated' if b.gated else ''})", b.name) for b in BACKBONES]
@@ -93,25 +100,31 @@ def quant_note(scope: str, quant4: bool) -> tuple[str, bool]:
 def build_config(backbone: str, scope: str, quant4: bool, steps, lr, batch_size, data: DataChoice,
                  eval_limit, seed) -> TrainConfig:
     """Widget values -> a validated TrainConfig (ConfigError lists every problem)."""
-    lr = float(lr) if lr not in (None, "") else None
-    if lr is not None and scope in SCOPES_BY_NAME and lr == scope_info(scope, backbone)[0]:
+    lr = None if lr in (None, "") else lr
+    if isinstance(lr, (int, float)) and scope in SCOPES_BY_NAME and lr == scope_info(scope, backbone)[0]:
         lr = None  # "the scope's default": the saved config says so
+    if not isinstance(backbone, str) or not backbone.strip():
+        raise UserError("choose a backbone")
     cfg = TrainConfig(
-        backbone=(backbone or "").strip(),
+        backbone=backbone.strip(),
         scope=scope,
         quant="4bit" if quant4 else "none",
-        steps=int(steps),
+        steps=_whole(steps),
         lr=lr,
-        batch_size=int(batch_size),
+        batch_size=_whole(batch_size),
         data=data.spec,
         eval_split=data.eval_split,
         ood_split=data.ood_split,
-        eval_limit=int(eval_limit or 0),
-        seed=int(seed or 0),
+        eval_limit=_whole(eval_limit or 0),
+        seed=_whole(seed or 0),
     )
-    if not cfg.backbone:
-        raise UserError("choose a backbone")
-    return cfg.validate()
+    return cfg.validate()  # types and ranges from the config's own bounds, as for the CLI
+
+
+def _whole(value):
+    """Number widgets send 12.0 for 12; anything else goes to validate() as it is, which names
+    the field and what it got (a string, 1.5, 10**9) instead of int() failing or truncating."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 @on_gpu(duration=300)
@@ -126,7 +139,8 @@ def start_job(ctx: AppContext, session: str, cfg: TrainConfig, data: DataChoice)
     out = ctx.settings.session_dir(session) / "runs" / new_run_id(cfg.backbone, cfg.scope)
 
     def run(job: Job):
-        return train_records(cfg.to_dict(), str(out), stop=None if ZEROGPU else job.stop)
+        records = train_records(cfg.to_dict(), str(out), stop=None if ZEROGPU else job.stop)
+        return private_errors(records, ctx.settings.session_dir(session))
 
     title = f"{cfg.scope} on {Path(cfg.backbone).name} · {cfg.steps} steps · {data.label or cfg.data}"
     job = ctx.jobs.submit(session, "finetune", title, out, cfg.steps, run)
@@ -197,11 +211,11 @@ def build(ctx: AppContext):
                                      elem_id="ft-params", max_height=420)
             gr.Markdown("### 2 · Budget")
             with gr.Row():
-                steps = gr.Number(value=DEFAULTS.steps, minimum=1, maximum=100_000, precision=0, label="Steps",
+                steps = gr.Number(value=DEFAULTS.steps, **widget_range("steps"), precision=0, label="Steps",
                                   elem_id="ft-steps")
-                lr = gr.Number(value=default_lr, minimum=0, label="Learning rate",
+                lr = gr.Number(value=default_lr, **widget_range("lr"), label="Learning rate",
                                elem_id="ft-lr")
-                batch = gr.Number(value=DEFAULTS.batch_size, minimum=1, maximum=512, precision=0,
+                batch = gr.Number(value=DEFAULTS.batch_size, **widget_range("batch_size"), precision=0,
                                   label="Batch size", elem_id="ft-batch")
             gr.Markdown("### 3 · Data")
             data_source = gr.Radio(DATA_SOURCES, value="sample", label="Dataset", elem_id="ft-data")
@@ -210,10 +224,10 @@ def build(ctx: AppContext):
             hub_id = gr.Textbox(label="Hugging Face dataset id", placeholder="flaviagiammarino/vqa-rad",
                                 visible=False, elem_id="ft-hub")
             with gr.Accordion("Advanced", open=False):
-                eval_limit = gr.Number(value=s.eval_limit, minimum=0, precision=0,
+                eval_limit = gr.Number(value=s.eval_limit, **widget_range("eval_limit"), precision=0,
                                        label="Samples scored per split (base and tuned; 0 = all)",
                                        elem_id="ft-eval-limit")
-                seed = gr.Number(value=DEFAULTS.seed, precision=0, label="Seed")
+                seed = gr.Number(value=DEFAULTS.seed, **widget_range("seed"), precision=0, label="Seed")
         with gr.Column(scale=7, min_width=420):
             with gr.Row():
                 start_btn = gr.Button("Start fine-tune", variant="primary", elem_id="ft-start", scale=3)
@@ -272,7 +286,7 @@ def build(ctx: AppContext):
                 plot,  # None clears the previous job's curve until this one has a step
                 views.metric_rows(snap["result"]) if snap and snap.get("result") else [],
                 views.result_markdown(snap),
-                gr.update(value=str(zip_path), visible=True) if zip_path else gr.update(visible=False),
+                gr.update(value=served_copy(zip_path), visible=True) if zip_path else gr.update(visible=False),
                 gr.update(interactive=not active),
                 gr.update(interactive=active),
                 gr.skip() if active or last is None else "",  # the "Started ..." notice goes when it ends

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from medln.memory import free_memory
+
 from .errors import UserError, user_message
 from .gpu import ZEROGPU
 
@@ -201,6 +203,11 @@ class JobManager:
         finally:
             job.finished = time.time()
             job.version += 1
+        if job.state == "failed":
+            # An out-of-memory step leaves the model, optimizer state and activations of the
+            # failed job referenced from its generator; drop them before the next job starts.
+            records = None  # noqa: F841
+            free_memory()
 
 
 def apply_record(job: Job, record: dict) -> None:
