@@ -43,7 +43,8 @@ def predict(bb: Backbone, model, samples: list[Sample], *, adapter: bool = True,
 
 
 def score(samples: list[Sample], preds: list[str], *, with_meteor: bool = False) -> dict:
-    """Flat metric dict: VQA keys (n, closed_accuracy, open_recall, overall, ...) and, when
+    """Flat metric dict: VQA keys (n, closed_accuracy, open_recall, overall, ...; n counts the report
+    items instead when the split has no VQA item) and, when
     the split has report items, report keys (bleu_1..bleu_4, rouge_l, meteor, cider)."""
     from .metrics import score_report, score_vqa
 
@@ -54,7 +55,7 @@ def score(samples: list[Sample], preds: list[str], *, with_meteor: bool = False)
         refs = [{"answer": s.answer, "answer_type": s.answer_type, "question_type": s.question_type} for s, _ in vqa]
         result.update(score_vqa([p for _, p in vqa], refs))
     else:
-        result["n"] = 0
+        result["n"] = len(rep)  # a report-only split: its item count (n_report below says the same)
     if rep:
         # METEOR starts a Java process (~20 s): on for `eval`/`score`, off inside training runs.
         report = score_report([p for _, p in rep], [s.answer for s, _ in rep], with_meteor=with_meteor)

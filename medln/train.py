@@ -208,8 +208,8 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
 
     cfg.validate()
     check_out(out, overwrite=overwrite)  # before anything loads: a bad --out costs nothing
+    loaded = load_samples(cfg.data, cfg.split, skip_bad=cfg.skip_bad)  # bad data, too, before torch is imported
     acc = accelerator or make_accelerator(cfg)
-    loaded = load_samples(cfg.data, cfg.split, skip_bad=cfg.skip_bad)
     eval_sets: dict[str, list[Sample]] = {}
     notes: list[str] = []
     for split in filter(None, (cfg.eval_split, cfg.ood_split)):
