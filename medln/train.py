@@ -186,6 +186,11 @@ def fit_memory(cfg: TrainConfig, tunable: Tunable, samples: list[Sample], acc) -
     est = memory.estimate(tunable.model, probe, trainable=tunable.selection.trainable,
                           grad_checkpointing=cfg.grad_checkpointing, act_bytes=2 if acc.device.type == "cuda" else 4)
     available, where = memory.available_bytes(acc.device)
+    if acc.num_processes > 1:  # every DDP process must take the same micro-batch: plan for the tightest
+        import torch
+
+        mins = acc.gather(torch.tensor([available or 0], device=acc.device))
+        available = int(mins.min().item()) or None
     planned, note = memory.plan_batch(cfg, est, available, where)
     acc.gradient_accumulation_steps = planned.grad_accum
     return planned, note
