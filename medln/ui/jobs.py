@@ -204,9 +204,9 @@ class JobManager:
             job.finished = time.time()
             job.version += 1
         if job.state == "failed":
-            # An out-of-memory step leaves the model, optimizer state and activations of the
-            # failed job referenced from its generator; drop them before the next job starts.
-            records = None  # noqa: F841
+            # The failed generator has let go of its model, optimizer state and activations;
+            # collect them (and hand cached CUDA blocks back) before the next job starts, so an
+            # out-of-memory job does not make the next one fail too.
             free_memory()
 
 
