@@ -302,7 +302,29 @@ def load_config(arg: str, *, trust_remote_code: bool = False):
         if kwargs.get("local_files_only"):
             raise BackboneError(offline_message(resolved)) from None
         raise BackboneError(f"cannot read the config of {resolved.source}: {e}") from None
+    except ValueError as e:  # transformers' long advice for an unknown model_type or remote code
+        raise BackboneError(_config_refusal(resolved, e)) from None
     return resolved, config, family_of_model_type(config.model_type)
+
+
+def _config_refusal(resolved: Resolved, error: ValueError) -> str:
+    """One line for a config transformers cannot build: custom code it was not allowed to
+    run, or a model_type it does not know."""
+    import json
+
+    raw: dict = {}
+    if resolved.local:
+        try:
+            raw = json.loads((Path(resolved.source) / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+    if (isinstance(raw, dict) and "auto_map" in raw) or "trust_remote_code" in str(error):
+        return (f"{resolved.source}: its config needs custom code from the model's repository (auto_map); MedLN "
+                "runs no remote code unless asked: `train --trust-remote-code` allows it, only if you trust that code")
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    known = ", ".join(t for f in FAMILIES.values() for t in f.model_types)
+    return (f"{resolved.source}: unsupported model_type {model_type!r} (unknown to the installed transformers); "
+            f"MedLN supports: {known}")
 
 
 @dataclass
@@ -318,6 +340,7 @@ class Backbone:
     prompt: str | None  # {question} template, or None for the processor's chat template
     dtype: str = "float32"  # of the unquantized weights, as loaded
     portable_name: str = ""  # Resolved.portable_name
+    notes: list[str] = field(default_factory=list)  # what loading changed, for the user (4-bit on a CPU)
 
 
 def allow_processors_without_torchvision() -> None:
@@ -358,6 +381,26 @@ def default_dtype(arg: str, device: str) -> str:
     return spec.gpu_dtype if spec else "bfloat16"
 
 
+# bitsandbytes 0.50 on a CPU with AVX512-BF16 repacks a Linear4bit's weight for its fused
+# kernel at the first no-grad forward (bitsandbytes.functional._convert_weight_packed_for_cpu):
+# it asserts out_features % 32 == 0 ("N must be divisible by block_n") and K even, and
+# reshapes the per-block scales to (out_features, in_features // 64), which needs
+# in_features % 64 == 0 (the NF4 block size). Layers that break either rule stay unquantized
+# on every CPU, so a model loads and answers the same on CPUs with and without that kernel.
+CPU_4BIT_ROWS = 32
+CPU_4BIT_BLOCK = 64
+
+
+def cpu_unpackable(config, family: Family, skip: list[str]) -> list[tuple[str, int, int]]:
+    """(name, in_features, out_features) of the linear layers the CPU 4-bit kernel cannot pack."""
+    from .scopes import describe, meta_model
+
+    skipped = lambda name: any(name == k or name.startswith(k + ".") or name.endswith("." + k) for k in skip)  # noqa: E731
+    return [(m.name, m.in_features, m.out_features) for m in describe(meta_model(config, family))
+            if m.kind == "linear" and not skipped(m.name)
+            and (m.out_features % CPU_4BIT_ROWS or m.in_features % CPU_4BIT_BLOCK)]
+
+
 def load_backbone(
     arg: str,
     *,
@@ -379,7 +422,16 @@ def load_backbone(
     kwargs = check_access(resolved)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, dtype or default_dtype(arg, device))
-    qconfig = quantization_config(family, quant, list(keep_full_precision), dtype)
+    keep, notes = list(keep_full_precision), []
+    if quant == "4bit" and not device.startswith("cuda"):
+        odd = cpu_unpackable(config, family, list(family.not_quantized) + keep)
+        if odd:
+            keep += [name for name, _, _ in odd]
+            name, k, n = odd[0]
+            notes.append(f"{len(odd)} linear layer(s) kept unquantized (fp32): bitsandbytes' CPU 4-bit kernel needs "
+                         f"out_features divisible by {CPU_4BIT_ROWS} and in_features by {CPU_4BIT_BLOCK} "
+                         f"(e.g. {name}: {k} -> {n})")
+    qconfig = quantization_config(family, quant, keep, dtype)
     allow_processors_without_torchvision()
     try:
         processor = AutoProcessor.from_pretrained(resolved.source, trust_remote_code=trust_remote_code, **kwargs)
@@ -399,4 +451,4 @@ def load_backbone(
     model.eval()
     prompt = (resolved.spec.prompt if resolved.spec else None) or family.prompt
     return Backbone(resolved.name, resolved.source, family, model, processor, quant, prompt,
-                    str(dtype).removeprefix("torch."), resolved.portable_name)
+                    str(dtype).removeprefix("torch."), resolved.portable_name, notes)

@@ -11,9 +11,16 @@ from typing import Iterable
 
 from .backbones import REPORT_PROMPT, Backbone
 from .data.images import load_image
-from .data.sample import Sample
+from .data.sample import DataError, Sample
 
 IGNORE = -100  # label value the loss skips
+MAX_QUESTION_CHARS = 500  # a question, not a document: the CLI and the app refuse longer ones
+
+
+def check_question(question: str | None) -> None:
+    """A free-text question of bounded length (None: a report is asked for)."""
+    if question is not None and len(question) > MAX_QUESTION_CHARS:
+        raise DataError(f"the question is too long ({len(question)} characters; the limit is {MAX_QUESTION_CHARS})")
 
 
 def question_text(sample: Sample) -> str:
@@ -75,7 +82,7 @@ class _padding_side:
 
 
 def encode_for_training(bb: Backbone, samples: list[Sample], max_length: int = 512) -> dict:
-    images = [load_image(s.image, where=s.id) for s in samples]
+    images = [load_image(s.image, where=s.where) for s in samples]
     questions = [question_text(s) for s in samples]
     answers = [s.answer for s in samples]
     if bb.family.encoder_decoder:
@@ -104,7 +111,10 @@ def encode_for_training(bb: Backbone, samples: list[Sample], max_length: int = 5
     batch["labels"] = labels
     if batch["input_ids"].shape[1] > max_length:
         # Truncating would cut image tokens out of sync with pixel features: refuse clearly.
-        raise ValueError(f"sequence of {batch['input_ids'].shape[1]} tokens exceeds max_length={max_length}")
+        lengths = batch["attention_mask"].sum(dim=1).tolist()
+        i = max(range(len(lengths)), key=lengths.__getitem__)
+        raise DataError(f"{samples[i].where}: {lengths[i]} tokens (the prompt with its image tokens, "
+                        f"and the answer) exceed max_length={max_length}; raise --max-length to at least {lengths[i]}")
     return dict(batch)
 
 

@@ -179,35 +179,46 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
         }
 
 
-def check_lengths(backbone: Backbone, samples: list[Sample], cfg: TrainConfig) -> None:
-    """Encode the batch of longest texts before anything is written: a --max-length that
-    cannot hold a sample (the image tokens alone may exceed it) is a config error, not a
-    traceback after the run folder exists."""
-    longest = sorted(samples, key=lambda s: len(question_text(s)) + len(s.answer))[-cfg.batch_size:]
-    try:
-        encode_for_training(backbone, longest, cfg.max_length)
-    except ConfigError:
-        raise
-    except ValueError as e:
-        raise ConfigError(f"max_length: {e}") from None
+def fit_memory(cfg: TrainConfig, tunable: Tunable, samples: list[Sample], acc) -> tuple[TrainConfig, str | None]:
+    """Check the batch against the memory the device has free (medln.memory): the config
+    as it is, or with a smaller micro-batch and more accumulation (said in the note); a
+    ConfigError when not even one sample fits. Encoding the longest records also refuses
+    one that cannot fit max_length now, rather than at the step that draws it."""
+    from . import memory
+
+    probe = memory.probe_batch(samples, lambda batch: encode_for_training(tunable.backbone, batch, cfg.max_length))
+    est = memory.estimate(tunable.model, probe, trainable=tunable.selection.trainable,
+                          grad_checkpointing=cfg.grad_checkpointing, act_bytes=2 if acc.device.type == "cuda" else 4)
+    available, where = memory.available_bytes(acc.device)
+    if acc.num_processes > 1:  # every DDP process must take the same micro-batch: plan for the tightest
+        import torch
+
+        mins = acc.gather(torch.tensor([available or 0], device=acc.device))
+        available = int(mins.min().item()) or None
+    planned, note = memory.plan_batch(cfg, est, available, where)
+    acc.gradient_accumulation_steps = planned.grad_accum
+    return planned, note
 
 
 def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tunable | None = None,
-              base_metrics: dict | None = None, extra_eval: dict[str, list[Sample]] | None = None) -> Iterator[dict]:
+              base_metrics: dict | None = None, extra_eval: dict[str, list[Sample]] | None = None,
+              overwrite: bool = False) -> Iterator[dict]:
     """The whole `train` command as a generator: load data, apply the scope, train, save the
     adapter, evaluate base and tuned. Yields {"event": "start"}, the step records, then
     {"event": "done", ...}. Only the main process writes the run folder.
 
     For sweeps (medln.compare): `base_metrics` {split: metrics} already known for this base
     model are reused, not scored again; `extra_eval` {name: samples} adds evaluation sets
-    (e.g. a second, out-of-domain dataset)."""
+    (e.g. a second, out-of-domain dataset). `overwrite` replaces an existing MedLN run in
+    `out` (never a folder MedLN did not write; see medln.runs)."""
     from .data import DataError, load_samples
     from .evaluate import subsample
-    from .runs import RunDir
+    from .runs import RunDir, check_out
 
     cfg.validate()
+    check_out(out, overwrite=overwrite)  # before anything loads: a bad --out costs nothing
+    loaded = load_samples(cfg.data, cfg.split, skip_bad=cfg.skip_bad)  # bad data, too, before torch is imported
     acc = accelerator or make_accelerator(cfg)
-    loaded = load_samples(cfg.data, cfg.split, skip_bad=cfg.skip_bad)
     eval_sets: dict[str, list[Sample]] = {}
     notes: list[str] = []
     for split in filter(None, (cfg.eval_split, cfg.ood_split)):
@@ -219,6 +230,8 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
             notes.append(f"no out-of-domain evaluation: {e}")
     eval_sets.update(extra_eval or {})
     tunable = tunable or prepare(cfg, device=str(acc.device))
+    cfg, memory_note = fit_memory(cfg, tunable, loaded.samples, acc)
+    notes += [memory_note] if memory_note else []
     sel = tunable.selection
     start = {
         "event": "start",
@@ -235,21 +248,23 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "n_modules": len(sel.modules),
         "n_train": len(loaded.samples),
         "skipped": loaded.skipped,
-        "notes": sel.notes + notes,
+        "notes": sel.notes + list(getattr(tunable.backbone, "notes", [])) + notes,
     }
-    check_lengths(tunable.backbone, loaded.samples, cfg)
     start["scope_description"] = get_scope(cfg.scope).description
     base_spec = tunable.base or BaseSpec(cfg.backbone, cfg.quant)
     run = None
     if acc.is_main_process:
         run = RunDir.create(out, {"config": cfg.to_dict(), "base": base_spec.to_dict(), **start,
-                                  "source": tunable.backbone.source})
+                                  "source": tunable.backbone.source}, overwrite=overwrite)
     yield start
     try:
         yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, start, stop, base_metrics)
     except BaseException as e:  # recorded where the run's readers look, then raised as it was
         if run is not None:
-            run.log({"event": "failed", "error": f"{type(e).__name__}: {e}" if str(e) else type(e).__name__})
+            if not run.adapter_dir.exists():
+                run.discard()  # nothing worth keeping: the same --out works again
+            else:
+                run.log({"event": "failed", "error": f"{type(e).__name__}: {e}" if str(e) else type(e).__name__})
         raise
 
 

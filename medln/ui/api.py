@@ -91,7 +91,8 @@ def register(ctx: AppContext) -> None:
         session = session_of(request)
         j = ctx.jobs.get(session, job_id) if job_id else ctx.jobs.latest(session)
         if j is None:
-            raise gr.Error(f"no job {job_id!r} in this session" if job_id else "no job in this session yet")
+            raise gr.Error(f"no job {job_id!r} in this session" if job_id else "no job in this session yet",
+                           print_exception=False)  # an ordinary answer, not a server fault: no traceback in the log
         return j.snapshot()
 
     def stop(job_id: str = "", request: gr.Request = None) -> dict:
@@ -99,7 +100,7 @@ def register(ctx: AppContext) -> None:
         session = session_of(request)
         j = ctx.jobs.stop(session, job_id or None)
         if j is None:
-            raise gr.Error("nothing to stop in this session")
+            raise gr.Error("nothing to stop in this session", print_exception=False)
         return j.snapshot()
 
     def runs(request: gr.Request = None) -> list[dict]:

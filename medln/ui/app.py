@@ -159,13 +159,16 @@ def _wire_polling(ctx: AppContext, demo, ask_tab) -> None:
 
 def launch_kwargs(demo) -> dict:
     """launch() arguments: theme/css (Gradio 6 takes them here), the upload bound, the
-    folders files may be served from; host and port come from GRADIO_SERVER_NAME / _PORT."""
+    folders files may be served from (the bundled example images only: a session's files
+    go out as per-download copies, medln/ui/downloads.py); host and port come from
+    GRADIO_SERVER_NAME / _PORT."""
     s = demo.medln.settings
     return dict(
         theme=_theme(),
         css=CSS,
         max_file_size=s.max_upload_bytes,
-        allowed_paths=[str(s.runs_root), str(ASSETS / "sample" / "images")],
+        allowed_paths=[str(ASSETS / "sample" / "images")],
+        blocked_paths=[str(s.runs_root)],  # never by path, whatever else is allowed
         show_error=False,  # every handler turns failures into its own message; no raw exceptions
         footer_links=["api", "gradio"],
     )

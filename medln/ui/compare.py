@@ -15,7 +15,8 @@ from medln.scopes import SCOPES
 
 from . import views
 from .context import AppContext
-from .errors import UserError, quiet, user_message, web_words
+from .downloads import served_copy
+from .errors import UserError, private_errors, quiet, user_message, web_words
 from .finetune import DATA_SOURCES, DEFAULTS, backbone_choices, build_config
 from .gpu import ZEROGPU, on_gpu
 from .jobs import Job
@@ -117,7 +118,8 @@ def start(ctx: AppContext, session: str, backbone, scopes, quant4, steps, batch_
     scopes = list(scopes)
 
     def run(job: Job):
-        return compare_records(cfg.to_dict(), scopes, str(out), stop=None if ZEROGPU else job.stop)
+        records = compare_records(cfg.to_dict(), scopes, str(out), stop=None if ZEROGPU else job.stop)
+        return private_errors(records, ctx.settings.session_dir(session))
 
     quant = " · 4-bit" if cfg.quant == "4bit" else " · full precision"
     title = (f"{len(scopes)} scopes on {Path(cfg.backbone).name}{quant} · {cfg.steps} steps each · "
@@ -267,7 +269,7 @@ def build(ctx: AppContext):
         csv = (job.result or {}).get("csv")
         pos, wait = ctx.jobs.queue_info(job)
         return (views.status_html(snap, pos, idle=views.IDLE_COMPARE, wait_s=wait), table_html(rows), *figs,
-                gr.update(value=csv, visible=True) if csv and Path(csv).exists() else gr.update(visible=False),
+                gr.update(value=served_copy(csv), visible=True) if csv and Path(csv).exists() else gr.update(visible=False),
                 gr.update(interactive=not job.active), gr.update(interactive=job.active), notice_for(job), key,
                 views.claims_html(rows, verdict=(job.result or {}).get("verdict")) if rows else gr.skip())
 

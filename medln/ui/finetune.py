@@ -19,7 +19,8 @@ from medln.scopes import SCOPES, find_scope, get_scope
 
 from . import views
 from .context import AppContext
-from .errors import UserError, quiet, user_message, web_words
+from .downloads import served_copy
+from .errors import UserError, private_errors, quiet, user_message, web_words
 from .gpu import ZEROGPU, on_gpu
 from .jobs import Job
 from .uploads import DataChoice, prepare_dataset
@@ -105,25 +106,31 @@ CPU_4BIT_COST = ("and, measured for the bundled model on a 2-core CPU, is not sl
 def build_config(backbone: str, scope: str, quant4: bool, steps, lr, batch_size, data: DataChoice,
                  eval_limit, seed) -> TrainConfig:
     """Widget values -> a validated TrainConfig (ConfigError lists every problem)."""
-    lr = float(lr) if lr not in (None, "") else None
-    if lr is not None and find_scope(scope) and lr == scope_info(scope, backbone)[0]:
+    lr = None if lr in (None, "") else lr
+    if isinstance(lr, (int, float)) and find_scope(scope) and lr == scope_info(scope, backbone)[0]:
         lr = None  # "the scope's default": the saved config says so
+    if not isinstance(backbone, str) or not backbone.strip():
+        raise UserError("choose a backbone")
     cfg = TrainConfig(
-        backbone=(backbone or "").strip(),
+        backbone=backbone.strip(),
         scope=scope,
         quant="4bit" if quant4 else "none",
-        steps=int(steps),
+        steps=_whole(steps),
         lr=lr,
-        batch_size=int(batch_size),
+        batch_size=_whole(batch_size),
         data=data.spec,
         eval_split=data.eval_split,
         ood_split=data.ood_split,
-        eval_limit=int(eval_limit or 0),
-        seed=int(seed or 0),
+        eval_limit=_whole(eval_limit or 0),
+        seed=_whole(seed or 0),
     )
-    if not cfg.backbone:
-        raise UserError("choose a backbone")
-    return cfg.validate()
+    return cfg.validate()  # types and ranges from the config's own bounds, as for the CLI
+
+
+def _whole(value):
+    """Number widgets send 12.0 for 12; anything else goes to validate() as it is, which names
+    the field and what it got (a string, 1.5, 10**9) instead of int() failing or truncating."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 @on_gpu(duration=300)
@@ -138,7 +145,8 @@ def start_job(ctx: AppContext, session: str, cfg: TrainConfig, data: DataChoice)
     out = ctx.settings.session_dir(session) / "runs" / new_run_id(cfg.backbone, cfg.scope)
 
     def run(job: Job):
-        return train_records(cfg.to_dict(), str(out), stop=None if ZEROGPU else job.stop)
+        records = train_records(cfg.to_dict(), str(out), stop=None if ZEROGPU else job.stop)
+        return private_errors(records, ctx.settings.session_dir(session))
 
     quant = " · 4-bit" if cfg.quant == "4bit" else " · full precision"
     title = f"{cfg.scope} on {Path(cfg.backbone).name}{quant} · {cfg.steps} steps · {data.label or cfg.data}"
@@ -323,7 +331,7 @@ def build(ctx: AppContext):
                 plot,  # None clears the previous job's curve until this one has a step
                 views.metric_table_html(snap["result"]) if snap and snap.get("result") else "",
                 views.result_markdown(snap),
-                gr.update(value=str(zip_path), visible=True) if zip_path else gr.update(visible=False),
+                gr.update(value=served_copy(zip_path), visible=True) if zip_path else gr.update(visible=False),
                 gr.update(interactive=not active),
                 gr.update(interactive=active),
                 gr.skip() if active else "",  # the "Started ..." notice goes when the job ends, failed too

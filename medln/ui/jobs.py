@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from medln.machine import free_memory
+
 from .errors import UserError, user_message
 from .gpu import ZEROGPU
 
@@ -261,6 +263,11 @@ class JobManager:
                     record_job(self.speed, job)
                 except Exception:  # an estimate is never worth failing a job for
                     log.exception("could not record the speed of job %s", job.id)
+        if job.state == "failed":
+            # The failed generator has let go of its model, optimizer state and activations;
+            # collect them (and hand cached CUDA blocks back) before the next job starts, so an
+            # out-of-memory job does not make the next one fail too.
+            free_memory()
 
 
 def apply_record(job: Job, record: dict) -> None:

@@ -8,6 +8,8 @@
     MEDLN_MAX_JOBS        training/compare jobs waiting at most   (4)
     MEDLN_MAX_MODELS      base models kept loaded at most         (2)
     MEDLN_MAX_MODEL_GB    memory bound of the model cache, GB     (0: count bound only)
+    MEDLN_JOB_MEMORY_GB   memory one training job may plan for   (what the device has free;
+                          read by medln.memory, so the CLI honours it too)
     MEDLN_SECRET          key that encrypts the browser's session id in localStorage
                           (default: a random key kept in $MEDLN_CACHE/browser-secret, outside
                           the served folders, so a browser finds its session after a restart)
