@@ -13,7 +13,7 @@ import json
 import sys
 import time
 
-from .config import (AskArgs, ConfigError, EvalArgs, Listing, ParamsArgs, ScoreArgs, TrainArgs, add_command,
+from .config import (AskArgs, ConfigError, EvalArgs, Listing, ParamsArgs, ScoreArgs, TrainArgs, TrainConfig, add_command,
                      from_args, parse_command_line)
 
 COMMAND_MODULES: list[str] = ["make.pretrain", "compare", "bench"]  # modules defining add_cli(sub)
