@@ -83,6 +83,7 @@ def cmd_train(args) -> None:
             print(json.dumps(record), flush=True)
         elif record.get("event") == "start":
             print(f"{record['backbone']} ({record['family']}) scope={record['scope']} quant={record['quant']} "
+                  f"precision={record['precision']} "
                   f"lr={record['lr']:g}: trains {record['trainable']:,} of {record['total']:,} parameters "
                   f"({record['percent']:.4f} %), dead norms {record['dead']:,}; {record['n_train']} samples", flush=True)
             for note in record["notes"]:
@@ -98,14 +99,16 @@ def cmd_train(args) -> None:
                   f"{record['samples_per_s']:.1f} samples/s", flush=True)
 
 
-def _load_with_adapter(backbone: str, adapter: str | None, quant: str):
+def _load_with_adapter(backbone: str, adapter: str | None, quant: str, precision: str = "auto"):
     from .backbones import load_backbone
     from .runs import RunDir, load_run_model
 
     if adapter:
-        run_cfg = RunDir(__import__("pathlib").Path(adapter)).config()
-        quant = run_cfg.get("config", {}).get("quant", quant)
-    bb = load_backbone(backbone, quant=quant)
+        run_cfg = RunDir(__import__("pathlib").Path(adapter)).config().get("config", {})
+        quant = run_cfg.get("quant", quant)
+        if precision == "auto":  # the precision the run asked for, unless this command asks otherwise
+            precision = run_cfg.get("precision", precision)
+    bb = load_backbone(backbone, quant=quant, precision=precision)
     model = load_run_model(bb, adapter) if adapter else bb.model
     return bb, model
 
@@ -116,7 +119,7 @@ def cmd_ask(args) -> None:
     from .backbones import REPORT_PROMPT
     from .evaluate import MAX_NEW_TOKENS
 
-    bb, model = _load_with_adapter(args.backbone, args.adapter, args.quant)
+    bb, model = _load_with_adapter(args.backbone, args.adapter, args.quant, args.precision)
     image = load_image(args.image, where=args.image)
     question = args.question or REPORT_PROMPT
     task = "vqa" if args.question else "report"
@@ -135,7 +138,7 @@ def cmd_eval(args) -> None:
     from .data import load_samples
     from .evaluate import evaluate, subsample
 
-    bb, model = _load_with_adapter(args.backbone, args.adapter, args.quant)
+    bb, model = _load_with_adapter(args.backbone, args.adapter, args.quant, args.precision)
     loaded = load_samples(args.data, args.split, skip_bad=args.skip_bad)
     samples = subsample(loaded.samples, args.limit)
     predictions = args.predictions or (Path(args.adapter) / f"predictions-{args.split}.jsonl" if args.adapter
@@ -179,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("ask", help="answer a question about an image (or write a report)")
-    add_arguments(s, only=("backbone", "quant"))
+    add_arguments(s, only=("backbone", "quant", "precision"))
     s.add_argument("--adapter", help="a run folder: answer with its tuned weights")
     s.add_argument("--image", required=True)
     s.add_argument("--question", help="omit to generate a report")
@@ -187,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_ask)
 
     s = sub.add_parser("eval", help="predict and score a data split")
-    add_arguments(s, only=("backbone", "quant", "data", "skip_bad"))
+    add_arguments(s, only=("backbone", "quant", "precision", "data", "skip_bad"))
     s.add_argument("--adapter", help="a run folder")
     s.add_argument("--split", default="test")
     s.add_argument("--limit", type=int, default=0, help="at most N samples, evenly spaced (0: all)")

@@ -56,6 +56,7 @@ class Family:
     encoder_decoder: bool = False  # BLIP: question -> encoder, answer -> decoder labels
     dead_norms: Callable[[object], list[str]] = lambda config: []
     not_quantized: tuple[str, ...] = ("lm_head",)  # kept in full precision under 4-bit
+    fp16_ok: bool = True  # False: activations overflow fp16 (NaNs); medln.precision refuses fp16
 
 
 DECODER_ATTN = r"\.self_attn\.(q_proj|k_proj|v_proj|o_proj)$"
@@ -133,6 +134,8 @@ FAMILIES: dict[str, Family] = {
             nested_images=True,
             dead_norms=_gemma3_dead,
             not_quantized=("lm_head", "multi_modal_projector"),
+            # Gemma 3's activations exceed fp16's range (NaN losses and answers): bf16 or fp32 only
+            fp16_ok=False,
         ),
     ]
 }
@@ -162,8 +165,7 @@ class BackboneSpec:
     hub_id: str  # a hub id, or a folder under assets/ for bundled models
     family: str
     license: str
-    gated: bool = False  # needs HF_TOKEN (accept the licence on the model page first)
-    gpu_dtype: str = "bfloat16"  # MedGemma gives NaNs in fp16; bf16 is the safe default for all
+    gated: bool = False  # needs a Hub token (accept the licence on the model page first)
     prompt: str | None = None  # overrides the family prompt (LLaVA-Med's [INST] format)
     note: str = ""
     lrs: dict[str, float] = field(default_factory=dict)  # per-scope learning rates measured on this backbone
@@ -205,7 +207,7 @@ BACKBONES: list[BackboneSpec] = [
         "gemma3",
         "Health AI Developer Foundations terms of use",
         gated=True,
-        note="gated: accept the terms on the model page and set HF_TOKEN; bf16 only",
+        note="gated: accept the terms on the model page, then `hf auth login` or set HF_TOKEN; no fp16 (NaNs)",
     ),
 ]
 BACKBONES_BY_NAME = {b.name: b for b in BACKBONES}
@@ -254,8 +256,10 @@ def resolve(arg: str) -> Resolved:
 
 
 def hf_token() -> str | None:
-    """The Hub token from the environment only (never logged)."""
-    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
+    """The Hub token (medln.data.hub.hub_token: HF_TOKEN or `hf auth login`'s); never printed."""
+    from .data.hub import hub_token
+
+    return hub_token()
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -276,10 +280,11 @@ def check_access(resolved: Resolved) -> dict:
     if resolved.spec is not None and resolved.spec.gated and hf_token() is None:
         raise BackboneError(
             f"{resolved.source} is gated: accept its terms on the Hugging Face model page, "
-            "then set the HF_TOKEN environment variable"
+            "then log in with `hf auth login` or set the HF_TOKEN environment variable"
         )
-    if hf_token():
-        kwargs["token"] = hf_token()
+    token = hf_token()
+    if token:
+        kwargs["token"] = token
     if not hub_reachable():
         # Fall back to the local cache; fail with a message rather than a retry loop.
         kwargs["local_files_only"] = True
@@ -320,6 +325,7 @@ class Backbone:
     processor: object
     quant: str
     prompt: str | None  # {question} template, or None for the processor's chat template
+    precision: object = None  # medln.precision.Precision the weights were loaded for (None: fp32)
 
 
 def allow_processors_without_torchvision() -> None:
@@ -359,18 +365,28 @@ def load_backbone(
     device: str | None = None,
     keep_full_precision: list[str] = (),
     trust_remote_code: bool = False,
+    precision: str = "auto",
 ) -> Backbone:
     """Load model + processor from a registry name, a folder or a hub id.
 
-    On a GPU the weights load in the backbone's dtype (bf16), on a CPU in fp32.
+    The frozen weights (and the 4-bit compute) take the run's precision (medln.precision):
+    `auto` is bf16 on a GPU with bf16, fp16 on one without (fp32 for families that give NaNs
+    in fp16), fp32 on a CPU.
     """
     import torch
     from transformers import AutoProcessor
 
+    from .precision import resolve_precision
+
     resolved, config, family = load_config(arg, trust_remote_code=trust_remote_code)
     kwargs = check_access(resolved)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, resolved.spec.gpu_dtype if resolved.spec else "bfloat16") if device.startswith("cuda") else torch.float32
+    try:
+        prec = resolve_precision(precision, device=device, fp16_ok=family.fp16_ok,
+                                 model=f"{resolved.name} ({family.name})")
+    except ValueError as e:  # the same for every scope of a sweep: a backbone problem, not a row
+        raise BackboneError(str(e)) from None
+    dtype = prec.dtype
     qconfig = quantization_config(family, quant, list(keep_full_precision), dtype)
     allow_processors_without_torchvision()
     try:
@@ -390,4 +406,4 @@ def load_backbone(
         raise BackboneError(f"cannot load {resolved.source}: {e}") from None
     model.eval()
     prompt = (resolved.spec.prompt if resolved.spec else None) or family.prompt
-    return Backbone(resolved.name, resolved.source, family, model, processor, quant, prompt)
+    return Backbone(resolved.name, resolved.source, family, model, processor, quant, prompt, prec)

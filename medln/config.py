@@ -23,7 +23,11 @@ class TrainConfig:
     split: str = _f("train", "split to train on")
     eval_split: str = _f("test", "split to evaluate base and tuned on ('' to skip evaluation)")
     ood_split: str = _f("source-test", "held-out out-of-domain split for retention ('' to skip; sample data only)")
-    quant: str = _f("none", "weights: none (fp32 on CPU, bf16 on GPU) or 4bit (NF4)", choices=("none", "4bit"))
+    quant: str = _f("none", "weights: none (in the --precision dtype) or 4bit (NF4, computing in that dtype)",
+                    choices=("none", "4bit"))
+    precision: str = _f("auto", "compute precision: auto (bf16 on a GPU with bf16, else fp16 with a gradient scaler; "
+                        "fp32 on a CPU; an explicit accelerate --mixed_precision decides auto), bf16, fp16, fp32",
+                        choices=("auto", "bf16", "fp16", "fp32"))
     steps: int = _f(200, "optimizer steps (the default: ~30 s for medln-tiny on 2 CPU cores)")
     lr: float | None = _f(None, "peak learning rate; default: the backbone's measured one for the scope, else the scope's own")
     batch_size: int = _f(8, "samples per micro-batch (per process)")
@@ -48,6 +52,8 @@ class TrainConfig:
             problems.append(f"scope: unknown {self.scope!r} (choose from {', '.join(SCOPES_BY_NAME)})")
         if self.quant not in ("none", "4bit"):
             problems.append(f"quant: must be none or 4bit, got {self.quant!r}")
+        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
+            problems.append(f"precision: must be auto, bf16, fp16 or fp32, got {self.precision!r}")
         if self.scope == "full" and self.quant == "4bit":
             problems.append("scope 'full' with quant '4bit': 4-bit weights cannot be trained; use --quant none")
         for name in ("steps", "batch_size", "grad_accum", "max_length", "lora_r", "eval_batch_size"):

@@ -1,6 +1,12 @@
-"""Training: one plain loop on top of `accelerate` (device placement, bf16 autocast on GPU,
-gradient accumulation, DDP under `accelerate launch`), written as a generator of log
-records so the CLI prints them, the UI plots them and a stop flag ends it within one step.
+"""Training: one plain loop on top of `accelerate` (device placement, gradient accumulation,
+DDP under `accelerate launch`), written as a generator of log records so the CLI prints them,
+the UI plots them and a stop flag ends it within one step.
+
+Mixed precision is ours, not accelerate's: the backbone was loaded for one resolved
+medln.precision.Precision (bf16 / fp16 / fp32; it already honours `accelerate launch
+--mixed_precision`), and the loop autocasts to that dtype and, for fp16, scales the loss with
+torch.amp.GradScaler. One code path on GPU and CPU (accelerate applies no fp16 autocast on a
+CPU), so the fp16 path is tested without a GPU.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ def prepare(cfg: TrainConfig, *, device: str | None = None, backbone: Backbone |
             _, config, family = load_config(cfg.backbone, trust_remote_code=cfg.trust_remote_code)
             keep = count_from_config(config, family, scope).modules
         backbone = load_backbone(cfg.backbone, quant=cfg.quant, device=device, keep_full_precision=keep,
-                                 trust_remote_code=cfg.trust_remote_code)
+                                 trust_remote_code=cfg.trust_remote_code, precision=cfg.precision)
     seed_everything(cfg.seed)  # LoRA's A matrices are initialised from the global RNG
     model, selection = apply_scope(backbone.model, backbone.model.config, backbone.family, scope, quant=cfg.quant,
                                    lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
@@ -79,7 +85,9 @@ def peak_memory_gb() -> float:
 
 
 def make_accelerator(cfg: TrainConfig):
-    """The Accelerator for a run: bf16 autocast on GPU; DDP under `accelerate launch`.
+    """The Accelerator for a run: device placement and DDP under `accelerate launch`. Its own
+    mixed precision stays off (mixed_precision="no"): fit() autocasts to the backbone's
+    resolved precision, which already took accelerate's --mixed_precision into account.
 
     cpu=True without CUDA: under `accelerate launch --multi_gpu --num_processes N` (torchrun)
     accelerate forms a gloo process group (MULTI_CPU) only when told it runs on the CPU;
@@ -95,7 +103,7 @@ def make_accelerator(cfg: TrainConfig):
 
     return Accelerator(
         gradient_accumulation_steps=cfg.grad_accum,
-        mixed_precision="bf16" if torch.cuda.is_available() else "no",
+        mixed_precision="no",
         cpu=not torch.cuda.is_available(),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=get_scope(cfg.scope).kind == "full")],
     )
@@ -109,9 +117,13 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
     import torch
     from torch.utils.data import DataLoader
 
+    from .precision import Precision, autocast_context, grad_scaler
+
     acc = accelerator or make_accelerator(cfg)
     seed_everything(cfg.seed)
     model = tunable.model
+    precision = tunable.backbone.precision or Precision("fp32", "not given")
+    scaler = grad_scaler(precision, acc.device.type)  # fp16 only; otherwise a pass-through
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.effective_lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.steps, cfg.warmup))
@@ -146,11 +158,17 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
                 return
             epoch, batch = next(data)
             with acc.accumulate(model):
-                loss = model(**batch).loss
-                acc.backward(loss)
+                with autocast_context(precision, acc.device.type):
+                    loss = model(**batch).loss
+                acc.backward(scaler.scale(loss))
                 if acc.sync_gradients:
+                    # The scaler steps only on the last micro-batch: unscaling earlier would
+                    # divide gradients still being accumulated. A step whose fp16 gradients
+                    # overflowed is skipped and the scale lowered.
+                    scaler.unscale_(optimizer)
                     acc.clip_grad_norm_(params, 1.0)
-                optimizer.step()
+                    scaler.step(optimizer)
+                    scaler.update()
                 optimizer.zero_grad(set_to_none=True)
             losses.append(loss.detach())
             n += batch["input_ids"].shape[0]
@@ -167,6 +185,12 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
             "elapsed_s": round(time.perf_counter() - started, 3),
             "peak_mem_gb": round(peak_memory_gb(), 4),
         }
+
+
+def _precision_notes(precision) -> list[str]:
+    if precision is None:
+        return []
+    return [f"precision {precision.name}: {precision.reason}", *precision.notes]
 
 
 def directory_bytes(path) -> int:
@@ -209,6 +233,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "family": tunable.backbone.family.name,
         "scope": cfg.scope,
         "quant": cfg.quant,
+        "precision": (tunable.backbone.precision.name if tunable.backbone.precision else "fp32"),
         "lr": cfg.effective_lr,
         "num_processes": acc.num_processes,  # data-parallel processes: batch_size is per process
         "total": sel.total,
@@ -218,7 +243,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "n_modules": len(sel.modules),
         "n_train": len(loaded.samples),
         "skipped": loaded.skipped,
-        "notes": sel.notes + notes,
+        "notes": sel.notes + notes + _precision_notes(tunable.backbone.precision),
     }
     run = RunDir.create(out, {"config": cfg.to_dict(), **start, "source": tunable.backbone.source}) if acc.is_main_process else None
     yield start
