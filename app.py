@@ -3,9 +3,14 @@ Host and port: GRADIO_SERVER_NAME / GRADIO_SERVER_PORT; other settings: medln/ui
 
 from medln import storage
 
-# Before gradio and transformers import huggingface_hub, which reads HF_HOME once: on a Space
-# with persistent storage, downloads and runs go to /data (medln/storage.py).
+# First, before anything imports huggingface_hub (which reads HF_HOME once): on a Space with
+# persistent storage, downloads and runs go to /data (medln/storage.py).
 storage.configure()
+
+try:  # ZeroGPU: `spaces` must be imported before anything initialises CUDA (medln/ui/gpu.py)
+    import spaces  # noqa: F401
+except ImportError:
+    pass
 
 from medln.ui import main  # noqa: E402
 

@@ -19,6 +19,10 @@ How `spaces.GPU` behaves (spaces 0.51, zero/wrappers.py and zero/client.py), and
   for the whole sweep.
 * Models loaded inside the call live in that worker process: the model cache of the main
   process is not filled by them.
+* `spaces` must be imported before anything initialises CUDA (app.py imports it first), and
+  the GPU functions must be decorated before launch(): at launch spaces reports the decorated
+  functions to ZeroGPU. on_gpu therefore decorates at import time, and looks spaces up again
+  at call time (the same wrapper: spaces caches it per function).
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ def on_gpu(duration: int | Callable[..., int] = 60) -> Callable:
             gpu = _spaces_gpu()
             return fn if gpu is None else gpu(duration=duration)(fn)  # spaces caches the wrapper per fn
 
+        target()  # on ZeroGPU: register with spaces now, before launch()
         if inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)
             def gen(*args, **kwargs):
