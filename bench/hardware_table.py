@@ -76,7 +76,7 @@ def _llava_15_7b():
     """llava-hf/llava-1.5-7b-hf: CLIP ViT-L/14-336 + Vicuna-7B v1.5 (Llama, MHA)."""
     from transformers import LlamaConfig
 
-    from medln.bench import shape_config
+    from medln.bench.shapes import shape_config
 
     _, config, _ = shape_config("llava-7b")
     config.text_config = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008,
@@ -89,7 +89,7 @@ def _smolvlm_500m():
     """SmolVLM-500M: the 256M's SigLIP base-patch16-512 + SmolLM2-360M."""
     from transformers import LlamaConfig
 
-    from medln.bench import shape_config
+    from medln.bench.shapes import shape_config
 
     _, config, _ = shape_config("smolvlm-256m")
     config.text_config = LlamaConfig(vocab_size=49280, hidden_size=960, intermediate_size=2560, num_hidden_layers=32,
@@ -106,7 +106,7 @@ def _blip_vqa_base():
 
 def _shape(name):
     def build():
-        from medln.bench import shape_config
+        from medln.bench.shapes import shape_config
 
         return shape_config(name)[1]
     return build

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+from . import ASSETS
 REPORT_PROMPT = "Write the radiology report for this image."
 
 
@@ -49,8 +49,7 @@ class Family:
     model_types: tuple[str, ...]  # config.json `model_type` values of this family
     model_class: str  # transformers class loaded for it
     parts: dict[str, tuple[str, ...]]  # part -> module-name prefixes: vision / connector / llm
-    attn: str  # regex on module names (within the llm part) of attention projections
-    ffn: str  # regex on module names (within the llm part) of MLP projections
+    projections: dict[str, str]  # group (attn, ffn) -> regex on module names within the llm part
     prompt: str | None = None  # template with {question}; None -> the processor's chat template
     nested_images: bool = False  # processor wants [[img], [img]] rather than [img, img]
     encoder_decoder: bool = False  # BLIP: question -> encoder, answer -> decoder labels
@@ -59,8 +58,10 @@ class Family:
     fp16_ok: bool = True  # False: activations overflow fp16 (NaNs); medln.precision refuses fp16
 
 
-DECODER_ATTN = r"\.self_attn\.(q_proj|k_proj|v_proj|o_proj)$"
-DECODER_FFN = r"\.mlp\.(gate_proj|up_proj|down_proj)$"
+DECODER_PROJECTIONS = {
+    "attn": r"\.self_attn\.(q_proj|k_proj|v_proj|o_proj)$",
+    "ffn": r"\.mlp\.(gate_proj|up_proj|down_proj)$",
+}
 
 FAMILIES: dict[str, Family] = {
     f.name: f
@@ -74,8 +75,7 @@ FAMILIES: dict[str, Family] = {
                 "connector": ("model.multi_modal_projector.",),
                 "llm": ("model.language_model.", "lm_head"),
             },
-            DECODER_ATTN,
-            DECODER_FFN,
+            DECODER_PROJECTIONS,
             prompt="USER: <image>\n{question} ASSISTANT:",
             dead_norms=_llava_dead_vision_layers,
             not_quantized=("lm_head", "multi_modal_projector"),
@@ -87,8 +87,8 @@ FAMILIES: dict[str, Family] = {
             {"vision": ("vision_model.",), "connector": (), "llm": ("text_encoder.", "text_decoder.")},
             # BERT naming: attention.self.{query,key,value} + attention.output.dense (and the
             # cross-attention twins); the MLP is intermediate.dense + the layer's output.dense.
-            r"\.(attention|crossattention)\.(self\.(query|key|value)|output\.dense)$",
-            r"\.layer\.\d+\.(intermediate\.dense|output\.dense)$",
+            {"attn": r"\.(attention|crossattention)\.(self\.(query|key|value)|output\.dense)$",
+             "ffn": r"\.layer\.\d+\.(intermediate\.dense|output\.dense)$"},
             encoder_decoder=True,
             # its output layer is tied to the word embeddings and must stay unquantized
             not_quantized=("text_decoder.cls.predictions.decoder",),
@@ -102,8 +102,7 @@ FAMILIES: dict[str, Family] = {
                 "connector": ("model.connector.",),
                 "llm": ("model.text_model.", "lm_head"),
             },
-            DECODER_ATTN,
-            DECODER_FFN,
+            DECODER_PROJECTIONS,
             nested_images=True,
             not_quantized=("lm_head", "connector"),
         ),
@@ -116,8 +115,7 @@ FAMILIES: dict[str, Family] = {
                 "connector": ("model.visual.merger.",),
                 "llm": ("model.language_model.", "lm_head"),
             },
-            DECODER_ATTN,
-            DECODER_FFN,
+            DECODER_PROJECTIONS,
             not_quantized=("lm_head", "merger"),
         ),
         Family(
@@ -129,8 +127,7 @@ FAMILIES: dict[str, Family] = {
                 "connector": ("model.multi_modal_projector.",),
                 "llm": ("model.language_model.", "lm_head"),
             },
-            DECODER_ATTN,
-            DECODER_FFN,
+            DECODER_PROJECTIONS,
             nested_images=True,
             dead_norms=_gemma3_dead,
             not_quantized=("lm_head", "multi_modal_projector"),
@@ -178,7 +175,7 @@ BACKBONES: list[BackboneSpec] = [
         "llava",
         "MIT (MedLN); pretrained on MedLN's synthetic sample data",
         note="bundled 4.8 M-parameter LLaVA-architecture model; runs offline on a CPU",
-        # Best of a per-scope grid on the bundled data (docs/lr_sweep.md). A tiny model's norms
+        # Best of a per-scope grid on the bundled data (docs/lr_sweep.py). A tiny model's norms
         # take far larger steps than a 7B model's: these are not defaults for other backbones.
         lrs={"ln": 3e-1, "ln-vision": 1e-2, "ln-llm": 1e-1, "attn": 3e-4, "ffn": 3e-4, "lora": 1e-3, "full": 2e-4},
     ),
@@ -225,14 +222,13 @@ class Resolved:
     def name(self) -> str:
         return self.spec.name if self.spec else self.source
 
-
-def default_lr(backbone: str, scope: str) -> float:
-    """The learning rate a scope starts from: measured for this backbone if the registry has
-    it, else the scope's own default."""
-    from .scopes import get_scope
-
-    spec = BACKBONES_BY_NAME.get(backbone)
-    return spec.lrs[scope] if spec and scope in spec.lrs else get_scope(scope).default_lr
+    @property
+    def portable_name(self) -> str:
+        """How an adapter names its base for another machine: the hub id, the bundled model's
+        registry name, or a local folder's name (never this machine's absolute path)."""
+        if self.spec is not None:
+            return self.spec.hub_id
+        return Path(self.source).name if self.local else self.source
 
 
 def resolve(arg: str) -> Resolved:
@@ -325,7 +321,9 @@ class Backbone:
     processor: object
     quant: str
     prompt: str | None  # {question} template, or None for the processor's chat template
-    precision: object = None  # medln.precision.Precision the weights were loaded for (None: fp32)
+    dtype: str = "float32"  # of the unquantized weights, as loaded
+    portable_name: str = ""  # Resolved.portable_name
+    precision: object = None  # medln.precision.Precision it computes in (None: from `dtype`)
 
 
 def allow_processors_without_torchvision() -> None:
@@ -358,32 +356,57 @@ def quantization_config(family: Family, quant: str, keep_full_precision: list[st
     )
 
 
+def default_dtype(arg: str, device: str, precision: str = "auto") -> str:
+    """The torch dtype name a load of `arg` on `device` uses for `precision` (medln.precision):
+    auto is bf16 on a GPU with bf16, fp16 on one without (fp32 for a family that refuses
+    fp16), fp32 on a CPU."""
+    from .precision import resolve_precision
+
+    try:
+        return resolve_precision(precision, device=device, fp16_ok=_fp16_ok(arg)).dtype_name
+    except ValueError as e:
+        raise BackboneError(str(e)) from None
+
+
+def _fp16_ok(arg: str) -> bool:
+    """The family's fp16_ok: from the registry, else from config.json (when readable)."""
+    spec = BACKBONES_BY_NAME.get(arg) or next((b for b in BACKBONES if b.hub_id == arg), None)
+    if spec is not None:
+        return FAMILIES[spec.family].fp16_ok
+    try:
+        return load_config(arg)[2].fp16_ok
+    except Exception:  # unreadable here: loading will say why
+        return True
+
+
 def load_backbone(
     arg: str,
     *,
     quant: str = "none",
     device: str | None = None,
     keep_full_precision: list[str] = (),
+    dtype: str | None = None,
     trust_remote_code: bool = False,
     precision: str = "auto",
 ) -> Backbone:
     """Load model + processor from a registry name, a folder or a hub id.
 
     The frozen weights (and the 4-bit compute) take the run's precision (medln.precision):
-    `auto` is bf16 on a GPU with bf16, fp16 on one without (fp32 for families that give NaNs
-    in fp16), fp32 on a CPU.
+    `auto` is bf16 on a GPU with bf16, fp16 on one without (fp32 for a family that gives NaNs
+    in fp16), fp32 on a CPU; `dtype` (a torch dtype name) overrides it (medln.runs.BaseSpec:
+    as a run was trained).
     """
     import torch
     from transformers import AutoProcessor
 
-    from .precision import resolve_precision
+    from .precision import from_dtype, resolve_precision
 
     resolved, config, family = load_config(arg, trust_remote_code=trust_remote_code)
     kwargs = check_access(resolved)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        prec = resolve_precision(precision, device=device, fp16_ok=family.fp16_ok,
-                                 model=f"{resolved.name} ({family.name})")
+        prec = from_dtype(dtype, "as the run was trained") if dtype else resolve_precision(
+            precision, device=device, fp16_ok=family.fp16_ok, model=f"{resolved.name} ({family.name})")
     except ValueError as e:  # the same for every scope of a sweep: a backbone problem, not a row
         raise BackboneError(str(e)) from None
     dtype = prec.dtype
@@ -406,4 +429,5 @@ def load_backbone(
         raise BackboneError(f"cannot load {resolved.source}: {e}") from None
     model.eval()
     prompt = (resolved.spec.prompt if resolved.spec else None) or family.prompt
-    return Backbone(resolved.name, resolved.source, family, model, processor, quant, prompt, prec)
+    return Backbone(resolved.name, resolved.source, family, model, processor, quant, prompt,
+                    str(dtype).removeprefix("torch."), resolved.portable_name, prec)

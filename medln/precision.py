@@ -49,6 +49,10 @@ class Precision:
         return getattr(torch, _TORCH_DTYPES[self.name])
 
     @property
+    def dtype_name(self) -> str:
+        return _TORCH_DTYPES[self.name]
+
+    @property
     def autocast(self) -> bool:
         return self.name != "fp32"
 
@@ -76,6 +80,15 @@ class Device:
             return cls("cpu", "cpu")
         return cls("cuda", torch.cuda.get_device_name(torch.device(device)),
                    bool(torch.cuda.is_bf16_supported()))
+
+
+def from_dtype(dtype, reason: str = "from the weights' dtype") -> Precision:
+    """The precision of weights loaded in `dtype` (a torch dtype or its name)."""
+    name = str(dtype).removeprefix("torch.")
+    by_dtype = {v: k for k, v in _TORCH_DTYPES.items()}
+    if name not in by_dtype:
+        raise PrecisionError(f"dtype {name!r} is not one of {', '.join(by_dtype)}")
+    return Precision(by_dtype[name], reason)
 
 
 def accelerate_choice(env=None) -> str | None:

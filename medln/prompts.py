@@ -134,11 +134,11 @@ def generate(bb: Backbone, model, images: list, questions: list[str], *, max_new
     """Greedy answers, one per (image, question). `model` may be the peft wrapper."""
     import torch
 
-    from .precision import Precision, autocast_context
+    from .precision import autocast_context, from_dtype
 
     batch = encode_for_generation(bb, images, questions)
     device = next(p.device for p in model.parameters())
-    precision = bb.precision or Precision("fp32", "not given")
+    precision = bb.precision or from_dtype(bb.dtype)
     # Pixel values take the weights' dtype (bf16/fp16 loads; fp32 stays fp32).
     batch = to_device(batch, device, precision.dtype if precision.autocast else None)
     tok = _tokenizer(bb)

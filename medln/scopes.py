@@ -1,15 +1,21 @@
 """Tuning scopes: which parameters train. One declarative rule per scope picks the
-modules; the same selection is what gets counted, trained and saved (DESIGN principle 4).
+modules; the same selection is what gets counted, trained and saved (docs/design.md, principle 4).
+
+Both are data: KINDS says how selected modules train (norm affine copies, whole linear
+weights, LoRA, everything), SCOPES gives each scope a kind and its targets (model parts or
+projection groups named by the family). A new scope is one line in SCOPES; a new way of
+training is one Kind (plus its peft wrapper in apply_scope).
 
 Norms are found by module type (nn.LayerNorm, or any class whose name ends in LayerNorm /
 RMSNorm), never by peft's default LNTuningConfig mapping, which for LLaVA also trains the
-projector, embeddings and lm_head (DESIGN.md "Traps").
+projector, embeddings and lm_head (docs/design.md "Traps").
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from .backbones import Family, part_of
 
@@ -18,39 +24,112 @@ class ScopeError(ValueError):
     pass
 
 
+def _whole_linear(m, lora_r: int) -> int:
+    return m.in_features * m.out_features + (m.out_features if m.bias else 0)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How the modules a scope selects are trained: a row of data, not a branch per scope.
+
+    `selects`: the module kind targets pick from ("norm", "linear"; "all" takes the whole
+    model). `count(module, lora_r)`: trainable numbers it adds per selected module.
+    `wrap`: the peft method that makes exactly those trainable ("ln_tuning" keeps a trainable
+    copy of each target, "lora" adds A/B matrices; None: requires_grad on every parameter).
+    `quant_4bit`: under 4-bit the kind trains as is ("ok"), keeps its selected modules
+    unquantized ("keep": Linear4bit weights take no gradient), or cannot run ("refuse")."""
+
+    name: str
+    selects: str
+    count: Callable[[object, int], int]
+    wrap: str | None
+    quant_4bit: str = "ok"
+    quant_note: str = "trains normally"
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in [
+    Kind("norm", "norm", lambda m, r: m.params, "ln_tuning"),
+    Kind("whole-linear", "linear", _whole_linear, "ln_tuning", "keep",
+         "trains; these projections are kept unquantized (bf16), the rest is 4-bit"),
+    Kind("lora", "linear", lambda m, r: r * (m.in_features + m.out_features), "lora"),  # A: r x in, B: out x r
+    Kind("full", "all", lambda m, r: m.params, None, "refuse",
+         "refused: 4-bit weights cannot be trained; load in bf16 (--quant none)"),
+]}
+
+
 @dataclass(frozen=True)
 class TuningScope:
+    """A scope: a kind of training applied to named targets. A target is a model part of the
+    family ("vision", "connector", "llm": Family.parts) or a projection group of its language
+    model ("attn", "ffn": Family.projections); the kind says which modules of the target count."""
+
     name: str
     description: str
     default_lr: float
-    kind: str  # "norm" | "linear" | "lora" | "full"
-    parts: tuple[str, ...] = ()  # for kind "norm": which model parts
-    quant_4bit: str = "trains normally"  # what happens under 4-bit, shown in every listing
+    kind: str  # a key of KINDS
+    targets: tuple[str, ...] = ()
+
+    @property
+    def how(self) -> Kind:
+        return KINDS[self.kind]
+
+    @property
+    def quant_4bit(self) -> str:
+        """What happens under 4-bit, shown in every listing."""
+        return self.how.quant_note
+
+    @property
+    def trains_whole_linears(self) -> bool:
+        return self.how.quant_4bit == "keep"
 
 
 SCOPES: list[TuningScope] = [
     # LayerNorm-only needs a far higher learning rate than LoRA: peft's own benchmark saw
-    # LN-tuning at 1e-4 learn nothing (DESIGN.md). These are starting points for real-size
+    # LN-tuning at 1e-4 learn nothing (docs/design.md). These are starting points for real-size
     # backbones (LoRA 3e-4 as QLoRA-style recipes, full 2e-5 as LLaVA's fine-tuning); a
-    # backbone may carry measured ones (BackboneSpec.lrs; medln-tiny's: docs/lr_sweep.md).
+    # backbone may carry measured ones (BackboneSpec.lrs; medln-tiny's: docs/lr_sweep.py).
     TuningScope("ln", "every LayerNorm/RMSNorm affine parameter that gets a gradient (vision, connector, LLM)", 3e-3, "norm", ("vision", "connector", "llm")),
     TuningScope("ln-vision", "the norms of the vision tower only", 3e-3, "norm", ("vision",)),
     TuningScope("ln-llm", "the norms of the language model only", 3e-3, "norm", ("llm",)),
-    TuningScope("attn", "the language model's attention projections (q, k, v, o), whole weights", 1e-4, "linear",
-                quant_4bit="trains; these projections are kept unquantized (bf16), the rest is 4-bit"),
-    TuningScope("ffn", "the language model's MLP projections, whole weights", 1e-4, "linear",
-                quant_4bit="trains; these projections are kept unquantized (bf16), the rest is 4-bit"),
-    TuningScope("lora", "LoRA (r=8, alpha=16) on the language model's attention and MLP projections", 3e-4, "lora"),
-    TuningScope("full", "every parameter", 2e-5, "full", quant_4bit="refused: 4-bit weights cannot be trained; load in bf16 (--quant none)"),
+    TuningScope("attn", "the language model's attention projections (q, k, v, o), whole weights", 1e-4, "whole-linear", ("attn",)),
+    TuningScope("ffn", "the language model's MLP projections, whole weights", 1e-4, "whole-linear", ("ffn",)),
+    TuningScope("lora", "LoRA (r=8, alpha=16) on the language model's attention and MLP projections", 3e-4, "lora", ("attn", "ffn")),
+    TuningScope("full", "every parameter", 2e-5, "full"),
 ]
-SCOPES_BY_NAME = {s.name: s for s in SCOPES}
+
+
+def find_scope(name: str) -> TuningScope | None:
+    return next((s for s in SCOPES if s.name == name), None)
+
+
+def scope_names() -> list[str]:
+    return [s.name for s in SCOPES]
 
 
 def get_scope(name: str) -> TuningScope:
-    try:
-        return SCOPES_BY_NAME[name]
-    except KeyError:
-        raise ScopeError(f"unknown scope {name!r}; choose from {', '.join(SCOPES_BY_NAME)}") from None
+    scope = find_scope(name)
+    if scope is None:
+        raise ScopeError(f"unknown scope {name!r}; choose from {', '.join(scope_names())}")
+    return scope
+
+
+def default_lr(backbone: str, scope: str) -> float:
+    """The learning rate a scope starts from: measured for this backbone if the registry has
+    it, else the scope's own default."""
+    from .backbones import BACKBONES_BY_NAME
+
+    spec = BACKBONES_BY_NAME.get(backbone)
+    return spec.lrs[scope] if spec and scope in spec.lrs else get_scope(scope).default_lr
+
+
+def in_target(family: Family, module_name: str, target: str) -> bool:
+    """Whether a module lies in a scope target: a family part, or a projection group of the LLM."""
+    if target in family.projections:
+        return part_of(family, module_name) == "llm" and re.search(family.projections[target], module_name) is not None
+    if target in family.parts:
+        return part_of(family, module_name) == target
+    raise ScopeError(f"unknown scope target {target!r}: a part ({', '.join(family.parts)}) or a projection group "
+                     f"({', '.join(family.projections)}) of the {family.name} family")
 
 
 def is_norm(module) -> bool:
@@ -126,36 +205,27 @@ def select(structure: list[ModuleInfo], dead_prefixes: list[str], family: Family
            quant: str = "none", lora_r: int = 8) -> Selection:
     """The scope's rule. `structure` comes from describe(); `dead_prefixes` from
     family.dead_norms(config) (module-name prefixes whose norms get no gradient)."""
-    if scope.kind == "full" and quant != "none":
-        raise ScopeError("scope 'full' cannot run on a 4-bit model: 4-bit weights cannot be trained; use --quant none (bf16)")
+    how = scope.how
+    if how.quant_4bit == "refuse" and quant != "none":
+        raise ScopeError(f"scope {scope.name!r} cannot run on a 4-bit model: 4-bit weights cannot be trained; "
+                         "use --quant none (bf16)")
     total = sum(m.params for m in structure)
+    if how.selects == "all":
+        return Selection(scope, [""], total, total, 0, [], [])
     dead_prefixes = tuple(dead_prefixes)
     modules, dead_modules, trainable, dead, notes = [], [], 0, 0, []
-
-    if scope.kind == "norm":
-        for m in structure:
-            if m.kind != "norm" or m.params == 0 or part_of(family, m.name) not in scope.parts:
-                continue
-            if m.name.startswith(dead_prefixes):
-                dead_modules.append(m.name)
-                dead += m.params
-            else:
-                modules.append(m.name)
-                trainable += m.params
-        if dead_modules:
-            notes.append(f"{len(dead_modules)} norms ({dead:,} parameters) get no gradient and are left out")
-    elif scope.kind in ("linear", "lora"):
-        patterns = {"attn": [family.attn], "ffn": [family.ffn], "lora": [family.attn, family.ffn]}[scope.name]
-        for m in structure:
-            if m.kind != "linear" or part_of(family, m.name) != "llm" or not any(re.search(p, m.name) for p in patterns):
-                continue
-            modules.append(m.name)
-            if scope.kind == "lora":  # A: r x in, B: out x r
-                trainable += lora_r * (m.in_features + m.out_features)
-            else:
-                trainable += m.in_features * m.out_features + (m.out_features if m.bias else 0)
-    else:  # full
-        modules, trainable = [""], total
+    for m in structure:
+        if m.kind != how.selects or m.params == 0 or not any(in_target(family, m.name, t) for t in scope.targets):
+            continue
+        # Norms after the layer a model reads its features from never get a gradient: left out.
+        if how.selects == "norm" and m.name.startswith(dead_prefixes):
+            dead_modules.append(m.name)
+            dead += m.params
+            continue
+        modules.append(m.name)
+        trainable += how.count(m, lora_r)
+    if dead_modules:
+        notes.append(f"{len(dead_modules)} norms ({dead:,} parameters) get no gradient and are left out")
     if not modules:
         raise ScopeError(f"scope {scope.name!r} selects nothing in this {family.name} model")
     return Selection(scope, modules, trainable, total, dead, dead_modules, notes)
@@ -173,6 +243,17 @@ def meta_model(config, family: Family):
 
     with torch.device("meta"):
         return model_class(family)._from_config(config)
+
+
+def kept_unquantized(backbone: str, scope: TuningScope, quant: str, *, trust_remote_code: bool = False) -> tuple[str, ...]:
+    """Linear layers a 4-bit load must leave in full precision because the scope trains them
+    whole: known from config.json alone (meta model), before the weights load."""
+    if quant != "4bit" or not scope.trains_whole_linears:
+        return ()
+    from .backbones import load_config
+
+    _, config, family = load_config(backbone, trust_remote_code=trust_remote_code)
+    return tuple(count_from_config(config, family, scope).modules)
 
 
 def count_from_config(config, family: Family, scope: TuningScope, *, quant: str = "none", lora_r: int = 8,
@@ -195,16 +276,18 @@ def apply_scope(model, config, family: Family, scope: TuningScope, *, quant: str
     import torch
 
     selection = select_in_model(model, config, family, scope, quant=quant, lora_r=lora_r)
-    if scope.kind == "full":
+    wrap = scope.how.wrap
+    if wrap is None:
         model.requires_grad_(True)
         return model, selection
     from peft import LNTuningConfig, LoraConfig, get_peft_model
 
-    if scope.kind == "lora":
-        peft_config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=selection.modules)
-    else:
-        peft_config = LNTuningConfig(target_modules=selection.modules)
-    model = get_peft_model(model, peft_config)
+    peft_configs = {
+        "ln_tuning": lambda: LNTuningConfig(target_modules=selection.modules),
+        "lora": lambda: LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                   target_modules=selection.modules),
+    }
+    model = get_peft_model(model, peft_configs[wrap]())
     # Trainable tensors in fp32 (optimizer state and tiny updates to ~1.0 norm gains are lost
     # in bf16); frozen tensors keep their dtype: no blanket upcast of the base model.
     for p in model.parameters():
