@@ -96,7 +96,7 @@ def _cfg(path, dataset, **kw) -> TrainConfig:
 def test_fp16_trains_and_answers_on_a_cpu_with_a_scaler(tiny_model, dataset, train_samples, monkeypatch):
     """The T4 path on a CPU: 4-bit weights computing in fp16, the unquantized frozen weights
     fp16, the trained norms fp32, autocast and loss scaling, then fp16 generation."""
-    import medln.precision as precision_mod
+    import medln.train as train_mod
     from medln.data.images import load_image
     from medln.prompts import generate
 
@@ -107,7 +107,7 @@ def test_fp16_trains_and_answers_on_a_cpu_with_a_scaler(tiny_model, dataset, tra
         scalers.append(s)
         return s
 
-    monkeypatch.setattr(precision_mod, "grad_scaler", spy)
+    monkeypatch.setattr(train_mod, "grad_scaler", spy)
     cfg = _cfg(tiny_model("llava"), dataset, precision="fp16", quant="4bit", steps=2)
     tunable = prepare(cfg, device="cpu")
     model = tunable.model
