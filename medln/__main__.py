@@ -86,6 +86,7 @@ def cmd_train(args) -> None:
             print(json.dumps(record), flush=True)
         elif record.get("event") == "start":
             print(f"{record['backbone']} ({record['family']}) scope={record['scope']} quant={record['quant']} "
+                  f"precision={record['precision']} "
                   f"lr={record['lr']:g}: trains {record['trainable']:,} of {record['total']:,} parameters "
                   f"({record['percent']:.4f} %), dead norms {record['dead']:,}; {record['n_train']} samples", flush=True)
             for note in record["notes"]:
@@ -108,8 +109,12 @@ def _base_or_run(args):
     from .serve import canonical, require_run
 
     if not args.adapter:
-        return BaseSpec(args.backbone or "medln-tiny", args.quant), None
+        return BaseSpec(args.backbone or "medln-tiny", args.quant, precision=args.precision), None
     run = require_run(args.adapter)
+    if args.precision != "auto":  # asked for: rebuild the run's base in that precision
+        import dataclasses
+
+        run = dataclasses.replace(run, base=dataclasses.replace(run.base, dtype=None, precision=args.precision))
     if args.backbone and canonical(args.backbone) != canonical(run.base.backbone):
         from .config import ConfigError
 

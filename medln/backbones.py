@@ -55,6 +55,7 @@ class Family:
     encoder_decoder: bool = False  # BLIP: question -> encoder, answer -> decoder labels
     dead_norms: Callable[[object], list[str]] = lambda config: []
     not_quantized: tuple[str, ...] = ("lm_head",)  # kept in full precision under 4-bit
+    fp16_ok: bool = True  # False: activations overflow fp16 (NaNs); medln.precision refuses fp16
 
 
 DECODER_PROJECTIONS = {
@@ -130,6 +131,8 @@ FAMILIES: dict[str, Family] = {
             nested_images=True,
             dead_norms=_gemma3_dead,
             not_quantized=("lm_head", "multi_modal_projector"),
+            # Gemma 3's activations exceed fp16's range (NaN losses and answers): bf16 or fp32 only
+            fp16_ok=False,
         ),
     ]
 }
@@ -159,8 +162,7 @@ class BackboneSpec:
     hub_id: str  # a hub id, or a folder under assets/ for bundled models
     family: str
     license: str
-    gated: bool = False  # needs HF_TOKEN (accept the licence on the model page first)
-    gpu_dtype: str = "bfloat16"  # MedGemma gives NaNs in fp16; bf16 is the safe default for all
+    gated: bool = False  # needs a Hub token (accept the licence on the model page first)
     prompt: str | None = None  # overrides the family prompt (LLaVA-Med's [INST] format)
     note: str = ""
     lrs: dict[str, float] = field(default_factory=dict)  # per-scope learning rates measured on this backbone
@@ -202,7 +204,7 @@ BACKBONES: list[BackboneSpec] = [
         "gemma3",
         "Health AI Developer Foundations terms of use",
         gated=True,
-        note="gated: accept the terms on the model page and set HF_TOKEN; bf16 only",
+        note="gated: accept the terms on the model page, then `hf auth login` or set HF_TOKEN; no fp16 (NaNs)",
     ),
 ]
 BACKBONES_BY_NAME = {b.name: b for b in BACKBONES}
@@ -250,8 +252,10 @@ def resolve(arg: str) -> Resolved:
 
 
 def hf_token() -> str | None:
-    """The Hub token from the environment only (never logged)."""
-    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
+    """The Hub token (medln.data.hub.hub_token: HF_TOKEN or `hf auth login`'s); never printed."""
+    from .data.hub import hub_token
+
+    return hub_token()
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -272,10 +276,11 @@ def check_access(resolved: Resolved) -> dict:
     if resolved.spec is not None and resolved.spec.gated and hf_token() is None:
         raise BackboneError(
             f"{resolved.source} is gated: accept its terms on the Hugging Face model page, "
-            "then set the HF_TOKEN environment variable"
+            "then log in with `hf auth login` or set the HF_TOKEN environment variable"
         )
-    if hf_token():
-        kwargs["token"] = hf_token()
+    token = hf_token()
+    if token:
+        kwargs["token"] = token
     if not hub_reachable():
         # Fall back to the local cache; fail with a message rather than a retry loop.
         kwargs["local_files_only"] = True
@@ -341,6 +346,7 @@ class Backbone:
     dtype: str = "float32"  # of the unquantized weights, as loaded
     portable_name: str = ""  # Resolved.portable_name
     notes: list[str] = field(default_factory=list)  # what loading changed, for the user (4-bit on a CPU)
+    precision: object = None  # medln.precision.Precision it computes in (None: from `dtype`)
 
 
 def allow_processors_without_torchvision() -> None:
@@ -373,12 +379,27 @@ def quantization_config(family: Family, quant: str, keep_full_precision: list[st
     )
 
 
-def default_dtype(arg: str, device: str) -> str:
-    """bf16 on a GPU (the registry may say otherwise), fp32 on a CPU."""
-    if not device.startswith("cuda"):
-        return "float32"
+def default_dtype(arg: str, device: str, precision: str = "auto") -> str:
+    """The torch dtype name a load of `arg` on `device` uses for `precision` (medln.precision):
+    auto is bf16 on a GPU with bf16, fp16 on one without (fp32 for a family that refuses
+    fp16), fp32 on a CPU."""
+    from .precision import resolve_precision
+
+    try:
+        return resolve_precision(precision, device=device, fp16_ok=_fp16_ok(arg)).dtype_name
+    except ValueError as e:
+        raise BackboneError(str(e)) from None
+
+
+def _fp16_ok(arg: str) -> bool:
+    """The family's fp16_ok: from the registry, else from config.json (when readable)."""
     spec = BACKBONES_BY_NAME.get(arg) or next((b for b in BACKBONES if b.hub_id == arg), None)
-    return spec.gpu_dtype if spec else "bfloat16"
+    if spec is not None:
+        return FAMILIES[spec.family].fp16_ok
+    try:
+        return load_config(arg)[2].fp16_ok
+    except Exception:  # unreadable here: loading will say why
+        return True
 
 
 # bitsandbytes 0.50 on a CPU with AVX512-BF16 repacks a Linear4bit's weight for its fused
@@ -409,19 +430,29 @@ def load_backbone(
     keep_full_precision: list[str] = (),
     dtype: str | None = None,
     trust_remote_code: bool = False,
+    precision: str = "auto",
 ) -> Backbone:
     """Load model + processor from a registry name, a folder or a hub id.
 
-    On a GPU the weights load in the backbone's dtype (bf16), on a CPU in fp32, unless
-    `dtype` (a torch dtype name) says otherwise (medln.runs.BaseSpec: as a run was trained).
+    The frozen weights (and the 4-bit compute) take the run's precision (medln.precision):
+    `auto` is bf16 on a GPU with bf16, fp16 on one without (fp32 for a family that gives NaNs
+    in fp16), fp32 on a CPU; `dtype` (a torch dtype name) overrides it (medln.runs.BaseSpec:
+    as a run was trained).
     """
     import torch
     from transformers import AutoProcessor
 
+    from .precision import from_dtype, resolve_precision
+
     resolved, config, family = load_config(arg, trust_remote_code=trust_remote_code)
     kwargs = check_access(resolved)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, dtype or default_dtype(arg, device))
+    try:
+        prec = from_dtype(dtype, "as the run was trained") if dtype else resolve_precision(
+            precision, device=device, fp16_ok=family.fp16_ok, model=f"{resolved.name} ({family.name})")
+    except ValueError as e:  # the same for every scope of a sweep: a backbone problem, not a row
+        raise BackboneError(str(e)) from None
+    dtype = prec.dtype
     keep, notes = list(keep_full_precision), []
     if quant == "4bit" and not device.startswith("cuda"):
         odd = cpu_unpackable(config, family, list(family.not_quantized) + keep)
@@ -451,4 +482,4 @@ def load_backbone(
     model.eval()
     prompt = (resolved.spec.prompt if resolved.spec else None) or family.prompt
     return Backbone(resolved.name, resolved.source, family, model, processor, quant, prompt,
-                    str(dtype).removeprefix("torch."), resolved.portable_name, notes)
+                    str(dtype).removeprefix("torch."), resolved.portable_name, notes, prec)

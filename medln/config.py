@@ -71,7 +71,11 @@ class TrainConfig:
     split: str = _f("train", "split to train on")
     eval_split: str = _f("test", "split to evaluate base and tuned on ('' to skip evaluation)")
     ood_split: str = _f("source-test", "held-out out-of-domain split for retention ('' to skip; sample data only)")
-    quant: str = _f("none", "weights: none (fp32 on CPU, bf16 on GPU) or 4bit (NF4)", choices=("none", "4bit"))
+    quant: str = _f("none", "weights: none (in the --precision dtype) or 4bit (NF4, computing in that dtype)",
+                    choices=("none", "4bit"))
+    precision: str = _f("auto", "compute precision: auto (bf16 on a GPU with bf16, else fp16 with a gradient scaler; "
+                        "fp32 on a CPU; an explicit accelerate --mixed_precision decides auto), bf16, fp16, fp32",
+                        choices=("auto", "bf16", "fp16", "fp32"))
     steps: int = _f(200, "optimizer steps (the default: ~30 s for medln-tiny on 2 CPU cores)", min=1, max=100_000)
     lr: float | None = _f(None, "peak learning rate; default: the backbone's measured one for the scope, else the scope's own",
                           min=0.0, max=1.0, open=("min", "max"))
@@ -175,6 +179,8 @@ class AskArgs:
     backbone: str = like(TrainConfig, "backbone", default="",
                          help="backbone without --adapter (default medln-tiny); with --adapter the run's own")
     quant: str = like(TrainConfig, "quant", help="weights without --adapter; with --adapter the run's own")
+    precision: str = like(TrainConfig, "precision", help="auto, bf16, fp16 or fp32 (auto: as the run was trained, "
+                                                           "or as train's auto decides)")
     json: bool = _f(False, "print JSON (answer, backbone, adapter, disclaimer)")
 
 
@@ -183,6 +189,7 @@ class EvalArgs:
     adapter: str = _f("", "a run folder: evaluate its tuned weights")
     backbone: str = like(AskArgs, "backbone")
     quant: str = like(AskArgs, "quant")
+    precision: str = like(AskArgs, "precision")
     data: str = like(TrainConfig, "data")
     split: str = _f("test", "split to predict and score")
     limit: int = _f(0, "at most N samples, evenly spaced (0: all)", min=0)

@@ -144,16 +144,18 @@ def generate(bb: Backbone, model, images: list, questions: list[str], *, max_new
     """Greedy answers, one per (image, question). `model` may be the peft wrapper."""
     import torch
 
+    from .precision import autocast_context, from_dtype
+
     batch = encode_for_generation(bb, images, questions)
     device = next(p.device for p in model.parameters())
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point() and p.dtype != torch.float32), None)
-    batch = to_device(batch, device, dtype)
+    precision = bb.precision or from_dtype(bb.dtype)
+    # Pixel values take the weights' dtype (bf16/fp16 loads; fp32 stays fp32).
+    batch = to_device(batch, device, precision.dtype if precision.autocast else None)
     tok = _tokenizer(bb)
     # BLIP's generate sets its own pad/bos ids; decoder-only models need the pad id.
     extra = {} if bb.family.encoder_decoder else {"pad_token_id": tok.pad_token_id}
-    # On a GPU the trainable norm copies are fp32 beside bf16 weights: autocast, as in training.
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    with torch.inference_mode(), autocast:
+    # The trained norm copies are fp32 beside bf16/fp16 weights: autocast, as in training.
+    with torch.inference_mode(), autocast_context(precision, device.type):
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer, **extra)
     if not bb.family.encoder_decoder:
         out = out[:, batch["input_ids"].shape[1]:]

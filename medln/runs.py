@@ -194,7 +194,8 @@ class BaseSpec:
     whole weights (Linear4bit weights take no gradient); an adapter of such a run holds
     [out, in] weights for them and cannot load onto their packed 4-bit form.
     `dtype`/`device`: the weights' dtype on the device kind that trained; a reload on the
-    same kind of device uses it, another kind uses its own default (fp32 CPU, bf16 GPU)."""
+    same kind of device uses it, another kind resolves `precision` there (medln.precision:
+    auto is fp32 on a CPU, bf16 or fp16 on a GPU)."""
 
     backbone: str  # registry name, hub id, or absolute folder
     quant: str = "none"
@@ -202,22 +203,29 @@ class BaseSpec:
     dtype: str | None = None
     device: str | None = None  # "cpu" | "cuda" of the training run
     trust_remote_code: bool = False
+    precision: str = "auto"  # what the run asked for (TrainConfig.precision)
 
     def effective_dtype(self, device: str | None = None) -> str:
         """The dtype a load on `device` (default: CUDA if present) uses."""
         from .backbones import default_dtype
 
         device = device or _default_device()
+        return self._recorded_dtype(device) or default_dtype(self.backbone, device, self.precision)
+
+    def _recorded_dtype(self, device: str) -> str | None:
         if self.dtype and self.device is not None and device.split(":")[0] == self.device:
             return self.dtype
-        return default_dtype(self.backbone, device)
+        return None
 
     def load(self, device: str | None = None):
         from .backbones import load_backbone
 
         device = device or _default_device()
+        # Without a recorded dtype for this kind of device, load_backbone resolves the
+        # precision itself: it knows the family (fp16_ok) from config.json.
         return load_backbone(self.backbone, quant=self.quant, device=device, keep_full_precision=list(self.keep),
-                             dtype=self.effective_dtype(device), trust_remote_code=self.trust_remote_code)
+                             dtype=self._recorded_dtype(device), trust_remote_code=self.trust_remote_code,
+                             precision=self.precision)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "keep": list(self.keep)}

@@ -1,6 +1,12 @@
-"""Training: one plain loop on top of `accelerate` (device placement, bf16 autocast on GPU,
-gradient accumulation, DDP under `accelerate launch`), written as a generator of log
-records so the CLI prints them, the UI plots them and a stop flag ends it within one step.
+"""Training: one plain loop on top of `accelerate` (device placement, gradient accumulation,
+DDP under `accelerate launch`), written as a generator of log records so the CLI prints them,
+the UI plots them and a stop flag ends it within one step.
+
+Mixed precision is ours, not accelerate's: the backbone was loaded for one resolved
+medln.precision.Precision (bf16 / fp16 / fp32; it already honours `accelerate launch
+--mixed_precision`), and the loop autocasts to that dtype and, for fp16, scales the loss with
+torch.amp.GradScaler. One code path on GPU and CPU (accelerate applies no fp16 autocast on a
+CPU), so the fp16 path is tested without a GPU.
 
 Every record carries an `event` from EVENTS; readers dispatch on it, never on which keys
 a record happens to have.
@@ -19,6 +25,7 @@ from .config import ConfigError, TrainConfig
 from .data.sample import Sample
 from .prompts import encode_for_training, question_text
 from .machine import peak_memory_gb, reset_peak
+from .precision import autocast_context, from_dtype, grad_scaler
 from .runs import BaseSpec
 from .scopes import Selection, apply_scope, get_scope, kept_unquantized
 
@@ -60,12 +67,12 @@ def prepare(cfg: TrainConfig, *, device: str | None = None, backbone: Backbone |
     # A local folder is recorded by absolute path: the run reloads from any working folder.
     spec = BaseSpec(cfg.backbone if resolved.spec or not resolved.local else resolved.source, cfg.quant,
                     kept_unquantized(cfg.backbone, scope, cfg.quant, trust_remote_code=cfg.trust_remote_code),
-                    trust_remote_code=cfg.trust_remote_code)
+                    trust_remote_code=cfg.trust_remote_code, precision=cfg.precision)
     if backbone is None:
         backbone = spec.load(device)
     device_kind = next(backbone.model.parameters()).device.type
     spec = BaseSpec(spec.backbone, backbone.quant, spec.keep, backbone.dtype,
-                    "cuda" if device_kind == "cuda" else "cpu", spec.trust_remote_code)
+                    "cuda" if device_kind == "cuda" else "cpu", spec.trust_remote_code, cfg.precision)
     seed_everything(cfg.seed)  # LoRA's A matrices are initialised from the global RNG
     model, selection = apply_scope(backbone.model, backbone.model.config, backbone.family, scope, quant=cfg.quant,
                                    lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
@@ -89,7 +96,9 @@ def lr_lambda(steps: int, warmup: float):
 
 
 def make_accelerator(cfg: TrainConfig):
-    """The Accelerator for a run: bf16 autocast on GPU; DDP under `accelerate launch`.
+    """The Accelerator for a run: device placement and DDP under `accelerate launch`. Its own
+    mixed precision stays off (mixed_precision="no"): fit() autocasts to the backbone's
+    resolved precision, which already took accelerate's --mixed_precision into account.
 
     cpu=True without CUDA: under `accelerate launch --multi_gpu --num_processes N` (torchrun)
     accelerate forms a gloo process group (MULTI_CPU) only when told it runs on the CPU;
@@ -105,7 +114,7 @@ def make_accelerator(cfg: TrainConfig):
 
     return Accelerator(
         gradient_accumulation_steps=cfg.grad_accum,
-        mixed_precision="bf16" if torch.cuda.is_available() else "no",
+        mixed_precision="no",
         cpu=not torch.cuda.is_available(),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=get_scope(cfg.scope).how.wrap is None)],
     )
@@ -122,6 +131,8 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
     acc = accelerator or make_accelerator(cfg)
     seed_everything(cfg.seed)
     model = tunable.model
+    precision = tunable.backbone.precision or from_dtype(tunable.backbone.dtype)
+    scaler = grad_scaler(precision, acc.device.type)  # fp16 only; otherwise a pass-through
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.effective_lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.steps, cfg.warmup))
@@ -155,11 +166,17 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
                 return
             epoch, batch = next(data)
             with acc.accumulate(model):
-                loss = model(**batch).loss
-                acc.backward(loss)
+                with autocast_context(precision, acc.device.type):
+                    loss = model(**batch).loss
+                acc.backward(scaler.scale(loss))
                 if acc.sync_gradients:
+                    # The scaler steps only on the last micro-batch: unscaling earlier would
+                    # divide gradients still being accumulated. A step whose fp16 gradients
+                    # overflowed is skipped and the scale lowered.
+                    scaler.unscale_(optimizer)
                     acc.clip_grad_norm_(params, 1.0)
-                optimizer.step()
+                    scaler.step(optimizer)
+                    scaler.update()
                 optimizer.zero_grad(set_to_none=True)
             losses.append(loss.detach())
             n += batch["input_ids"].shape[0]
@@ -198,6 +215,12 @@ def fit_memory(cfg: TrainConfig, tunable: Tunable, samples: list[Sample], acc) -
     planned, note = memory.plan_batch(cfg, est, available, where)
     acc.gradient_accumulation_steps = planned.grad_accum
     return planned, note
+
+
+def _precision_notes(precision) -> list[str]:
+    if precision is None:
+        return []
+    return [f"precision {precision.name}: {precision.reason}", *precision.notes]
 
 
 def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tunable | None = None,
@@ -239,6 +262,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "family": tunable.backbone.family.name,
         "scope": cfg.scope,
         "quant": cfg.quant,
+        "precision": (tunable.backbone.precision or from_dtype(tunable.backbone.dtype)).name,
         "lr": cfg.effective_lr,
         "num_processes": acc.num_processes,  # data-parallel processes: batch_size is per process
         "total": sel.total,
@@ -248,7 +272,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "n_modules": len(sel.modules),
         "n_train": len(loaded.samples),
         "skipped": loaded.skipped,
-        "notes": sel.notes + list(getattr(tunable.backbone, "notes", [])) + notes,
+        "notes": sel.notes + list(getattr(tunable.backbone, "notes", [])) + notes + _precision_notes(tunable.backbone.precision),
     }
     start["scope_description"] = get_scope(cfg.scope).description
     base_spec = tunable.base or BaseSpec(cfg.backbone, cfg.quant)

@@ -4,7 +4,8 @@ launch_kwargs(): how to serve it (theme and css go to launch() in Gradio 6).
 Session: a random id kept in the browser's localStorage (gr.BrowserState), created on the
 first visit; a reload finds it again, and with it the running job and the session's runs.
 Concurrency: the queue holds at most `queue_size` waiting events; generation shares one slot
-(concurrency_id "gpu", limit 1); training and comparisons run in the job worker, one at a time.
+(concurrency_id "gpu", limit 1); training and comparisons run in the job worker, one at a time
+(on ZeroGPU in the request that starts them, one at a time too: medln.ui.gpu, medln.ui.jobs).
 """
 
 from __future__ import annotations
