@@ -116,7 +116,7 @@ def _empty_row(scope: str, reason: str | None = None, seed: int | None = None) -
 def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, ood: str | None = None,
             seeds: list[int] | None = None, tune_lr: bool = False, grid: Grid = Grid(),
             stop=None, progress: Callable[[float, str], None] | None = None, command: str | None = None,
-            tuned: dict | None = None) -> Iterator[dict]:
+            tuned: dict | None = None, run_scope: Callable[..., Iterator[dict]] | None = None) -> Iterator[dict]:
     """Train each scope of `scopes` with `cfg_base`'s budget, once per seed, into
     out_dir/runs/<scope>/seed<k>/; with `tune_lr`, first choose each scope's rate on the
     validation split (medln.tuning; runs in out_dir/tune/<scope>/) — test is never read then.
@@ -126,6 +126,7 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
     `stop`: anything with is_set(). `progress(fraction, message)`: optional callback.
     `tuned`: the "tuning" record of an earlier sweep's results.json on the same backbone,
     data and budget (`--lrs-from`): its chosen rates are used, and the record is kept.
+    `run_scope`: what trains one run, called as train_run is (the app passes a ZeroGPU call).
 
     Yields {"event": "compare_start"}, with tune_lr per scope {"event": "tune_start"}, the
     tuning runs' records (event "tune_run"), {"event": "tune_done"}, then per scope and seed
@@ -233,7 +234,7 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
             def run_one(lr: float, cfg_s=cfg_s):
                 cfg = dataclasses.replace(cfg_s, lr=lr).validate()
                 key, score = base_key(cfg), None
-                run = train_run(cfg, out / "tune" / cfg.scope / f"lr{lr:g}", stop=stop, base_metrics=tune_bases.get(key),
+                run = (run_scope or train_run)(cfg, out / "tune" / cfg.scope / f"lr{lr:g}", stop=stop, base_metrics=tune_bases.get(key),
                                 extra_eval={"validation": val_tune}, train_samples=train)
                 try:
                     for record in run:
@@ -291,7 +292,7 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
                 cfg = dataclasses.replace(cfg_base, scope=scope, seed=seed, lr=lrs.get(scope, cfg_base.lr)).validate()
                 key = base_key(cfg)
                 row["lr"] = cfg.effective_lr
-                run = train_run(cfg, out / "runs" / scope / f"seed{seed}", stop=stop, base_metrics=bases.get(key),
+                run = (run_scope or train_run)(cfg, out / "runs" / scope / f"seed{seed}", stop=stop, base_metrics=bases.get(key),
                                 extra_eval=extra_eval, train_samples=train)
                 for record in run:
                     event = record.get("event")

@@ -49,7 +49,7 @@ def test_param_view_counts_every_scope_before_loading(tiny_model):
     assert rows[0][0] == "▶ ln"  # the chosen scope is marked
     assert rows[-1][2] == "100 %"
     assert "trains" in summary and "%" in summary and "no gradient" in summary  # LLaVA's dead vision norms
-    assert ok and "Full-precision" in note
+    assert ok and "precision" in note
 
 
 def test_param_view_explains_full_under_4bit(tiny_model):

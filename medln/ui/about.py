@@ -115,6 +115,20 @@ PathVQA images are © their publishers). MedLN's code: MIT.
 """
 
 
+def storage_md(ctx) -> str:
+    """Where runs and downloaded models are kept, and whether a restart keeps them."""
+    from medln.storage import hf_cache
+
+    from .gpu import zerogpu
+
+    s = ctx.settings
+    gpu = (" Training and answers run on **ZeroGPU**: each fine-tune (and each scope of a comparison) is "
+           "one GPU call, charged to your Hugging Face quota." if zerogpu() else "")
+    return (f"Runs (adapters, metrics, configs): `{s.runs_root}`, {s.storage or 'on this machine'}. "
+            f"Downloaded backbones and datasets: `{hf_cache()}`. Each browser session sees only its own runs; "
+            f"**Download adapter** keeps a copy.{gpu}")
+
+
 def build(ctx) -> None:
     import gradio as gr
 
@@ -129,6 +143,10 @@ def build(ctx) -> None:
 {DISCLAIMER} The bundled model is a few million parameters trained on synthetic pictures: its
 answers demonstrate the method, not medicine. No answer or report from this app may be used for
 diagnosis or treatment.
+
+### Where your runs live
+
+{storage_md(ctx)}
 
 ### Scripting
 
