@@ -14,7 +14,7 @@ import time
 
 from .config import TrainConfig, add_arguments, from_args
 
-COMMAND_MODULES: list[str] = ["make.pretrain", "compare", "bench"]  # modules defining add_cli(sub)
+COMMAND_MODULES: list[str] = ["make.pretrain", "compare", "bench", "inspect", "merge"]  # modules defining add_cli(sub)
 
 
 def _print(obj, as_json: bool) -> None:

@@ -56,6 +56,11 @@ class Family:
     encoder_decoder: bool = False  # BLIP: question -> encoder, answer -> decoder labels
     dead_norms: Callable[[object], list[str]] = lambda config: []
     not_quantized: tuple[str, ...] = ("lm_head",)  # kept in full precision under 4-bit
+    kv: str = r"\.self_attn\.(k_proj|v_proj)$"  # IA³: attention key/value projections (within llm)
+    down: str = r"\.mlp\.down_proj$"  # IA³: the MLP down-projection (scaled on its input)
+    # Soft prompt tuning: None if peft's virtual tokens reach this family's model correctly,
+    # else why not (tests/test_new_scopes.py checks both against real-token prefixes).
+    prompt_refusal: str | None = None
 
 
 DECODER_ATTN = r"\.self_attn\.(q_proj|k_proj|v_proj|o_proj)$"
@@ -89,6 +94,10 @@ FAMILIES: dict[str, Family] = {
             r"\.(attention|crossattention)\.(self\.(query|key|value)|output\.dense)$",
             r"\.layer\.\d+\.(intermediate\.dense|output\.dense)$",
             encoder_decoder=True,
+            kv=r"\.(attention|crossattention)\.self\.(key|value)$",
+            down=r"\.layer\.\d+\.output\.dense$",
+            prompt_refusal="BLIP answers with a separate text decoder (BlipForQuestionAnswering), which peft's "
+                           "prompt tuning (causal-LM / seq2seq wrappers) cannot drive",
             # its output layer is tied to the word embeddings and must stay unquantized
             not_quantized=("text_decoder.cls.predictions.decoder",),
         ),
@@ -118,6 +127,8 @@ FAMILIES: dict[str, Family] = {
             DECODER_ATTN,
             DECODER_FFN,
             not_quantized=("lm_head", "merger"),
+            prompt_refusal="Qwen2-VL places image tokens with 3-D rotary positions computed from input_ids; "
+                           "peft's virtual tokens replace input_ids by embeddings, so those positions would be wrong",
         ),
         Family(
             "gemma3",
@@ -133,6 +144,8 @@ FAMILIES: dict[str, Family] = {
             nested_images=True,
             dead_norms=_gemma3_dead,
             not_quantized=("lm_head", "multi_modal_projector"),
+            prompt_refusal="Gemma 3 lets image tokens attend to each other through token_type_ids, which peft's "
+                           "prompt tuning drops; the image would be read with the wrong attention mask",
         ),
     ]
 }

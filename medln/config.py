@@ -34,6 +34,8 @@ class TrainConfig:
     max_length: int = _f(512, "truncate token sequences to this length")
     lora_r: int = _f(8, "LoRA rank (scope lora)")
     lora_alpha: int = _f(16, "LoRA alpha (scope lora)")
+    ln_lr: float | None = _f(None, "learning rate of the norms in scope ln-lora (--lr sets the LoRA part's); "
+                                   "default: the backbone's rate for scope ln")
     seed: int = _f(0, "random seed (data order, initialisation)")
     eval_limit: int = _f(0, "evaluate at most this many samples per split (0: all)")
     eval_batch_size: int = _f(16, "batch size for generation")
@@ -55,6 +57,8 @@ class TrainConfig:
                 problems.append(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.lr is not None and not (0 < self.lr < 1):
             problems.append(f"lr: must be in (0, 1), got {self.lr}")
+        if self.ln_lr is not None and not (0 < self.ln_lr < 1):
+            problems.append(f"ln_lr: must be in (0, 1), got {self.ln_lr}")
         if not 0 <= self.warmup < 1:
             problems.append(f"warmup: must be in [0, 1), got {self.warmup}")
         if self.eval_limit < 0:
@@ -68,6 +72,13 @@ class TrainConfig:
         from .backbones import default_lr
 
         return self.lr if self.lr is not None else default_lr(self.backbone, self.scope)
+
+    @property
+    def effective_ln_lr(self) -> float:
+        """The norms' rate in scope ln-lora."""
+        from .backbones import default_lr
+
+        return self.ln_lr if self.ln_lr is not None else default_lr(self.backbone, "ln")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

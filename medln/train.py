@@ -16,7 +16,7 @@ from .backbones import Backbone, load_backbone, load_config
 from .config import TrainConfig
 from .data.sample import Sample
 from .prompts import encode_for_training
-from .scopes import Selection, apply_scope, count_from_config, get_scope
+from .scopes import Selection, apply_scope, count_from_config, get_scope, param_groups
 
 
 @dataclass
@@ -113,7 +113,8 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
     seed_everything(cfg.seed)
     model = tunable.model
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.effective_lr, weight_decay=cfg.weight_decay)
+    groups = param_groups(model, get_scope(cfg.scope), cfg.effective_lr, cfg.effective_ln_lr)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.effective_lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.steps, cfg.warmup))
     loader = DataLoader(
         samples,
@@ -210,6 +211,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "scope": cfg.scope,
         "quant": cfg.quant,
         "lr": cfg.effective_lr,
+        **({"ln_lr": cfg.effective_ln_lr} if cfg.scope == "ln-lora" else {}),
         "num_processes": acc.num_processes,  # data-parallel processes: batch_size is per process
         "total": sel.total,
         "trainable": sel.trainable,
@@ -249,6 +251,11 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
     model = acc.unwrap_model(tunable.model)
     model.eval()
     run.save_adapter(model)
+    from .inspect import record_movement
+
+    # Where the weights moved (inspect.json): cheap with the model in memory, read by `inspect` and the app.
+    record_movement(run.path, model, tunable.backbone.family, {"run": str(run.path), "scope": cfg.scope,
+                                                                "seed": cfg.seed, "backbone": tunable.backbone.name})
     if base is None:
         base = run_eval(adapter=False, skip=base_metrics)
     tuned = run_eval(adapter=True)

@@ -167,6 +167,37 @@ def adapter_zip(run_path: Path) -> Path | None:
     return target
 
 
+def merged_zip(run_path: Path) -> Path:
+    """run/<id>-merged.zip: the run's adapter folded into the base weights (medln.merge)."""
+    from medln.merge import merge_run
+
+    run_path = Path(run_path)
+    target = run_path / f"{run_path.name}-merged.zip"
+    if target.exists():
+        return target
+    merged = run_path / "merged"
+    if not (merged / "config.json").exists():
+        shutil.rmtree(merged, ignore_errors=True)
+        merge_run(run_path, merged)
+    tmp = target.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(merged.rglob("*")):
+            if f.is_file():
+                zf.write(f, f"{run_path.name}-merged/{f.relative_to(merged)}")
+    shutil.move(tmp, target)
+    return target
+
+
+def movement_update(run_path: Path | None):
+    """The run's 'where the weights moved' heatmap (its inspect.json), or hidden."""
+    import gradio as gr
+
+    from medln.inspect import inspect_figure
+
+    fig = inspect_figure(run_path) if run_path else None
+    return gr.update(value=fig, visible=True) if fig is not None else gr.update(visible=False)
+
+
 # ------------------------------------------------------------------ layout and wiring
 
 def build(ctx: AppContext):
@@ -225,6 +256,11 @@ def build(ctx: AppContext):
                                    elem_id="ft-metrics", wrap=True, column_widths=["16%", "36%", "16%", "16%", "16%"])
             result_md = gr.Markdown(elem_id="ft-result")
             download = gr.DownloadButton("Download adapter (.zip)", visible=False, elem_id="ft-download")
+            with gr.Row():
+                merge_btn = gr.Button("Merge into the base weights (standalone model .zip)", size="sm",
+                                      elem_id="ft-merge")
+                merged_dl = gr.DownloadButton("Download merged model (.zip)", visible=False, elem_id="ft-merged")
+            movement_plot = gr.Plot(label="Where the weights moved", elem_id="ft-movement", visible=False)
     seen = gr.State(None)
     timer = gr.Timer(s.poll_s)
 
@@ -254,12 +290,23 @@ def build(ctx: AppContext):
             return views.notice_html("Nothing is running.")
         return views.notice_html("Stopping after the current step; the adapter trained so far is kept and scored.")
 
-    @quiet(lambda: (gr.skip(),) * 10)
+    def on_merge(session):
+        job = ctx.jobs.latest_of(session, "finetune") if session else None
+        if job is None or job.result is None or job.active:
+            return views.notice_html("Finish a fine-tune first: its adapter is what gets merged."), gr.skip()
+        try:
+            zip_path = merged_zip(job.out)
+        except Exception as e:
+            return views.notice_html(user_message(e, doing="merging"), error=True), gr.skip()
+        return views.notice_html("Merged: a plain transformers model (no peft needed) that answers as the adapter."), \
+            gr.update(value=str(zip_path), visible=True)
+
+    @quiet(lambda: (gr.skip(),) * 11)
     def on_poll(session, last):
         job = ctx.jobs.latest_of(session, "finetune") if session else None
         key = (job.id, job.version) if job else None
         if key == last:
-            return (gr.skip(),) * 10
+            return (gr.skip(),) * 11
         snap = job.snapshot() if job else None
         pos = ctx.jobs.position(job) if job else 0
         active = bool(job and job.active)
@@ -273,6 +320,7 @@ def build(ctx: AppContext):
                 views.metric_rows(snap["result"]) if snap and snap.get("result") else [],
                 views.result_markdown(snap),
                 gr.update(value=str(zip_path), visible=True) if zip_path else gr.update(visible=False),
+                movement_update(job.out if job and job.result else None),
                 gr.update(interactive=not active),
                 gr.update(interactive=active),
                 gr.skip() if active or last is None else "",  # the "Started ..." notice goes when it ends
@@ -291,8 +339,9 @@ def build(ctx: AppContext):
                                hub_id, eval_limit, seed], [notice, start_btn, stop_btn],
                     api_visibility="private", concurrency_limit=4)
     stop_btn.click(on_stop, ctx.session, notice, api_visibility="private", queue=False)
-    ctx.components["ft_poll_outputs"] = [status, loss_plot, metrics, result_md, download, start_btn, stop_btn, notice,
-                                         seen]
+    merge_btn.click(on_merge, ctx.session, [notice, merged_dl], api_visibility="private", concurrency_limit=1)
+    ctx.components["ft_poll_outputs"] = [status, loss_plot, metrics, result_md, download, movement_plot, start_btn,
+                                         stop_btn, notice, seen]
     ctx.components["ft_timer"] = timer
     ctx.components["ft_params"] = (on_params, param_inputs, param_outputs)
     ctx.components["ft_poll"] = (on_poll, [ctx.session, seen])
