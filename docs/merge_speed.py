@@ -20,7 +20,7 @@ from medln.backbones import load_backbone
 from medln.data.images import load_image
 from medln.merge import merge_model, swapped_in
 from medln.prompts import encode_for_generation, to_device
-from medln.runs import RunDir, load_run_model
+from medln.runs import RunDir, attach_run as load_run_model, base_spec
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--out", default="docs/merge_speed.json")
     args = ap.parse_args()
 
-    source = RunDir(Path(args.run)).config()["source"]
+    source = base_spec(args.run).backbone
     bb = load_backbone(source)
     tuned = load_run_model(bb, args.run).eval()
     plain = load_backbone(source).model.eval()

@@ -1,4 +1,5 @@
-"""python -m medln <command>: the CLI. Flags come from the config dataclasses.
+"""medln <command> (or python -m medln): the CLI. Flags come from the config dataclasses
+(medln.config): one dataclass per command, --config FILE for any of them.
 
 Errors the user can fix (bad data, unknown backbone, offline hub, invalid config) print
 one clear line to stderr and exit 2; never a stack trace.
@@ -12,7 +13,8 @@ import json
 import sys
 import time
 
-from .config import TrainConfig, add_arguments, from_args
+from .config import (AskArgs, ConfigError, EvalArgs, Listing, ParamsArgs, ScoreArgs, TrainArgs, add_command,
+                     from_args, parse_command_line)
 
 COMMAND_MODULES: list[str] = ["make.pretrain", "compare", "bench", "inspect", "merge"]  # modules defining add_cli(sub)
 
@@ -39,8 +41,8 @@ def cmd_backbones(args) -> None:
 def cmd_scopes(args) -> None:
     from .scopes import SCOPES
 
-    rows = [{"name": s.name, "description": s.description, "default_lr": s.default_lr, "quant_4bit": s.quant_4bit}
-            for s in SCOPES]
+    rows = [{"name": s.name, "kind": s.kind, "targets": list(s.targets), "description": s.description,
+             "default_lr": s.default_lr, "quant_4bit": s.quant_4bit} for s in SCOPES]
     _print(rows, args.json)
 
 
@@ -67,7 +69,7 @@ def cmd_params(args) -> None:
 def cmd_train(args) -> None:
     from .runs import new_run_id
 
-    cfg = from_args(args)
+    cfg = from_args(args, TrainArgs).train_config()
     out = args.out or f"runs/{new_run_id(cfg.backbone, cfg.scope)}"
     from .train import train_run
 
@@ -93,36 +95,47 @@ def cmd_train(args) -> None:
                 b, t = record["base"][split], record["tuned"][split]
                 keys = [k for k in ("overall", "closed_accuracy", "open_recall", "bleu_4", "rouge_l") if t.get(k) is not None]
                 print(f"  {split:<12} " + "  ".join(f"{k} {b.get(k) or 0:.3f}->{t[k]:.3f}" for k in keys))
-        elif "step" in record and (record["step"] % 10 == 0 or record["step"] == 1):
+        elif record["event"] == "step" and (record["step"] % 10 == 0 or record["step"] == 1):
             print(f"step {record['step']:>5}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
                   f"{record['samples_per_s']:.1f} samples/s", flush=True)
 
 
-def _load_with_adapter(backbone: str, adapter: str | None, quant: str):
-    from .backbones import load_backbone
-    from .runs import RunDir, load_run_model
+def _base_or_run(args):
+    """(BaseSpec to answer with, RunInfo or None): a run decides its own base (medln.runs);
+    a --backbone that contradicts it is a usage error, not a silently different model."""
+    from .runs import BaseSpec
+    from .serve import canonical, require_run
 
-    if adapter:
-        run_cfg = RunDir(__import__("pathlib").Path(adapter)).config()
-        quant = run_cfg.get("config", {}).get("quant", quant)
-    bb = load_backbone(backbone, quant=quant)
-    model = load_run_model(bb, adapter) if adapter else bb.model
-    return bb, model
+    if not args.adapter:
+        return BaseSpec(args.backbone or "medln-tiny", args.quant), None
+    run = require_run(args.adapter)
+    if args.backbone and canonical(args.backbone) != canonical(run.base.backbone):
+        from .config import ConfigError
+
+        raise ConfigError(f"--backbone {args.backbone} differs from the base {run.base.backbone} that {args.adapter} "
+                          "was trained on; omit --backbone")
+    return run.base, run
 
 
 def cmd_ask(args) -> None:
-    from .data.images import load_image
-    from .prompts import generate
     from .backbones import REPORT_PROMPT
+    from .data.images import load_image
     from .evaluate import MAX_NEW_TOKENS
+    from .serve import ModelCache, stream_answers
 
-    bb, model = _load_with_adapter(args.backbone, args.adapter, args.quant)
+    base, run = _base_or_run(args)
     image = load_image(args.image, where=args.image)
-    question = args.question or REPORT_PROMPT
     task = "vqa" if args.question else "report"
-    answer = generate(bb, model, [image], [question], max_new_tokens=MAX_NEW_TOKENS[task])[0]
-    out = {"answer": answer, "backbone": bb.name, "adapter": args.adapter,
-           "disclaimer": "research demo, not for clinical use"}
+    base_answer = tuned_answer = ""
+    # The app's model cache and answer path: the CLI answers exactly as the app does.
+    for base_answer, tuned_answer in stream_answers(ModelCache(max_models=1), default_backbone=base, run=run,
+                                                    image=image, question=args.question or REPORT_PROMPT,
+                                                    max_new_tokens=MAX_NEW_TOKENS[task], with_base=False):
+        pass
+    answer = tuned_answer if run else base_answer
+    from . import DISCLAIMER
+
+    out = {"answer": answer, "backbone": base.backbone, "adapter": args.adapter or None, "disclaimer": DISCLAIMER}
     if args.json:
         print(json.dumps(out))
     else:
@@ -134,15 +147,18 @@ def cmd_eval(args) -> None:
 
     from .data import load_samples
     from .evaluate import evaluate, subsample
+    from .runs import load_run
 
-    bb, model = _load_with_adapter(args.backbone, args.adapter, args.quant)
+    base, run = _base_or_run(args)
+    bb = load_run(run.path) if run else base.load()
     loaded = load_samples(args.data, args.split, skip_bad=args.skip_bad)
     samples = subsample(loaded.samples, args.limit)
-    predictions = args.predictions or (Path(args.adapter) / f"predictions-{args.split}.jsonl" if args.adapter
-                                       else Path(f"predictions-{Path(bb.name).name}-{args.split}.jsonl"))
-    result = evaluate(bb, model, samples, batch_size=args.batch_size, predictions_path=predictions,
-                      with_meteor=not args.no_meteor)
-    result["predictions"] = str(predictions)
+    # Predictions go into the run folder, or where --predictions says: never into the current folder unasked.
+    predictions = Path(args.predictions) if args.predictions else (run.path / f"predictions-{args.split}.jsonl" if run else None)
+    result = evaluate(bb, bb.model, samples, batch_size=args.batch_size, predictions_path=predictions,
+                      with_meteor=args.meteor)
+    if predictions is not None:
+        result["predictions"] = str(predictions)
     if loaded.skipped:
         result["skipped"] = loaded.skipped
     _print(result, args.json)
@@ -155,56 +171,16 @@ def cmd_score(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m medln", description="LayerNorm fine-tuning of medical VLMs")
+    p = argparse.ArgumentParser(prog="medln", description="LayerNorm fine-tuning of medical VLMs. "
+                                "Every command takes --config FILE (JSON/YAML) and shows its defaults in --help.")
     sub = p.add_subparsers(dest="command", required=True)
-
-    s = sub.add_parser("backbones", help="list the backbone registry")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_backbones)
-
-    s = sub.add_parser("scopes", help="list the tuning scopes")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_scopes)
-
-    s = sub.add_parser("params", help="trainable parameters per scope, from config.json alone")
-    add_arguments(s, only=("backbone", "quant", "lora_r"))
-    s.add_argument("--scope", default="ln", help="a scope name, or 'all'")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_params)
-
-    s = sub.add_parser("train", help="fine-tune a scope; writes a run folder")
-    add_arguments(s)
-    s.add_argument("--out", help="run folder to create (default runs/<id>)")
-    s.add_argument("--json", action="store_true", help="one JSON object per log record on stdout")
-    s.set_defaults(func=cmd_train)
-
-    s = sub.add_parser("ask", help="answer a question about an image (or write a report)")
-    add_arguments(s, only=("backbone", "quant"))
-    s.add_argument("--adapter", help="a run folder: answer with its tuned weights")
-    s.add_argument("--image", required=True)
-    s.add_argument("--question", help="omit to generate a report")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_ask)
-
-    s = sub.add_parser("eval", help="predict and score a data split")
-    add_arguments(s, only=("backbone", "quant", "data", "skip_bad"))
-    s.add_argument("--adapter", help="a run folder")
-    s.add_argument("--split", default="test")
-    s.add_argument("--limit", type=int, default=0, help="at most N samples, evenly spaced (0: all)")
-    s.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java process)")
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--predictions", help="predictions JSONL to write (default: RUN/predictions-SPLIT.jsonl with "
-                   "--adapter, else ./predictions-BACKBONE-SPLIT.jsonl)")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_eval)
-
-    s = sub.add_parser("score", help="score a predictions JSONL against references (joined on id)")
-    s.add_argument("--task", choices=("vqa", "report"), required=True)
-    s.add_argument("--pred", required=True)
-    s.add_argument("--ref", required=True)
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_score)
-
+    add_command(sub, "backbones", Listing, cmd_backbones, help="list the backbone registry")
+    add_command(sub, "scopes", Listing, cmd_scopes, help="list the tuning scopes")
+    add_command(sub, "params", ParamsArgs, cmd_params, help="trainable parameters per scope, from config.json alone")
+    add_command(sub, "train", TrainArgs, cmd_train, help="fine-tune a scope; writes a run folder")
+    add_command(sub, "ask", AskArgs, cmd_ask, help="answer a question about an image (or write a report)")
+    add_command(sub, "eval", EvalArgs, cmd_eval, help="predict and score a data split")
+    add_command(sub, "score", ScoreArgs, cmd_score, help="score a predictions JSONL against references (joined on id)")
     # Commands that live with their concept: each module has add_cli(subparsers).
     for module in COMMAND_MODULES:
         importlib.import_module(f"medln.{module}").add_cli(sub)
@@ -213,12 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .backbones import BackboneError
-    from .config import ConfigError
     from .data.sample import DataError
     from .scopes import ScopeError
 
-    args = build_parser().parse_args(argv)
     try:
+        args = parse_command_line(build_parser(), argv)
         args.func(args)
     except (BackboneError, ConfigError, DataError, ScopeError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)

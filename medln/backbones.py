@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+from . import ASSETS
 REPORT_PROMPT = "Write the radiology report for this image."
 
 
@@ -49,22 +49,25 @@ class Family:
     model_types: tuple[str, ...]  # config.json `model_type` values of this family
     model_class: str  # transformers class loaded for it
     parts: dict[str, tuple[str, ...]]  # part -> module-name prefixes: vision / connector / llm
-    attn: str  # regex on module names (within the llm part) of attention projections
-    ffn: str  # regex on module names (within the llm part) of MLP projections
+    # group -> regex on module names within the llm part: attn, ffn; kv (attention keys/values)
+    # and down (the MLP down-projection), IA³'s targets
+    projections: dict[str, str]
     prompt: str | None = None  # template with {question}; None -> the processor's chat template
     nested_images: bool = False  # processor wants [[img], [img]] rather than [img, img]
     encoder_decoder: bool = False  # BLIP: question -> encoder, answer -> decoder labels
     dead_norms: Callable[[object], list[str]] = lambda config: []
     not_quantized: tuple[str, ...] = ("lm_head",)  # kept in full precision under 4-bit
-    kv: str = r"\.self_attn\.(k_proj|v_proj)$"  # IA³: attention key/value projections (within llm)
-    down: str = r"\.mlp\.down_proj$"  # IA³: the MLP down-projection (scaled on its input)
     # Soft prompt tuning: None if peft's virtual tokens reach this family's model correctly,
     # else why not (tests/test_new_scopes.py checks both against real-token prefixes).
     prompt_refusal: str | None = None
 
 
-DECODER_ATTN = r"\.self_attn\.(q_proj|k_proj|v_proj|o_proj)$"
-DECODER_FFN = r"\.mlp\.(gate_proj|up_proj|down_proj)$"
+DECODER_PROJECTIONS = {
+    "attn": r"\.self_attn\.(q_proj|k_proj|v_proj|o_proj)$",
+    "ffn": r"\.mlp\.(gate_proj|up_proj|down_proj)$",
+    "kv": r"\.self_attn\.(k_proj|v_proj)$",
+    "down": r"\.mlp\.down_proj$",
+}
 
 FAMILIES: dict[str, Family] = {
     f.name: f
@@ -78,8 +81,7 @@ FAMILIES: dict[str, Family] = {
                 "connector": ("model.multi_modal_projector.",),
                 "llm": ("model.language_model.", "lm_head"),
             },
-            DECODER_ATTN,
-            DECODER_FFN,
+            DECODER_PROJECTIONS,
             prompt="USER: <image>\n{question} ASSISTANT:",
             dead_norms=_llava_dead_vision_layers,
             not_quantized=("lm_head", "multi_modal_projector"),
@@ -91,11 +93,11 @@ FAMILIES: dict[str, Family] = {
             {"vision": ("vision_model.",), "connector": (), "llm": ("text_encoder.", "text_decoder.")},
             # BERT naming: attention.self.{query,key,value} + attention.output.dense (and the
             # cross-attention twins); the MLP is intermediate.dense + the layer's output.dense.
-            r"\.(attention|crossattention)\.(self\.(query|key|value)|output\.dense)$",
-            r"\.layer\.\d+\.(intermediate\.dense|output\.dense)$",
+            {"attn": r"\.(attention|crossattention)\.(self\.(query|key|value)|output\.dense)$",
+             "ffn": r"\.layer\.\d+\.(intermediate\.dense|output\.dense)$",
+             "kv": r"\.(attention|crossattention)\.self\.(key|value)$",
+             "down": r"\.layer\.\d+\.output\.dense$"},
             encoder_decoder=True,
-            kv=r"\.(attention|crossattention)\.self\.(key|value)$",
-            down=r"\.layer\.\d+\.output\.dense$",
             prompt_refusal="BLIP answers with a separate text decoder (BlipForQuestionAnswering), which peft's "
                            "prompt tuning (causal-LM / seq2seq wrappers) cannot drive",
             # its output layer is tied to the word embeddings and must stay unquantized
@@ -110,8 +112,7 @@ FAMILIES: dict[str, Family] = {
                 "connector": ("model.connector.",),
                 "llm": ("model.text_model.", "lm_head"),
             },
-            DECODER_ATTN,
-            DECODER_FFN,
+            DECODER_PROJECTIONS,
             nested_images=True,
             not_quantized=("lm_head", "connector"),
         ),
@@ -124,8 +125,7 @@ FAMILIES: dict[str, Family] = {
                 "connector": ("model.visual.merger.",),
                 "llm": ("model.language_model.", "lm_head"),
             },
-            DECODER_ATTN,
-            DECODER_FFN,
+            DECODER_PROJECTIONS,
             not_quantized=("lm_head", "merger"),
             prompt_refusal="Qwen2-VL places image tokens with 3-D rotary positions computed from input_ids; "
                            "peft's virtual tokens replace input_ids by embeddings, so those positions would be wrong",
@@ -139,8 +139,7 @@ FAMILIES: dict[str, Family] = {
                 "connector": ("model.multi_modal_projector.",),
                 "llm": ("model.language_model.", "lm_head"),
             },
-            DECODER_ATTN,
-            DECODER_FFN,
+            DECODER_PROJECTIONS,
             nested_images=True,
             dead_norms=_gemma3_dead,
             not_quantized=("lm_head", "multi_modal_projector"),
@@ -189,7 +188,7 @@ BACKBONES: list[BackboneSpec] = [
         "llava",
         "MIT (MedLN); pretrained on MedLN's synthetic sample data",
         note="bundled 4.8 M-parameter LLaVA-architecture model; runs offline on a CPU",
-        # Best of a per-scope grid on the bundled data (docs/lr_sweep.md). A tiny model's norms
+        # Best of a per-scope grid on the bundled data (docs/lr_sweep.py). A tiny model's norms
         # take far larger steps than a 7B model's: these are not defaults for other backbones.
         lrs={"ln": 3e-1, "ln-vision": 1e-2, "ln-llm": 1e-1, "attn": 3e-4, "ffn": 3e-4, "lora": 1e-3, "full": 2e-4},
     ),
@@ -236,14 +235,13 @@ class Resolved:
     def name(self) -> str:
         return self.spec.name if self.spec else self.source
 
-
-def default_lr(backbone: str, scope: str) -> float:
-    """The learning rate a scope starts from: measured for this backbone if the registry has
-    it, else the scope's own default."""
-    from .scopes import get_scope
-
-    spec = BACKBONES_BY_NAME.get(backbone)
-    return spec.lrs[scope] if spec and scope in spec.lrs else get_scope(scope).default_lr
+    @property
+    def portable_name(self) -> str:
+        """How an adapter names its base for another machine: the hub id, the bundled model's
+        registry name, or a local folder's name (never this machine's absolute path)."""
+        if self.spec is not None:
+            return self.spec.hub_id
+        return Path(self.source).name if self.local else self.source
 
 
 def resolve(arg: str) -> Resolved:
@@ -333,6 +331,8 @@ class Backbone:
     processor: object
     quant: str
     prompt: str | None  # {question} template, or None for the processor's chat template
+    dtype: str = "float32"  # of the unquantized weights, as loaded
+    portable_name: str = ""  # Resolved.portable_name
 
 
 def allow_processors_without_torchvision() -> None:
@@ -365,17 +365,27 @@ def quantization_config(family: Family, quant: str, keep_full_precision: list[st
     )
 
 
+def default_dtype(arg: str, device: str) -> str:
+    """bf16 on a GPU (the registry may say otherwise), fp32 on a CPU."""
+    if not device.startswith("cuda"):
+        return "float32"
+    spec = BACKBONES_BY_NAME.get(arg) or next((b for b in BACKBONES if b.hub_id == arg), None)
+    return spec.gpu_dtype if spec else "bfloat16"
+
+
 def load_backbone(
     arg: str,
     *,
     quant: str = "none",
     device: str | None = None,
     keep_full_precision: list[str] = (),
+    dtype: str | None = None,
     trust_remote_code: bool = False,
 ) -> Backbone:
     """Load model + processor from a registry name, a folder or a hub id.
 
-    On a GPU the weights load in the backbone's dtype (bf16), on a CPU in fp32.
+    On a GPU the weights load in the backbone's dtype (bf16), on a CPU in fp32, unless
+    `dtype` (a torch dtype name) says otherwise (medln.runs.BaseSpec: as a run was trained).
     """
     import torch
     from transformers import AutoProcessor
@@ -383,7 +393,7 @@ def load_backbone(
     resolved, config, family = load_config(arg, trust_remote_code=trust_remote_code)
     kwargs = check_access(resolved)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, resolved.spec.gpu_dtype if resolved.spec else "bfloat16") if device.startswith("cuda") else torch.float32
+    dtype = getattr(torch, dtype or default_dtype(arg, device))
     qconfig = quantization_config(family, quant, list(keep_full_precision), dtype)
     allow_processors_without_torchvision()
     try:
@@ -403,4 +413,5 @@ def load_backbone(
         raise BackboneError(f"cannot load {resolved.source}: {e}") from None
     model.eval()
     prompt = (resolved.spec.prompt if resolved.spec else None) or family.prompt
-    return Backbone(resolved.name, resolved.source, family, model, processor, quant, prompt)
+    return Backbone(resolved.name, resolved.source, family, model, processor, quant, prompt,
+                    str(dtype).removeprefix("torch."), resolved.portable_name)

@@ -1,7 +1,7 @@
 """Sweep tuning scopes on one backbone and one dataset with the same budget: a table and plots.
 
 Every scope trains with the same seed, steps, batch and data (each with its own default
-learning rate unless --lr is given: LayerNorm-only needs a far higher one than LoRA, DESIGN
+learning rate unless --lr is given: LayerNorm-only needs a far higher one than LoRA, docs/design.md
 "Traps") into OUT/runs/<scope>/, an ordinary run folder. The sweep writes
 
   results.json   one row per scope, the shared config, the backbone, wall time, the machine
@@ -23,19 +23,18 @@ records, so the app can show progress and stop it (stop flag checked every micro
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import gc
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .config import ConfigError, TrainConfig, add_arguments, from_args
+from .config import ConfigError, TrainConfig, _f, add_command, from_args
+from .compare_report import flat_row, format_table, write_csv, write_figures
+from .evaluate import headline_metric
+from .machine import free_memory, machine_info
 from .runs import write_json_atomic
 from .scopes import SCOPES, ScopeError, get_scope
 
@@ -65,14 +64,8 @@ def base_key(cfg: TrainConfig) -> tuple[str, str]:
     """Scopes with equal keys load identical base weights, so share base metrics. Under 4-bit
     the attn/ffn scopes keep their projections unquantized: their base model differs."""
     scope = get_scope(cfg.scope)
-    return (cfg.quant, scope.name if cfg.quant == "4bit" and scope.kind == "linear" else "")
+    return (cfg.quant, scope.name if cfg.quant == "4bit" and scope.trains_whole_linears else "")
 
-
-def primary_metric(metrics: dict | None) -> str | None:
-    """The headline metric a split has: VQA `overall`, else a report metric."""
-    from .plots import FALLBACK_METRICS
-
-    return next((m for m in FALLBACK_METRICS if (metrics or {}).get(m) is not None), None)
 
 
 def retention(base: dict | None, tuned: dict | None, metric: str | None) -> tuple[float | None, float | None]:
@@ -101,64 +94,6 @@ def _reason(e: BaseException) -> str:
     if isinstance(e, (ConfigError, ScopeError)):
         return text
     return f"{type(e).__name__}: {text}"
-
-
-class _PeakRSS:
-    """Peak resident memory of this process during one scope's training (CPU runs).
-
-    train.peak_memory_gb() reads ru_maxrss, a high-water mark over the process's whole life:
-    in a sweep it would carry one scope's peak into the next. Linux resets the VmHWM mark
-    when "5" is written to /proc/self/clear_refs; without it we fall back to the records.
-    """
-
-    def reset(self) -> bool:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            return True
-        except OSError:
-            return False
-
-    def read_gb(self) -> float | None:
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) * 1024 / 1e9, 4)  # kB -> GB
-        except (OSError, ValueError):
-            pass
-        return None
-
-
-def _free_memory() -> None:
-    """Give the previous scope's model back before the next loads."""
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    try:  # glibc keeps freed heap pages: return them so the next scope's RSS peak is its own
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def machine_info() -> dict:
-    import torch
-    from importlib.metadata import PackageNotFoundError, version
-
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
-    for pkg in ("torch", "transformers", "peft", "accelerate", "bitsandbytes"):
-        try:
-            info[pkg] = version(pkg)
-        except PackageNotFoundError:
-            info[pkg] = None
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 1e9, 1), gpus=torch.cuda.device_count())
-    else:
-        info["gpu"] = None
-    return info
 
 
 # ----------------------------------------------------------------------- the sweep
@@ -215,7 +150,6 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
     ood_key = ood_info["key"]
 
     cuda = torch.cuda.is_available()
-    rss = _PeakRSS()
     memory_measure = ("torch.cuda.max_memory_allocated during training" if cuda else
                       "process peak resident memory (VmHWM) during training, model included")
     started, t_sweep = time.strftime("%Y-%m-%dT%H:%M:%S"), time.perf_counter()
@@ -249,7 +183,7 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
         yield {"event": "scope_start", "scope": scope, "index": index, "of": len(scopes)}
         row, steps, t0 = _empty_row(scope), [], time.perf_counter()
         row["status"] = "running"
-        run, measured = None, False
+        run = None
         try:
             cfg = dataclasses.replace(cfg_base, scope=scope).validate()
             key = base_key(cfg)
@@ -264,15 +198,14 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
                 if event == "start":
                     backbone_name = record["backbone"]
                     row.update({k: record[k] for k in ("trainable", "total", "percent", "dead", "notes")})
-                    measured = not cuda and rss.reset()
                 elif event == "stopped":
                     row["status"] = "stopped"
                 elif event == "done":
                     row.update(_finish(record, cfg.eval_split, ood_key))
                     bases.setdefault(key, record["base"])
-                elif "step" in record:
+                elif event == "step":
                     steps.append(record)
-                    row["peak_mem_gb"] = rss.read_gb() if measured else max(r["peak_mem_gb"] for r in steps)
+                    row["peak_mem_gb"] = max(r["peak_mem_gb"] for r in steps)  # fit() starts a new peak window
                     if progress:
                         progress((index + record["step"] / cfg.steps) / len(scopes),
                                  f"{scope}: step {record['step']}/{cfg.steps}, loss {record['loss']:.4f}")
@@ -288,7 +221,7 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
             if run is not None:
                 run.close()
             run = None
-            _free_memory()
+            free_memory()
         if row["status"] == "running":  # no done record: a non-main process under `accelerate launch`
             row["status"] = "incomplete"
         row.update(
@@ -324,8 +257,8 @@ def _finish(done: dict, eval_split: str, ood_key: str | None) -> dict:
     base, tuned = done["base"], done["tuned"]
     ood_base = base.get(ood_key) if ood_key else None
     ood_tuned = tuned.get(ood_key) if ood_key else None
-    metric = primary_metric(ood_base) or primary_metric(base.get(eval_split))
-    ratio, pts = retention(ood_base, ood_tuned, primary_metric(ood_base))
+    metric = headline_metric(ood_base) or headline_metric(base.get(eval_split))
+    ratio, pts = retention(ood_base, ood_tuned, headline_metric(ood_base))
     return {
         "status": done["status"], "steps_done": done["steps_done"], "train_s": done["train_s"],
         "trainable": done["trainable"], "total": done["total"], "percent": done["percent"],
@@ -333,110 +266,6 @@ def _finish(done: dict, eval_split: str, ood_key: str | None) -> dict:
         "base": base.get(eval_split), "tuned": tuned.get(eval_split),
         "ood_base": ood_base, "ood_tuned": ood_tuned, "retention": ratio, "retention_pts": pts,
     }
-
-
-# ------------------------------------------------------------------------- outputs
-
-_CSV_FIRST = ["scope", "status", "skipped", "lr", "trainable", "total", "percent", "adapter_bytes", "steps_done",
-              "step_s", "samples_per_s", "peak_mem_gb", "train_s", "wall_s", "final_loss", "metric",
-              "retention", "retention_pts"]
-
-
-def flat_row(row: dict) -> dict:
-    """One CSV line: scalar fields as they are, metric dicts as <prefix>_<metric>."""
-    flat = {k: row.get(k) for k in _CSV_FIRST}
-    for prefix in ("base", "tuned", "ood_base", "ood_tuned"):
-        for k, v in (row.get(prefix) or {}).items():
-            if not isinstance(v, (dict, list)):
-                flat[f"{prefix}_{k}"] = v
-    flat["run"] = row.get("run")
-    flat["notes"] = " | ".join(row.get("notes") or [])
-    return flat
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    flat = [flat_row(r) for r in rows]
-    columns = list(dict.fromkeys(k for f in flat for k in f))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in flat)
-    os.replace(tmp, path)
-
-
-def build_figures(rows: list[dict]) -> dict:
-    from . import plots
-
-    return {
-        "trainable_params": plots.trainable_params_fig(rows),
-        "metric_vs_params": plots.metric_vs_params_fig(rows),
-        "retention": plots.retention_fig(rows),
-        "cost": plots.cost_fig(rows),
-        "loss": plots.loss_curve_fig({"scope": r["scope"], "step": i, "loss": loss}
-                                     for r in rows for i, loss in enumerate(r.get("losses") or [], start=1)),
-    }
-
-
-def write_figures(out: Path, rows: list[dict]) -> list[Path]:
-    """figures.html: every figure, plotly.js embedded once (works offline, ~5 MB); plus PNGs
-    when kaleido happens to be installed (it is not a dependency)."""
-    import importlib.util
-
-    figs = build_figures(rows)
-    parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_width="100%")
-             for i, fig in enumerate(figs.values())]
-    html = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>MedLN scope comparison</title></head>"
-            "<body style=\"font-family: sans-serif; max-width: 1100px; margin: auto\">\n"
-            "<h1>MedLN scope comparison</h1>\n" + "\n".join(f"<div id=\"{name}\">{part}</div>"
-                                                           for name, part in zip(figs, parts)) + "\n</body></html>\n")
-    path = out / "figures.html"
-    path.write_text(html, encoding="utf-8")
-    written = [path]
-    if importlib.util.find_spec("kaleido") is not None:
-        for name, fig in figs.items():
-            try:
-                fig.write_image(out / f"{name}.png")
-                written.append(out / f"{name}.png")
-            except Exception as e:  # kaleido needs a browser; PNGs are a bonus, the HTML is the output
-                print(f"note: no PNG export ({type(e).__name__}: {e})", file=sys.stderr)
-                break
-    return written
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def format_bytes(n: int | None) -> str:
-    """Binary units, labelled as such (the CLI table and the app show the same figure)."""
-    if n is None:
-        return "–"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
-def format_table(rows: list[dict], metric: str) -> str:
-    def num(v, fmt):
-        return "-" if v is None else format(v, fmt)
-
-    lines = [f"{'scope':<10} {'trainable':>12} {'%':>9} {'adapter':>9} {'s/step':>7} {'samp/s':>7} {'peak GB':>7} "
-             f"{metric + ' base->tuned':>24} {'OOD retention':>16}"]
-    for r in rows:
-        if r.get("skipped"):
-            lines.append(f"{r['scope']:<10} skipped: {r['skipped']}")
-            continue
-        b, t = (r.get("base") or {}).get(metric), (r.get("tuned") or {}).get(metric)
-        ret = "-" if r.get("retention") is None else f"{100 * r['retention']:.1f} % ({r['retention_pts']:+.1f})"
-        if r.get("retention") is None and r.get("retention_pts") is not None:
-            ret = f"({r['retention_pts']:+.1f} pts)"
-        lines.append(f"{r['scope']:<10} {num(r['trainable'], ',d'):>12} {num(r['percent'], '.4f'):>9} "
-                     f"{format_bytes(r['adapter_bytes']):>9} {num(r['step_s'], '.3f'):>7} {num(r['samples_per_s'], '.1f'):>7} "
-                     f"{num(r['peak_mem_gb'], '.2f'):>7} {num(b, '.3f') + ' -> ' + num(t, '.3f'):>24} {ret:>16}"
-                     + ("  (stopped)" if r.get("status") == "stopped" else ""))
-    return "\n".join(lines)
 
 
 def cmd_compare(args) -> None:
@@ -456,7 +285,7 @@ def cmd_compare(args) -> None:
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        for record in compare(cfg, args.scopes, args.out, ood=args.ood, stop=stop):
+        for record in compare(cfg, args.scopes, args.out, ood=args.ood or None, stop=stop):
             event = record.get("event")
             if args.json:
                 print(json.dumps(record, default=str), flush=True)
@@ -476,22 +305,27 @@ def cmd_compare(args) -> None:
                 print(format_table(record["rows"], record["metric"]))
                 print(f"\nresults: {record['results']}\ncsv:     {record['csv']}\nfigures: "
                       + ", ".join(record["figures"]) + f"\n({record['wall_s']:.1f} s)")
-            elif "step" in record and "event" not in record and (record["step"] % 10 == 0 or record["step"] == 1):
+            elif event == "step" and (record["step"] % 10 == 0 or record["step"] == 1):
                 print(f"[{record['scope']}] step {record['step']:>5}  loss {record['loss']:.4f}  "
                       f"{record['samples_per_s']:.1f} samples/s", flush=True)
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
+@dataclasses.dataclass(kw_only=True)
+class CompareArgs(TrainConfig):
+    """TrainConfig's shared budget (its `scope` is not an option: --scopes lists them)."""
+
+    scopes: str = _f(",".join(ALL_SCOPES), "comma-separated scopes")
+    ood: str = _f("", "data spec of a second dataset for out-of-domain retention (its --eval-split split); "
+                      "default: the --ood-split split of --data")
+    out: str = _f(help="folder for results.json, results.csv, figures.html and runs/")
+    json: bool = _f(False, "one JSON object per progress record; the last holds the rows")
+
+
 def add_cli(sub) -> None:
-    s = sub.add_parser("compare", help="train several scopes with the same budget; table, CSV and plots")
-    add_arguments(s, only=tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "scope"))
-    s.add_argument("--scopes", default=",".join(ALL_SCOPES), help="comma-separated scopes (default: all)")
-    s.add_argument("--ood", help="data spec of a second dataset for out-of-domain retention (its --eval-split "
-                                 "split); default: the --ood-split split of --data")
-    s.add_argument("--out", required=True, help="folder for results.json, results.csv, figures.html and runs/")
-    s.add_argument("--json", action="store_true", help="one JSON object per progress record; the last holds the rows")
-    s.set_defaults(func=cmd_compare)
+    add_command(sub, "compare", CompareArgs, cmd_compare, exclude=("scope",),
+                help="train several scopes with the same budget; table, CSV and plots")
 
 
 __all__ = ["ALL_SCOPES", "add_cli", "base_key", "compare", "flat_row", "parse_scopes", "retention", "write_csv",

@@ -1,18 +1,47 @@
 """The typed configuration: the single source of truth for the CLI flags, the UI widgets
-and the config.json saved with every run. Each field's `help` is its documentation."""
+and the config.json saved with every run.
+
+Each field carries its documentation and rules in `metadata`: `help` (shown by --help and
+the app), `choices`, and bounds `min` / `max` (inclusive) or `gt` / `lt` (exclusive), which
+validate() checks for the CLI, the app and the API alike. Every command's flags are built
+from these dataclasses (add_arguments): defaults and help in --help, booleans as
+--x / --no-x, and `--config run.json|yaml` supplies values that flags then override; a run's
+saved config.json replays it exactly.
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-from dataclasses import dataclass, field
+import json
+import typing
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
 
 
 class ConfigError(ValueError):
     """Every problem with a config at once, one per line."""
 
 
-def _f(default, help: str, **meta):
+def _f(default=MISSING, help: str = "", **meta):
+    """A documented field; without a default it is a required flag."""
     return field(default=default, metadata={"help": help, **meta})
+
+
+def bound_problems(obj) -> list[str]:
+    """Fields outside their metadata rules: choices, min/max (inclusive), gt/lt (exclusive)."""
+    problems = []
+    for f in dataclasses.fields(obj):
+        value, meta = getattr(obj, f.name), f.metadata
+        if "choices" in meta and value not in meta["choices"]:
+            problems.append(f"{f.name}: must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        for key, ok, word in (("min", value >= meta.get("min", 0), ">="), ("max", value <= meta.get("max", 0), "<="),
+                              ("gt", value > meta.get("gt", 0), ">"), ("lt", value < meta.get("lt", 0), "<")):
+            if key in meta and not ok:
+                problems.append(f"{f.name}: must be {word} {meta[key]}, got {value}")
+    return problems
 
 
 @dataclass
@@ -24,59 +53,49 @@ class TrainConfig:
     eval_split: str = _f("test", "split to evaluate base and tuned on ('' to skip evaluation)")
     ood_split: str = _f("source-test", "held-out out-of-domain split for retention ('' to skip; sample data only)")
     quant: str = _f("none", "weights: none (fp32 on CPU, bf16 on GPU) or 4bit (NF4)", choices=("none", "4bit"))
-    steps: int = _f(200, "optimizer steps (the default: ~30 s for medln-tiny on 2 CPU cores)")
-    lr: float | None = _f(None, "peak learning rate; default: the backbone's measured one for the scope, else the scope's own")
-    batch_size: int = _f(8, "samples per micro-batch (per process)")
-    grad_accum: int = _f(1, "micro-batches per optimizer step")
-    warmup: float = _f(0.1, "fraction of steps with linear warm-up")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
+    steps: int = _f(200, "optimizer steps (the default: ~30 s for medln-tiny on 2 CPU cores)", min=1)
+    lr: float | None = _f(None, "peak learning rate; default: the backbone's measured one for the scope, else the scope's own",
+                          gt=0, lt=1)
+    batch_size: int = _f(8, "samples per micro-batch (per process)", min=1)
+    grad_accum: int = _f(1, "micro-batches per optimizer step", min=1)
+    warmup: float = _f(0.1, "fraction of steps with linear warm-up", min=0, lt=1)
+    weight_decay: float = _f(0.0, "AdamW weight decay", min=0)
     grad_checkpointing: bool = _f(False, "recompute activations in backward (less memory, ~30%% slower)")
-    max_length: int = _f(512, "truncate token sequences to this length")
-    lora_r: int = _f(8, "LoRA rank (scope lora)")
-    lora_alpha: int = _f(16, "LoRA alpha (scope lora)")
+    max_length: int = _f(512, "longest token sequence (image tokens included); longer samples are an error, not cut", min=1)
+    lora_r: int = _f(8, "LoRA rank (scope lora)", min=1)
+    lora_alpha: int = _f(16, "LoRA alpha (scope lora)", min=1)
     ln_lr: float | None = _f(None, "learning rate of the norms in scope ln-lora (--lr sets the LoRA part's); "
-                                   "default: the backbone's rate for scope ln")
-    seed: int = _f(0, "random seed (data order, initialisation)")
-    eval_limit: int = _f(0, "evaluate at most this many samples per split (0: all)")
-    eval_batch_size: int = _f(16, "batch size for generation")
+                                   "default: the backbone's rate for scope ln", gt=0, lt=1)
+    seed: int = _f(0, "random seed (data order, initialisation)", min=0)
+    eval_limit: int = _f(0, "evaluate at most this many samples per split (0: all)", min=0)
+    eval_batch_size: int = _f(16, "batch size for generation", min=1)
     skip_bad: bool = _f(False, "skip bad data records (reported), instead of failing on the first")
     trust_remote_code: bool = _f(False, "allow custom model code from the hub (off unless you trust the repo)")
 
     def validate(self) -> "TrainConfig":
-        from .scopes import SCOPES_BY_NAME
+        from .scopes import find_scope, scope_names
 
         problems = []
-        if self.scope not in SCOPES_BY_NAME:
-            problems.append(f"scope: unknown {self.scope!r} (choose from {', '.join(SCOPES_BY_NAME)})")
-        if self.quant not in ("none", "4bit"):
-            problems.append(f"quant: must be none or 4bit, got {self.quant!r}")
-        if self.scope == "full" and self.quant == "4bit":
-            problems.append("scope 'full' with quant '4bit': 4-bit weights cannot be trained; use --quant none")
-        for name in ("steps", "batch_size", "grad_accum", "max_length", "lora_r", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.lr is not None and not (0 < self.lr < 1):
-            problems.append(f"lr: must be in (0, 1), got {self.lr}")
-        if self.ln_lr is not None and not (0 < self.ln_lr < 1):
-            problems.append(f"ln_lr: must be in (0, 1), got {self.ln_lr}")
-        if not 0 <= self.warmup < 1:
-            problems.append(f"warmup: must be in [0, 1), got {self.warmup}")
-        if self.eval_limit < 0:
-            problems.append(f"eval_limit: must be >= 0, got {self.eval_limit}")
+        scope = find_scope(self.scope)
+        if scope is None:
+            problems.append(f"scope: unknown {self.scope!r} (choose from {', '.join(scope_names())})")
+        if scope is not None and scope.how.quant_4bit == "refuse" and self.quant == "4bit":
+            problems.append(f"scope {self.scope!r} with quant '4bit': 4-bit weights cannot be trained; use --quant none")
+        problems += bound_problems(self)
         if problems:
             raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
         return self
 
     @property
     def effective_lr(self) -> float:
-        from .backbones import default_lr
+        from .scopes import default_lr
 
         return self.lr if self.lr is not None else default_lr(self.backbone, self.scope)
 
     @property
     def effective_ln_lr(self) -> float:
         """The norms' rate in scope ln-lora."""
-        from .backbones import default_lr
+        from .scopes import default_lr
 
         return self.ln_lr if self.ln_lr is not None else default_lr(self.backbone, "ln")
 
@@ -85,29 +104,190 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
+        return from_dict(cls, d)
 
 
-def add_arguments(parser, cls=TrainConfig, only: tuple[str, ...] | None = None) -> None:
-    """argparse flags built from the dataclass: --batch-size for batch_size, with its help."""
+def from_dict(cls, d: dict):
+    """A dataclass from a dict, refusing unknown keys (a typo must not be ignored)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))} (known: {', '.join(sorted(names))})")
+    return cls(**d)
+
+
+def like(cls, name: str, **override):
+    """The same field as `cls.name` (its default and metadata), for another command's dataclass."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    meta = {**f.metadata, **{k: v for k, v in override.items() if k != "default"}}
+    return field(default=override.get("default", f.default), metadata=meta)
+
+
+# ------------------------------------------------------------------ the other commands' options
+
+
+@dataclass
+class Listing:
+    json: bool = _f(False, "print JSON instead of a table")
+
+
+@dataclass
+class ParamsArgs:
+    backbone: str = like(TrainConfig, "backbone")
+    scope: str = _f("ln", "a scope name, or 'all'")
+    quant: str = like(TrainConfig, "quant")
+    lora_r: int = like(TrainConfig, "lora_r")
+    json: bool = _f(False, "print JSON")
+
+
+@dataclass
+class TrainArgs(TrainConfig):
+    """TrainConfig (what config.json saves) plus where the run goes and how it prints."""
+
+    out: str = _f("", "run folder to create (default runs/<id>)", saved=False)
+    json: bool = _f(False, "one JSON object per training record on stdout", saved=False)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)})
+
+
+@dataclass(kw_only=True)
+class AskArgs:
+    image: str = _f(help="image to ask about (PNG, JPEG, TIFF, DICOM)")
+    question: str = _f("", "the question; omit it to generate a report")
+    adapter: str = _f("", "a run folder: answer with its tuned weights, on its base rebuilt as trained")
+    backbone: str = like(TrainConfig, "backbone", default="",
+                         help="backbone without --adapter (default medln-tiny); with --adapter the run's own")
+    quant: str = like(TrainConfig, "quant", help="weights without --adapter; with --adapter the run's own")
+    json: bool = _f(False, "print JSON (answer, backbone, adapter, disclaimer)")
+
+
+@dataclass
+class EvalArgs:
+    adapter: str = _f("", "a run folder: evaluate its tuned weights")
+    backbone: str = like(AskArgs, "backbone")
+    quant: str = like(AskArgs, "quant")
+    data: str = like(TrainConfig, "data")
+    split: str = _f("test", "split to predict and score")
+    limit: int = _f(0, "at most N samples, evenly spaced (0: all)", min=0)
+    batch_size: int = _f(16, "batch size for generation", min=1)
+    meteor: bool = _f(True, "score METEOR (it starts a Java process)")
+    predictions: str = _f("", "predictions JSONL to write (default: RUN/predictions-SPLIT.jsonl with --adapter, else none)")
+    skip_bad: bool = like(TrainConfig, "skip_bad")
+    json: bool = _f(False, "print JSON")
+
+
+@dataclass(kw_only=True)
+class ScoreArgs:
+    task: str = _f(help="what the files hold", choices=("vqa", "report"))
+    pred: str = _f(help="predictions JSONL (id, prediction)")
+    ref: str = _f(help="references JSONL (id, answer, ...)")
+    json: bool = _f(False, "print JSON")
+
+
+# ------------------------------------------------------------------ dataclass -> argparse
+
+
+def _arg_type(tp):
+    """int for `int`, float for `float | None`, ... (the annotation's non-None member)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if args else tp
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every default; an empty or None default is not worth a '(default: )'."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, "", argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_arguments(parser, cls=TrainConfig, only: tuple[str, ...] | None = None, exclude: tuple[str, ...] = ()) -> None:
+    """argparse flags built from the dataclass: --batch-size for batch_size with its help and
+    default; booleans as --x / --no-x; choices; lists as several values."""
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if only is not None and f.name not in only:
+        if (only is not None and f.name not in only) or f.name in exclude:
             continue
         flag = "--" + f.name.replace("_", "-")
-        kw = {"help": f.metadata.get("help", ""), "default": f.default, "dest": f.name}
-        if f.type in (bool, "bool"):
-            kw["action"] = "store_true"
+        tp = _arg_type(hints[f.name])
+        kw: dict = {"help": f.metadata.get("help", ""), "dest": f.name}
+        # Required options may come from --config: the CLI checks them after merging (__main__.parse).
+        kw["default"] = None if f.default is MISSING else f.default
+        if f.default is MISSING:
+            kw["help"] += " (required)"
+        if tp is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(tp) in (list, tuple):
+            kw.update(nargs="+", type=typing.get_args(tp)[0])
         else:
-            kw["type"] = {"int": int, "float": float, "float | None": float, "str": str}.get(str(f.type), str)
+            kw["type"] = tp
             if "choices" in f.metadata:
                 kw["choices"] = f.metadata["choices"]
         parser.add_argument(flag, **kw)
 
 
-def from_args(args, cls=TrainConfig) -> TrainConfig:
+def add_command(sub, name: str, cls, func, *, help: str, exclude: tuple[str, ...] = ()):
+    """A subcommand whose flags are `cls`'s fields, plus --config FILE."""
+    p = sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+    add_arguments(p, cls, exclude=exclude)
+    p.add_argument("--config", metavar="FILE",
+                   help="JSON or YAML of option values (a run's config.json too); flags given here override it")
+    p.set_defaults(func=func, _options=cls, _parser=p)
+    return p
+
+
+def read_config_file(path: str, cls) -> dict:
+    """Option values from a JSON/YAML file. A run's config.json holds them under "config"."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot read it ({e.strerror})") from None
+    try:
+        if file.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # JSONDecodeError / YAMLError: one line naming the file
+        raise ConfigError(f"--config {path}: not valid {'YAML' if file.suffix in ('.yaml', '.yml') else 'JSON'}: "
+                          f"{str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of option names to values")
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in vars(args).items() if k in names}).validate()
+    if isinstance(data.get("config"), dict) and "config" not in names:  # a run folder's config.json
+        data = data["config"]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown options {', '.join(unknown)}")
+    return data
+
+
+def from_args(args, cls=TrainConfig):
+    """The dataclass the parsed flags describe (validated when it has validate())."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    obj = cls(**{k: v for k, v in vars(args).items() if k in names})
+    if hasattr(obj, "validate"):
+        return obj.validate()
+    problems = bound_problems(obj)
+    if problems:
+        raise ConfigError("invalid options:\n  " + "\n  ".join(problems))
+    return obj
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Flags over --config values over the dataclass defaults; required options are checked
+    last, since the file may hold them."""
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        args._parser.set_defaults(**read_config_file(args.config, args._options))
+        args = parser.parse_args(argv)
+    options = getattr(args, "_options", None)
+    missing = [f.name for f in dataclasses.fields(options) if f.default is MISSING and getattr(args, f.name) is None] \
+        if options else []
+    if missing:
+        raise ConfigError(f"{args.command}: missing " + ", ".join("--" + m.replace("_", "-") for m in missing))
+    return args

@@ -1,35 +1,39 @@
 """predict() and evaluate(): greedy answers for samples, scored with medln.metrics.
 
 Base answers come from the same weights as tuned answers: a peft model's
-`disable_adapter()` context runs the frozen originals (DESIGN: one copy in memory).
+`disable_adapter()` context runs the frozen originals (docs/design.md: one copy in memory).
 """
 
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
 from pathlib import Path
 
+from .adapters import adapter_off
 from .backbones import Backbone
-from .data.images import load_image
 from .data.sample import Sample
-from .prompts import batches, generate, question_text
 
 MAX_NEW_TOKENS = {"vqa": 16, "report": 96}
 
+# The headline metric of a split, in order of preference: VQA `overall` (closed and open items
+# alike), else a report metric (a report-only split has no `overall`).
+HEADLINE_METRICS = ("overall", "rouge_l", "bleu_4")
 
-def adapter_context(model, adapter: bool):
-    """`adapter=False` on a peft model runs the base weights."""
-    if adapter or not hasattr(model, "disable_adapter"):
-        return nullcontext()
-    return model.disable_adapter()
+
+def headline_metric(metrics: dict | None) -> str | None:
+    """The first of HEADLINE_METRICS a split's metrics hold."""
+    return next((m for m in HEADLINE_METRICS if (metrics or {}).get(m) is not None), None)
 
 
 def predict(bb: Backbone, model, samples: list[Sample], *, adapter: bool = True, batch_size: int = 16,
             progress=None) -> list[str]:
+    # Imported here: compare and the CLI's --help read HEADLINE_METRICS without numpy/PIL.
+    from .data.images import load_image
+    from .prompts import batches, generate, question_text
+
     model.eval()
     preds: list[str] = []
-    with adapter_context(model, adapter):
+    with adapter_off(model, off=not adapter):
         for task in ("vqa", "report"):
             idx = [i for i, s in enumerate(samples) if s.task == task]
             for chunk in batches(idx, batch_size):

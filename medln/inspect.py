@@ -17,6 +17,7 @@ language-model layer by Spearman rank correlation.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -198,25 +199,18 @@ def compare(main: dict, other: dict) -> dict:
 
 
 def load_run_for_inspect(run_path: Path):
-    """(backbone, peft model with the run's adapter) rebuilt as the run was trained."""
-    import json
-
-    from .backbones import load_backbone
-    from .runs import RunDir, load_run_model
-    from .serve import run_info
+    """(backbone, peft model with the run's adapter), the base rebuilt as it was trained."""
+    from .adapters import is_peft_adapter
+    from .runs import RunDir, load_run
 
     run = RunDir(Path(run_path))
-    if not (run.adapter_dir / "adapter_config.json").exists():
+    if not is_peft_adapter(run.adapter_dir):
         raise FileNotFoundError(f"{run.path}: no peft adapter (scope 'full' saves whole weights; nothing to inspect)")
-    cfg = run.config().get("config", {})
-    info = run_info(run.path)
-    keep = list(info.keep) if info else []
-    source = run.config().get("source") or cfg.get("backbone")
-    adapter_cfg = json.loads((run.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    if adapter_cfg.get("peft_type") in ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING"):
+    peft_type = json.loads((run.adapter_dir / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type")
+    if peft_type in ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING"):
         raise ScopeError(f"{run.path}: a soft prompt has no per-layer weights to inspect")
-    bb = load_backbone(source, quant=cfg.get("quant", "none"), keep_full_precision=keep)
-    return bb, load_run_model(bb, run.path)
+    bb = load_run(run.path)
+    return bb, bb.model
 
 
 def inspect_run(run_path, *, others: list = (), force: bool = False, html: bool = True) -> dict:

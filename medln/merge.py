@@ -66,8 +66,9 @@ def swapped_in(model, adapter: str | None = None):
 
 def merge_run(run_path, out, *, device: str | None = None) -> dict:
     """Write a standalone merged model of a finished run to `out`; returns what was written."""
-    from .backbones import load_backbone
-    from .runs import RunDir, load_run_model, write_json_atomic
+    import dataclasses
+
+    from .runs import RunDir, attach_run, base_spec, write_json_atomic
 
     run = RunDir(Path(run_path))
     adapter_cfg_path = run.adapter_dir / "adapter_config.json"
@@ -83,11 +84,11 @@ def merge_run(run_path, out, *, device: str | None = None) -> dict:
         raise FileExistsError(f"{out} exists and is not empty; choose another --out")
     config = run.config()
     cfg = config.get("config", {})
-    source = config.get("source") or cfg.get("backbone")
+    source = base_spec(run.path).backbone
     t0 = time.perf_counter()
     # Unquantized even for a 4-bit run: merging into NF4 weights would re-quantize them.
-    bb = load_backbone(source, quant="none", device=device)
-    merged = merge_model(load_run_model(bb, run.path))
+    bb = dataclasses.replace(base_spec(run.path), quant="none", keep=()).load(device)
+    merged = merge_model(attach_run(bb, run.path))
     tmp = out.with_name(f".{out.name}.tmp")
     merged.save_pretrained(tmp, safe_serialization=True)
     bb.processor.save_pretrained(tmp)

@@ -92,10 +92,16 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None  # a mean over nothing is unknown, not 0
 
 
+def inferred_answer_type(answer: str) -> str:
+    """The one yes/no rule (loaders and metrics): where a layout has no answer type (HF
+    mirrors, PathVQA), an answer that normalises to yes or no is CLOSED, anything else OPEN."""
+    return "CLOSED" if normalize_answer(answer) in ("yes", "no") else "OPEN"
+
+
 def _answer_type(ref: dict, answer: str) -> str:
     kind = ref.get("answer_type")
-    if kind is None or kind == "":  # HF mirrors drop the type: yes/no answers are closed
-        return "CLOSED" if normalize_answer(answer) in ("yes", "no") else "OPEN"
+    if kind is None or kind == "":
+        return inferred_answer_type(answer)
     if not isinstance(kind, str) or kind.upper() not in ("CLOSED", "OPEN"):
         raise ValueError(f"answer_type must be CLOSED, OPEN or null, got {kind!r}")
     return kind.upper()

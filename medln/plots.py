@@ -26,8 +26,7 @@ SCOPE_COLOURS: dict[str, str] = {
 _FALLBACK = ["#7c3aed", "#b45309", "#0f766e", "#be123c", "#4d7c0f"]
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=30, t=60, b=50), height=420)
 
-# Metrics tried, in order, when the asked-for one is missing (a report-only split has no `overall`).
-FALLBACK_METRICS = ("overall", "rouge_l", "bleu_4")
+from .evaluate import HEADLINE_METRICS as FALLBACK_METRICS  # tried in order when the asked-for one is missing
 
 
 def scope_colour(scope: str) -> str:
@@ -177,7 +176,7 @@ def loss_curve_fig(records: Iterable[dict], *, group: str = "scope") -> go.Figur
     (several runs at once: tag each record with e.g. its scope). Non-step records are ignored."""
     series: dict[str, list[tuple[int, float]]] = {}
     for r in records:
-        if "step" in r and r.get("loss") is not None and "event" not in r:
+        if r.get("event") == "step" and r.get("loss") is not None:
             series.setdefault(str(r.get(group, "loss")), []).append((r["step"], r["loss"]))
     fig = go.Figure()
     for name, pts in series.items():

@@ -1,11 +1,13 @@
 """The process cache of loaded base models, and base-vs-tuned answers from ONE copy of them.
 
 Models cannot live in `gr.State` (Gradio deep-copies state per session) and loading a 7B
-model per request is out of the question, so base models live here, keyed by
-(backbone source, quant, projections kept unquantized), with an LRU bound on their count
-and on their memory. A run's adapter is attached to the shared base with peft
+model per request is out of the question, so base models live here, keyed by how they
+are built (medln.runs.BaseSpec: backbone, quant, projections kept unquantized, dtype), with
+an LRU bound on their count and on their memory. A run's base comes from its recorded
+BaseSpec (medln.runs.base_spec), so the app and the CLI rebuild it exactly as trained.
+A run's adapter is attached to the shared base with peft
 (`PeftModel.from_pretrained` / `load_adapter`, then `set_adapter`); the base answer runs the
-same weights inside `disable_adapter()` (medln.evaluate.adapter_context). Everything that
+same weights inside medln.adapters.adapter_off. Everything that
 touches a cached model holds the entry's lock, so two sessions never switch adapters under
 each other's feet.
 
@@ -18,7 +20,6 @@ and wraps again. Scope 'full' runs save whole checkpoints: they load as their ow
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import queue
@@ -29,6 +30,9 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
+
+from .adapters import adapter_off, is_peft_adapter, peft_targets
+from .runs import BaseSpec, RunDir, attach_run, base_spec
 
 log = logging.getLogger("medln.serve")
 
@@ -57,7 +61,7 @@ class Entry:
         """The model to generate with (call with `lock` held): the base (adapter disabled)
         when adapter_dir is None, else the run's adapter made active."""
         if adapter_dir is None:
-            return self.model, _disabled(self.model)
+            return self.model, adapter_off(self.model)
         adapter_dir = Path(adapter_dir).resolve()
         key = str(adapter_dir)
         if key not in self.adapters:
@@ -77,7 +81,7 @@ class Entry:
         from peft import PeftModel
 
         config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-        signature = (config.get("peft_type"), tuple(sorted(_as_list(config.get("target_modules")))))
+        signature = (config.get("peft_type"), peft_targets(adapter_dir))
         name = f"a{len(self.adapters)}_{int(time.time() * 1000) % 10**9}"
         if self.signature != signature:
             self._unwrap()
@@ -112,16 +116,6 @@ def canonical(backbone: str) -> str:
         return backbone
 
 
-def _as_list(value) -> list[str]:
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
-
-
-def _disabled(model):
-    return model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
-
-
 def _model_bytes(model) -> int:
     try:
         return int(model.get_memory_footprint())
@@ -149,11 +143,13 @@ class ModelCache:
     def total_bytes(self) -> int:
         return sum(e.nbytes for e in self._entries.values())
 
-    def entry(self, backbone: str, quant: str = "none", keep: tuple[str, ...] = (), *, load=None) -> Entry:
-        """The cached base for (backbone, quant, keep), loading it once if needed (`load`: a
-        custom loader returning a Backbone). Callers wrap use in `hold(entry)` so the entry
-        is not evicted mid-answer."""
-        key = (canonical(backbone), quant, tuple(keep))
+    def entry(self, base: BaseSpec | str, *, load=None) -> Entry:
+        """The cached base built as `base` says (a plain backbone name: its default build),
+        loading it once if needed (`load`: a custom loader returning a Backbone). Callers wrap
+        use in `hold(entry)` so the entry is not evicted mid-answer."""
+        base = BaseSpec(base) if isinstance(base, str) else base
+        backbone, quant, keep = base.backbone, base.quant, base.keep
+        key = (canonical(backbone), quant, tuple(keep), base.effective_dtype())
         with self._lock:
             e = self._entries.get(key)
             if e is not None:
@@ -166,7 +162,7 @@ class ModelCache:
                 e = self._entries.get(key)
                 if e is not None:
                     return e
-            bb = load() if load is not None else self._load(backbone, quant, list(keep))
+            bb = load() if load is not None else self._load(base)
             e = Entry(key, bb, _model_bytes(bb.model))
             with self._lock:
                 self._entries[key] = e
@@ -176,12 +172,10 @@ class ModelCache:
                      e.nbytes / 1e9, len(self._entries))
             return e
 
-    def _load(self, backbone: str, quant: str, keep: list[str]):
+    def _load(self, base: BaseSpec):
         if self._loader is not None:
-            return self._loader(backbone, quant=quant, keep_full_precision=keep)
-        from medln.backbones import load_backbone
-
-        return load_backbone(backbone, quant=quant, keep_full_precision=keep)
+            return self._loader(base.backbone, quant=base.quant, keep_full_precision=list(base.keep))
+        return base.load()
 
     def _evict(self, keep_key: tuple) -> None:
         """Drop least-recently-used idle entries past the bounds (called with _lock held)."""
@@ -228,14 +222,9 @@ _count_lock = threading.Lock()
 
 
 def _free_memory() -> None:
-    gc.collect()
-    try:
-        import torch
+    from .machine import free_memory
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:
-        pass
+    free_memory()
 
 
 # ------------------------------------------------------------------ runs -> cache keys
@@ -243,17 +232,22 @@ def _free_memory() -> None:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """What the Ask tab needs of a finished run folder."""
+    """What answering needs of a finished run folder: its id, label and how its base is built."""
 
     run_id: str
     path: Path
-    backbone: str  # what the run was trained from (its config's `backbone`)
-    source: str  # resolved local folder / hub id
+    base: BaseSpec  # the run's base, exactly as trained (medln.runs.base_spec)
     scope: str
-    quant: str
     steps_done: int | None
     label: str
-    keep: tuple[str, ...] = ()  # projections the run kept unquantized (4-bit attn/ffn)
+
+    @property
+    def backbone(self) -> str:
+        return self.base.backbone
+
+    @property
+    def quant(self) -> str:
+        return self.base.quant
 
     @property
     def adapter_dir(self) -> Path:
@@ -261,37 +255,36 @@ class RunInfo:
 
     @property
     def is_full(self) -> bool:
-        return not (self.adapter_dir / "adapter_config.json").exists()
+        return not is_peft_adapter(self.adapter_dir)
 
 
 def run_info(path: Path) -> RunInfo | None:
-    """A finished run (adapter + eval.json) of the UI's run folders, or None."""
-    from medln.runs import RunDir
-
+    """A finished run (adapter + eval.json), or None."""
     run = RunDir(Path(path))
     if not run.complete:
         return None
     try:
         config = run.config()
         result = run.eval() or {}
+        base = base_spec(run.path)
     except (OSError, ValueError):
         return None
     cfg = config.get("config", {})
-    keep: tuple[str, ...] = ()
-    quant = cfg.get("quant", "none")
-    if quant == "4bit" and cfg.get("scope") in ("attn", "ffn"):
-        try:
-            adapter_cfg = json.loads((run.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-            keep = tuple(sorted(_as_list(adapter_cfg.get("target_modules"))))
-        except (OSError, ValueError):
-            pass
     stamp = time.strftime("%H:%M", time.localtime(run.path.stat().st_mtime))
     steps = result.get("steps_done")
     label = (f"{cfg.get('scope', '?')} · {Path(config.get('backbone', cfg.get('backbone', '?'))).name} · "
-             f"{steps if steps is not None else '?'} steps{' · 4-bit' if quant == '4bit' else ''}"
+             f"{steps if steps is not None else '?'} steps{' · 4-bit' if base.quant == '4bit' else ''}"
              f"{' (stopped)' if result.get('status') == 'stopped' else ''} · {stamp}")
-    return RunInfo(run.path.name, run.path, cfg.get("backbone", ""), config.get("source", cfg.get("backbone", "")),
-                   cfg.get("scope", "?"), quant, steps, label, keep)
+    return RunInfo(run.path.name, run.path, base, cfg.get("scope", "?"), steps, label)
+
+
+def require_run(path) -> RunInfo:
+    """run_info for a folder the user named: a clear error when it is not a finished run."""
+    info = run_info(Path(path))
+    if info is None:
+        raise FileNotFoundError(f"{path} is not a finished MedLN run folder (it needs config.json, adapter/ "
+                                "and eval.json)")
+    return info
 
 
 def session_runs(session_dir: Path) -> list[RunInfo]:
@@ -307,9 +300,10 @@ def session_runs(session_dir: Path) -> list[RunInfo]:
 
 
 def stream_answers(cache: ModelCache, *, default_backbone: str, run: RunInfo | None, image, question: str,
-                   max_new_tokens: int) -> Iterator[tuple[str, str]]:
+                   max_new_tokens: int, with_base: bool = True) -> Iterator[tuple[str, str]]:
     """Yield (base answer so far, tuned answer so far): the base streams first, then the
-    tuned one, both from the same cached weights. Without a run only the base answers.
+    tuned one, both from the same cached weights. Without a run only the base answers;
+    `with_base=False` skips the base answer of a run (the CLI's `ask --adapter`).
 
     The model work runs in one worker thread that takes and releases the entry's lock
     itself: Gradio may resume a generator on different threads, or never again when the
@@ -327,22 +321,22 @@ def stream_answers(cache: ModelCache, *, default_backbone: str, run: RunInfo | N
                 produce(cache.entry(default_backbone), None, 0)
             elif run.is_full:
                 # A full fine-tune replaced every weight: its checkpoint is a model of its own.
-                base_e = cache.entry(run.backbone or run.source, run.quant)
-                produce(base_e, None, 0)
+                base_e = cache.entry(run.base)
+                if with_base:
+                    produce(base_e, None, 0)
 
                 def load_full():
                     import dataclasses
 
-                    from medln.runs import load_run_model
+                    return dataclasses.replace(base_e.backbone, model=attach_run(base_e.backbone, run.path).eval())
 
-                    return dataclasses.replace(base_e.backbone, model=load_run_model(base_e.backbone, run.path).eval())
-
-                produce(cache.entry(str(run.adapter_dir), "full", load=load_full), None, 1)
+                produce(cache.entry(BaseSpec(str(run.adapter_dir), "full"), load=load_full), None, 1)
             else:
-                e = cache.entry(run.backbone or run.source, run.quant, run.keep)
+                e = cache.entry(run.base)
                 with cache.hold(e):  # base and tuned back to back: no other request in between
-                    for text in _stream(e, None, image, question, max_new_tokens):
-                        updates.put((0, text))
+                    if with_base:
+                        for text in _stream(e, None, image, question, max_new_tokens):
+                            updates.put((0, text))
                     for text in _stream(e, run.adapter_dir, image, question, max_new_tokens):
                         updates.put((1, text))
         except BaseException as exc:  # handed to the consumer, raised there

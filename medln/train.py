@@ -1,31 +1,46 @@
 """Training: one plain loop on top of `accelerate` (device placement, bf16 autocast on GPU,
 gradient accumulation, DDP under `accelerate launch`), written as a generator of log
 records so the CLI prints them, the UI plots them and a stop flag ends it within one step.
+
+Every record carries an `event` from EVENTS; readers dispatch on it, never on which keys
+a record happens to have.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import resource
 import time
 from dataclasses import dataclass
 from typing import Iterator
 
-from .backbones import Backbone, load_backbone, load_config
-from .config import TrainConfig
+from .backbones import Backbone, resolve
+from .config import ConfigError, TrainConfig
 from .data.sample import Sample
-from .prompts import encode_for_training
-from .scopes import Selection, apply_scope, count_from_config, get_scope, param_groups
+from .prompts import encode_for_training, question_text
+from .machine import peak_memory_gb, reset_peak
+from .runs import BaseSpec
+from .scopes import Selection, apply_scope, get_scope, kept_unquantized, param_groups
+
+EVENTS = {
+    "start": "the run's set-up: backbone, scope, counts, notes (first record)",
+    "step": "one optimizer step: loss, lr, throughput, memory",
+    "stopped": "the stop flag ended training early (the adapter is still saved and scored)",
+    "eval": "base or tuned metrics of every evaluation split",
+    "failed": "an error ended the run; `error` says which (written to metrics.jsonl, then raised)",
+    "done": "the run is saved and scored: eval.json's content (last record)",
+}
 
 
 @dataclass
 class Tunable:
-    """A loaded backbone with its scope applied: `model` is the (peft-)wrapped model."""
+    """A loaded backbone with its scope applied: `model` is the (peft-)wrapped model and
+    `base` how its base was built (recorded in config.json, used by medln.runs.load_run)."""
 
     backbone: Backbone
     model: object
     selection: Selection
+    base: BaseSpec | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -41,20 +56,23 @@ def prepare(cfg: TrainConfig, *, device: str | None = None, backbone: Backbone |
     """Load the backbone (unless given) and apply the scope. Under 4-bit the attn/ffn scopes
     keep their projections unquantized, so their names are known before loading (meta count)."""
     scope = get_scope(cfg.scope)
+    resolved = resolve(cfg.backbone)
+    # A local folder is recorded by absolute path: the run reloads from any working folder.
+    spec = BaseSpec(cfg.backbone if resolved.spec or not resolved.local else resolved.source, cfg.quant,
+                    kept_unquantized(cfg.backbone, scope, cfg.quant, trust_remote_code=cfg.trust_remote_code),
+                    trust_remote_code=cfg.trust_remote_code)
     if backbone is None:
-        keep: list[str] = []
-        if scope.kind == "linear" and cfg.quant == "4bit":
-            _, config, family = load_config(cfg.backbone, trust_remote_code=cfg.trust_remote_code)
-            keep = count_from_config(config, family, scope).modules
-        backbone = load_backbone(cfg.backbone, quant=cfg.quant, device=device, keep_full_precision=keep,
-                                 trust_remote_code=cfg.trust_remote_code)
+        backbone = spec.load(device)
+    device_kind = next(backbone.model.parameters()).device.type
+    spec = BaseSpec(spec.backbone, backbone.quant, spec.keep, backbone.dtype,
+                    "cuda" if device_kind == "cuda" else "cpu", spec.trust_remote_code)
     seed_everything(cfg.seed)  # LoRA's A matrices are initialised from the global RNG
     model, selection = apply_scope(backbone.model, backbone.model.config, backbone.family, scope, quant=cfg.quant,
                                    lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
     if cfg.grad_checkpointing:
         # Non-reentrant checkpointing needs no input that requires grad (frozen embeddings).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return Tunable(backbone, model, selection)
+    return Tunable(backbone, model, selection, spec)
 
 
 def lr_lambda(steps: int, warmup: float):
@@ -68,14 +86,6 @@ def lr_lambda(steps: int, warmup: float):
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
     return f
-
-
-def peak_memory_gb() -> float:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 1e9
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: KiB -> GB (process RSS)
 
 
 def make_accelerator(cfg: TrainConfig):
@@ -97,7 +107,7 @@ def make_accelerator(cfg: TrainConfig):
         gradient_accumulation_steps=cfg.grad_accum,
         mixed_precision="bf16" if torch.cuda.is_available() else "no",
         cpu=not torch.cuda.is_available(),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=get_scope(cfg.scope).kind == "full")],
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=get_scope(cfg.scope).how.wrap is None)],
     )
 
 
@@ -135,8 +145,7 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
 
     data = cycle()
     model.train()
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak()  # this run's peak, not the process's earlier ones (a sweep trains many runs)
     started = time.perf_counter()
     for step in range(1, cfg.steps + 1):
         t0 = time.perf_counter()
@@ -159,6 +168,7 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
         mean_loss = acc.reduce(torch.stack(losses).mean(), reduction="mean").item()
         dt = time.perf_counter() - t0
         yield {
+            "event": "step",
             "step": step,
             "loss": round(mean_loss, 6),
             "lr": scheduler.get_last_lr()[0],
@@ -170,10 +180,17 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
         }
 
 
-def directory_bytes(path) -> int:
-    from pathlib import Path
-
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+def check_lengths(backbone: Backbone, samples: list[Sample], cfg: TrainConfig) -> None:
+    """Encode the batch of longest texts before anything is written: a --max-length that
+    cannot hold a sample (the image tokens alone may exceed it) is a config error, not a
+    traceback after the run folder exists."""
+    longest = sorted(samples, key=lambda s: len(question_text(s)) + len(s.answer))[-cfg.batch_size:]
+    try:
+        encode_for_training(backbone, longest, cfg.max_length)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"max_length: {e}") from None
 
 
 def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tunable | None = None,
@@ -186,7 +203,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
     model are reused, not scored again; `extra_eval` {name: samples} adds evaluation sets
     (e.g. a second, out-of-domain dataset)."""
     from .data import DataError, load_samples
-    from .evaluate import evaluate, subsample
+    from .evaluate import subsample
     from .runs import RunDir
 
     cfg.validate()
@@ -222,27 +239,46 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "skipped": loaded.skipped,
         "notes": sel.notes + notes,
     }
-    run = RunDir.create(out, {"config": cfg.to_dict(), **start, "source": tunable.backbone.source}) if acc.is_main_process else None
+    check_lengths(tunable.backbone, loaded.samples, cfg)
+    start["scope_description"] = get_scope(cfg.scope).description
+    base_spec = tunable.base or BaseSpec(cfg.backbone, cfg.quant)
+    run = None
+    if acc.is_main_process:
+        run = RunDir.create(out, {"config": cfg.to_dict(), "base": base_spec.to_dict(), **start,
+                                  "source": tunable.backbone.source})
     yield start
+    try:
+        yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, start, stop, base_metrics)
+    except BaseException as e:  # recorded where the run's readers look, then raised as it was
+        if run is not None:
+            run.log({"event": "failed", "error": f"{type(e).__name__}: {e}" if str(e) else type(e).__name__})
+        raise
+
+
+def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, base_metrics) -> Iterator[dict]:
+    from .adapters import adapter_bytes, make_portable, write_card
+    from .evaluate import evaluate
+
+    sel = tunable.selection
 
     def run_eval(adapter: bool, skip: dict | None = None) -> dict:
         model = acc.unwrap_model(tunable.model)
-        return {split: (skip or {}).get(split) or evaluate(tunable.backbone, model, samples, adapter=adapter,
+        return {split: (skip or {}).get(split) or evaluate(tunable.backbone, model, split_samples, adapter=adapter,
                                                              batch_size=cfg.eval_batch_size)
-                for split, samples in eval_sets.items()}
+                for split, split_samples in eval_sets.items()}
 
     base = None
-    if cfg.scope == "full" and acc.is_main_process:
+    if get_scope(cfg.scope).how.wrap is None and acc.is_main_process:
         base = run_eval(adapter=True, skip=base_metrics)  # full fine-tuning overwrites the weights: score them first
     status, steps_done, t0 = "completed", 0, time.perf_counter()
-    for record in fit(tunable, cfg, loaded.samples, stop=stop, accelerator=acc):
-        if record.get("event") == "stopped":
+    for record in fit(tunable, cfg, samples, stop=stop, accelerator=acc):
+        if run:
+            run.log(record)
+        if record["event"] == "stopped":
             status = "stopped"
             yield record
             break
         steps_done = record["step"]
-        if run:
-            run.log(record)
         yield record
     train_s = time.perf_counter() - t0
     acc.wait_for_everyone()
@@ -251,6 +287,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
     model = acc.unwrap_model(tunable.model)
     model.eval()
     run.save_adapter(model)
+    make_portable(run.adapter_dir, tunable.backbone.portable_name or tunable.backbone.name)
     from .inspect import record_movement
 
     # Where the weights moved (inspect.json): cheap with the model in memory, read by `inspect` and the app.
@@ -258,7 +295,9 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
                                                                 "seed": cfg.seed, "backbone": tunable.backbone.name})
     if base is None:
         base = run_eval(adapter=False, skip=base_metrics)
+    yield {"event": "eval", "which": "base", "metrics": base}
     tuned = run_eval(adapter=True)
+    yield {"event": "eval", "which": "tuned", "metrics": tuned}
     result = {
         "status": status,
         "steps_done": steps_done,
@@ -266,9 +305,12 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "trainable": sel.trainable,
         "total": sel.total,
         "percent": round(sel.percent, 6),
-        "adapter_bytes": directory_bytes(run.adapter_dir),
+        "adapter_bytes": adapter_bytes(model),  # the saved tensors (adapter_model.safetensors less its header)
         "base": base,
         "tuned": tuned,
     }
+    write_card(run.adapter_dir, base_name=tunable.backbone.portable_name or tunable.backbone.name,
+               model_class=tunable.backbone.family.model_class, config=cfg.to_dict(), start=start, result=result,
+               kept=tunable.base.keep if tunable.base else ())
     run.write_eval(result)
     yield {"event": "done", "run": str(run.path), **result}

@@ -98,7 +98,7 @@ def test_scope_defaults_come_from_the_registry():
     lr, desc = ft.scope_info("ln", "some/hub-model")  # no measured rates: the scope's own
     assert lr == get_scope("ln").default_lr and "LayerNorm" in desc
     assert ft.scope_info("lora", "some/hub-model")[0] < lr  # LN-tuning needs the higher rate
-    # the bundled backbone carries rates measured on it (docs/lr_sweep.md)
+    # the bundled backbone carries rates measured on it (docs/lr_sweep.py)
     assert ft.scope_info("ln", "medln-tiny")[0] == BACKBONES_BY_NAME["medln-tiny"].lrs["ln"]
 
 

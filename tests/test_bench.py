@@ -1,7 +1,7 @@
 """The benchmark on a CPU: correctness of rows, shapes and accounting, never timings.
 
 The `tiny` shape runs every code path (peft scopes, full fine-tuning, 4-bit, refusal); the
-real shapes are checked on the meta device (parameter counts against REFERENCE.md) and, at
+real shapes are checked on the meta device (parameter counts against docs/reference.md) and, at
 toy widths, with their real image geometry and sequence layout.
 """
 

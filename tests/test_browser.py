@@ -1,8 +1,9 @@
 """A real browser on the real app: headless Chromium (Debian's `chromium`, installed by
 .ci/run) driven by Playwright. Open the app, run a short fine-tune, see the loss plot and
 the base-vs-tuned metrics, reload (the job survives), ask a question and see two answers,
-run a two-scope comparison. Screenshots go to docs/screenshots/ (MEDLN_SCREENSHOTS
-overrides). Skipped when Playwright or Chromium is missing.
+run a two-scope comparison. Screenshots go to a temporary folder: tests never modify
+tracked files (MEDLN_SCREENSHOTS=docs/screenshots refreshes the README's on purpose).
+Skipped when Playwright or Chromium is missing.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("MEDLN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-SHOTS = Path(os.environ.get("MEDLN_SCREENSHOTS") or REPO / "docs" / "screenshots")
+SHOTS = Path(os.environ.get("MEDLN_SCREENSHOTS") or tempfile.mkdtemp(prefix="medln-screenshots-"))
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1400, "height": 1000}

@@ -48,7 +48,7 @@ def test_scopes_json():
     (rows,) = ok_json_lines(run_cli("scopes", "--json"))
     assert [r["name"] for r in rows] == ["ln", "ln-vision", "ln-llm", "attn", "ffn", "lora", "full", "ia3", "bitfit", "prompt", "ln-lora"]
     for row in rows:
-        assert set(row) == {"name", "description", "default_lr", "quant_4bit"}
+        assert set(row) == {"name", "kind", "targets", "description", "default_lr", "quant_4bit"}
         assert row["description"] and row["quant_4bit"] and 0 < row["default_lr"] < 1
     lr = {r["name"]: r["default_lr"] for r in rows}
     assert lr["ln"] > lr["lora"]  # LayerNorm-only needs a much higher learning rate
@@ -95,10 +95,12 @@ def test_train_json_prints_one_object_per_record(cli_run):
     out, records = cli_run
     assert all(isinstance(r, dict) for r in records)
     assert records[0]["event"] == "start" and records[-1]["event"] == "done"
-    assert [r["step"] for r in records[1:-1]] == [1, 2]
+    steps = [r for r in records if r["event"] == "step"]
+    assert [r["step"] for r in steps] == [1, 2]
+    assert [r["event"] for r in records] == ["start", "step", "step", "eval", "eval", "done"]
     assert records[-1]["status"] == "completed" and records[-1]["run"] == str(out)
     assert {p.name for p in out.iterdir()} == {"config.json", "metrics.jsonl", "eval.json", "adapter"}
-    assert [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] == records[1:-1]
+    assert [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] == steps
     saved = json.loads((out / "eval.json").read_text())
     assert saved["tuned"]["test"]["n"] == 1 and saved["base"]["test"]["n"] == 1
 

@@ -110,7 +110,7 @@ def test_progress_records_and_callback(sweep):
     events = [r.get("event") for r in sweep["records"]]
     assert events[0] == "compare_start" and events[-1] == "done" and events.count("done") == 1
     assert events.count("scope_start") == 3 and events.count("run_done") == 2
-    steps = [r for r in sweep["records"] if "step" in r and "event" not in r]
+    steps = [r for r in sweep["records"] if r["event"] == "step"]
     assert [(r["scope"], r["step"]) for r in steps] == [("ln", 1), ("ln", 2), ("lora", 1), ("lora", 2)]
     assert sweep["progress"] == sorted(sweep["progress"]) and sweep["progress"][-1] == 1.0
 
@@ -230,8 +230,9 @@ def test_figures_from_hand_made_rows():
     assert fig.data[0].marker.color != fig.data[1].marker.color  # one colour per scope
     assert list(retention_fig(rows).data[0].y) == pytest.approx([98.0, 90.0])
     assert len(cost_fig(rows).data) == 2
-    curves = loss_curve_fig([{"scope": "ln", "step": 1, "loss": 2.0}, {"scope": "lora", "step": 1, "loss": 2.5},
-                             {"scope": "ln", "step": 2, "loss": 1.5}, {"event": "run_done", "scope": "ln"}])
+    curves = loss_curve_fig([{"event": "step", "scope": "ln", "step": 1, "loss": 2.0},
+                             {"event": "step", "scope": "lora", "step": 1, "loss": 2.5},
+                             {"event": "step", "scope": "ln", "step": 2, "loss": 1.5}, {"event": "run_done", "scope": "ln"}])
     assert [t.name for t in curves.data] == ["ln", "lora"] and list(curves.data[0].y) == [2.0, 1.5]
     report_rows = [{**r, "tuned": {"overall": None, "rouge_l": 0.2}} for r in rows[:2]]
     assert "rouge_l" in metric_vs_params_fig(report_rows).layout.title.text  # falls back to a report metric

@@ -14,7 +14,7 @@ from medln.backbones import load_backbone
 from medln.config import TrainConfig
 from medln.data.images import load_image
 from medln.prompts import generate
-from medln.runs import load_run_model
+from medln.runs import attach_run as load_run_model
 from medln.scopes import ScopeError
 from medln.train import fit, prepare, train_run
 

@@ -245,7 +245,7 @@ def test_ln_count_is_all_norms_minus_dead(facts):
 
 
 def test_ln_scopes_never_touch_projector_embeddings_or_head(facts):
-    """peft's default LNTuningConfig would also train these for LLaVA (DESIGN.md, Traps)."""
+    """peft's default LNTuningConfig would also train these for LLaVA (docs/design.md, Traps)."""
     f = facts("llava")
     bb = load_backbone(f.path)
     sel = select_in_model(bb.model, bb.model.config, bb.family, get_scope("ln"))

@@ -15,7 +15,7 @@ import transformers
 from PIL import Image
 from transformers import AutoProcessor, BitsAndBytesConfig
 
-from medln.make.tiny import FAMILIES, build_tiny
+from medln.make.tiny import TINY_SPECS, build_tiny
 from medln.no_torchvision import allow_processors_without_torchvision
 
 CHAT_FAMILIES = ["llava", "idefics3", "qwen2_vl", "gemma3"]
@@ -51,7 +51,7 @@ def tiny_dir(tmp_path_factory):
 
 def load(folder, family: str, **kwargs):
     allow_processors_without_torchvision()  # Qwen2-VL's processor needs it without torchvision
-    auto = getattr(transformers, FAMILIES[family].auto_class)
+    auto = getattr(transformers, TINY_SPECS[family].auto_class)
     return auto.from_pretrained(folder, **kwargs), AutoProcessor.from_pretrained(folder)
 
 
@@ -125,8 +125,8 @@ def test_saved_folder_is_float32_safetensors(tiny_dir, family):
     assert (folder / "model.safetensors").is_file()
     assert not list(folder.glob("*.bin"))
     model, processor = load(folder, family)
-    assert type(model).__name__ == FAMILIES[family].model_class
-    assert type(processor).__name__ == FAMILIES[family].processor_class
+    assert type(model).__name__ == TINY_SPECS[family].model_class
+    assert type(processor).__name__ == TINY_SPECS[family].processor_class
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert sum(p.numel() for p in model.parameters()) < 1_000_000
 

@@ -13,7 +13,7 @@ from conftest import FAMILY_NAMES
 from medln.backbones import load_backbone
 from medln.config import TrainConfig
 from medln.prompts import encode_for_training
-from medln.runs import RunDir, load_run_model
+from medln.runs import RunDir, attach_run
 from medln.train import prepare, train_run
 
 # peft warns for every LN-tuning target that is not a known layer type; wrapping norms (and
@@ -61,8 +61,9 @@ def test_run_folder_and_adapter_reload(family, scope, tiny_model, dataset, train
     tunable = prepare(cfg, device="cpu")
     records = run(cfg, tmp_path / "run", tunable=tunable)
 
-    start, steps, done = records[0], records[1:-1], records[-1]
-    assert start["event"] == "start" and done["event"] == "done"
+    start, done = records[0], records[-1]
+    steps = [r for r in records if r["event"] == "step"]
+    assert [r["event"] for r in records] == ["start"] + ["step"] * cfg.steps + ["eval", "eval", "done"]
     assert [r["step"] for r in steps] == list(range(1, cfg.steps + 1))
     rd = RunDir(tmp_path / "run")
     assert {p.name for p in rd.path.iterdir()} == {"config.json", "metrics.jsonl", "eval.json", "adapter", "inspect.json"}
@@ -77,6 +78,12 @@ def test_run_folder_and_adapter_reload(family, scope, tiny_model, dataset, train
     assert ev["adapter_bytes"] > 0 and ev["base"] == {} and ev["tuned"] == {}
     assert (rd.adapter_dir / "adapter_config.json").is_file()
     assert (rd.adapter_dir / "adapter_model.safetensors").is_file()
+    # The adapter stands alone: a portable base name (never this machine's path) and a model card.
+    adapter_config = json.loads((rd.adapter_dir / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == path.name
+    card = (rd.adapter_dir / "README.md").read_text()
+    assert "not for clinical use" in card and f"{start['trainable']:,}" in card and "PeftModel.from_pretrained" in card
+    assert saved["base"]["backbone"] == str(path) and saved["base"]["dtype"] == "float32"
 
     # The adapter holds exactly the trained tensors: same count of numbers.
     from safetensors.torch import load_file
@@ -122,7 +129,7 @@ def test_full_scope_saves_a_checkpoint_that_loads(tiny_model, dataset, train_sam
     bb = load_backbone(str(path))
     batch = encode_for_training(bb, train_samples[:4])
     base_out = outputs(bb.model, batch)
-    loaded = load_run_model(bb, rd.path)
+    loaded = attach_run(bb, rd.path)
     tuned_out = outputs(tunable.model, batch)
     assert differs(base_out, tuned_out)
     assert_same(outputs(loaded, batch), tuned_out)
@@ -175,17 +182,17 @@ def test_stop_flag_ends_training_within_one_step(tiny_model, dataset, tmp_path):
     records = []
     for record in train_run(cfg, tmp_path / "run", stop=stop):
         records.append(record)
-        if record.get("step") == 1 and "loss" in record:
+        if record["event"] == "step" and record["step"] == 1:
             stop.set()
-    kinds = [r.get("event", "step") for r in records]
-    assert kinds == ["start", "step", "stopped", "done"]
+    kinds = [r["event"] for r in records]
+    assert kinds == ["start", "step", "stopped", "eval", "eval", "done"]
     assert records[2]["step"] == 1
     done = records[-1]
     assert done["status"] == "stopped" and done["steps_done"] == 1
     rd = RunDir(tmp_path / "run")
     assert rd.complete and (rd.adapter_dir / "adapter_config.json").is_file()
     assert rd.eval()["status"] == "stopped"
-    assert len(rd.metrics()) == 1
+    assert [r["event"] for r in rd.metrics()] == ["step", "stopped"]
 
 
 def test_stop_flag_set_from_another_thread(tiny_model, dataset, tmp_path):

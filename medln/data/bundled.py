@@ -14,11 +14,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .. import ASSETS as MEDLN_ASSETS
 from . import jsonl
 from .loaded import Loaded
 from .sample import DataError
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets" / "sample"
+ASSETS = MEDLN_ASSETS / "sample"
 SPLIT_FILES = {"train": "train.jsonl", "test": "test.jsonl", "source-test": "source-test.jsonl", "real": "real.jsonl"}
 MANIFEST = ASSETS / "MANIFEST.json"
 ATTRIBUTION = ASSETS / "ATTRIBUTION.md"

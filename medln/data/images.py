@@ -64,13 +64,6 @@ def load_image(src: Path | str | bytes, *, where: str = "") -> Image.Image:
     return _load_pil(opener, where)
 
 
-def image_to_png_bytes(image: Image.Image) -> bytes:
-    """Encode an image as PNG (for embedding images in records, e.g. JSONL or parquet)."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _check_file_size(n_bytes: int, where: str) -> None:
     if n_bytes > MAX_FILE_BYTES:
         raise DataError(

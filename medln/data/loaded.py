@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -124,12 +123,12 @@ def answer_type(record: dict, key: str = "answer_type") -> str:
     return value
 
 
-_YES_NO = re.compile(r"^\s*(yes|no)[\s.!]*$", re.IGNORECASE)
-
-
 def closed_if_yes_no(answer: str) -> str:
-    """Layouts without an answer type (HF mirrors, PathVQA): yes/no answers are CLOSED."""
-    return "CLOSED" if _YES_NO.match(answer) else "OPEN"
+    """Layouts without an answer type (HF mirrors, PathVQA): yes/no answers are CLOSED, by
+    the same rule the metrics apply to references without a type (medln.metrics)."""
+    from ..metrics import inferred_answer_type
+
+    return inferred_answer_type(answer)
 
 
 def image_file(folder: Path, name: str, key: str) -> Path:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import platform
 import time
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
 from ..backbones import ASSETS
+from ..config import _f, add_command, from_args
 
 OUT = ASSETS / "medln-tiny"
 
@@ -99,13 +101,20 @@ def pretrain_tiny(out: Path = OUT, *, studies: int = 2000, steps: int = 600, bat
     return out
 
 
+@dataclass
+class PretrainArgs:
+    out: str = _f(str(OUT), "folder to write the model into")
+    studies: int = _f(2000, "synthetic source-style studies generated in memory", min=1)
+    steps: int = _f(600, "optimizer steps", min=1)
+    batch_size: int = _f(32, "samples per step", min=1)
+    lr: float = _f(1e-3, "peak learning rate", gt=0)
+    seed: int = _f(0, "seed of the data, the initialisation and the order", min=0)
+
+
 def add_cli(sub) -> None:
-    p = sub.add_parser("pretrain-tiny", help="build and pretrain the bundled medln-tiny backbone (source style)")
-    p.add_argument("--out", default=str(OUT))
-    p.add_argument("--studies", type=int, default=2000)
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=lambda a: pretrain_tiny(Path(a.out), studies=a.studies, steps=a.steps,
-                                                batch_size=a.batch_size, lr=a.lr, seed=a.seed))
+    def run(args) -> None:
+        a = from_args(args, PretrainArgs)
+        pretrain_tiny(Path(a.out), studies=a.studies, steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed)
+
+    add_command(sub, "pretrain-tiny", PretrainArgs, run,
+                help="build and pretrain the bundled medln-tiny backbone (source style)")

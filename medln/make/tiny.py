@@ -19,7 +19,6 @@ Sizes: widths default to 64 because bitsandbytes' `Linear4bit` quantizes in bloc
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from ..no_torchvision import _image_only_video_processor_class, allow_processors
 
 __all__ = [
     "DEFAULT_CORPUS",
-    "FAMILIES",
+    "TINY_SPECS",
     "FamilySpec",
     "TinySizes",
     "build_tiny",
@@ -561,7 +560,7 @@ def _gemma3_processor(tok, s, chat_template):
     )
 
 
-FAMILIES: dict[str, FamilySpec] = {
+TINY_SPECS: dict[str, FamilySpec] = {
     spec.name: spec
     for spec in (
         FamilySpec(
@@ -697,9 +696,9 @@ def build_tiny(
     """
     import transformers
 
-    if family not in FAMILIES:
-        raise KeyError(f"unknown family {family!r}; expected one of {sorted(FAMILIES)}")
-    spec = FAMILIES[family]
+    if family not in TINY_SPECS:
+        raise KeyError(f"unknown family {family!r}; expected one of {sorted(TINY_SPECS)}")
+    spec = TINY_SPECS[family]
     sizes = _sizes(overrides)
     out_dir = Path(out_dir)
 

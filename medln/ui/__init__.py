@@ -1,4 +1,4 @@
-"""The Gradio app: the only package of MedLN that imports gradio (DESIGN principle 5).
+"""The Gradio app: the only package of MedLN that imports gradio (docs/design.md, principle 5).
 
     from medln.ui import build_app
     demo = build_app()                  # Settings from the environment (see medln.ui.settings)

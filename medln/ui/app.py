@@ -14,7 +14,7 @@ import os
 import threading
 from pathlib import Path
 
-from medln import DISCLAIMER
+from medln import ASSETS, DISCLAIMER
 
 from . import about, api, ask, compare, finetune
 from .context import AppContext
@@ -139,7 +139,7 @@ def launch_kwargs(demo) -> dict:
         theme=_theme(),
         css=CSS,
         max_file_size=s.max_upload_bytes,
-        allowed_paths=[str(s.runs_root), str(Path(__file__).resolve().parents[2] / "assets" / "sample" / "images")],
+        allowed_paths=[str(s.runs_root), str(ASSETS / "sample" / "images")],
         show_error=False,  # every handler turns failures into its own message; no raw exceptions
         footer_links=["api", "gradio"],
     )

@@ -51,7 +51,7 @@ def compare_records(cfg_dict: dict, scopes: list[str], out: str, stop=None):
         elif event == "done":
             yield {"event": "done", "status": rec["status"], "rows": rec["rows"], "metric": rec["metric"],
                    "csv": rec["csv"], "results": rec["results"], "wall_s": rec["wall_s"]}
-        elif "step" in rec and "loss" in rec and "event" not in rec:
+        elif event == "step":
             yield {**rec, "global_step": index * cfg.steps + rec["step"]}
             if rec["step"] == cfg.steps:
                 yield {"event": "phase", "state": "evaluating", "phase": f"{rec['scope']}: scoring base and tuned"}

@@ -15,7 +15,7 @@ from pathlib import Path
 from medln.backbones import BACKBONES, BACKBONES_BY_NAME
 from medln.config import TrainConfig
 from medln.runs import new_run_id
-from medln.scopes import SCOPES, SCOPES_BY_NAME, get_scope
+from medln.scopes import SCOPES, find_scope, get_scope
 
 from . import views
 from .context import AppContext
@@ -53,7 +53,7 @@ def backbone_info(backbone: str) -> str:
 
 def scope_info(scope: str, backbone: str = "") -> tuple[float, str]:
     """(default learning rate, description) of a scope on a backbone."""
-    from medln.backbones import default_lr
+    from medln.scopes import default_lr
 
     s, lr = get_scope(scope), default_lr((backbone or "").strip(), scope)
     return lr, f"{s.description}. Default learning rate {lr:g}."
@@ -70,14 +70,14 @@ def param_view(backbone: str, scope: str, quant4: bool) -> tuple[list[list], str
     except Exception as e:  # unknown backbone, offline hub, gated, unsupported family
         return [], f"⚠️ {user_message(e)}", note, False
     summary = views.scope_summary(rows, scope, backbone, quant)
-    return views.param_table_rows(rows, scope, SCOPES_BY_NAME), summary, note, ok
+    return views.param_table_rows(rows, scope, {s.name: s for s in SCOPES}), summary, note, ok
 
 
 def quant_note(scope: str, quant4: bool) -> tuple[str, bool]:
     s = get_scope(scope)
     if not quant4:
         return "Full-precision weights (fp32 on a CPU, bf16 on a GPU).", True
-    if s.kind == "full":
+    if s.how.quant_4bit == "refuse":
         return (f"⚠️ **{scope} + 4-bit cannot run**: {s.quant_4bit}. Untick 4-bit or pick another scope.", False)
     cpu = ""
     try:
@@ -94,7 +94,7 @@ def build_config(backbone: str, scope: str, quant4: bool, steps, lr, batch_size,
                  eval_limit, seed) -> TrainConfig:
     """Widget values -> a validated TrainConfig (ConfigError lists every problem)."""
     lr = float(lr) if lr not in (None, "") else None
-    if lr is not None and scope in SCOPES_BY_NAME and lr == scope_info(scope, backbone)[0]:
+    if lr is not None and find_scope(scope) and lr == scope_info(scope, backbone)[0]:
         lr = None  # "the scope's default": the saved config says so
     cfg = TrainConfig(
         backbone=(backbone or "").strip(),

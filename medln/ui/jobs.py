@@ -2,7 +2,7 @@
 
 Why not run training inside the Gradio event: progress that lives in a request dies with
 the page (reload, closed laptop), and Gradio's `cancels=` cannot stop a function that is
-already running (DESIGN.md, "Gradio 6 traps"). So a click only *submits* a job; a worker
+already running (docs/design.md, "Gradio 6 traps"). So a click only *submits* a job; a worker
 thread runs `train_run` / `compare`, copying each record into a `Job` kept in a
 process-level registry keyed by session id; the page reads it with a `gr.Timer`. Stop sets
 a `threading.Event` that the training loop checks before every micro-batch, so a job
@@ -222,9 +222,7 @@ def apply_record(job: Job, record: dict) -> None:
         job.phase = record.get("phase", job.phase)
         if record.get("state"):
             job.state = record["state"]
-    elif event == "note":
-        job.notes.append(record["note"])
-    elif "step" in record and "loss" in record:
+    elif event == "step":
         job.records.append(record)
         job.step = record.get("global_step", record["step"])
         if job.state in ("loading", "training"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 
 from medln import DISCLAIMER
-from medln.compare import format_bytes as fmt_bytes  # one formatter for CLI and app
+from medln.compare_report import format_bytes as fmt_bytes  # one formatter for CLI and app
 
 # Metrics shown in the base-vs-tuned table, in this order, with their display names.
 METRICS = [
@@ -29,13 +29,6 @@ def fmt_duration(seconds: float | None) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def fmt_count(n: int) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g} {unit}"
-    return str(n)
 
 
 def notice_html(text: str, *, error: bool = False) -> str:
