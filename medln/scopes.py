@@ -261,7 +261,9 @@ def select(structure: list[ModuleInfo], dead_prefixes: list[str], family: Family
     dead_prefixes = tuple(dead_prefixes)
     modules, dead_modules, trainable, dead, notes = [], [], 0, 0, []
     for m in structure:
-        if m.kind != how.selects or m.params == 0 or (how.needs_bias and not m.bias):
+        # (A tied bias counts at its first owner: BLIP's output layer owns no parameter of its
+        # own, yet its bias is a bias term BitFit trains.)
+        if m.kind != how.selects or (m.params == 0 and not how.needs_bias) or (how.needs_bias and not m.bias):
             continue
         target = next((t for t in scope.targets if in_target(family, m.name, t)), None)
         if target is None:
