@@ -70,8 +70,8 @@ class Entry:
         name = self.adapters[key]
         self.model.set_adapter(name)
         if self.signature and self.signature[0] == "LN_TUNING":
-            # The trained modules swapped in for the answer (exact, no copy): peft's wrapper
-            # costs decode speed (docs/merge_speed.json), the swap costs nothing.
+            # The trained modules swapped in for the answer (exact, no copy, same tokens): no
+            # peft dispatch per norm call during decoding (docs/merge_speed.py measures it).
             from medln.merge import swapped_in
 
             return self.model, swapped_in(self.model, name)
