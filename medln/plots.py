@@ -98,18 +98,42 @@ def trainable_params_fig(rows: list[dict]) -> go.Figure:
     return fig
 
 
+def label_positions(points: list[tuple[float, float]]) -> list[str]:
+    """Text positions for point labels on a log-x plot: a point whose neighbour (in log x) is
+    close gets its label on the other side (above / below, then left / right), so labels of
+    near-equal scopes (ln, ln-llm, ln-vision) do not print over each other."""
+    import math
+
+    if not points:
+        return []
+    xs = [math.log10(max(x, 1)) for x, _ in points]
+    ys = [y for _, y in points]
+    span_x = (max(xs) - min(xs)) or 1.0
+    span_y = (max(ys) - min(ys)) or 1.0
+    order = sorted(range(len(points)), key=lambda i: (xs[i], ys[i]))
+    choices = ["top center", "bottom center", "middle right", "middle left"]
+    out = ["top center"] * len(points)
+    placed: list[int] = []
+    for i in order:
+        near = [j for j in placed if abs(xs[i] - xs[j]) / span_x < 0.12 and abs(ys[i] - ys[j]) / span_y < 0.25]
+        taken = {out[j] for j in near}
+        out[i] = next((c for c in choices if c not in taken), choices[len(near) % len(choices)])
+        placed.append(i)
+    return out
+
+
 def metric_vs_params_fig(rows: list[dict], metric: str = "overall") -> go.Figure:
     """Tuned metric against trainable parameters (log x); the Pareto front is drawn as a
     line through ringed markers; the base model's score is a dashed line."""
     metric = pick_metric(rows, metric)
     fig = go.Figure()
-    for r in ran(rows):
+    points = [r for r in ran(rows) if metric_value(r.get("tuned"), metric) is not None and r.get("trainable")]
+    positions = label_positions([(r["trainable"], metric_value(r["tuned"], metric)) for r in points])
+    for r, position in zip(points, positions):
         value = metric_value(r.get("tuned"), metric)
-        if value is None or not r.get("trainable"):
-            continue
         fig.add_trace(go.Scatter(
             x=[r["trainable"]], y=[value], mode="markers+text", name=r["scope"], text=[r["scope"]],
-            textposition="top center", marker=dict(size=13, color=scope_colour(r["scope"])),
+            textposition=position, marker=dict(size=13, color=scope_colour(r["scope"])),
             hovertemplate=f"{r['scope']}: %{{x:,}} parameters, {metric} %{{y:.3f}}<extra></extra>",
         ))
     front = pareto_front(rows, metric)
@@ -158,7 +182,8 @@ def retention_fig(rows: list[dict]) -> go.Figure:
 def cost_fig(rows: list[dict]) -> go.Figure:
     """Seconds per training step and peak memory per scope, side by side."""
     rs = ran(rows)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("seconds per step (median)", "peak memory (GB)"))
+    # Short subplot titles: at phone width two long ones run into each other.
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("s / step", "peak GB"), horizontal_spacing=0.14)
     for col, key, fmt in ((1, "step_s", "{:.3g} s"), (2, "peak_mem_gb", "{:.3g} GB")):
         vals = [(r["scope"], r.get(key)) for r in rs if r.get(key) is not None]
         fig.add_trace(go.Bar(
@@ -166,24 +191,50 @@ def cost_fig(rows: list[dict]) -> go.Figure:
             text=[fmt.format(v) for _, v in vals], textposition="outside", cliponaxis=False, showlegend=False,
             hovertemplate="%{x}: %{y:.4g}<extra></extra>",
         ), row=1, col=col)
-    fig.update_layout(title="Cost per scope", **_LAYOUT)
+    fig.update_layout(title="Cost per scope (median seconds per step; peak memory)", **_LAYOUT)
     _skipped_note(fig, rows)
     return fig
 
 
+def smooth(values: list[float], weight: float | None = None) -> list[float]:
+    """Exponential moving average with bias correction (TensorBoard's smoothing), so the
+    first points are not pulled towards 0. `weight` defaults to one that spans ~5 % of the run."""
+    if weight is None:
+        weight = min(0.95, max(0.0, 1 - 1 / max(1.0, len(values) / 20)))
+    out, avg = [], 0.0
+    for i, v in enumerate(values, start=1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight**i) if weight else v)
+    return out
+
+
+def _faint(colour: str | None) -> str | None:
+    if not colour or not colour.startswith("#") or len(colour) != 7:
+        return colour
+    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},0.28)"
+
+
 def loss_curve_fig(records: Iterable[dict], *, group: str = "scope") -> go.Figure:
-    """Training loss against step; one line per value of `group` in the step records
-    (several runs at once: tag each record with e.g. its scope). Non-step records are ignored."""
+    """Training loss against step: the raw per-step losses as faint points, a smoothed line
+    over them; one colour per value of `group` in the step records (several runs at once:
+    tag each record with e.g. its scope). Non-step records are ignored."""
     series: dict[str, list[tuple[int, float]]] = {}
     for r in records:
         if r.get("event") == "step" and r.get("loss") is not None:
             series.setdefault(str(r.get(group, "loss")), []).append((r["step"], r["loss"]))
     fig = go.Figure()
     for name, pts in series.items():
-        fig.add_trace(go.Scatter(x=[s for s, _ in pts], y=[l for _, l in pts], mode="lines+markers", name=name,
-                                 line=dict(color=scope_colour(name) if name in SCOPE_COLOURS else None),
-                                 marker=dict(size=4)))
-    fig.update_layout(title="Training loss", xaxis_title="step", yaxis_title="loss", **_LAYOUT)
+        colour = scope_colour(name) if name in SCOPE_COLOURS else "#1d4ed8"
+        steps, losses = [s for s, _ in pts], [l for _, l in pts]
+        fig.add_trace(go.Scatter(x=steps, y=losses, mode="markers", name=f"{name} (each step)", legendgroup=name,
+                                 showlegend=False, marker=dict(size=4, color=_faint(colour)),
+                                 hovertemplate=f"{name} step %{{x}}: loss %{{y:.4f}}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=steps, y=smooth(losses), mode="lines", name=name, legendgroup=name,
+                                 line=dict(color=colour, width=2.2),
+                                 hovertemplate=f"{name} step %{{x}}: smoothed %{{y:.4f}}<extra></extra>"))
+    fig.update_layout(title="Training loss (points: each step; line: smoothed)", xaxis_title="step",
+                      yaxis_title="loss", **_LAYOUT)
     return fig
 
 
@@ -276,5 +327,5 @@ def profile_fig(result: dict) -> go.Figure:
 
 __all__ = [
     "SCOPE_COLOURS", "cost_fig", "loss_curve_fig", "metric_vs_params_fig", "movement_fig", "pareto_front",
-    "pick_metric", "profile_fig", "retention_fig", "scope_colour", "trainable_params_fig",
+    "pick_metric", "profile_fig", "retention_fig", "scope_colour", "smooth", "trainable_params_fig",
 ]

@@ -80,6 +80,9 @@ class Entry:
     def _attach(self, adapter_dir: Path) -> None:
         from peft import PeftModel
 
+        from medln.runs import check_adapter
+
+        check_adapter(self.model, adapter_dir, family=self.backbone.family.name)  # before peft touches the model
         config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
         signature = (config.get("peft_type"), peft_targets(adapter_dir))
         name = f"a{len(self.adapters)}_{int(time.time() * 1000) % 10**9}"

@@ -49,7 +49,7 @@ def test_param_view_counts_every_scope_before_loading(tiny_model):
     assert rows[0][0] == "▶ ln"  # the chosen scope is marked
     assert rows[scopes.index("full")][2] == "100 %"
     assert "trains" in summary and "%" in summary and "no gradient" in summary  # LLaVA's dead vision norms
-    assert ok and "Full-precision" in note
+    assert ok and "precision" in note
 
 
 def test_param_view_explains_full_under_4bit(tiny_model):
@@ -247,8 +247,8 @@ def test_views_render_job_states():
     assert "medln-failed" in failed and "&lt;offline&gt;" in failed
     rows = views.metric_rows({"base": {"test": {"overall": 0.25, "rouge_l": None}},
                               "tuned": {"test": {"overall": 0.5, "rouge_l": 0.1}}})
-    assert rows[0] == ["test", "VQA overall accuracy", "0.250", "0.500", "+0.250"]
-    assert rows[1] == ["test", "report ROUGE-L", "–", "0.100", "–"]
+    assert rows[0] == ["test", "VQA overall accuracy", "–", "0.250", "0.500", "+0.250"]
+    assert rows[1] == ["test", "report ROUGE-L", "–", "–", "0.100", "–"]
 
 
 # ------------------------------------------------------------------ jobs and cache

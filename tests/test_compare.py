@@ -233,6 +233,8 @@ def test_figures_from_hand_made_rows():
     curves = loss_curve_fig([{"event": "step", "scope": "ln", "step": 1, "loss": 2.0},
                              {"event": "step", "scope": "lora", "step": 1, "loss": 2.5},
                              {"event": "step", "scope": "ln", "step": 2, "loss": 1.5}, {"event": "run_done", "scope": "ln"}])
-    assert [t.name for t in curves.data] == ["ln", "lora"] and list(curves.data[0].y) == [2.0, 1.5]
+    lines = [t for t in curves.data if t.mode == "lines"]  # smoothed, over the raw points (markers)
+    points = [t for t in curves.data if t.mode == "markers"]
+    assert [t.name for t in lines] == ["ln", "lora"] and list(points[0].y) == [2.0, 1.5]
     report_rows = [{**r, "tuned": {"overall": None, "rouge_l": 0.2}} for r in rows[:2]]
     assert "rouge_l" in metric_vs_params_fig(report_rows).layout.title.text  # falls back to a report metric

@@ -27,14 +27,16 @@ freezes everything else.
 * **Leverage.** A norm's gain multiplies every feature that flows into the next layer, so
   changing a few thousand numbers re-weights features across the whole network: a cheap
   way to shift a pretrained model's attention to a new domain's features.
-* **Little to forget.** The weights that hold the pretrained knowledge stay frozen, so the
-  model keeps more of its zero-shot and out-of-domain ability than when attention or MLP
-  weights move (the **retention** plot in *Compare scopes* measures it).
+* **Little to forget — the paper's claim, to be checked.** The weights that hold the
+  pretrained knowledge stay frozen, so the paper expects the model to keep more of its
+  zero-shot and out-of-domain ability than when attention or MLP weights move. Whether it
+  holds for a given model and data set is what the **retention** plot in *Compare scopes*
+  measures; below, what the bundled model's own comparison measured.
 * **Tiny adapters.** A run saves kilobytes to a few megabytes; many adapters share one copy
   of the base weights, which is how the *Ask* tab shows base and tuned answers side by side.
 
 The paper studied a small BLIP-like Med-VLM (MISS) and a large one (LLaVA-Med) on medical
-VQA (VQA-RAD, SLAKE, PathVQA) and report generation, and found LayerNorm tuning on par with
+VQA (VQA-RAD, SLAKE, PathVQA) and report generation, and reports LayerNorm tuning on par with
 or better than LoRA, prefix and prompt tuning and intrinsic attention / FFN tuning while
 training far fewer parameters. Two practical details MedLN handles for you: norms need a
 much **higher learning rate** than LoRA (each scope here has its own default), and in LLaVA
@@ -52,9 +54,47 @@ RUN`) shows which norms changed and how much, per layer and part.
 """
 
 
-def scopes_md() -> str:
-    rows = "\n".join(f"| `{s.name}` | {s.description} | {s.default_lr:g} | {s.quant_4bit} |" for s in SCOPES)
-    return ("### Tuning scopes\n\n| scope | trains | default LR | under 4-bit |\n|---|---|---|---|\n" + rows)
+def scopes_md(backbone: str = "medln-tiny") -> str:
+    """The scopes with the learning rate the Fine-tune tab fills in for `backbone` (the app's
+    default backbone), beside the generic default every other backbone gets."""
+    from medln.backbones import BACKBONES_BY_NAME
+    from medln.scopes import default_lr
+
+    from .errors import web_words
+
+    spec = BACKBONES_BY_NAME.get(backbone)
+    name = f"`{getattr(spec, 'name', backbone)}`"
+    rows = "\n".join(f"| `{s.name}` | {s.description} | {default_lr(backbone, s.name):g}"
+                      f"{'' if spec and s.name in spec.lrs else ' (generic)'} | {s.default_lr:g} | {web_words(s.quant_4bit)} |"
+                      for s in SCOPES)
+    return ("### Tuning scopes\n\n"
+            f"The learning rate the *Fine-tune* tab fills in depends on the backbone: for {name} (this "
+            "app's default) the rates measured on it by a per-scope sweep (docs/lr_sweep.jsonl), for other "
+            "backbones the generic default of the scope. The Fine-tune tab always shows the one it will use.\n\n"
+            f"| scope | trains | learning rate on {name} | generic default | under 4-bit |\n|---|---|---|---|---|\n"
+            + rows)
+
+
+def measured_html() -> str:
+    """The paper's claims beside what the committed comparison of the bundled model measured."""
+    import json
+
+    from . import views
+    from .eta import COMMITTED
+
+    try:
+        res = json.loads(COMMITTED.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return views.claims_html(None)
+    try:  # the comparison's generated verdict, where the core has one (medln.summary)
+        from medln.summary import verdict_from_file
+
+        verdict = verdict_from_file(COMMITTED)
+    except ImportError:
+        verdict = None
+    where = (f"the bundled model's comparison ({res.get('steps')} steps per scope, "
+             f"{res.get('quant')}, seed {(res.get('config') or {}).get('seed', 0)}; docs/compare-medln-tiny)")
+    return views.claims_html(res.get("rows") or [], where=where, verdict=verdict)
 
 
 def licences_md() -> str:
@@ -82,12 +122,27 @@ PathVQA images are © their publishers). MedLN's code: MIT.
 """
 
 
+def storage_md(ctx) -> str:
+    """Where runs and downloaded models are kept, and whether a restart keeps them."""
+    from medln.storage import hf_cache
+
+    from .gpu import zerogpu
+
+    s = ctx.settings
+    gpu = (" Training and answers run on **ZeroGPU**: each fine-tune (and each scope of a comparison) is "
+           "one GPU call, charged to your Hugging Face quota." if zerogpu() else "")
+    return (f"Runs (adapters, metrics, configs): `{s.runs_root}`, {s.storage or 'on this machine'}. "
+            f"Downloaded backbones and datasets: `{hf_cache()}`. Each browser session sees only its own runs; "
+            f"**Download adapter** keeps a copy.{gpu}")
+
+
 def build(ctx) -> None:
     import gradio as gr
 
     gr.Markdown(f"## MedLN {__version__}\n\nLayerNorm fine-tuning of medical vision-language models, after\n{PAPER}")
     gr.Markdown(WHAT)
-    gr.Markdown(scopes_md())
+    gr.HTML(measured_html(), elem_id="about-claims")
+    gr.Markdown(scopes_md(ctx.settings.default_backbone))
     gr.Markdown(licences_md())
     gr.Markdown(f"""
 ### Not for clinical use
@@ -95,6 +150,10 @@ def build(ctx) -> None:
 {DISCLAIMER} The bundled model is a few million parameters trained on synthetic pictures: its
 answers demonstrate the method, not medicine. No answer or report from this app may be used for
 diagnosis or treatment.
+
+### Where your runs live
+
+{storage_md(ctx)}
 
 ### Scripting
 

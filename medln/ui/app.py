@@ -4,7 +4,8 @@ launch_kwargs(): how to serve it (theme and css go to launch() in Gradio 6).
 Session: a random id kept in the browser's localStorage (gr.BrowserState), created on the
 first visit; a reload finds it again, and with it the running job and the session's runs.
 Concurrency: the queue holds at most `queue_size` waiting events; generation shares one slot
-(concurrency_id "gpu", limit 1); training and comparisons run in the job worker, one at a time.
+(concurrency_id "gpu", limit 1); training and comparisons run in the job worker, one at a time
+(on ZeroGPU in the request that starts them, one at a time too: medln.ui.gpu, medln.ui.jobs).
 """
 
 from __future__ import annotations
@@ -49,6 +50,28 @@ CSS = """
 .medln-notes { margin: 6px 0 0 0; padding-left: 18px; font-size: 0.85em; color: var(--body-text-color-subdued); }
 .medln-notice { font-size: 0.92em; padding: 4px 2px; }
 .medln-notice-error { color: #991b1b; background: #fef2f2; border-radius: 6px; padding: 6px 8px; }
+.medln-estimate { font-size: 0.9em; color: var(--body-text-color-subdued); padding: 2px 2px 4px; }
+.medln-ood { border: 1px solid #dc2626; background: #fef2f2; color: #7f1d1d; border-radius: 8px; padding: 6px 10px;
+  font-size: 0.88em; line-height: 1.35; }
+.medln-table-wrap { overflow-x: auto; max-width: 100%; }
+.medln-table { border-collapse: collapse; width: 100%; font-size: 0.9em; font-variant-numeric: tabular-nums; }
+.medln-table th, .medln-table td { padding: 5px 8px; border-bottom: 1px solid var(--border-color-primary);
+  text-align: left; white-space: nowrap; }
+.medln-table th { font-weight: 600; background: var(--background-fill-secondary); }
+.medln-table td.medln-wrap { white-space: normal; min-width: 14em; }
+.medln-table tr.medln-few td { color: #9ca3af; }
+.medln-compare td:last-child { white-space: normal; min-width: 16em; }
+.medln-table-note { font-size: 0.82em; color: var(--body-text-color-subdued); margin-top: 4px; }
+.medln-claims { display: grid; grid-template-columns: 1fr 1fr; gap: 10px; margin: 6px 0; }
+.medln-claims > div { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px 12px; font-size: 0.92em; }
+.medln-claims h4 { margin: 0 0 4px 0; font-size: 0.95em; }
+#ask-answers label > span, #ask-answers [data-testid="block-info"] { white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; display: block; max-width: 100%; }
+@media (max-width: 720px) {
+  .medln-claims { grid-template-columns: 1fr; }
+  .medln-plot-row { flex-direction: column !important; }
+  .medln-plot-row > * { width: 100% !important; min-width: 0 !important; }
+}
 """
 
 
@@ -96,6 +119,8 @@ def _wire_polling(ctx: AppContext, demo, ask_tab) -> None:
     cmp_poll, cmp_inputs, cmp_outputs = ctx.components["cmp_poll"]
     on_refresh, refresh_in, refresh_out = ctx.components["ask_refresh"]
     on_params, params_in, params_out = ctx.components["ft_params"]
+    on_estimate, est_in, est_out = ctx.components["ft_estimate"]
+    cmp_estimate, cmp_est_in, cmp_est_out = ctx.components["cmp_estimate"]
     cmp_params, cmp_params_in, cmp_params_out = ctx.components["cmp_params"]
     run_dd = ctx.components["ask_run"]
 
@@ -126,20 +151,25 @@ def _wire_polling(ctx: AppContext, demo, ask_tab) -> None:
     timer.tick(cmp_poll, cmp_inputs, cmp_outputs, api_visibility="private", queue=False, show_progress="hidden")
     load = demo.load(init_session, ctx.session, ctx.session, api_visibility="private", queue=False)
     load.then(on_params, params_in, params_out, api_visibility="private", queue=False) \
+        .then(on_estimate, est_in, est_out, api_visibility="private", queue=False) \
         .then(cmp_params, cmp_params_in, cmp_params_out, api_visibility="private", queue=False) \
+        .then(cmp_estimate, cmp_est_in, cmp_est_out, api_visibility="private", queue=False) \
         .then(on_refresh, refresh_in, refresh_out, api_visibility="private", queue=False)
     ask_tab.select(on_refresh, refresh_in, refresh_out, api_visibility="private", queue=False)
 
 
 def launch_kwargs(demo) -> dict:
     """launch() arguments: theme/css (Gradio 6 takes them here), the upload bound, the
-    folders files may be served from; host and port come from GRADIO_SERVER_NAME / _PORT."""
+    folders files may be served from (the bundled example images only: a session's files
+    go out as per-download copies, medln/ui/downloads.py); host and port come from
+    GRADIO_SERVER_NAME / _PORT."""
     s = demo.medln.settings
     return dict(
         theme=_theme(),
         css=CSS,
         max_file_size=s.max_upload_bytes,
-        allowed_paths=[str(s.runs_root), str(ASSETS / "sample" / "images")],
+        allowed_paths=[str(ASSETS / "sample" / "images")],
+        blocked_paths=[str(s.runs_root)],  # never by path, whatever else is allowed
         show_error=False,  # every handler turns failures into its own message; no raw exceptions
         footer_links=["api", "gradio"],
     )
@@ -159,6 +189,10 @@ def warm_up(demo) -> None:
             from medln.accounting import param_rows
 
             param_rows(demo.medln.settings.default_backbone)
+            from medln import domain
+
+            if domain.is_demo_backbone(demo.medln.settings.default_backbone):
+                domain.bundled_calibration()  # the first question about an image then needs no calibration
         except Exception as e:  # the page shows the same error when it asks
             logging.getLogger("medln.ui").warning("warm-up: %s", e)
 

@@ -6,6 +6,7 @@ of the base weights (medln.serve). "Tuned" is one of this browser session's runs
 from __future__ import annotations
 
 import hashlib
+import html
 from pathlib import Path
 from typing import Iterator
 
@@ -14,9 +15,11 @@ import gradio as gr
 from medln.backbones import REPORT_PROMPT
 from medln.data.images import load_image
 from medln.evaluate import MAX_NEW_TOKENS
+from medln.prompts import check_question
 
 from . import views
 from .context import AppContext
+from .downloads import served_copy
 from .errors import UserError, user_message
 from .gpu import on_gpu
 from ..serve import RunInfo, session_runs, stream_answers
@@ -24,7 +27,6 @@ from .uploads import IMAGE_SUFFIXES, check_image_upload
 
 ASK_TOKENS = 3 * MAX_NEW_TOKENS["vqa"]  # a free question may want a sentence, not one word
 REPORT_TOKENS = MAX_NEW_TOKENS["report"]
-MAX_QUESTION_CHARS = 500
 NO_RUN = ""
 EXAMPLE_QUESTIONS = [
     "What imaging modality is this?",
@@ -76,14 +78,29 @@ def answer_stream(ctx: AppContext, session: str, image_path, question: str, run_
         question, tokens = (question or "").strip(), ASK_TOKENS
         if not question:
             raise UserError("type a question, or press Generate report")
-        if len(question) > MAX_QUESTION_CHARS:
-            raise UserError(f"the question is too long ({len(question)} characters; the limit is {MAX_QUESTION_CHARS})")
+        check_question(question)
     run = find_run(ctx, session, run_id)
     path = Path(image_path)
     check_image_upload(path, ctx.settings.max_upload_bytes)
     image = load_image(path, where=path.name)
     yield from stream_answers(ctx.cache, default_backbone=ctx.settings.default_backbone, run=run, image=image,
                               question=question, max_new_tokens=tokens)
+
+
+def domain_warning(ctx: AppContext, session: str | None, image_path, run_id: str | None) -> str:
+    """HTML shown beside both answers when the bundled demo model is asked about an image that
+    is not one of its synthetic phantoms (medln.domain: a measured check, with its reason)."""
+    from medln import domain
+
+    if not image_path:
+        return ""
+    run = find_run(ctx, session, run_id) if session and run_id else None
+    backbone = (run.backbone or run.source) if run else ctx.settings.default_backbone
+    if not domain.is_demo_backbone(backbone):
+        return ""
+    path = Path(image_path)
+    text = domain.warning(domain.check_image(load_image(path, where=path.name)), Path(backbone).name)
+    return f'<div class="medln-ood" role="alert">⚠️ {html.escape(text)}</div>' if text else ""
 
 
 def tuned_label(ctx: AppContext, session: str | None, run_id: str | None) -> str:
@@ -104,7 +121,10 @@ def build(ctx: AppContext):
         with gr.Column(scale=5, min_width=340):
             image_file = gr.File(label="Upload an image: PNG, JPEG, TIFF or DICOM",
                                  file_types=list(IMAGE_SUFFIXES), type="filepath", elem_id="ask-upload", height=120)
-            gallery = gr.Gallery([p for p, _ in examples], label="…or click a bundled example",
+            # The label as a heading above the gallery: Gradio draws a gallery's own label over
+            # the first thumbnails.
+            gr.Markdown("…or click a bundled example (synthetic first, then real images)", elem_classes="medln-hint")
+            gallery = gr.Gallery([p for p, _ in examples], show_label=False, label="Bundled examples",
                                  columns=4, height=390, allow_preview=False, object_fit="cover", interactive=False,
                                  buttons=[], elem_id="ask-examples")
             preview = gr.Image(label="Image asked about", interactive=False, type="filepath", height=300,
@@ -123,27 +143,34 @@ def build(ctx: AppContext):
             with gr.Row():
                 ask_btn = gr.Button("Ask", variant="primary", elem_id="ask-go")
                 report_btn = gr.Button("Generate report", elem_id="ask-report")
-            with gr.Row(equal_height=True):
-                base_out = gr.Textbox(label="Base model", lines=5, max_lines=12, interactive=False,
-                                      elem_id="ask-base", buttons=["copy"])
-                tuned_out = gr.Textbox(label=tuned_label(ctx, None, None), lines=5, max_lines=12, interactive=False,
-                                       elem_id="ask-tuned", buttons=["copy"])
+            with gr.Row(equal_height=False, elem_id="ask-answers"):
+                with gr.Column(min_width=200):
+                    base_out = gr.Textbox(label="Base model", lines=5, max_lines=12, interactive=False,
+                                          elem_id="ask-base", buttons=["copy"])
+                    base_warn = gr.HTML(elem_id="ask-base-warning")
+                with gr.Column(min_width=200):
+                    tuned_out = gr.Textbox(label=tuned_label(ctx, None, None), lines=5, max_lines=12,
+                                           interactive=False, elem_id="ask-tuned", buttons=["copy"])
+                    tuned_warn = gr.HTML(elem_id="ask-tuned-warning")
             notice = gr.HTML(elem_id="ask-notice")
             gr.HTML(views.disclaimer_html())
     image_path = gr.State(None)
 
+    cleared = ("", "", "", "")  # a new image (or a failed upload) clears the previous answers
+
     def on_upload(session, path):
         if not path:
-            return gr.skip(), gr.skip(), "", gr.skip()
+            return (gr.skip(),) * 8
         try:
             png = prepare_image(ctx, session, path)
         except Exception as e:
-            return None, None, views.notice_html(user_message(e, doing="reading the image"), error=True), ""
-        return str(png), str(png), "", f"Your upload: `{Path(path).name}`"
+            return (None, None, views.notice_html(user_message(e, doing="reading the image"), error=True), "",
+                    *cleared)
+        return str(png), served_copy(png), "", f"Your upload: `{Path(path).name}`", *cleared
 
     def on_example(evt: gr.SelectData):
         path, text = examples[evt.index]
-        return path, path, None, "", f"Example: {text}"
+        return path, path, None, "", f"Example: {text}", *cleared
 
     def on_refresh(session, current):
         choices = run_choices(ctx, session)
@@ -158,29 +185,34 @@ def build(ctx: AppContext):
         @on_gpu(duration=120)
         def answer(session, path, q, run_id):
             base = tuned = ""
-            yield "", "", '<div class="medln-notice">Generating… (the base answer first, then the tuned one)</div>'
+            try:
+                warn = domain_warning(ctx, session, path, run_id)
+            except Exception:  # the answer itself reports a bad image or run
+                warn = ""
+            yield ("", "", '<div class="medln-notice">Generating… (the base answer first, then the tuned one)</div>',
+                   warn, warn)
             try:
                 for base, tuned in answer_stream(ctx, session, path, q, run_id, report=report):
-                    yield base, tuned, gr.skip()
+                    yield base, tuned, gr.skip(), gr.skip(), gr.skip()
             except Exception as e:
-                yield base, tuned, views.notice_html(user_message(e, doing="generating"), error=True)
+                yield base, tuned, views.notice_html(user_message(e, doing="generating"), error=True), gr.skip(), gr.skip()
                 return
             note = "" if run_id else "Pick a run in <b>Tuned model</b> to compare (fine-tune one in the first tab)."
-            yield gr.skip(), gr.skip(), f'<div class="medln-notice">{note}</div>' if note else ""
+            yield gr.skip(), gr.skip(), f'<div class="medln-notice">{note}</div>' if note else "", gr.skip(), gr.skip()
         return answer
 
-    image_file.change(on_upload, [ctx.session, image_file], [image_path, preview, notice, caption],
+    answers = [base_out, tuned_out, base_warn, tuned_warn]
+    image_file.change(on_upload, [ctx.session, image_file], [image_path, preview, notice, caption, *answers],
                       api_visibility="private", concurrency_limit=4)
-    gallery.select(on_example, None, [image_path, preview, image_file, notice, caption], api_visibility="private",
-                   queue=False)
+    gallery.select(on_example, None, [image_path, preview, image_file, notice, caption, *answers],
+                   api_visibility="private", queue=False)
     refresh.click(on_refresh, [ctx.session, run], [run, tuned_out], api_visibility="private", queue=False)
     run.change(on_run, [ctx.session, run], tuned_out, api_visibility="private", queue=False)
     common = dict(api_visibility="private", concurrency_id="gpu", concurrency_limit=1)
-    ask_btn.click(make_answer(False), [ctx.session, image_path, question, run], [base_out, tuned_out, notice], **common)
-    question.submit(make_answer(False), [ctx.session, image_path, question, run], [base_out, tuned_out, notice],
-                    **common)
-    report_btn.click(make_answer(True), [ctx.session, image_path, question, run], [base_out, tuned_out, notice],
-                     **common)
+    outs = [base_out, tuned_out, notice, base_warn, tuned_warn]
+    ask_btn.click(make_answer(False), [ctx.session, image_path, question, run], outs, **common)
+    question.submit(make_answer(False), [ctx.session, image_path, question, run], outs, **common)
+    report_btn.click(make_answer(True), [ctx.session, image_path, question, run], outs, **common)
     ctx.components["ask_run"] = run
     ctx.components["ask_tuned"] = tuned_out
     ctx.components["ask_refresh"] = (on_refresh, [ctx.session, run], [run, tuned_out])

@@ -15,37 +15,47 @@ from medln.scopes import SCOPES
 
 from . import views
 from .context import AppContext
-from .errors import UserError, quiet, user_message
-from .finetune import DATA_SOURCES, DEFAULTS, backbone_choices, build_config
-from .gpu import ZEROGPU, on_gpu
+from .downloads import served_copy
+from .errors import UserError, private_errors, quiet, user_message, web_words
+from .finetune import DATA_SOURCES, DEFAULTS, backbone_choices, build_config, train_records
 from .jobs import Job
 from .uploads import DataChoice, prepare_dataset
 
-TABLE_HEADERS = ["scope", "params", "%", "base → tuned", "retention", "s/step", "GB", "adapter", "status"]
+TABLE_HEADERS = ["scope", "trainable", "%", "base → tuned", "n", "retention", "n (ood)", "s/step", "GB", "adapter",
+                 "status"]
 SHORT_TITLES = ("Trainable parameters (log scale)", "Tuned {metric} vs trainable parameters", "Out-of-domain retention",
-                "", "Training loss per scope")  # cost: its two subplot titles say it
+                "", "Training loss per scope (lines: smoothed)")  # cost: its two subplot titles say it
 COMPARE_STEPS = 40  # the same budget for every scope; a short sweep by default
 
 
 # ------------------------------------------------------------------ plain handlers
 
-@on_gpu(duration=300)
+def scope_on_gpu(cfg: TrainConfig, out, **kwargs):
+    """One scope of a sweep as one GPU call (train_records): on ZeroGPU no single call has to
+    fit the whole comparison into its duration."""
+    return train_records(cfg.to_dict(), str(out), **kwargs)
+
+
 def compare_records(cfg_dict: dict, scopes: list[str], out: str, stop=None):
-    """medln.compare.compare, folded into records a Job understands (ZeroGPU-safe arguments)."""
+    """medln.compare.compare, folded into records a Job understands. The sweep itself (tables,
+    files, figures) runs here; each scope's training is a GPU call (scope_on_gpu)."""
     from medln.compare import compare
 
     cfg = TrainConfig.from_dict(cfg_dict)
-    index = 0
-    for rec in compare(cfg, scopes, out, stop=stop):
+    index, of, scope = 0, len(scopes), scopes[0] if scopes else ""
+
+    def where() -> str:
+        return f"scope {index + 1}/{of} · {scope}"
+
+    for rec in compare(cfg, scopes, out, stop=stop, run_scope=scope_on_gpu):
         event = rec.get("event")
         if event == "scope_start":
-            index = rec["index"]
-            yield {"event": "phase", "state": "loading",
-                   "phase": f"{rec['scope']}: loading ({index + 1} of {rec['of']} scopes)"}
+            index, of, scope = rec["index"], rec["of"], rec["scope"]
+            yield {"event": "phase", "state": "loading", "phase": f"{where()}: loading"}
         elif event == "run_start":
-            yield {"event": "phase", "state": "training", "phase": f"training {rec['scope']} ({index + 1} of {len(scopes)})"}
+            yield {"event": "phase", "state": "training", "phase": f"{where()}: training"}
         elif event == "stopped":
-            yield {"event": "phase", "state": "evaluating", "phase": f"{rec['scope']}: stopped; scoring what it trained"}
+            yield {"event": "phase", "state": "evaluating", "phase": f"{where()}: stopped; scoring what it trained"}
         elif event in ("scope_done", "scope_skipped"):
             yield {"event": "row", "row": rec["row"]}
         elif event == "done":
@@ -54,7 +64,50 @@ def compare_records(cfg_dict: dict, scopes: list[str], out: str, stop=None):
         elif event == "step":
             yield {**rec, "global_step": index * cfg.steps + rec["step"]}
             if rec["step"] == cfg.steps:
-                yield {"event": "phase", "state": "evaluating", "phase": f"{rec['scope']}: scoring base and tuned"}
+                yield {"event": "phase", "state": "evaluating", "phase": f"{where()}: scoring base and tuned"}
+
+
+def estimate_for(ctx: AppContext, cfg: TrainConfig, scopes: list[str]):
+    """(Estimate or None, answers scored) for a comparison: the sum over its scopes; `full`
+    under 4-bit is skipped and costs nothing. None when a scope has no recorded speed."""
+    from medln.scopes import get_scope
+
+    from . import eta
+
+    n_items = eta.scored_items(cfg.data, [cfg.eval_split, cfg.ood_split], cfg.eval_limit)
+    per_scope, missing = [], []
+    for name in scopes:
+        if cfg.quant == "4bit" and get_scope(name).how.quant_4bit == "refuse":
+            continue
+        speed = ctx.jobs.speed.lookup(cfg.backbone, name, cfg.quant, cfg.batch_size) if ctx.jobs.speed else None
+        est = eta.estimate(speed, cfg.steps, n_items // 2 if n_items else None)  # base is scored once
+        (per_scope.append(est) if est is not None else missing.append(name))
+    if not per_scope:
+        return None, n_items
+    total = eta.Estimate(sum(e.train_s for e in per_scope), None, sum(e.load_s for e in per_scope),
+                         per_scope[0].source)
+    if all(e.score_s is not None for e in per_scope):
+        total.score_s = sum(e.score_s for e in per_scope)
+    if missing:  # no figure for these scopes: count them like the average of the others
+        k = len(missing) / len(per_scope)
+        total.train_s, total.load_s = total.train_s * (1 + k), total.load_s * (1 + k)
+        total.score_s = None if total.score_s is None else total.score_s * (1 + k)
+        total.source += f"; {', '.join(missing)} not timed yet, counted like the average scope"
+    return total, n_items
+
+
+def estimate_view(ctx: AppContext, backbone, scopes, quant4, steps, batch_size, data_source, eval_limit) -> str:
+    if not scopes:
+        return ""
+    try:
+        data = (DataChoice("sample", "test", "source-test") if data_source == "sample"
+                else DataChoice("upload", "test", ""))
+        cfg = build_config(backbone, "ln", quant4, steps, None, batch_size, data, eval_limit, 0)
+    except Exception:
+        return ""
+    est, n_items = estimate_for(ctx, cfg, list(scopes))
+    return views.estimate_html(est, what=f"this comparison ({len(scopes)} scopes)",
+                               n_items=n_items // 2 * len(scopes) if n_items else None)
 
 
 def start(ctx: AppContext, session: str, backbone, scopes, quant4, steps, batch_size, data_source, data_file,
@@ -70,35 +123,56 @@ def start(ctx: AppContext, session: str, backbone, scopes, quant4, steps, batch_
     scopes = list(scopes)
 
     def run(job: Job):
-        return compare_records(cfg.to_dict(), scopes, str(out), stop=None if ZEROGPU else job.stop)
+        records = compare_records(cfg.to_dict(), scopes, str(out), stop=job.stop)
+        return private_errors(records, ctx.settings.session_dir(session))
 
-    title = f"{len(scopes)} scopes on {Path(cfg.backbone).name} · {cfg.steps} steps each · {data.label or cfg.data}"
-    job = ctx.jobs.submit(session, "compare", title, out, cfg.steps * len(scopes), run)
+    quant = " · 4-bit" if cfg.quant == "4bit" else " · full precision"
+    title = (f"{len(scopes)} scopes on {Path(cfg.backbone).name}{quant} · {cfg.steps} steps each · "
+             f"{data.label or cfg.data}")
+    est, _ = estimate_for(ctx, cfg, scopes)
+    job = ctx.jobs.submit(session, "compare", title, out, cfg.steps * len(scopes), run, config=cfg.to_dict(),
+                          estimate=est)
     job.notes.extend(data.notes)
+    if ctx.jobs.inline:  # ZeroGPU: run it here, in the request (medln.ui.gpu)
+        ctx.jobs.run_here(job)
     return job
 
 
 def table_rows(rows: list[dict]) -> list[list]:
+    """One row per scope; every metric with the number of items it rests on."""
     out = []
     for r in rows:
         if r.get("skipped"):
-            out.append([r["scope"], "–", "–", "–", "–", "–", "–", "–", "skipped: " + r["skipped"]])
+            out.append([r["scope"], "–", "–", "–", "–", "–", "–", "–", "–", "–", "skipped: " + web_words(r["skipped"])])
             continue
         metric = r.get("metric") or "overall"
-        b, t = (r.get("base") or {}).get(metric), (r.get("tuned") or {}).get(metric)
+        n_key = "n" if metric == "overall" else "n_report"
+        tuned, ood = r.get("tuned") or {}, r.get("ood_tuned") or {}
+        b, t = (r.get("base") or {}).get(metric), tuned.get(metric)
         change = "–" if b is None or t is None else f"{b:.3f} → {t:.3f} ({metric})"
         ret = "–" if r.get("retention") is None else f"{100 * r['retention']:.1f} %"
+        n_ood = ood.get(n_key) if r.get("retention") is not None else None
         out.append([r["scope"], f"{r['trainable']:,}" if r.get("trainable") else "–",
-                    f"{r['percent']:.4g} %" if r.get("percent") is not None else "–", change, ret,
+                    f"{r['percent']:.4g} %" if r.get("percent") is not None else "–", change,
+                    "–" if tuned.get(n_key) is None else tuned[n_key], ret, "–" if n_ood is None else n_ood,
                     "–" if r.get("step_s") is None else f"{r['step_s']:.3g}",
                     "–" if r.get("peak_mem_gb") is None else f"{r['peak_mem_gb']:.2f}",
                     views.fmt_bytes(r.get("adapter_bytes")), r.get("status") or ""])
     return out
 
 
+def table_html(rows: list[dict]) -> str:
+    """The results table; a scope whose metric rests on fewer than MIN_N items is greyed."""
+    cells = table_rows(rows)
+    few = [any(isinstance(c[i], int) and c[i] < views.MIN_N for i in (4, 6)) for c in cells]
+    return views.table_html(TABLE_HEADERS, cells, few=few, elem_class="medln-compare", note=views.FEW_NOTE)
+
+
 def figures(rows: list[dict], records: list[dict]) -> tuple:
     from medln import plots
 
+    # the reasons a scope was skipped, in the page's words (no CLI flags)
+    rows = [dict(r, skipped=web_words(r["skipped"])) if r.get("skipped") else r for r in rows]
     figs = (plots.trainable_params_fig(rows), plots.metric_vs_params_fig(rows), plots.retention_fig(rows),
             plots.cost_fig(rows), plots.loss_curve_fig(records))
     metric = plots.pick_metric(rows) if rows else "overall"
@@ -126,9 +200,9 @@ def build(ctx: AppContext):
 
     s = ctx.settings
     gr.Markdown("Train every chosen scope with **the same budget** (steps, batch, data, seed; each scope at its own "
-                "default learning rate) and compare what they cost and what they buy. The paper's claim: LayerNorm "
-                "tuning matches the larger scopes at a tiny fraction of the parameters and forgets less "
-                "(retention on a held-out, out-of-domain split).", elem_classes="medln-hint")
+                "default learning rate) and compare what they cost and what they buy. Retention is measured on a "
+                "held-out, out-of-domain split.", elem_classes="medln-hint")
+    claims = gr.HTML(views.claims_html(None), elem_id="cmp-claims")
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=320):
             backbone = gr.Dropdown(backbone_choices(s.default_backbone), value=s.default_backbone,
@@ -137,27 +211,26 @@ def build(ctx: AppContext):
                                       elem_id="cmp-scopes")
             quant4 = gr.Checkbox(False, label="4-bit (NF4): 'full' is then skipped and says why", elem_id="cmp-quant")
             with gr.Row():
-                steps = gr.Number(value=COMPARE_STEPS, minimum=1, precision=0, label="Steps per scope",
-                                  elem_id="cmp-steps")
-                batch = gr.Number(value=DEFAULTS.batch_size, minimum=1, precision=0, label="Batch size")
-                eval_limit = gr.Number(value=s.eval_limit, minimum=0, precision=0, label="Samples scored per split")
+                steps = gr.Number(value=COMPARE_STEPS, precision=0, label="Steps per scope", elem_id="cmp-steps")
+                batch = gr.Number(value=DEFAULTS.batch_size, precision=0, label="Batch size", elem_id="cmp-batch")
+                eval_limit = gr.Number(value=s.eval_limit, precision=0, label="Samples scored per split",
+                                       elem_id="cmp-eval-limit")
             data_source = gr.Radio(DATA_SOURCES, value="sample", label="Dataset")
             data_file = gr.File(label="Dataset file (.zip or .jsonl)", file_types=[".zip", ".jsonl"], visible=False)
             hub_id = gr.Textbox(label="Hugging Face dataset id", visible=False)
             with gr.Row():
                 start_btn = gr.Button("Run comparison", variant="primary", elem_id="cmp-start")
                 stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="cmp-stop")
-            notice = gr.HTML()
+            estimate = gr.HTML(elem_id="cmp-estimate")
+            notice = gr.HTML(elem_id="cmp-notice")
             status = gr.HTML(views.status_html(None, idle=views.IDLE_COMPARE), elem_id="cmp-status")
             download = gr.DownloadButton("Download results (.csv)", visible=False)
         with gr.Column(scale=8, min_width=480):
-            table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, wrap=True, label="Results per scope",
-                                 elem_id="cmp-table", column_widths=["9%", "10%", "9%", "22%", "11%", "8%", "7%",
-                                                                     "10%", "14%"])
-            with gr.Row():
+            table = gr.HTML(elem_id="cmp-table")  # every row, n per metric, sideways scroll when narrow
+            with gr.Row(elem_classes="medln-plot-row"):  # one plot per row on a narrow screen (CSS)
                 params_plot = gr.Plot(show_label=False, elem_id="cmp-params")
                 metric_plot = gr.Plot(show_label=False, elem_id="cmp-metric", visible=False)
-            with gr.Row():
+            with gr.Row(elem_classes="medln-plot-row"):
                 retention_plot = gr.Plot(show_label=False, elem_id="cmp-retention", visible=False)
                 cost_plot = gr.Plot(show_label=False, elem_id="cmp-cost", visible=False)
             loss_plot = gr.Plot(show_label=False, elem_id="cmp-loss", visible=False)
@@ -179,7 +252,9 @@ def build(ctx: AppContext):
         try:
             job = start(ctx, session, *values)
         except Exception as e:
-            return (views.notice_html(user_message(e), error=True), gr.skip(), gr.skip())
+            return (views.notice_html(web_words(user_message(e)), error=True), gr.skip(), gr.skip())
+        if ctx.jobs.inline:  # ZeroGPU: it ran in this request and has finished; the poll drew the buttons
+            return views.notice_html(f"{html.escape(job.title)}: {job.state}."), gr.skip(), gr.skip()
         return (views.notice_html(f"Started: {html.escape(job.title)}. You may reload the page."),
                 gr.update(interactive=False), gr.update(interactive=True))
 
@@ -190,12 +265,12 @@ def build(ctx: AppContext):
         ctx.jobs.stop(session, job.id)
         return '<div class="medln-notice">Stopping: the current scope stops within a step and is scored; the rest are skipped.</div>'
 
-    @quiet(lambda: (gr.skip(),) * 12)
+    @quiet(lambda: (gr.skip(),) * 13)
     def on_poll(session, last):
         job = ctx.jobs.latest_of(session, "compare") if session else None
         key = (job.id, job.version) if job else None
-        if key == last or job is None:
-            return (gr.skip(),) * 12
+        if job is None or (key == last and job.state != "queued"):
+            return (gr.skip(),) * 13
         snap = job.snapshot()
         rows = (job.result or {}).get("rows") or job.rows
         figs = [gr.skip()] * 5
@@ -204,9 +279,14 @@ def build(ctx: AppContext):
             figs = [gr.update(value=f, visible=True) for f in made] if rows else figs[:4] + [
                 gr.update(value=made[4], visible=True)]
         csv = (job.result or {}).get("csv")
-        return (views.status_html(snap, ctx.jobs.position(job), idle=views.IDLE_COMPARE), table_rows(rows), *figs,
-                gr.update(value=csv, visible=True) if csv and Path(csv).exists() else gr.update(visible=False),
-                gr.update(interactive=not job.active), gr.update(interactive=job.active), notice_for(job), key)
+        pos, wait = ctx.jobs.queue_info(job)
+        return (views.status_html(snap, pos, idle=views.IDLE_COMPARE, wait_s=wait), table_html(rows), *figs,
+                gr.update(value=served_copy(csv), visible=True) if csv and Path(csv).exists() else gr.update(visible=False),
+                gr.update(interactive=not job.active), gr.update(interactive=job.active), notice_for(job), key,
+                views.claims_html(rows, verdict=(job.result or {}).get("verdict")) if rows else gr.skip())
+
+    def on_estimate(*values):
+        return estimate_view(ctx, *values)
 
     def on_move(session, scope_v):
         from .finetune import movement_update
@@ -223,16 +303,20 @@ def build(ctx: AppContext):
                                eval_limit], [notice, start_btn, stop_btn], api_visibility="private",
                     concurrency_limit=4)
     stop_btn.click(on_stop, ctx.session, notice, api_visibility="private", queue=False)
+    est_inputs = [backbone, scopes, quant4, steps, batch, data_source, eval_limit]
+    for comp in est_inputs:
+        comp.change(on_estimate, est_inputs, estimate, api_visibility="private", queue=False)
+    ctx.components["cmp_estimate"] = (on_estimate, est_inputs, estimate)
     ctx.components["cmp_params"] = (on_params, [backbone, quant4], params_plot)
     ctx.components["cmp_poll"] = (on_poll, [ctx.session, seen],
                                   [status, table, params_plot, metric_plot, retention_plot, cost_plot, loss_plot,
-                                   download, start_btn, stop_btn, notice, seen])
+                                   download, start_btn, stop_btn, notice, seen, claims])
 
 
 def notice_for(job: Job):
     import gradio as gr
 
     if job.state == "failed" and job.error:
-        return views.notice_html(job.error, error=True)
-    return gr.skip()
+        return views.notice_html(web_words(job.error), error=True)
+    return gr.skip() if job.active else ""  # a finished job's "Started ..." notice goes
 

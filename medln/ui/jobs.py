@@ -8,8 +8,17 @@ process-level registry keyed by session id; the page reads it with a `gr.Timer`.
 a `threading.Event` that the training loop checks before every micro-batch, so a job
 stops within one step and still saves its adapter and scores it.
 
-Jobs wait in one bounded FIFO and `workers` threads (default 1) run them: one job on the
-device at a time, the same "one GPU slot" the Gradio events share (concurrency_id "gpu").
+Jobs wait in one bounded FIFO and `workers` threads (default 1) run them: ONE worker for the
+whole server, shared by every browser session and API client, so one job trains at a time
+and the others wait their turn (the page shows the place in the line and the estimated
+wait). The job worker is separate from the generation slot the Ask events share
+(concurrency_id "gpu").
+
+On ZeroGPU (`inline=True`) there are no worker threads: the request handler that submitted
+the job runs it itself (`run_here`), because `spaces.GPU` must be called from the Gradio
+request to charge the visitor's quota (medln.ui.gpu). The job record, the polling page, the
+waiting line (a semaphore of `workers` slots) and Stop work the same; Stop reaches the GPU
+worker process through the flag's file.
 """
 
 from __future__ import annotations
@@ -24,8 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from medln.machine import free_memory
+
 from .errors import UserError, user_message
-from .gpu import ZEROGPU
+from .gpu import StopFlag
 
 log = logging.getLogger("medln.ui")
 
@@ -57,19 +68,48 @@ class Job:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     phase: str = "waiting for a free slot"
+    config: dict | None = None  # the TrainConfig (as a dict) the job runs: a reloaded page refills its form
+    estimate: object = None  # medln.ui.eta.Estimate made before it started (None: no recorded speed)
+    first_step_at: float | None = None
+    last_step_at: float | None = None  # when the last training step ended: scoring starts there
     version: int = 0  # bumps on every change: the page redraws only what changed
-    stop: threading.Event = field(default_factory=threading.Event)
+    stop: StopFlag | None = None  # set by Stop; checked by the training loop before every micro-batch
+
+    def __post_init__(self):
+        if self.stop is None:  # beside the output folder, never inside it: runs stay clean
+            self.stop = StopFlag(self.out.parent / f".{self.out.name}.stop")
 
     @property
     def active(self) -> bool:
         return self.state in ACTIVE
 
     def eta_s(self) -> float | None:
-        """Seconds left for the training steps: median recent step time x steps left."""
-        if self.state != "training" or not self.records:
+        """Seconds left for the whole job: the training steps left (median recent step time x
+        steps left) plus scoring (estimated from recorded speed; counted down once it starts)."""
+        est = self.estimate
+        if self.state == "queued" and est is not None:
+            return est.total_s
+        if self.state in ("loading",) and est is not None:
+            return est.train_s + (est.score_s or 0.0) + max(0.0, est.load_s - (time.time() - (self.started or 0)))
+        if self.state not in ("training", "evaluating", "stopping"):
             return None
+        score = est.score_s if est is not None else None
+        if self.kind == "compare":  # scoring happens after every scope: spread it over the steps
+            score = score * max(0, self.steps - self.step) / max(1, self.steps) if score else score
+        if self.state == "evaluating" and self.kind == "finetune":
+            if score is None or self.last_step_at is None:
+                return None
+            return max(0.0, score - (time.time() - self.last_step_at))
         recent = [r["step_s"] for r in self.records[-10:] if "step_s" in r]
-        return statistics.median(recent) * max(0, self.steps - self.step) if recent else None
+        left = max(0, self.steps - self.step)
+        if recent:
+            return statistics.median(recent) * left + (score or 0.0)
+        if est is not None:  # no step measured yet: the estimate made before the start
+            return est.train_s * left / max(1, self.steps) + (score or 0.0)
+        return None
+
+    def eta_covers_scoring(self) -> bool:
+        return self.estimate is not None and getattr(self.estimate, "score_s", None) is not None
 
     def snapshot(self) -> dict:
         """A JSON-safe copy (the /job API endpoint returns it)."""
@@ -84,6 +124,9 @@ class Job:
             "steps": self.steps,
             "loss": last.get("loss"),
             "eta_s": None if self.eta_s() is None else round(self.eta_s(), 1),
+            "eta_covers_scoring": self.eta_covers_scoring(),
+            "estimate_s": None if self.estimate is None else round(self.estimate.total_s, 1),
+            "config": self.config,
             "elapsed_s": round((self.finished or time.time()) - self.started, 1) if self.started else 0.0,
             "run_id": self.out.name if self.kind == "finetune" else None,
             "error": self.error,
@@ -98,34 +141,48 @@ class Job:
 class JobManager:
     """The registry (session -> jobs) and the bounded queue its worker threads drain."""
 
-    def __init__(self, *, max_pending: int = 4, workers: int = 1):
+    def __init__(self, *, max_pending: int = 4, workers: int = 1, speed=None, inline: bool = False):
         self.max_pending = max_pending
+        self.speed = speed  # medln.ui.eta.SpeedBook: finished jobs record their speed there
+        self.inline = inline  # ZeroGPU: the submitting request runs the job (run_here)
         self._queue: queue.Queue[Job] = queue.Queue()
         self._jobs: dict[str, list[Job]] = {}
         self._lock = threading.Lock()
-        self._workers = [threading.Thread(target=self._work, name=f"medln-job-{i}", daemon=True)
-                         for i in range(workers)]
+        self._slots = threading.Semaphore(workers)
+        self._workers = [] if inline else [threading.Thread(target=self._work, name=f"medln-job-{i}", daemon=True)
+                                           for i in range(workers)]
         for t in self._workers:
             t.start()
 
     # ---------------------------------------------------------------- page side
 
     def submit(self, session: str, kind: str, title: str, out: Path, steps: int,
-               run: Callable[[Job], Iterator[dict]]) -> Job:
+               run: Callable[[Job], Iterator[dict]], *, config: dict | None = None, estimate=None) -> Job:
         with self._lock:
             if any(j.active for j in self._jobs.get(session, [])):
                 raise UserError("a job of this session is still running: wait for it or press Stop first")
             waiting = sum(1 for jobs in self._jobs.values() for j in jobs if j.state == "queued")
             if waiting >= self.max_pending:
                 raise UserError(f"the server is busy ({waiting} jobs are waiting); try again in a few minutes")
-            job = Job(uuid.uuid4().hex[:12], session, kind, title, Path(out), steps, run)
+            job = Job(uuid.uuid4().hex[:12], session, kind, title, Path(out), steps, run, config=config,
+                      estimate=estimate)
             jobs = self._jobs.setdefault(session, [])
             jobs.append(job)
             # forget old finished jobs (their run folders stay on disk)
             finished = [j for j in jobs if not j.active]
             for old in finished[:-KEEP_PER_SESSION]:
                 jobs.remove(old)
-        self._queue.put(job)
+        if not self.inline:
+            self._queue.put(job)
+        return job
+
+    def run_here(self, job: Job) -> Job:
+        """Run a submitted job in the calling thread (inline mode: the Gradio request), after
+        waiting for a free slot like the worker threads would; a job stopped while it waited is
+        not run. Returns when the job has finished."""
+        with self._slots:
+            if job.state == "queued":
+                self._execute(job)
         return job
 
     def latest(self, session: str) -> Job | None:
@@ -151,6 +208,7 @@ class JobManager:
         with self._lock:
             if job.state == "queued":  # never started: nothing to save
                 job.state, job.phase, job.finished = "cancelled", "cancelled before it started", time.time()
+                job.stop.clear_file()
             else:
                 job.state, job.phase = "stopping", "stopping after this step; the adapter is kept and scored"
             job.version += 1
@@ -164,6 +222,26 @@ class JobManager:
             waiting = sorted((j for jobs in self._jobs.values() for j in jobs if j.state == "queued"),
                              key=lambda j: j.created)
         return next((i + 1 for i, j in enumerate(waiting) if j is job), 0)
+
+    def wait_s(self, job: Job) -> float | None:
+        """Estimated seconds before a waiting job starts: what the running job has left plus
+        the estimates of the jobs ahead of it (None when one of them has no estimate)."""
+        if job.state != "queued":
+            return None
+        with self._lock:
+            every = [j for jobs in self._jobs.values() for j in jobs]
+        ahead = [j for j in every if j.active and j.state != "queued"]
+        ahead += [j for j in every if j.state == "queued" and j.created < job.created]
+        total = 0.0
+        for j in ahead:
+            left = j.eta_s()
+            if left is None:
+                return None
+            total += left
+        return total
+
+    def queue_info(self, job: Job) -> tuple[int, float | None]:
+        return self.position(job), self.wait_s(job)
 
     # ---------------------------------------------------------------- worker side
 
@@ -183,15 +261,8 @@ class JobManager:
         job.state, job.phase, job.started = "loading", "loading the model and the data", time.time()
         job.version += 1
         try:
-            records = job.run(job)
-            for record in records:
+            for record in job.run(job):
                 apply_record(job, record)
-                if job.stop.is_set() and ZEROGPU:
-                    # A ZeroGPU function runs in another process that cannot see our Event:
-                    # closing the generator ends it there (without saving an adapter).
-                    records.close()
-                    job.phase = "stopped (on ZeroGPU a stopped job keeps no adapter)"
-                    break
             if job.state not in FINISHED:
                 job.state = "stopped" if job.stop.is_set() else "done"
                 job.phase = "finished" if job.state == "done" else "stopped: the saved adapter was scored"
@@ -199,8 +270,21 @@ class JobManager:
             job.state, job.error = "failed", user_message(e, doing="training" if job.kind == "finetune" else "comparison")
             job.phase = "failed"
         finally:
+            job.stop.clear_file()
             job.finished = time.time()
             job.version += 1
+            if self.speed is not None and job.state in ("done", "stopped"):
+                try:
+                    from .eta import record_job
+
+                    record_job(self.speed, job)
+                except Exception:  # an estimate is never worth failing a job for
+                    log.exception("could not record the speed of job %s", job.id)
+        if job.state == "failed":
+            # The failed generator has let go of its model, optimizer state and activations;
+            # collect them (and hand cached CUDA blocks back) before the next job starts, so an
+            # out-of-memory job does not make the next one fail too.
+            free_memory()
 
 
 def apply_record(job: Job, record: dict) -> None:
@@ -224,6 +308,8 @@ def apply_record(job: Job, record: dict) -> None:
             job.state = record["state"]
     elif event == "step":
         job.records.append(record)
+        job.last_step_at = time.time()
+        job.first_step_at = job.first_step_at or job.last_step_at
         job.step = record.get("global_step", record["step"])
         if job.state in ("loading", "training"):
             job.state = "training"

@@ -1,0 +1,73 @@
+"""The in-distribution check for the bundled demo model (medln.domain): calibrated on some
+synthetic images, it must pass held-out and freshly generated phantoms of both styles and
+flag every bundled real image, with a reason that names a measured statistic."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from medln import domain
+from medln.data.bundled import ASSETS
+
+REAL = sorted((ASSETS / "images").glob("real-*.png"))
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    """Calibrated on the train split and half the source-style test split; the rest is held out."""
+    train = domain.sample_images(ASSETS, ("train",))
+    source = domain.sample_images(ASSETS, ("source-test",))
+    (style_src, src_images), = source.items()
+    cal = domain.calibrate({**train, style_src: src_images[::2]})
+    test = [im for ims in domain.sample_images(ASSETS, ("test",)).values() for im in ims]
+    return cal, test + src_images[1::2]
+
+
+def test_held_out_phantoms_pass(held_out):
+    cal, images = held_out
+    assert len(images) >= 100
+    failed = [domain.check_image(im, cal).reason for im in images if not domain.check_image(im, cal).in_domain]
+    assert not failed, failed[:3]
+
+
+def test_freshly_generated_phantoms_pass():
+    synth = pytest.importorskip("medln.make.synth")
+    cal = domain.bundled_calibration()
+    styles = sorted(cal.ranges)
+    assert len(styles) == 2  # both acquisition styles are calibrated
+    for style in styles:
+        for i in range(20):  # a stream seed no committed split uses
+            image = synth.make_study(4242, i, style).image
+            check = domain.check_image(image, cal)
+            assert check.in_domain, (style, i, check.reason)
+
+
+@pytest.mark.parametrize("path", REAL, ids=lambda p: p.stem)
+def test_real_images_are_flagged_with_a_reason(path):
+    assert len(REAL) >= 10
+    check = domain.check_image(Image.open(path))
+    assert not check.in_domain
+    assert "phantoms" in check.reason and any(words in check.reason for words, _ in domain.FEATURES.values())
+    text = domain.warning(check)
+    assert "not one of the synthetic phantoms" in text and "medln-tiny" in text
+
+
+def test_greyscale_real_image_at_phantom_size_is_still_flagged():
+    """Size and colour alone do not decide: a real chest radiograph made grey and 96 px square."""
+    image = Image.open(ASSETS / "images" / "real-chest_xray_pa.png").convert("L").resize((96, 96))
+    check = domain.check_image(image)
+    assert not check.in_domain and "size" not in check.reason
+
+
+def test_demo_backbone_is_recognised():
+    from medln.backbones import ASSETS as MODELS
+
+    assert domain.is_demo_backbone("medln-tiny")
+    assert domain.is_demo_backbone(str(MODELS / "medln-tiny"))
+    assert not domain.is_demo_backbone("Qwen/Qwen2-VL-2B-Instruct")
+    assert not domain.is_demo_backbone("")
+    assert domain.warning(domain.DomainCheck(True, "target")) == ""
+    from medln.backbones import BACKBONES_BY_NAME
+
+    assert all(name in BACKBONES_BY_NAME for name in domain.REAL_BACKBONES_HINT)  # the warning points to real ones
