@@ -49,18 +49,25 @@ class Family:
     model_types: tuple[str, ...]  # config.json `model_type` values of this family
     model_class: str  # transformers class loaded for it
     parts: dict[str, tuple[str, ...]]  # part -> module-name prefixes: vision / connector / llm
-    projections: dict[str, str]  # group (attn, ffn) -> regex on module names within the llm part
+    # group -> regex on module names within the llm part: attn, ffn; kv (attention keys/values)
+    # and down (the MLP down-projection), IA³'s targets
+    projections: dict[str, str]
     prompt: str | None = None  # template with {question}; None -> the processor's chat template
     nested_images: bool = False  # processor wants [[img], [img]] rather than [img, img]
     encoder_decoder: bool = False  # BLIP: question -> encoder, answer -> decoder labels
     dead_norms: Callable[[object], list[str]] = lambda config: []
     not_quantized: tuple[str, ...] = ("lm_head",)  # kept in full precision under 4-bit
+    # Soft prompt tuning: None if peft's virtual tokens reach this family's model correctly,
+    # else why not (tests/test_new_scopes.py checks both against real-token prefixes).
+    prompt_refusal: str | None = None
     fp16_ok: bool = True  # False: activations overflow fp16 (NaNs); medln.precision refuses fp16
 
 
 DECODER_PROJECTIONS = {
     "attn": r"\.self_attn\.(q_proj|k_proj|v_proj|o_proj)$",
     "ffn": r"\.mlp\.(gate_proj|up_proj|down_proj)$",
+    "kv": r"\.self_attn\.(k_proj|v_proj)$",
+    "down": r"\.mlp\.down_proj$",
 }
 
 FAMILIES: dict[str, Family] = {
@@ -88,8 +95,12 @@ FAMILIES: dict[str, Family] = {
             # BERT naming: attention.self.{query,key,value} + attention.output.dense (and the
             # cross-attention twins); the MLP is intermediate.dense + the layer's output.dense.
             {"attn": r"\.(attention|crossattention)\.(self\.(query|key|value)|output\.dense)$",
-             "ffn": r"\.layer\.\d+\.(intermediate\.dense|output\.dense)$"},
+             "ffn": r"\.layer\.\d+\.(intermediate\.dense|output\.dense)$",
+             "kv": r"\.(attention|crossattention)\.self\.(key|value)$",
+             "down": r"\.layer\.\d+\.output\.dense$"},
             encoder_decoder=True,
+            prompt_refusal="BLIP answers with a separate text decoder (BlipForQuestionAnswering), which peft's "
+                           "prompt tuning (causal-LM / seq2seq wrappers) cannot drive",
             # its output layer is tied to the word embeddings and must stay unquantized
             not_quantized=("text_decoder.cls.predictions.decoder",),
         ),
@@ -117,6 +128,8 @@ FAMILIES: dict[str, Family] = {
             },
             DECODER_PROJECTIONS,
             not_quantized=("lm_head", "merger"),
+            prompt_refusal="Qwen2-VL places image tokens with 3-D rotary positions computed from input_ids; "
+                           "peft's virtual tokens replace input_ids by embeddings, so those positions would be wrong",
         ),
         Family(
             "gemma3",
@@ -131,6 +144,8 @@ FAMILIES: dict[str, Family] = {
             nested_images=True,
             dead_norms=_gemma3_dead,
             not_quantized=("lm_head", "multi_modal_projector"),
+            prompt_refusal="Gemma 3 lets image tokens attend to each other through token_type_ids, which peft's "
+                           "prompt tuning drops; the image would be read with the wrong attention mask",
             # Gemma 3's activations exceed fp16's range (NaN losses and answers): bf16 or fp32 only
             fp16_ok=False,
         ),

@@ -88,6 +88,8 @@ class TrainConfig:
                          min=8, max=32_768)
     lora_r: int = _f(8, "LoRA rank (scope lora)", min=1, max=1024)
     lora_alpha: int = _f(16, "LoRA alpha (scope lora)", min=1, max=4096)
+    ln_lr: float | None = _f(None, "learning rate of the norms in scope ln-lora (--lr sets the LoRA part's); "
+                                   "default: the backbone's rate for scope ln", gt=0, lt=1)
     seed: int = _f(0, "random seed (data order, initialisation)", min=0, max=2**32 - 1)
     eval_limit: int = _f(0, "evaluate at most this many samples per split (0: all)", min=0, max=1_000_000)
     eval_batch_size: int = _f(16, "batch size for generation", min=1, max=512)
@@ -115,6 +117,13 @@ class TrainConfig:
         from .scopes import default_lr
 
         return self.lr if self.lr is not None else default_lr(self.backbone, self.scope)
+
+    @property
+    def effective_ln_lr(self) -> float:
+        """The norms' rate in scope ln-lora."""
+        from .scopes import default_lr
+
+        return self.ln_lr if self.ln_lr is not None else default_lr(self.backbone, "ln")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

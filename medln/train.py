@@ -27,7 +27,7 @@ from .prompts import encode_for_training, question_text
 from .machine import peak_memory_gb, reset_peak
 from .precision import autocast_context, from_dtype, grad_scaler
 from .runs import BaseSpec
-from .scopes import Selection, apply_scope, get_scope, kept_unquantized
+from .scopes import Selection, apply_scope, get_scope, kept_unquantized, param_groups
 
 EVENTS = {
     "start": "the run's set-up: backbone, scope, counts, notes (first record)",
@@ -134,7 +134,8 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
     precision = tunable.backbone.precision or from_dtype(tunable.backbone.dtype)
     scaler = grad_scaler(precision, acc.device.type)  # fp16 only; otherwise a pass-through
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.effective_lr, weight_decay=cfg.weight_decay)
+    groups = param_groups(model, get_scope(cfg.scope), cfg.effective_lr, cfg.effective_ln_lr)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.effective_lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.steps, cfg.warmup))
     loader = DataLoader(
         samples,
@@ -270,6 +271,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "quant": cfg.quant,
         "precision": (tunable.backbone.precision or from_dtype(tunable.backbone.dtype)).name,
         "lr": cfg.effective_lr,
+        **({"ln_lr": cfg.effective_ln_lr} if cfg.scope == "ln-lora" else {}),
         "num_processes": acc.num_processes,  # data-parallel processes: batch_size is per process
         "total": sel.total,
         "trainable": sel.trainable,
@@ -331,6 +333,11 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, ba
     model.eval()
     run.save_adapter(model)
     make_portable(run.adapter_dir, tunable.backbone.portable_name or tunable.backbone.name)
+    from .inspect import record_movement
+
+    # Where the weights moved (inspect.json): cheap with the model in memory, read by `inspect` and the app.
+    record_movement(run.path, model, tunable.backbone.family, {"run": str(run.path), "scope": cfg.scope,
+                                                                "seed": cfg.seed, "backbone": tunable.backbone.name})
     if base is None:
         base = run_eval(adapter=False, skip=base_metrics)
     yield {"event": "eval", "which": "base", "metrics": base}

@@ -234,6 +234,9 @@ def build(ctx: AppContext):
                 retention_plot = gr.Plot(show_label=False, elem_id="cmp-retention", visible=False)
                 cost_plot = gr.Plot(show_label=False, elem_id="cmp-cost", visible=False)
             loss_plot = gr.Plot(show_label=False, elem_id="cmp-loss", visible=False)
+            move_scope = gr.Dropdown([sc.name for sc in SCOPES], value="ln", elem_id="cmp-move-scope",
+                                     label="Where the weights moved: scope (after its run)")
+            move_plot = gr.Plot(show_label=False, elem_id="cmp-movement", visible=False)
     seen = gr.State(None)
 
     def on_params(backbone_v, quant_v):
@@ -285,6 +288,14 @@ def build(ctx: AppContext):
     def on_estimate(*values):
         return estimate_view(ctx, *values)
 
+    def on_move(session, scope_v):
+        from .finetune import movement_update
+
+        job = ctx.jobs.latest_of(session, "compare") if session else None
+        return movement_update(Path(job.out) / "runs" / scope_v if job else None)
+
+    move_scope.change(on_move, [ctx.session, move_scope], move_plot, api_visibility="private", queue=False)
+    status.change(on_move, [ctx.session, move_scope], move_plot, api_visibility="private", queue=False)
     for comp in (backbone, quant4):
         comp.change(on_params, [backbone, quant4], params_plot, api_visibility="private", concurrency_limit=4)
     data_source.change(on_data, data_source, [data_file, hub_id], api_visibility="private", queue=False)

@@ -236,6 +236,37 @@ def adapter_zip(run_path: Path) -> Path | None:
     return target
 
 
+def merged_zip(run_path: Path) -> Path:
+    """run/<id>-merged.zip: the run's adapter folded into the base weights (medln.merge)."""
+    from medln.merge import merge_run
+
+    run_path = Path(run_path)
+    target = run_path / f"{run_path.name}-merged.zip"
+    if target.exists():
+        return target
+    merged = run_path / "merged"
+    if not (merged / "config.json").exists():
+        shutil.rmtree(merged, ignore_errors=True)
+        merge_run(run_path, merged)
+    tmp = target.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(merged.rglob("*")):
+            if f.is_file():
+                zf.write(f, f"{run_path.name}-merged/{f.relative_to(merged)}")
+    shutil.move(tmp, target)
+    return target
+
+
+def movement_update(run_path: Path | None):
+    """The run's 'where the weights moved' heatmap (its inspect.json), or hidden."""
+    import gradio as gr
+
+    from medln.inspect import inspect_figure
+
+    fig = inspect_figure(run_path) if run_path else None
+    return gr.update(value=fig, visible=True) if fig is not None else gr.update(visible=False)
+
+
 # ------------------------------------------------------------------ layout and wiring
 
 def build(ctx: AppContext):
@@ -297,6 +328,11 @@ def build(ctx: AppContext):
             metrics = gr.HTML(elem_id="ft-metrics")  # base vs tuned, n per row, every row shown
             result_md = gr.Markdown(elem_id="ft-result")
             download = gr.DownloadButton("Download adapter (.zip)", visible=False, elem_id="ft-download")
+            with gr.Row():
+                merge_btn = gr.Button("Merge into the base weights (standalone model .zip)", size="sm",
+                                      elem_id="ft-merge")
+                merged_dl = gr.DownloadButton("Download merged model (.zip)", visible=False, elem_id="ft-merged")
+            movement_plot = gr.Plot(label="Where the weights moved", elem_id="ft-movement", visible=False)
     seen = gr.State(None)
     timer = gr.Timer(s.poll_s)
 
@@ -328,8 +364,19 @@ def build(ctx: AppContext):
             return views.notice_html("Nothing is running.")
         return views.notice_html("Stopping after the current step; the adapter trained so far is kept and scored.")
 
+    def on_merge(session):
+        job = ctx.jobs.latest_of(session, "finetune") if session else None
+        if job is None or job.result is None or job.active:
+            return views.notice_html("Finish a fine-tune first: its adapter is what gets merged."), gr.skip()
+        try:
+            zip_path = merged_zip(job.out)
+        except Exception as e:
+            return views.notice_html(user_message(e, doing="merging"), error=True), gr.skip()
+        return views.notice_html("Merged: a plain transformers model (no peft needed) that answers as the adapter."), \
+            gr.update(value=served_copy(zip_path), visible=True)
+
     form = [backbone, scope, quant4, steps, lr, batch, eval_limit, seed, precision]
-    n_out = 10 + len(form)
+    n_out = 11 + len(form)
 
     @quiet(lambda: (gr.skip(),) * n_out)
     def on_poll(session, last):
@@ -353,6 +400,7 @@ def build(ctx: AppContext):
                 views.metric_table_html(snap["result"]) if snap and snap.get("result") else "",
                 views.result_markdown(snap),
                 gr.update(value=served_copy(zip_path), visible=True) if zip_path else gr.update(visible=False),
+                movement_update(job.out if job and job.result else None),
                 gr.update(interactive=not active),
                 gr.update(interactive=active),
                 gr.skip() if active else "",  # the "Started ..." notice goes when the job ends, failed too
@@ -380,8 +428,9 @@ def build(ctx: AppContext):
                                hub_id, eval_limit, seed, precision], [notice, start_btn, stop_btn],
                     api_visibility="private", concurrency_limit=4)
     stop_btn.click(on_stop, ctx.session, notice, api_visibility="private", queue=False)
-    ctx.components["ft_poll_outputs"] = [status, loss_plot, metrics, result_md, download, start_btn, stop_btn, notice,
-                                         seen, *form]
+    merge_btn.click(on_merge, ctx.session, [notice, merged_dl], api_visibility="private", concurrency_limit=1)
+    ctx.components["ft_poll_outputs"] = [status, loss_plot, metrics, result_md, download, movement_plot, start_btn,
+                                         stop_btn, notice, seen, *form]
     ctx.components["ft_estimate"] = (on_estimate, est_inputs, estimate)
     ctx.components["ft_timer"] = timer
     ctx.components["ft_params"] = (on_params, param_inputs, param_outputs)
