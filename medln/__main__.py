@@ -13,10 +13,10 @@ import json
 import sys
 import time
 
-from .config import (AskArgs, ConfigError, EvalArgs, Listing, ParamsArgs, ScoreArgs, TrainArgs, add_command,
+from .config import (AskArgs, ConfigError, EvalArgs, Listing, ParamsArgs, ScoreArgs, TrainArgs, TrainConfig, add_command,
                      from_args, parse_command_line)
 
-COMMAND_MODULES: list[str] = ["make.pretrain", "compare", "bench"]  # modules defining add_cli(sub)
+COMMAND_MODULES: list[str] = ["make.pretrain", "compare", "bench", "inspect", "merge"]  # modules defining add_cli(sub)
 
 
 def _print(obj, as_json: bool) -> None:
@@ -52,6 +52,7 @@ def cmd_params(args) -> None:
 
     if args.scope != "all":
         get_scope(args.scope)  # an unknown name is a usage error (exit 2), not a "skipped" row
+    TrainConfig(backbone=args.backbone, quant=args.quant, lora_r=args.lora_r).validate()  # the bounds train has
     t0 = time.perf_counter()
     rows = param_rows(args.backbone, None if args.scope == "all" else [args.scope], args.quant, args.lora_r)
     if not args.json:
@@ -74,7 +75,7 @@ def cmd_train(args) -> None:
     from .train import train_run
 
     main = None
-    for record in train_run(cfg, out):
+    for record in train_run(cfg, out, overwrite=args.overwrite):
         if main is None:  # train_run's Accelerator has set up the (possibly distributed) state by now
             from accelerate import PartialState
 
@@ -85,6 +86,7 @@ def cmd_train(args) -> None:
             print(json.dumps(record), flush=True)
         elif record.get("event") == "start":
             print(f"{record['backbone']} ({record['family']}) scope={record['scope']} quant={record['quant']} "
+                  f"precision={record['precision']} "
                   f"lr={record['lr']:g}: trains {record['trainable']:,} of {record['total']:,} parameters "
                   f"({record['percent']:.4f} %), dead norms {record['dead']:,}; {record['n_train']} samples", flush=True)
             for note in record["notes"]:
@@ -107,8 +109,12 @@ def _base_or_run(args):
     from .serve import canonical, require_run
 
     if not args.adapter:
-        return BaseSpec(args.backbone or "medln-tiny", args.quant), None
+        return BaseSpec(args.backbone or "medln-tiny", args.quant, precision=args.precision), None
     run = require_run(args.adapter)
+    if args.precision != "auto":  # asked for: rebuild the run's base in that precision
+        import dataclasses
+
+        run = dataclasses.replace(run, base=dataclasses.replace(run.base, dtype=None, precision=args.precision))
     if args.backbone and canonical(args.backbone) != canonical(run.base.backbone):
         from .config import ConfigError
 
@@ -121,8 +127,10 @@ def cmd_ask(args) -> None:
     from .backbones import REPORT_PROMPT
     from .data.images import load_image
     from .evaluate import MAX_NEW_TOKENS
+    from .prompts import check_question
     from .serve import ModelCache, stream_answers
 
+    check_question(args.question)  # before loading anything
     base, run = _base_or_run(args)
     image = load_image(args.image, where=args.image)
     task = "vqa" if args.question else "report"
@@ -190,17 +198,27 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .backbones import BackboneError
     from .data.sample import DataError
+    from .machine import free_memory
+    from .memory import is_out_of_memory
+    from .runs import RunError
     from .scopes import ScopeError
 
     try:
         args = parse_command_line(build_parser(), argv)
         args.func(args)
-    except (BackboneError, ConfigError, DataError, ScopeError, FileNotFoundError, FileExistsError) as e:
+    except (BackboneError, ConfigError, DataError, RunError, ScopeError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        free_memory()
+        print(f"error: out of memory ({type(e).__name__}): try a smaller --batch-size, --grad-checkpointing, "
+              "--quant 4bit, a shorter --max-length or a smaller backbone", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -68,7 +68,7 @@ def param_rows(backbone: str, scopes: list[str] | None = None, quant: str = "non
             continue
         rows.append({"backbone": name, "scope": scope_name, "total": sel.total, "trainable": sel.trainable,
                      "percent": round(sel.percent, 6), "dead": sel.dead,
-                     "modules": sel.modules if sel.scope.kind != "full" else ["(all)"]})
+                     "modules": sel.modules + sel.extra if sel.scope.kind != "full" else ["(all)"]})
     return rows
 
 

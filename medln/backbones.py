@@ -49,17 +49,25 @@ class Family:
     model_types: tuple[str, ...]  # config.json `model_type` values of this family
     model_class: str  # transformers class loaded for it
     parts: dict[str, tuple[str, ...]]  # part -> module-name prefixes: vision / connector / llm
-    projections: dict[str, str]  # group (attn, ffn) -> regex on module names within the llm part
+    # group -> regex on module names within the llm part: attn, ffn; kv (attention keys/values)
+    # and down (the MLP down-projection), IA³'s targets
+    projections: dict[str, str]
     prompt: str | None = None  # template with {question}; None -> the processor's chat template
     nested_images: bool = False  # processor wants [[img], [img]] rather than [img, img]
     encoder_decoder: bool = False  # BLIP: question -> encoder, answer -> decoder labels
     dead_norms: Callable[[object], list[str]] = lambda config: []
     not_quantized: tuple[str, ...] = ("lm_head",)  # kept in full precision under 4-bit
+    # Soft prompt tuning: None if peft's virtual tokens reach this family's model correctly,
+    # else why not (tests/test_new_scopes.py checks both against real-token prefixes).
+    prompt_refusal: str | None = None
+    fp16_ok: bool = True  # False: activations overflow fp16 (NaNs); medln.precision refuses fp16
 
 
 DECODER_PROJECTIONS = {
     "attn": r"\.self_attn\.(q_proj|k_proj|v_proj|o_proj)$",
     "ffn": r"\.mlp\.(gate_proj|up_proj|down_proj)$",
+    "kv": r"\.self_attn\.(k_proj|v_proj)$",
+    "down": r"\.mlp\.down_proj$",
 }
 
 FAMILIES: dict[str, Family] = {
@@ -87,8 +95,12 @@ FAMILIES: dict[str, Family] = {
             # BERT naming: attention.self.{query,key,value} + attention.output.dense (and the
             # cross-attention twins); the MLP is intermediate.dense + the layer's output.dense.
             {"attn": r"\.(attention|crossattention)\.(self\.(query|key|value)|output\.dense)$",
-             "ffn": r"\.layer\.\d+\.(intermediate\.dense|output\.dense)$"},
+             "ffn": r"\.layer\.\d+\.(intermediate\.dense|output\.dense)$",
+             "kv": r"\.(attention|crossattention)\.self\.(key|value)$",
+             "down": r"\.layer\.\d+\.output\.dense$"},
             encoder_decoder=True,
+            prompt_refusal="BLIP answers with a separate text decoder (BlipForQuestionAnswering), which peft's "
+                           "prompt tuning (causal-LM / seq2seq wrappers) cannot drive",
             # its output layer is tied to the word embeddings and must stay unquantized
             not_quantized=("text_decoder.cls.predictions.decoder",),
         ),
@@ -116,6 +128,8 @@ FAMILIES: dict[str, Family] = {
             },
             DECODER_PROJECTIONS,
             not_quantized=("lm_head", "merger"),
+            prompt_refusal="Qwen2-VL places image tokens with 3-D rotary positions computed from input_ids; "
+                           "peft's virtual tokens replace input_ids by embeddings, so those positions would be wrong",
         ),
         Family(
             "gemma3",
@@ -130,6 +144,10 @@ FAMILIES: dict[str, Family] = {
             nested_images=True,
             dead_norms=_gemma3_dead,
             not_quantized=("lm_head", "multi_modal_projector"),
+            prompt_refusal="Gemma 3 lets image tokens attend to each other through token_type_ids, which peft's "
+                           "prompt tuning drops; the image would be read with the wrong attention mask",
+            # Gemma 3's activations exceed fp16's range (NaN losses and answers): bf16 or fp32 only
+            fp16_ok=False,
         ),
     ]
 }
@@ -159,8 +177,7 @@ class BackboneSpec:
     hub_id: str  # a hub id, or a folder under assets/ for bundled models
     family: str
     license: str
-    gated: bool = False  # needs HF_TOKEN (accept the licence on the model page first)
-    gpu_dtype: str = "bfloat16"  # MedGemma gives NaNs in fp16; bf16 is the safe default for all
+    gated: bool = False  # needs a Hub token (accept the licence on the model page first)
     prompt: str | None = None  # overrides the family prompt (LLaVA-Med's [INST] format)
     note: str = ""
     lrs: dict[str, float] = field(default_factory=dict)  # per-scope learning rates measured on this backbone
@@ -202,7 +219,7 @@ BACKBONES: list[BackboneSpec] = [
         "gemma3",
         "Health AI Developer Foundations terms of use",
         gated=True,
-        note="gated: accept the terms on the model page and set HF_TOKEN; bf16 only",
+        note="gated: accept the terms on the model page, then `hf auth login` or set HF_TOKEN; no fp16 (NaNs)",
     ),
 ]
 BACKBONES_BY_NAME = {b.name: b for b in BACKBONES}
@@ -250,8 +267,10 @@ def resolve(arg: str) -> Resolved:
 
 
 def hf_token() -> str | None:
-    """The Hub token from the environment only (never logged)."""
-    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
+    """The Hub token (medln.data.hub.hub_token: HF_TOKEN or `hf auth login`'s); never printed."""
+    from .data.hub import hub_token
+
+    return hub_token()
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -272,10 +291,11 @@ def check_access(resolved: Resolved) -> dict:
     if resolved.spec is not None and resolved.spec.gated and hf_token() is None:
         raise BackboneError(
             f"{resolved.source} is gated: accept its terms on the Hugging Face model page, "
-            "then set the HF_TOKEN environment variable"
+            "then log in with `hf auth login` or set the HF_TOKEN environment variable"
         )
-    if hf_token():
-        kwargs["token"] = hf_token()
+    token = hf_token()
+    if token:
+        kwargs["token"] = token
     if not hub_reachable():
         # Fall back to the local cache; fail with a message rather than a retry loop.
         kwargs["local_files_only"] = True
@@ -302,7 +322,29 @@ def load_config(arg: str, *, trust_remote_code: bool = False):
         if kwargs.get("local_files_only"):
             raise BackboneError(offline_message(resolved)) from None
         raise BackboneError(f"cannot read the config of {resolved.source}: {e}") from None
+    except ValueError as e:  # transformers' long advice for an unknown model_type or remote code
+        raise BackboneError(_config_refusal(resolved, e)) from None
     return resolved, config, family_of_model_type(config.model_type)
+
+
+def _config_refusal(resolved: Resolved, error: ValueError) -> str:
+    """One line for a config transformers cannot build: custom code it was not allowed to
+    run, or a model_type it does not know."""
+    import json
+
+    raw: dict = {}
+    if resolved.local:
+        try:
+            raw = json.loads((Path(resolved.source) / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+    if (isinstance(raw, dict) and "auto_map" in raw) or "trust_remote_code" in str(error):
+        return (f"{resolved.source}: its config needs custom code from the model's repository (auto_map); MedLN "
+                "runs no remote code unless asked: `train --trust-remote-code` allows it, only if you trust that code")
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    known = ", ".join(t for f in FAMILIES.values() for t in f.model_types)
+    return (f"{resolved.source}: unsupported model_type {model_type!r} (unknown to the installed transformers); "
+            f"MedLN supports: {known}")
 
 
 @dataclass
@@ -318,6 +360,8 @@ class Backbone:
     prompt: str | None  # {question} template, or None for the processor's chat template
     dtype: str = "float32"  # of the unquantized weights, as loaded
     portable_name: str = ""  # Resolved.portable_name
+    notes: list[str] = field(default_factory=list)  # what loading changed, for the user (4-bit on a CPU)
+    precision: object = None  # medln.precision.Precision it computes in (None: from `dtype`)
 
 
 def allow_processors_without_torchvision() -> None:
@@ -350,12 +394,47 @@ def quantization_config(family: Family, quant: str, keep_full_precision: list[st
     )
 
 
-def default_dtype(arg: str, device: str) -> str:
-    """bf16 on a GPU (the registry may say otherwise), fp32 on a CPU."""
-    if not device.startswith("cuda"):
-        return "float32"
+def default_dtype(arg: str, device: str, precision: str = "auto") -> str:
+    """The torch dtype name a load of `arg` on `device` uses for `precision` (medln.precision):
+    auto is bf16 on a GPU with bf16, fp16 on one without (fp32 for a family that refuses
+    fp16), fp32 on a CPU."""
+    from .precision import resolve_precision
+
+    try:
+        return resolve_precision(precision, device=device, fp16_ok=_fp16_ok(arg)).dtype_name
+    except ValueError as e:
+        raise BackboneError(str(e)) from None
+
+
+def _fp16_ok(arg: str) -> bool:
+    """The family's fp16_ok: from the registry, else from config.json (when readable)."""
     spec = BACKBONES_BY_NAME.get(arg) or next((b for b in BACKBONES if b.hub_id == arg), None)
-    return spec.gpu_dtype if spec else "bfloat16"
+    if spec is not None:
+        return FAMILIES[spec.family].fp16_ok
+    try:
+        return load_config(arg)[2].fp16_ok
+    except Exception:  # unreadable here: loading will say why
+        return True
+
+
+# bitsandbytes 0.50 on a CPU with AVX512-BF16 repacks a Linear4bit's weight for its fused
+# kernel at the first no-grad forward (bitsandbytes.functional._convert_weight_packed_for_cpu):
+# it asserts out_features % 32 == 0 ("N must be divisible by block_n") and K even, and
+# reshapes the per-block scales to (out_features, in_features // 64), which needs
+# in_features % 64 == 0 (the NF4 block size). Layers that break either rule stay unquantized
+# on every CPU, so a model loads and answers the same on CPUs with and without that kernel.
+CPU_4BIT_ROWS = 32
+CPU_4BIT_BLOCK = 64
+
+
+def cpu_unpackable(config, family: Family, skip: list[str]) -> list[tuple[str, int, int]]:
+    """(name, in_features, out_features) of the linear layers the CPU 4-bit kernel cannot pack."""
+    from .scopes import describe, meta_model
+
+    skipped = lambda name: any(name == k or name.startswith(k + ".") or name.endswith("." + k) for k in skip)  # noqa: E731
+    return [(m.name, m.in_features, m.out_features) for m in describe(meta_model(config, family))
+            if m.kind == "linear" and not skipped(m.name)
+            and (m.out_features % CPU_4BIT_ROWS or m.in_features % CPU_4BIT_BLOCK)]
 
 
 def load_backbone(
@@ -366,20 +445,39 @@ def load_backbone(
     keep_full_precision: list[str] = (),
     dtype: str | None = None,
     trust_remote_code: bool = False,
+    precision: str = "auto",
 ) -> Backbone:
     """Load model + processor from a registry name, a folder or a hub id.
 
-    On a GPU the weights load in the backbone's dtype (bf16), on a CPU in fp32, unless
-    `dtype` (a torch dtype name) says otherwise (medln.runs.BaseSpec: as a run was trained).
+    The frozen weights (and the 4-bit compute) take the run's precision (medln.precision):
+    `auto` is bf16 on a GPU with bf16, fp16 on one without (fp32 for a family that gives NaNs
+    in fp16), fp32 on a CPU; `dtype` (a torch dtype name) overrides it (medln.runs.BaseSpec:
+    as a run was trained).
     """
     import torch
     from transformers import AutoProcessor
 
+    from .precision import from_dtype, resolve_precision
+
     resolved, config, family = load_config(arg, trust_remote_code=trust_remote_code)
     kwargs = check_access(resolved)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, dtype or default_dtype(arg, device))
-    qconfig = quantization_config(family, quant, list(keep_full_precision), dtype)
+    try:
+        prec = from_dtype(dtype, "as the run was trained") if dtype else resolve_precision(
+            precision, device=device, fp16_ok=family.fp16_ok, model=f"{resolved.name} ({family.name})")
+    except ValueError as e:  # the same for every scope of a sweep: a backbone problem, not a row
+        raise BackboneError(str(e)) from None
+    dtype = prec.dtype
+    keep, notes = list(keep_full_precision), []
+    if quant == "4bit" and not device.startswith("cuda"):
+        odd = cpu_unpackable(config, family, list(family.not_quantized) + keep)
+        if odd:
+            keep += [name for name, _, _ in odd]
+            name, k, n = odd[0]
+            notes.append(f"{len(odd)} linear layer(s) kept unquantized (fp32): bitsandbytes' CPU 4-bit kernel needs "
+                         f"out_features divisible by {CPU_4BIT_ROWS} and in_features by {CPU_4BIT_BLOCK} "
+                         f"(e.g. {name}: {k} -> {n})")
+    qconfig = quantization_config(family, quant, keep, dtype)
     allow_processors_without_torchvision()
     try:
         processor = AutoProcessor.from_pretrained(resolved.source, trust_remote_code=trust_remote_code, **kwargs)
@@ -399,4 +497,4 @@ def load_backbone(
     model.eval()
     prompt = (resolved.spec.prompt if resolved.spec else None) or family.prompt
     return Backbone(resolved.name, resolved.source, family, model, processor, quant, prompt,
-                    str(dtype).removeprefix("torch."), resolved.portable_name)
+                    str(dtype).removeprefix("torch."), resolved.portable_name, notes, prec)

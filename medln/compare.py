@@ -111,12 +111,14 @@ def _empty_row(scope: str, reason: str | None = None) -> dict:
 
 
 def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, ood: str | None = None,
-            stop=None, progress: Callable[[float, str], None] | None = None) -> Iterator[dict]:
+            stop=None, progress: Callable[[float, str], None] | None = None,
+            run_scope: Callable[..., Iterator[dict]] | None = None) -> Iterator[dict]:
     """Train each scope of `scopes` with `cfg_base`'s budget into out_dir/runs/<scope>/.
 
     `ood`: a data spec whose `cfg_base.eval_split` split is the out-of-domain set (default:
     the `cfg_base.ood_split` split of the training data). `stop`: anything with is_set().
-    `progress(fraction, message)`: optional callback (gr.Progress fits).
+    `progress(fraction, message)`: optional callback (gr.Progress fits). `run_scope`: what
+    trains one scope, called as train_run is (the app passes a ZeroGPU call per scope).
 
     Yields {"event": "compare_start"}, per scope {"event": "scope_start"}, that run's records
     (train_run's, tagged with "scope"; its start/done events renamed run_start/run_done),
@@ -188,7 +190,8 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
             cfg = dataclasses.replace(cfg_base, scope=scope).validate()
             key = base_key(cfg)
             row["lr"] = cfg.effective_lr
-            run = train_run(cfg, out / "runs" / scope, stop=stop, base_metrics=bases.get(key), extra_eval=extra_eval)
+            run = (run_scope or train_run)(cfg, out / "runs" / scope, stop=stop, base_metrics=bases.get(key),
+                                           extra_eval=extra_eval)
             for record in run:
                 event = record.get("event")
                 # train_run's start/done become run_start/run_done: "done" ends the whole sweep

@@ -24,24 +24,43 @@ class ConfigError(ValueError):
 
 
 def _f(default=MISSING, help: str = "", **meta):
-    """A documented field; without a default it is a required flag."""
+    """A documented field; without a default it is a required flag. Numbers carry their valid
+    range: `min`/`max` (inclusive unless named in `open`). validate(), the CLI, the app's widgets
+    and its API all read the range from here (`bounds`), so no caller can be looser than another."""
     return field(default=default, metadata={"help": help, **meta})
 
 
+def bounds(name: str, cls=None) -> dict:
+    """{min, max, open} of a numeric field (for widgets: minimum/maximum)."""
+    f = next(f for f in dataclasses.fields(cls or TrainConfig) if f.name == name)
+    return {k: f.metadata[k] for k in ("min", "max", "open") if k in f.metadata}
+
+
+def check_field(f: dataclasses.Field, value) -> str | None:
+    """The problem with `value` for field `f` (choices, type and range), or None."""
+    meta = f.metadata
+    if "choices" in meta and value not in meta["choices"]:
+        return f"{f.name}: must be one of {', '.join(map(str, meta['choices']))}, got {value!r}"
+    if "min" not in meta and "max" not in meta:
+        return None
+    if value is None and f.default is None:
+        return None
+    whole = isinstance(meta.get("min", meta.get("max")), int) and not isinstance(meta.get("min", meta.get("max")), bool)
+    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value != value:
+        kind = "a whole number" if whole else "a number"
+        return f"{f.name}: must be {kind}, got {value!r}"
+    opened = meta.get("open", ())
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and (value <= lo if "min" in opened else value < lo):
+        return f"{f.name}: must be {'>' if 'min' in opened else '>='} {lo}, got {value}"
+    if hi is not None and (value >= hi if "max" in opened else value > hi):
+        return f"{f.name}: must be {'<' if 'max' in opened else '<='} {hi}, got {value}"
+    return None
+
+
 def bound_problems(obj) -> list[str]:
-    """Fields outside their metadata rules: choices, min/max (inclusive), gt/lt (exclusive)."""
-    problems = []
-    for f in dataclasses.fields(obj):
-        value, meta = getattr(obj, f.name), f.metadata
-        if "choices" in meta and value not in meta["choices"]:
-            problems.append(f"{f.name}: must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
-        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        for key, ok, word in (("min", value >= meta.get("min", 0), ">="), ("max", value <= meta.get("max", 0), "<="),
-                              ("gt", value > meta.get("gt", 0), ">"), ("lt", value < meta.get("lt", 0), "<")):
-            if key in meta and not ok:
-                problems.append(f"{f.name}: must be {word} {meta[key]}, got {value}")
-    return problems
+    """Every field of a config dataclass outside its metadata rules."""
+    return [p for f in dataclasses.fields(obj) if (p := check_field(f, getattr(obj, f.name)))]
 
 
 @dataclass
@@ -52,21 +71,28 @@ class TrainConfig:
     split: str = _f("train", "split to train on")
     eval_split: str = _f("test", "split to evaluate base and tuned on ('' to skip evaluation)")
     ood_split: str = _f("source-test", "held-out out-of-domain split for retention ('' to skip; sample data only)")
-    quant: str = _f("none", "weights: none (fp32 on CPU, bf16 on GPU) or 4bit (NF4)", choices=("none", "4bit"))
-    steps: int = _f(200, "optimizer steps (the default: ~30 s for medln-tiny on 2 CPU cores)", min=1)
+    quant: str = _f("none", "weights: none (in the --precision dtype) or 4bit (NF4, computing in that dtype)",
+                    choices=("none", "4bit"))
+    precision: str = _f("auto", "compute precision: auto (bf16 on a GPU with bf16, else fp16 with a gradient scaler; "
+                        "fp32 on a CPU; an explicit accelerate --mixed_precision decides auto), bf16, fp16, fp32",
+                        choices=("auto", "bf16", "fp16", "fp32"))
+    steps: int = _f(200, "optimizer steps (the default: ~30 s for medln-tiny on 2 CPU cores)", min=1, max=100_000)
     lr: float | None = _f(None, "peak learning rate; default: the backbone's measured one for the scope, else the scope's own",
-                          gt=0, lt=1)
-    batch_size: int = _f(8, "samples per micro-batch (per process)", min=1)
-    grad_accum: int = _f(1, "micro-batches per optimizer step", min=1)
-    warmup: float = _f(0.1, "fraction of steps with linear warm-up", min=0, lt=1)
-    weight_decay: float = _f(0.0, "AdamW weight decay", min=0)
+                          min=0.0, max=1.0, open=("min", "max"))
+    batch_size: int = _f(8, "samples per micro-batch (per process)", min=1, max=512)
+    grad_accum: int = _f(1, "micro-batches per optimizer step", min=1, max=1024)
+    warmup: float = _f(0.1, "fraction of steps with linear warm-up", min=0.0, max=1.0, open=("max",))
+    weight_decay: float = _f(0.0, "AdamW weight decay", min=0.0, max=1.0)
     grad_checkpointing: bool = _f(False, "recompute activations in backward (less memory, ~30%% slower)")
-    max_length: int = _f(512, "longest token sequence (image tokens included); longer samples are an error, not cut", min=1)
-    lora_r: int = _f(8, "LoRA rank (scope lora)", min=1)
-    lora_alpha: int = _f(16, "LoRA alpha (scope lora)", min=1)
-    seed: int = _f(0, "random seed (data order, initialisation)", min=0)
-    eval_limit: int = _f(0, "evaluate at most this many samples per split (0: all)", min=0)
-    eval_batch_size: int = _f(16, "batch size for generation", min=1)
+    max_length: int = _f(512, "longest token sequence (prompt with image tokens + answer); longer records are refused",
+                         min=8, max=32_768)
+    lora_r: int = _f(8, "LoRA rank (scope lora)", min=1, max=1024)
+    lora_alpha: int = _f(16, "LoRA alpha (scope lora)", min=1, max=4096)
+    ln_lr: float | None = _f(None, "learning rate of the norms in scope ln-lora (--lr sets the LoRA part's); "
+                                   "default: the backbone's rate for scope ln", gt=0, lt=1)
+    seed: int = _f(0, "random seed (data order, initialisation)", min=0, max=2**32 - 1)
+    eval_limit: int = _f(0, "evaluate at most this many samples per split (0: all)", min=0, max=1_000_000)
+    eval_batch_size: int = _f(16, "batch size for generation", min=1, max=512)
     skip_bad: bool = _f(False, "skip bad data records (reported), instead of failing on the first")
     trust_remote_code: bool = _f(False, "allow custom model code from the hub (off unless you trust the repo)")
 
@@ -80,6 +106,8 @@ class TrainConfig:
         if scope is not None and scope.how.quant_4bit == "refuse" and self.quant == "4bit":
             problems.append(f"scope {self.scope!r} with quant '4bit': 4-bit weights cannot be trained; use --quant none")
         problems += bound_problems(self)
+        if len(problems) == 1:
+            raise ConfigError(f"invalid config: {problems[0]}")
         if problems:
             raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
         return self
@@ -89,6 +117,13 @@ class TrainConfig:
         from .scopes import default_lr
 
         return self.lr if self.lr is not None else default_lr(self.backbone, self.scope)
+
+    @property
+    def effective_ln_lr(self) -> float:
+        """The norms' rate in scope ln-lora."""
+        from .scopes import default_lr
+
+        return self.ln_lr if self.ln_lr is not None else default_lr(self.backbone, "ln")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -135,7 +170,10 @@ class ParamsArgs:
 class TrainArgs(TrainConfig):
     """TrainConfig (what config.json saves) plus where the run goes and how it prints."""
 
-    out: str = _f("", "run folder to create (default runs/<id>)", saved=False)
+    out: str = _f("", "run folder to create (default runs/<id>); must be new, empty, or a MedLN run replaced "
+                  "with --overwrite", saved=False)
+    overwrite: bool = _f(False, "replace the MedLN run already in --out (only its own files; a folder MedLN did not "
+                         "write is never touched)", saved=False)
     json: bool = _f(False, "one JSON object per training record on stdout", saved=False)
 
     def train_config(self) -> TrainConfig:
@@ -150,6 +188,8 @@ class AskArgs:
     backbone: str = like(TrainConfig, "backbone", default="",
                          help="backbone without --adapter (default medln-tiny); with --adapter the run's own")
     quant: str = like(TrainConfig, "quant", help="weights without --adapter; with --adapter the run's own")
+    precision: str = like(TrainConfig, "precision", help="auto, bf16, fp16 or fp32 (auto: as the run was trained, "
+                                                           "or as train's auto decides)")
     json: bool = _f(False, "print JSON (answer, backbone, adapter, disclaimer)")
 
 
@@ -158,6 +198,7 @@ class EvalArgs:
     adapter: str = _f("", "a run folder: evaluate its tuned weights")
     backbone: str = like(AskArgs, "backbone")
     quant: str = like(AskArgs, "quant")
+    precision: str = like(AskArgs, "precision")
     data: str = like(TrainConfig, "data")
     split: str = _f("test", "split to predict and score")
     limit: int = _f(0, "at most N samples, evenly spaced (0: all)", min=0)

@@ -37,7 +37,7 @@ def predict(bb: Backbone, model, samples: list[Sample], *, adapter: bool = True,
         for task in ("vqa", "report"):
             idx = [i for i, s in enumerate(samples) if s.task == task]
             for chunk in batches(idx, batch_size):
-                images = [load_image(samples[i].image, where=samples[i].id) for i in chunk]
+                images = [load_image(samples[i].image, where=samples[i].where) for i in chunk]
                 questions = [question_text(samples[i]) for i in chunk]
                 answers = generate(bb, model, images, questions, max_new_tokens=MAX_NEW_TOKENS[task])
                 preds.extend(zip(chunk, answers))
@@ -47,7 +47,8 @@ def predict(bb: Backbone, model, samples: list[Sample], *, adapter: bool = True,
 
 
 def score(samples: list[Sample], preds: list[str], *, with_meteor: bool = False) -> dict:
-    """Flat metric dict: VQA keys (n, closed_accuracy, open_recall, overall, ...) and, when
+    """Flat metric dict: VQA keys (n, closed_accuracy, open_recall, overall, ...; n counts the report
+    items instead when the split has no VQA item) and, when
     the split has report items, report keys (bleu_1..bleu_4, rouge_l, meteor, cider)."""
     from .metrics import score_report, score_vqa
 
@@ -58,7 +59,7 @@ def score(samples: list[Sample], preds: list[str], *, with_meteor: bool = False)
         refs = [{"answer": s.answer, "answer_type": s.answer_type, "question_type": s.question_type} for s, _ in vqa]
         result.update(score_vqa([p for _, p in vqa], refs))
     else:
-        result["n"] = 0
+        result["n"] = len(rep)  # a report-only split: its item count (n_report below says the same)
     if rep:
         # METEOR starts a Java process (~20 s): on for `eval`/`score`, off inside training runs.
         report = score_report([p for _, p in rep], [s.answer for s, _ in rep], with_meteor=with_meteor)

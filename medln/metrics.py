@@ -383,7 +383,8 @@ def score_files(task: str, pred_path, ref_path, *, with_meteor: bool = True) -> 
     if task not in ("vqa", "report"):
         raise ValueError(f"task must be 'vqa' or 'report', got {task!r}")
     pred_path, ref_path = Path(pred_path), Path(ref_path)
-    preds = _read_jsonl(pred_path, ("prediction", "answer"))
+    # A report prediction may be keyed like its reference ('report'); 'prediction' wins when both are there.
+    preds = _read_jsonl(pred_path, ("prediction", "answer") if task == "vqa" else ("prediction", "report", "answer"))
     refs = _read_jsonl(ref_path, ("answer",) if task == "vqa" else ("report",))
     for have, have_path, other, other_path in ((refs, ref_path, preds, pred_path),
                                                (preds, pred_path, refs, ref_path)):

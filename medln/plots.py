@@ -7,6 +7,7 @@ them to HTML, the app shows them as they are. A scope keeps its colour in every 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
 import plotly.graph_objects as go
@@ -237,7 +238,94 @@ def loss_curve_fig(records: Iterable[dict], *, group: str = "scope") -> go.Figur
     return fig
 
 
+# ------------------------------------------------------------------ where the weights moved (medln.inspect)
+
+_PART_ORDER = ("vision", "connector", "llm", "other")
+_PART_TITLE = {"vision": "vision tower", "connector": "connector", "llm": "language model", "other": "other"}
+_BIAS = ("bias", "beft")  # absolute change; the rest relative
+_PARAM_MARK = {"gain": "γ", "bias": "β", "weight": "W", "lora": "ΔW (LoRA)", "ia3": "l (IA³)", "beft": "b (BEFT)"}
+
+
+def _grid(rows: list[dict]) -> tuple[list[str], list[str], list[list[float | None]], list[list[str]]]:
+    """Rows -> (x labels: layers then '·' for modules outside a layer, y labels: leaf + param,
+    z, hover text)."""
+    layers = sorted({r["layer"] for r in rows if r["layer"] is not None})
+    xs = [f"L{i}" for i in layers] + (["no layer"] if any(r["layer"] is None for r in rows) else [])
+    ys = sorted({f"{r['leaf']} {_PARAM_MARK.get(r['param'], r['param'])}" for r in rows})
+    z = [[None] * len(xs) for _ in ys]
+    text = [[""] * len(xs) for _ in ys]
+    for r in rows:
+        y = ys.index(f"{r['leaf']} {_PARAM_MARK.get(r['param'], r['param'])}")
+        x = xs.index(f"L{r['layer']}" if r["layer"] is not None else "no layer")
+        bias = r["param"] in _BIAS
+        z[y][x] = r["delta_norm"] if bias else r["rel"]
+        text[y][x] = (f"{r['module']} {r['param']}<br>‖Δ‖ {r['delta_norm']:.3g}"
+                      + (f"<br>‖Δ‖/‖base‖ {r['rel']:.3g}" if r["rel"] is not None else ""))
+    return xs, ys, z, text
+
+
+def movement_fig(result: dict) -> go.Figure:
+    """Heatmaps of how far each trained tensor moved, one row per part (vision / connector /
+    language model), columns = layers: left the relative change (‖Δγ‖/‖γ‖, ‖ΔW‖/‖W‖, ‖l−1‖/‖1‖),
+    right the absolute bias change ‖Δβ‖. Input: medln.inspect's summary (inspect.json)."""
+    rows = result.get("rows", [])
+    parts = [p for p in _PART_ORDER if any(r["part"] == p for r in rows)]
+    cols = 2 if any(r["param"] in _BIAS for r in rows) else 1
+    has = {(p, b): any(r["part"] == p and (r["param"] in _BIAS) == b for r in rows) for p in parts for b in (False, True)}
+    titles = [f"{_PART_TITLE[p]}: {t}" if has[(p, b)] else ""
+              for p in parts for t, b in (("relative change ‖Δ‖/‖base‖", False), ("bias change ‖Δβ‖", True))[:cols]]
+    n_rows = [max(1, *(len({(r["leaf"], r["param"]) for r in rows if r["part"] == p and (r["param"] in _BIAS) == b})
+                       for b in (False, True))) for p in parts]
+    top = {b: max([r["delta_norm"] if b else (r["rel"] or 0.0) for r in rows if (r["param"] in _BIAS) == b] or [1.0])
+           for b in (False, True)}
+    fig = make_subplots(rows=max(1, len(parts)), cols=cols, subplot_titles=titles or ["nothing trained"],
+                        row_heights=n_rows or None, horizontal_spacing=0.22, vertical_spacing=0.16)
+    for i, part in enumerate(parts, start=1):
+        for col, biases in ((1, False), (2, True))[:cols]:
+            sel = [r for r in rows if r["part"] == part and (r["param"] in _BIAS) == biases]
+            if not sel:
+                continue
+            xs, ys, z, text = _grid(sel)
+            fig.add_trace(go.Heatmap(x=xs, y=ys, z=z, text=text, hovertemplate="%{text}<extra></extra>",
+                                     coloraxis="coloraxis2" if biases else "coloraxis", xgap=1, ygap=1),
+                          row=i, col=col)
+    bar = dict(orientation="h", len=0.4 if cols == 2 else 0.8, thickness=12, y=-0.06, yanchor="top")
+    fig.update_layout(
+        title=f"Where the weights moved: {result.get('scope', '?')} · {Path(str(result.get('run', ''))).name}",
+        coloraxis=dict(colorscale="Blues", cmin=0, cmax=top[False] or 1.0, colorbar=dict(title="‖Δ‖/‖base‖", x=0.2 if cols == 2 else 0.5, **bar)),
+        coloraxis2=dict(colorscale="Oranges", cmin=0, cmax=top[True] or 1.0, colorbar=dict(title="‖Δβ‖", x=0.8, **bar)),
+        template="plotly_white", margin=dict(l=60, r=30, t=90, b=90),
+        height=220 + 34 * sum(n_rows) + 70 * len(parts),
+    )
+    return fig
+
+
+def profile_fig(result: dict) -> go.Figure:
+    """Per language-model layer relative change of this run, its other seeds and other scopes
+    (e.g. LoRA's ‖ΔW‖/‖W‖), each scaled to its own maximum: the shape, not the size, is compared
+    (Spearman ρ of the unscaled profiles in the legend)."""
+    fig = go.Figure()
+    rhos = {c["run"]: c.get("spearman_llm_layers") for c in result.get("compare", [])}
+    series = [(f"this run ({result.get('scope')}, seed {result.get('seed')})", result.get("layers", {}).get("llm", {}),
+               result.get("scope"), "solid")]
+    for c in result.get("compare", []):
+        layers = result.get("others", {}).get(c["run"], {}).get("llm", {})
+        rho = rhos.get(c["run"])
+        series.append((f"{c['scope']} seed {c['seed']} (ρ {rho if rho is not None else 'n/a'})", layers,
+                       c["scope"], "dot" if c["same_scope"] else "dash"))
+    for name, layers, scope, dash in series:
+        if not layers:
+            continue
+        top = max(layers.values()) or 1.0
+        keys = sorted(layers, key=int)
+        fig.add_trace(go.Scatter(x=[int(k) for k in keys], y=[layers[k] / top for k in keys], mode="lines+markers",
+                                 name=name, line=dict(color=scope_colour(scope or ""), dash=dash)))
+    fig.update_layout(title="Language-model layers: relative change, each profile scaled to its maximum",
+                      xaxis_title="layer", yaxis_title="relative change / max", **_LAYOUT)
+    return fig
+
+
 __all__ = [
-    "SCOPE_COLOURS", "cost_fig", "loss_curve_fig", "metric_vs_params_fig", "pareto_front", "pick_metric",
-    "retention_fig", "scope_colour", "smooth", "trainable_params_fig",
+    "SCOPE_COLOURS", "cost_fig", "loss_curve_fig", "metric_vs_params_fig", "movement_fig", "pareto_front",
+    "pick_metric", "profile_fig", "retention_fig", "scope_colour", "smooth", "trainable_params_fig",
 ]

@@ -11,9 +11,16 @@ from typing import Iterable
 
 from .backbones import REPORT_PROMPT, Backbone
 from .data.images import load_image
-from .data.sample import Sample
+from .data.sample import DataError, Sample
 
 IGNORE = -100  # label value the loss skips
+MAX_QUESTION_CHARS = 500  # a question, not a document: the CLI and the app refuse longer ones
+
+
+def check_question(question: str | None) -> None:
+    """A free-text question of bounded length (None: a report is asked for)."""
+    if question is not None and len(question) > MAX_QUESTION_CHARS:
+        raise DataError(f"the question is too long ({len(question)} characters; the limit is {MAX_QUESTION_CHARS})")
 
 
 def question_text(sample: Sample) -> str:
@@ -75,7 +82,7 @@ class _padding_side:
 
 
 def encode_for_training(bb: Backbone, samples: list[Sample], max_length: int = 512) -> dict:
-    images = [load_image(s.image, where=s.id) for s in samples]
+    images = [load_image(s.image, where=s.where) for s in samples]
     questions = [question_text(s) for s in samples]
     answers = [s.answer for s in samples]
     if bb.family.encoder_decoder:
@@ -104,7 +111,10 @@ def encode_for_training(bb: Backbone, samples: list[Sample], max_length: int = 5
     batch["labels"] = labels
     if batch["input_ids"].shape[1] > max_length:
         # Truncating would cut image tokens out of sync with pixel features: refuse clearly.
-        raise ValueError(f"sequence of {batch['input_ids'].shape[1]} tokens exceeds max_length={max_length}")
+        lengths = batch["attention_mask"].sum(dim=1).tolist()
+        i = max(range(len(lengths)), key=lengths.__getitem__)
+        raise DataError(f"{samples[i].where}: {lengths[i]} tokens (the prompt with its image tokens, "
+                        f"and the answer) exceed max_length={max_length}; raise --max-length to at least {lengths[i]}")
     return dict(batch)
 
 
@@ -134,16 +144,18 @@ def generate(bb: Backbone, model, images: list, questions: list[str], *, max_new
     """Greedy answers, one per (image, question). `model` may be the peft wrapper."""
     import torch
 
+    from .precision import autocast_context, from_dtype
+
     batch = encode_for_generation(bb, images, questions)
     device = next(p.device for p in model.parameters())
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point() and p.dtype != torch.float32), None)
-    batch = to_device(batch, device, dtype)
+    precision = bb.precision or from_dtype(bb.dtype)
+    # Pixel values take the weights' dtype (bf16/fp16 loads; fp32 stays fp32).
+    batch = to_device(batch, device, precision.dtype if precision.autocast else None)
     tok = _tokenizer(bb)
     # BLIP's generate sets its own pad/bos ids; decoder-only models need the pad id.
     extra = {} if bb.family.encoder_decoder else {"pad_token_id": tok.pad_token_id}
-    # On a GPU the trainable norm copies are fp32 beside bf16 weights: autocast, as in training.
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    with torch.inference_mode(), autocast:
+    # The trained norm copies are fp32 beside bf16/fp16 weights: autocast, as in training.
+    with torch.inference_mode(), autocast_context(precision, device.type):
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer, **extra)
     if not bb.family.encoder_decoder:
         out = out[:, batch["input_ids"].shape[1]:]

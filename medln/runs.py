@@ -16,10 +16,16 @@ complete.
 `load_run(run_dir)` is the one way back from a folder to a model: the CLI, the app's model
 cache (medln.serve) and library users all rebuild the base from the recorded `base` and
 attach the adapter through it, so nothing else re-derives how a run was trained.
+
+A run never deletes or overwrites what it did not create: `--out` must be new, empty, or a
+MedLN run folder replaced on purpose (`overwrite=True`, which removes only the files named
+above). A run that fails before its adapter is saved removes what it wrote, so the same
+`--out` works again.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -27,6 +33,56 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+
+class RunError(ValueError):
+    """A run folder cannot be written or read as asked; the message says why and what to do."""
+
+
+RUN_FILES = ("config.json", "metrics.jsonl", "eval.json", "adapter", "adapter.tmp", "adapter.old")
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder MedLN wrote: its config.json is a run's ({"config": {... "scope" ...}, ...})."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("config"), dict) and "scope" in config["config"]
+
+
+def check_out(path: str | Path, *, overwrite: bool = False) -> None:
+    """Refuse an output folder that would lose files: called before anything loads, and
+    again when the run folder is created."""
+    path = Path(path)
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise RunError(f"--out {path}: {parent} is a file, not a folder")
+            break
+    if not path.is_dir() or not any(path.iterdir()):
+        return  # new or empty: the run will create it
+    if not is_run_folder(path):
+        shown = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())[:5])
+        raise RunError(f"--out {path} already exists and is not a MedLN run folder (it holds {shown}); "
+                       "choose a new or empty folder: nothing that MedLN did not write is ever replaced")
+    state = "a finished run" if (path / "eval.json").exists() else "an unfinished run (no eval.json)"
+    if not overwrite:
+        raise RunError(f"--out {path} already holds {state}; choose another --out, or pass --overwrite to "
+                       "replace it (only the run's own files are removed)")
+
+
+def _remove_run_files(path: Path) -> None:
+    """The files of the run contract (plus predictions and adapter zips that MedLN writes
+    beside them); anything else in the folder stays."""
+    for name in RUN_FILES:
+        target = path / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+    for extra in (*path.glob("predictions-*.jsonl"), *path.glob("*-adapter.zip"), *path.glob(".*.tmp")):
+        extra.unlink()
 
 
 def new_run_id(backbone: str, scope: str) -> str:
@@ -47,16 +103,26 @@ def write_json_atomic(path: Path, obj) -> None:
 @dataclass
 class RunDir:
     path: Path
+    created: bool = False  # this run made the folder (so discard() may remove it)
 
     @classmethod
-    def create(cls, path: str | Path, config: dict) -> "RunDir":
+    def create(cls, path: str | Path, config: dict, *, overwrite: bool = False) -> "RunDir":
         path = Path(path)
-        if (path / "config.json").exists():
-            raise FileExistsError(f"{path} already holds a run; choose another --out")
+        check_out(path, overwrite=overwrite)
+        created = not path.exists()
+        if not created and overwrite:
+            _remove_run_files(path)
         path.mkdir(parents=True, exist_ok=True)
-        run = cls(path)
+        run = cls(path, created)
         write_json_atomic(path / "config.json", config)
         return run
+
+    def discard(self) -> None:
+        """Remove what this run wrote (it failed before saving an adapter), and the folder
+        itself if the run created it and nothing else is in it."""
+        _remove_run_files(self.path)
+        if self.created and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
 
     @property
     def adapter_dir(self) -> Path:
@@ -72,7 +138,13 @@ class RunDir:
     def save_adapter(self, model) -> None:
         tmp = self.path / "adapter.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, safe_serialization=True)
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+        except Exception as e:  # disk full, quota, file-size limit: safetensors raises its own type
+            shutil.rmtree(tmp, ignore_errors=True)
+            full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "os error 28" in str(e)
+            raise RunError(f"could not save the adapter to {self.adapter_dir}"
+                           f"{': the disk is full' if full else ''} ({type(e).__name__}: {str(e).strip()[:200]})") from None
         old = self.path / "adapter.old"
         if self.adapter_dir.exists():
             os.replace(self.adapter_dir, old)
@@ -122,7 +194,8 @@ class BaseSpec:
     whole weights (Linear4bit weights take no gradient); an adapter of such a run holds
     [out, in] weights for them and cannot load onto their packed 4-bit form.
     `dtype`/`device`: the weights' dtype on the device kind that trained; a reload on the
-    same kind of device uses it, another kind uses its own default (fp32 CPU, bf16 GPU)."""
+    same kind of device uses it, another kind resolves `precision` there (medln.precision:
+    auto is fp32 on a CPU, bf16 or fp16 on a GPU)."""
 
     backbone: str  # registry name, hub id, or absolute folder
     quant: str = "none"
@@ -130,22 +203,29 @@ class BaseSpec:
     dtype: str | None = None
     device: str | None = None  # "cpu" | "cuda" of the training run
     trust_remote_code: bool = False
+    precision: str = "auto"  # what the run asked for (TrainConfig.precision)
 
     def effective_dtype(self, device: str | None = None) -> str:
         """The dtype a load on `device` (default: CUDA if present) uses."""
         from .backbones import default_dtype
 
         device = device or _default_device()
+        return self._recorded_dtype(device) or default_dtype(self.backbone, device, self.precision)
+
+    def _recorded_dtype(self, device: str) -> str | None:
         if self.dtype and self.device is not None and device.split(":")[0] == self.device:
             return self.dtype
-        return default_dtype(self.backbone, device)
+        return None
 
     def load(self, device: str | None = None):
         from .backbones import load_backbone
 
         device = device or _default_device()
+        # Without a recorded dtype for this kind of device, load_backbone resolves the
+        # precision itself: it knows the family (fp16_ok) from config.json.
         return load_backbone(self.backbone, quant=self.quant, device=device, keep_full_precision=list(self.keep),
-                             dtype=self.effective_dtype(device), trust_remote_code=self.trust_remote_code)
+                             dtype=self._recorded_dtype(device), trust_remote_code=self.trust_remote_code,
+                             precision=self.precision)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "keep": list(self.keep)}
@@ -184,7 +264,8 @@ def attach_run(backbone, run_dir: str | Path):
 
     run = RunDir(Path(run_dir))
     if not run.adapter_dir.is_dir():
-        raise FileNotFoundError(f"{run.path} has no adapter/ folder (not a finished MedLN run?)")
+        raise RunError(f"{run.path} has no adapter/ folder (not a finished MedLN run?)")
+    check_adapter(backbone.model, run.adapter_dir, family=backbone.family.name)
     if is_peft_adapter(run.adapter_dir):
         return attach(backbone.model, run.adapter_dir)
     from .backbones import model_class
@@ -202,3 +283,106 @@ def load_run(run_dir: str | Path, *, device: str | None = None):
 
     bb = base_spec(run_dir).load(device)
     return dataclasses.replace(bb, model=attach_run(bb, run_dir).eval())
+
+
+# peft's names in a saved adapter: <module>.<marker><param> (the adapter name is stripped)
+_MARKERS = (".ln_tuning_layers.", ".lora_A.", ".lora_B.")
+
+
+def check_adapter(model, adapter_dir: str | Path, *, family: str | None = None) -> None:
+    """Refuse, with the reason, an adapter that does not belong to this base model, before
+    peft attaches it: peft only warns about missing keys, and a foreign adapter would then
+    answer as "tuned" with the base weights. Checks the run's model family, that every
+    module the adapter touches exists here, and every saved tensor's shape against it
+    (safetensors header only: nothing is loaded). Scope 'full' checkpoints are checked
+    by model type and tensor shapes alike."""
+    adapter_dir = Path(adapter_dir)
+    run_family = _run_family(adapter_dir.parent)
+    if family and run_family and run_family != family:
+        raise RunError(f"{adapter_dir.parent}: the run was trained on a {run_family} model; this backbone is "
+                       f"{family}: an adapter only fits the model it was trained on")
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    peft_config = adapter_dir / "adapter_config.json"
+    if not peft_config.exists():
+        return _check_full(base, adapter_dir)
+    try:
+        config = json.loads(peft_config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise RunError(f"{peft_config}: unreadable adapter config ({type(e).__name__}: {e})") from None
+    targets = config.get("target_modules") if isinstance(config, dict) else None
+    if not isinstance(config, dict) or config.get("peft_type") not in ("LN_TUNING", "LORA"):
+        raise RunError(f"{peft_config}: not a MedLN adapter config (peft_type must be LN_TUNING or LORA)")
+    if not (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets)):
+        raise RunError(f"{peft_config}: 'target_modules' must be a list of module names")
+    modules = dict(base.named_modules())
+    missing = [t for t in targets if t not in modules and not any(n.endswith("." + t) for n in modules)]
+    if missing:
+        raise RunError(f"{adapter_dir}: the adapter targets {len(missing)} module(s) this backbone does not have "
+                       f"(first: {missing[0]}): it was trained on another model")
+    for key, shape in _saved_shapes(adapter_dir / "adapter_model.safetensors").items():
+        key = key.removeprefix("base_model.model.")
+        marker = next((m for m in _MARKERS if m in key), None)
+        if marker is None:
+            continue
+        name, param = key.split(marker, 1)
+        layer = modules.get(name)
+        if layer is None:
+            raise RunError(f"{adapter_dir}: the adapter holds weights for {name}, which this backbone does not "
+                           "have: it was trained on another model")
+        layer = getattr(layer, "base_layer", layer)  # already wrapped by peft
+        expected = _expected_shape(layer, marker, param, shape)
+        if expected is not None and tuple(expected) != tuple(shape):
+            raise RunError(f"{adapter_dir}: {name}{marker}{param} has shape {list(shape)} in the adapter but this "
+                           f"backbone needs {list(expected)}: it was trained on another model size")
+
+
+def _run_family(run_path: Path) -> str | None:
+    try:
+        return json.loads((run_path / "config.json").read_text(encoding="utf-8")).get("family")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+
+
+def _saved_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except FileNotFoundError:
+        raise RunError(f"{path.parent}: no {path.name} (the adapter's weights are missing)") from None
+    except Exception as e:  # SafetensorError on a truncated or foreign file
+        raise RunError(f"{path}: unreadable safetensors file ({type(e).__name__}: {e})") from None
+
+
+def _shape(tensor) -> tuple[int, ...] | None:
+    if tensor is None:
+        return None
+    quant_state = getattr(tensor, "quant_state", None)  # bitsandbytes packs 4-bit weights two per byte
+    return tuple(quant_state.shape) if quant_state is not None else tuple(tensor.shape)
+
+
+def _expected_shape(layer, marker: str, param: str, saved: tuple[int, ...]):
+    if marker == ".ln_tuning_layers.":  # a trained copy of the whole module: same shapes
+        return _shape(getattr(layer, param.split(".")[-1], None))
+    if marker == ".lora_A.":  # (rank, in_features)
+        return (saved[0], getattr(layer, "in_features", saved[-1]))
+    return (getattr(layer, "out_features", saved[0]), saved[-1])  # lora_B: (out_features, rank)
+
+
+def _check_full(base, adapter_dir: Path) -> None:
+    """A 'full' run's checkpoint: same model type and the same tensor shapes as the base."""
+    try:
+        config = json.loads((adapter_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise RunError(f"{adapter_dir}: neither a peft adapter nor a readable checkpoint config ({e})") from None
+    model_type = getattr(base.config, "model_type", None)
+    if not isinstance(config, dict) or config.get("model_type") != model_type:
+        other = config.get("model_type") if isinstance(config, dict) else None
+        raise RunError(f"{adapter_dir}: a checkpoint of a {other!r} model; this backbone is {model_type!r}")
+    own = {k: _shape(t) for k, t in base.state_dict().items()}
+    for file in sorted(adapter_dir.glob("*.safetensors")):
+        for key, shape in _saved_shapes(file).items():
+            if own.get(key) is not None and own[key] != tuple(shape):
+                raise RunError(f"{adapter_dir}: {key} has shape {list(shape)} in the checkpoint but this backbone "
+                               f"needs {list(own[key])}: it was trained on another model size")

@@ -14,7 +14,7 @@ projector, embeddings and lm_head (docs/design.md "Traps").
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .backbones import Family, part_of
@@ -37,7 +37,9 @@ class Kind:
     `wrap`: the peft method that makes exactly those trainable ("ln_tuning" keeps a trainable
     copy of each target, "lora" adds A/B matrices; None: requires_grad on every parameter).
     `quant_4bit`: under 4-bit the kind trains as is ("ok"), keeps its selected modules
-    unquantized ("keep": Linear4bit weights take no gradient), or cannot run ("refuse")."""
+    unquantized ("keep": Linear4bit weights take no gradient), or cannot run ("refuse").
+    `needs_bias`: only linears with a bias count (BitFit). `skips_dead`: modules under the
+    family's dead prefixes (no gradient) are left out and reported."""
 
     name: str
     selects: str
@@ -45,16 +47,30 @@ class Kind:
     wrap: str | None
     quant_4bit: str = "ok"
     quant_note: str = "trains normally"
+    needs_bias: bool = False
+    skips_dead: bool = False
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in [
-    Kind("norm", "norm", lambda m, r: m.params, "ln_tuning"),
+    Kind("norm", "norm", lambda m, r: m.params, "ln_tuning", skips_dead=True),
     Kind("whole-linear", "linear", _whole_linear, "ln_tuning", "keep",
          "trains; these projections are kept unquantized (bf16), the rest is 4-bit"),
     Kind("lora", "linear", lambda m, r: r * (m.in_features + m.out_features), "lora"),  # A: r x in, B: out x r
     Kind("full", "all", lambda m, r: m.params, None, "refuse",
          "refused: 4-bit weights cannot be trained; load in bf16 (--quant none)"),
+    # IA3: one learned scale per output of k/v and per input of the down-projection (counted in select).
+    Kind("ia3", "linear", lambda m, r: m.out_features, "ia3",
+         quant_note="trains normally: the scale vectors are full precision beside 4-bit weights"),
+    # BitFit through peft's BEFT: a trained b + Δb on every linear that has a bias.
+    Kind("bitfit", "linear", lambda m, r: m.out_features, "beft",
+         quant_note="trains normally: biases stay full precision beside 4-bit weights", needs_bias=True, skips_dead=True),
+    # Soft prompt: virtual-token embeddings, no module of the model (counted in select).
+    Kind("prompt", "virtual-tokens", lambda m, r: 0, "prompt",
+         quant_note="trains normally: only the virtual-token embeddings train"),
+    # Norms (the part targets, as `norm`) and LoRA (the projection targets) in one adapter.
+    Kind("ln-lora", "norm+linear", lambda m, r: 0, "lora+norms"),
 ]}
+PROMPT_TOKENS = 20  # virtual tokens of the `prompt` scope (Lester et al. 2021 found 20 ample)
 
 
 @dataclass(frozen=True)
@@ -90,11 +106,31 @@ SCOPES: list[TuningScope] = [
     # backbone may carry measured ones (BackboneSpec.lrs; medln-tiny's: docs/lr_sweep.py).
     TuningScope("ln", "every LayerNorm/RMSNorm affine parameter that gets a gradient (vision, connector, LLM)", 3e-3, "norm", ("vision", "connector", "llm")),
     TuningScope("ln-vision", "the norms of the vision tower only", 3e-3, "norm", ("vision",)),
-    TuningScope("ln-llm", "the norms of the language model only", 3e-3, "norm", ("llm",)),
+    # Measured at the SmolVLM-256M shape on a 2-core CPU (docs/design.md): `ln` is ~1.8x slower per
+    # step than `lora` at 1.1x its memory (the vision norms need the backward pass through the
+    # whole vision tower); `ln-llm` is 1.06-1.1x faster than `lora` at 0.88x its memory.
+    TuningScope("ln-llm", "the norms of the language model only: the fast path (SmolVLM-256M shape, CPU: "
+                "1.06-1.1x faster per step than lora at 0.88x its memory; ln, which also trains the vision "
+                "norms, is ~1.8x slower than lora, as those need the backward pass through the vision tower)",
+                3e-3, "norm", ("llm",)),
     TuningScope("attn", "the language model's attention projections (q, k, v, o), whole weights", 1e-4, "whole-linear", ("attn",)),
     TuningScope("ffn", "the language model's MLP projections, whole weights", 1e-4, "whole-linear", ("ffn",)),
     TuningScope("lora", "LoRA (r=8, alpha=16) on the language model's attention and MLP projections", 3e-4, "lora", ("attn", "ffn")),
     TuningScope("full", "every parameter", 2e-5, "full"),
+    # The rest of the paper's method table (Chen et al. 2024 compare LN tuning with LoRA, IA3,
+    # prefix/prompt tuning) and its combination question. Rates: IA3 3e-3 as T-Few; prompt tuning
+    # 3e-2 as peft's examples; BitFit 1e-3 (Ben Zaken et al. swept 1e-4..1e-3).
+    TuningScope("ia3", "IA3 (peft): learned scales on the language model's attention keys/values and on the "
+                "MLP down-projection's input", 3e-3, "ia3", ("kv", "down")),
+    TuningScope("bitfit", "BitFit: every bias of a linear layer (vision, connector, language model) through "
+                "peft's BEFT adapter (b + Δb); norm biases belong to the ln scopes; Llama/Mistral/Gemma "
+                "language models have no biases", 1e-3, "bitfit", ("vision", "connector", "llm")),
+    TuningScope("prompt", "soft prompt tuning (peft): 20 trained virtual tokens before the prompt, image tokens "
+                "left in place; llava and idefics3 only (refused with the reason for other families)", 3e-2,
+                "prompt"),
+    TuningScope("ln-lora", "LayerNorm tuning plus LoRA in one adapter: every norm (as ln) and LoRA r=8 on the "
+                "language model's projections; each part has its own learning rate (--ln-lr for the norms)",
+                3e-4, "ln-lora", ("vision", "connector", "llm", "attn", "ffn")),
 ]
 
 
@@ -195,6 +231,7 @@ class Selection:
     dead: int  # norm parameters excluded because they receive no gradient
     dead_modules: list[str]
     notes: list[str]
+    extra: list[str] = field(default_factory=list)  # ln-lora: norms trained whole (peft modules_to_save)
 
     @property
     def percent(self) -> float:
@@ -212,23 +249,59 @@ def select(structure: list[ModuleInfo], dead_prefixes: list[str], family: Family
     total = sum(m.params for m in structure)
     if how.selects == "all":
         return Selection(scope, [""], total, total, 0, [], [])
+    if how.selects == "virtual-tokens":
+        return _select_prompt(structure, family, scope, total)
+    if how.selects == "norm+linear":  # ln-lora: the part targets as `norm`, the projection targets as `lora`
+        parts = tuple(t for t in scope.targets if t in family.parts)
+        groups = tuple(t for t in scope.targets if t not in family.parts)
+        norms = select(structure, dead_prefixes, family, TuningScope(scope.name, "", 0, "norm", parts), lora_r=lora_r)
+        lora = select(structure, dead_prefixes, family, TuningScope(scope.name, "", 0, "lora", groups), lora_r=lora_r)
+        return Selection(scope, lora.modules, norms.trainable + lora.trainable, total, norms.dead, norms.dead_modules,
+                         norms.notes, extra=norms.modules)
     dead_prefixes = tuple(dead_prefixes)
     modules, dead_modules, trainable, dead, notes = [], [], 0, 0, []
     for m in structure:
-        if m.kind != how.selects or m.params == 0 or not any(in_target(family, m.name, t) for t in scope.targets):
+        # (A tied bias counts at its first owner: BLIP's output layer owns no parameter of its
+        # own, yet its bias is a bias term BitFit trains.)
+        if m.kind != how.selects or (m.params == 0 and not how.needs_bias) or (how.needs_bias and not m.bias):
             continue
-        # Norms after the layer a model reads its features from never get a gradient: left out.
-        if how.selects == "norm" and m.name.startswith(dead_prefixes):
+        target = next((t for t in scope.targets if in_target(family, m.name, t)), None)
+        if target is None:
+            continue
+        # Modules after the layer a model reads its features from never get a gradient: left out.
+        if how.skips_dead and m.name.startswith(dead_prefixes):
             dead_modules.append(m.name)
-            dead += m.params
+            dead += m.out_features if how.needs_bias else m.params
             continue
         modules.append(m.name)
-        trainable += how.count(m, lora_r)
+        # IA3 scales the down-projection's input, every other target's output.
+        trainable += m.in_features if how.name == "ia3" and target == "down" else how.count(m, lora_r)
     if dead_modules:
-        notes.append(f"{len(dead_modules)} norms ({dead:,} parameters) get no gradient and are left out")
+        what = "biases" if how.needs_bias else "norms"
+        notes.append(f"{len(dead_modules)} {what} ({dead:,} parameters) get no gradient and are left out")
+    if how.needs_bias:
+        if not modules:
+            raise ScopeError(f"scope {scope.name!r}: this {family.name} model has no linear layer with a bias term, "
+                             "so there is nothing to train; choose ln-llm or lora")
+        missing = [t for t in scope.targets if t in family.parts and family.parts[t]
+                   and not any(in_target(family, n, t) for n in modules)]
+        if "llm" in missing:
+            notes.append("the language model has no bias terms (bias-free projections): bitfit trains the other "
+                         "parts' biases only")
     if not modules:
         raise ScopeError(f"scope {scope.name!r} selects nothing in this {family.name} model")
     return Selection(scope, modules, trainable, total, dead, dead_modules, notes)
+
+
+def _select_prompt(structure: list[ModuleInfo], family: Family, scope: TuningScope, total: int) -> Selection:
+    """PROMPT_TOKENS virtual tokens as wide as the language model (its lm_head's input)."""
+    if family.prompt_refusal:
+        raise ScopeError(f"scope {scope.name!r} cannot run on a {family.name} model: {family.prompt_refusal}")
+    head = next((m for m in structure if m.kind == "linear" and m.name.endswith("lm_head")), None)
+    if head is None:
+        raise ScopeError(f"scope {scope.name!r}: no lm_head in this {family.name} model to size the virtual tokens")
+    return Selection(scope, ["(virtual tokens)"], PROMPT_TOKENS * head.in_features, total, 0, [],
+                     [f"{PROMPT_TOKENS} virtual tokens x {head.in_features} (the language model's width)"])
 
 
 def select_in_model(model, config, family: Family, scope: TuningScope, **kw) -> Selection:
@@ -280,20 +353,59 @@ def apply_scope(model, config, family: Family, scope: TuningScope, *, quant: str
     if wrap is None:
         model.requires_grad_(True)
         return model, selection
-    from peft import LNTuningConfig, LoraConfig, get_peft_model
+    from peft import BeftConfig, IA3Config, LNTuningConfig, LoraConfig, PromptTuningConfig, get_peft_model
 
     peft_configs = {
         "ln_tuning": lambda: LNTuningConfig(target_modules=selection.modules),
         "lora": lambda: LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                                    target_modules=selection.modules),
+        # ln-lora: the norms ride in the same adapter as modules_to_save (a trainable copy beside
+        # the frozen original, saved with the LoRA weights): one standard peft adapter.
+        "lora+norms": lambda: LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                         target_modules=selection.modules, modules_to_save=selection.extra),
+        "ia3": lambda: IA3Config(target_modules=selection.modules, feedforward_modules=[
+            n for n in selection.modules if in_target(family, n, "down")]),
+        "beft": lambda: BeftConfig(target_modules=selection.modules),
+        "prompt": lambda: PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=PROMPT_TOKENS),
     }
     model = get_peft_model(model, peft_configs[wrap]())
+    if wrap == "prompt":
+        _init_prompt_from_vocabulary(model, config)
     # Trainable tensors in fp32 (optimizer state and tiny updates to ~1.0 norm gains are lost
     # in bf16); frozen tensors keep their dtype: no blanket upcast of the base model.
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
     return model, selection
+
+
+def _init_prompt_from_vocabulary(model, config) -> None:
+    """Virtual tokens start as copies of random vocabulary embeddings (Lester et al.'s sampled-vocab
+    init; peft's random init is N(0, 1), far off the embeddings' scale). Never an image/special
+    placeholder: LLaVA and Idefics3 find image positions by comparing embeddings with the image
+    token's, so a copy of it would be taken for an image slot."""
+    import torch
+
+    embed = model.get_input_embeddings()
+    vocab = embed.weight.shape[0]
+    reserved = {v for k, v in config.to_dict().items() if k.endswith(("token_id", "token_index")) and isinstance(v, int)}
+    reserved |= {v for k, v in config.get_text_config().to_dict().items() if k.endswith("token_id") and isinstance(v, int)}
+    pool = torch.tensor([i for i in range(vocab) if i not in reserved])
+    ids = pool[torch.randperm(len(pool))[:PROMPT_TOKENS]]  # global RNG: seeded by prepare()
+    with torch.no_grad():
+        target = model.prompt_encoder[model.active_adapter].embedding.weight
+        target.copy_(embed.weight[ids.to(embed.weight.device)].to(target.dtype))
+
+
+def param_groups(model, scope: TuningScope, lr: float, ln_lr: float) -> list[dict]:
+    """Optimizer groups: ln-lora's norms take their own rate (LayerNorm tuning needs a far
+    higher one than LoRA); every other scope is one group."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if scope.how.wrap != "lora+norms":
+        return [{"params": [p for _, p in params], "lr": lr}]
+    norm = [p for n, p in params if ".modules_to_save." in n]
+    rest = [p for n, p in params if ".modules_to_save." not in n]
+    return [{"params": rest, "lr": lr, "name": "lora"}, {"params": norm, "lr": ln_lr, "name": "norms"}]
 
 
 def trainable_summary(model, total: int) -> tuple[int, float]:

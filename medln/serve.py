@@ -69,11 +69,20 @@ class Entry:
         self.adapters.move_to_end(key)
         name = self.adapters[key]
         self.model.set_adapter(name)
+        if self.signature and self.signature[0] == "LN_TUNING":
+            # The trained modules swapped in for the answer (exact, no copy, same tokens): no
+            # peft dispatch per norm call during decoding (docs/merge_speed.py measures it).
+            from medln.merge import swapped_in
+
+            return self.model, swapped_in(self.model, name)
         return self.model, nullcontext()
 
     def _attach(self, adapter_dir: Path) -> None:
         from peft import PeftModel
 
+        from medln.runs import check_adapter
+
+        check_adapter(self.model, adapter_dir, family=self.backbone.family.name)  # before peft touches the model
         config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
         signature = (config.get("peft_type"), peft_targets(adapter_dir))
         name = f"a{len(self.adapters)}_{int(time.time() * 1000) % 10**9}"
@@ -91,7 +100,9 @@ class Entry:
 
     def _unwrap(self) -> None:
         if self.model is not self.backbone.model:
-            self.backbone.model = self.model.unload()  # peft: original modules back, no merge
+            # peft: original modules back, no merge (a soft prompt never wrapped any module)
+            self.backbone.model = self.model.get_base_model() if self.model.active_peft_config.is_prompt_learning \
+                else self.model.unload()
             self.model = self.backbone.model
         self.adapters.clear()
         self.signature = None

@@ -1,6 +1,12 @@
-"""Training: one plain loop on top of `accelerate` (device placement, bf16 autocast on GPU,
-gradient accumulation, DDP under `accelerate launch`), written as a generator of log
-records so the CLI prints them, the UI plots them and a stop flag ends it within one step.
+"""Training: one plain loop on top of `accelerate` (device placement, gradient accumulation,
+DDP under `accelerate launch`), written as a generator of log records so the CLI prints them,
+the UI plots them and a stop flag ends it within one step.
+
+Mixed precision is ours, not accelerate's: the backbone was loaded for one resolved
+medln.precision.Precision (bf16 / fp16 / fp32; it already honours `accelerate launch
+--mixed_precision`), and the loop autocasts to that dtype and, for fp16, scales the loss with
+torch.amp.GradScaler. One code path on GPU and CPU (accelerate applies no fp16 autocast on a
+CPU), so the fp16 path is tested without a GPU.
 
 Every record carries an `event` from EVENTS; readers dispatch on it, never on which keys
 a record happens to have.
@@ -19,8 +25,9 @@ from .config import ConfigError, TrainConfig
 from .data.sample import Sample
 from .prompts import encode_for_training, question_text
 from .machine import peak_memory_gb, reset_peak
+from .precision import autocast_context, from_dtype, grad_scaler
 from .runs import BaseSpec
-from .scopes import Selection, apply_scope, get_scope, kept_unquantized
+from .scopes import Selection, apply_scope, get_scope, kept_unquantized, param_groups
 
 EVENTS = {
     "start": "the run's set-up: backbone, scope, counts, notes (first record)",
@@ -60,12 +67,12 @@ def prepare(cfg: TrainConfig, *, device: str | None = None, backbone: Backbone |
     # A local folder is recorded by absolute path: the run reloads from any working folder.
     spec = BaseSpec(cfg.backbone if resolved.spec or not resolved.local else resolved.source, cfg.quant,
                     kept_unquantized(cfg.backbone, scope, cfg.quant, trust_remote_code=cfg.trust_remote_code),
-                    trust_remote_code=cfg.trust_remote_code)
+                    trust_remote_code=cfg.trust_remote_code, precision=cfg.precision)
     if backbone is None:
         backbone = spec.load(device)
     device_kind = next(backbone.model.parameters()).device.type
     spec = BaseSpec(spec.backbone, backbone.quant, spec.keep, backbone.dtype,
-                    "cuda" if device_kind == "cuda" else "cpu", spec.trust_remote_code)
+                    "cuda" if device_kind == "cuda" else "cpu", spec.trust_remote_code, cfg.precision)
     seed_everything(cfg.seed)  # LoRA's A matrices are initialised from the global RNG
     model, selection = apply_scope(backbone.model, backbone.model.config, backbone.family, scope, quant=cfg.quant,
                                    lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
@@ -89,7 +96,9 @@ def lr_lambda(steps: int, warmup: float):
 
 
 def make_accelerator(cfg: TrainConfig):
-    """The Accelerator for a run: bf16 autocast on GPU; DDP under `accelerate launch`.
+    """The Accelerator for a run: device placement and DDP under `accelerate launch`. Its own
+    mixed precision stays off (mixed_precision="no"): fit() autocasts to the backbone's
+    resolved precision, which already took accelerate's --mixed_precision into account.
 
     cpu=True without CUDA: under `accelerate launch --multi_gpu --num_processes N` (torchrun)
     accelerate forms a gloo process group (MULTI_CPU) only when told it runs on the CPU;
@@ -105,7 +114,7 @@ def make_accelerator(cfg: TrainConfig):
 
     return Accelerator(
         gradient_accumulation_steps=cfg.grad_accum,
-        mixed_precision="bf16" if torch.cuda.is_available() else "no",
+        mixed_precision="no",
         cpu=not torch.cuda.is_available(),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=get_scope(cfg.scope).how.wrap is None)],
     )
@@ -122,8 +131,11 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
     acc = accelerator or make_accelerator(cfg)
     seed_everything(cfg.seed)
     model = tunable.model
+    precision = tunable.backbone.precision or from_dtype(tunable.backbone.dtype)
+    scaler = grad_scaler(precision, acc.device.type)  # fp16 only; otherwise a pass-through
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.effective_lr, weight_decay=cfg.weight_decay)
+    groups = param_groups(model, get_scope(cfg.scope), cfg.effective_lr, cfg.effective_ln_lr)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.effective_lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.steps, cfg.warmup))
     loader = DataLoader(
         samples,
@@ -155,11 +167,17 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
                 return
             epoch, batch = next(data)
             with acc.accumulate(model):
-                loss = model(**batch).loss
-                acc.backward(loss)
+                with autocast_context(precision, acc.device.type):
+                    loss = model(**batch).loss
+                acc.backward(scaler.scale(loss))
                 if acc.sync_gradients:
+                    # The scaler steps only on the last micro-batch: unscaling earlier would
+                    # divide gradients still being accumulated. A step whose fp16 gradients
+                    # overflowed is skipped and the scale lowered.
+                    scaler.unscale_(optimizer)
                     acc.clip_grad_norm_(params, 1.0)
-                optimizer.step()
+                    scaler.step(optimizer)
+                    scaler.update()
                 optimizer.zero_grad(set_to_none=True)
             losses.append(loss.detach())
             n += batch["input_ids"].shape[0]
@@ -179,35 +197,52 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
         }
 
 
-def check_lengths(backbone: Backbone, samples: list[Sample], cfg: TrainConfig) -> None:
-    """Encode the batch of longest texts before anything is written: a --max-length that
-    cannot hold a sample (the image tokens alone may exceed it) is a config error, not a
-    traceback after the run folder exists."""
-    longest = sorted(samples, key=lambda s: len(question_text(s)) + len(s.answer))[-cfg.batch_size:]
-    try:
-        encode_for_training(backbone, longest, cfg.max_length)
-    except ConfigError:
-        raise
-    except ValueError as e:
-        raise ConfigError(f"max_length: {e}") from None
+def fit_memory(cfg: TrainConfig, tunable: Tunable, samples: list[Sample], acc) -> tuple[TrainConfig, str | None]:
+    """Check the batch against the memory the device has free (medln.memory): the config
+    as it is, or with a smaller micro-batch and more accumulation (said in the note); a
+    ConfigError when not even one sample fits. Encoding the longest records also refuses
+    one that cannot fit max_length now, rather than at the step that draws it."""
+    from . import memory
+
+    probe = memory.probe_batch(samples, lambda batch: encode_for_training(tunable.backbone, batch, cfg.max_length))
+    est = memory.estimate(tunable.model, probe, trainable=tunable.selection.trainable,
+                          grad_checkpointing=cfg.grad_checkpointing, act_bytes=2 if acc.device.type == "cuda" else 4)
+    available, where = memory.available_bytes(acc.device)
+    if acc.num_processes > 1:  # every DDP process must take the same micro-batch: plan for the tightest
+        import torch
+
+        mins = acc.gather(torch.tensor([available or 0], device=acc.device))
+        available = int(mins.min().item()) or None
+    planned, note = memory.plan_batch(cfg, est, available, where)
+    acc.gradient_accumulation_steps = planned.grad_accum
+    return planned, note
+
+
+def _precision_notes(precision) -> list[str]:
+    if precision is None:
+        return []
+    return [f"precision {precision.name}: {precision.reason}", *precision.notes]
 
 
 def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tunable | None = None,
-              base_metrics: dict | None = None, extra_eval: dict[str, list[Sample]] | None = None) -> Iterator[dict]:
+              base_metrics: dict | None = None, extra_eval: dict[str, list[Sample]] | None = None,
+              overwrite: bool = False) -> Iterator[dict]:
     """The whole `train` command as a generator: load data, apply the scope, train, save the
     adapter, evaluate base and tuned. Yields {"event": "start"}, the step records, then
     {"event": "done", ...}. Only the main process writes the run folder.
 
     For sweeps (medln.compare): `base_metrics` {split: metrics} already known for this base
     model are reused, not scored again; `extra_eval` {name: samples} adds evaluation sets
-    (e.g. a second, out-of-domain dataset)."""
+    (e.g. a second, out-of-domain dataset). `overwrite` replaces an existing MedLN run in
+    `out` (never a folder MedLN did not write; see medln.runs)."""
     from .data import DataError, load_samples
     from .evaluate import subsample
-    from .runs import RunDir
+    from .runs import RunDir, check_out
 
     cfg.validate()
+    check_out(out, overwrite=overwrite)  # before anything loads: a bad --out costs nothing
+    loaded = load_samples(cfg.data, cfg.split, skip_bad=cfg.skip_bad)  # bad data, too, before torch is imported
     acc = accelerator or make_accelerator(cfg)
-    loaded = load_samples(cfg.data, cfg.split, skip_bad=cfg.skip_bad)
     eval_sets: dict[str, list[Sample]] = {}
     notes: list[str] = []
     for split in filter(None, (cfg.eval_split, cfg.ood_split)):
@@ -219,6 +254,8 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
             notes.append(f"no out-of-domain evaluation: {e}")
     eval_sets.update(extra_eval or {})
     tunable = tunable or prepare(cfg, device=str(acc.device))
+    cfg, memory_note = fit_memory(cfg, tunable, loaded.samples, acc)
+    notes += [memory_note] if memory_note else []
     sel = tunable.selection
     start = {
         "event": "start",
@@ -226,7 +263,9 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "family": tunable.backbone.family.name,
         "scope": cfg.scope,
         "quant": cfg.quant,
+        "precision": (tunable.backbone.precision or from_dtype(tunable.backbone.dtype)).name,
         "lr": cfg.effective_lr,
+        **({"ln_lr": cfg.effective_ln_lr} if cfg.scope == "ln-lora" else {}),
         "num_processes": acc.num_processes,  # data-parallel processes: batch_size is per process
         "total": sel.total,
         "trainable": sel.trainable,
@@ -235,21 +274,23 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "n_modules": len(sel.modules),
         "n_train": len(loaded.samples),
         "skipped": loaded.skipped,
-        "notes": sel.notes + notes,
+        "notes": sel.notes + list(getattr(tunable.backbone, "notes", [])) + notes + _precision_notes(tunable.backbone.precision),
     }
-    check_lengths(tunable.backbone, loaded.samples, cfg)
     start["scope_description"] = get_scope(cfg.scope).description
     base_spec = tunable.base or BaseSpec(cfg.backbone, cfg.quant)
     run = None
     if acc.is_main_process:
         run = RunDir.create(out, {"config": cfg.to_dict(), "base": base_spec.to_dict(), **start,
-                                  "source": tunable.backbone.source})
+                                  "source": tunable.backbone.source}, overwrite=overwrite)
     yield start
     try:
         yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, start, stop, base_metrics)
     except BaseException as e:  # recorded where the run's readers look, then raised as it was
         if run is not None:
-            run.log({"event": "failed", "error": f"{type(e).__name__}: {e}" if str(e) else type(e).__name__})
+            if not run.adapter_dir.exists():
+                run.discard()  # nothing worth keeping: the same --out works again
+            else:
+                run.log({"event": "failed", "error": f"{type(e).__name__}: {e}" if str(e) else type(e).__name__})
         raise
 
 
@@ -286,6 +327,11 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, ba
     model.eval()
     run.save_adapter(model)
     make_portable(run.adapter_dir, tunable.backbone.portable_name or tunable.backbone.name)
+    from .inspect import record_movement
+
+    # Where the weights moved (inspect.json): cheap with the model in memory, read by `inspect` and the app.
+    record_movement(run.path, model, tunable.backbone.family, {"run": str(run.path), "scope": cfg.scope,
+                                                                "seed": cfg.seed, "backbone": tunable.backbone.name})
     if base is None:
         base = run_eval(adapter=False, skip=base_metrics)
     yield {"event": "eval", "which": "base", "metrics": base}

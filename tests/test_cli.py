@@ -46,7 +46,7 @@ def test_backbones_json():
 
 def test_scopes_json():
     (rows,) = ok_json_lines(run_cli("scopes", "--json"))
-    assert [r["name"] for r in rows] == ["ln", "ln-vision", "ln-llm", "attn", "ffn", "lora", "full"]
+    assert [r["name"] for r in rows] == ["ln", "ln-vision", "ln-llm", "attn", "ffn", "lora", "full", "ia3", "bitfit", "prompt", "ln-lora"]
     for row in rows:
         assert set(row) == {"name", "kind", "targets", "description", "default_lr", "quant_4bit"}
         assert row["description"] and row["quant_4bit"] and 0 < row["default_lr"] < 1

@@ -66,7 +66,7 @@ def test_run_folder_and_adapter_reload(family, scope, tiny_model, dataset, train
     assert [r["event"] for r in records] == ["start"] + ["step"] * cfg.steps + ["eval", "eval", "done"]
     assert [r["step"] for r in steps] == list(range(1, cfg.steps + 1))
     rd = RunDir(tmp_path / "run")
-    assert {p.name for p in rd.path.iterdir()} == {"config.json", "metrics.jsonl", "eval.json", "adapter"}
+    assert {p.name for p in rd.path.iterdir()} == {"config.json", "metrics.jsonl", "eval.json", "adapter", "inspect.json"}
     assert rd.complete
     saved = rd.config()
     assert saved["config"] == cfg.to_dict()

@@ -132,12 +132,19 @@ def bench_row(cfg: BenchConfig, shape_name: str, scope_name: str, quant: str, ba
 
     device = torch.device(device or cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     row = _empty_row(shape_name, scope_name, quant, batch, seq, cfg)
-    # bf16 on a GPU (MedGemma needs it; fp16 gives NaNs); fp32 on a CPU unless bf16 is asked for
-    dtype = torch.bfloat16 if device.type == "cuda" or quant == "bf16" else torch.float32
-    quant_arg = "4bit" if quant == "4bit" else "none"  # medln.scopes' vocabulary
-    mixed = dtype != torch.float32
+    # The precision training would use here (medln.precision: bf16 on a GPU with it, fp16 on
+    # a T4, fp32 for a family that refuses fp16 there, fp32 on a CPU), or bf16 when asked for.
+    # (Timing only: fp16 steps here are not loss-scaled.)
+    from ..backbones import FAMILIES
+    from ..precision import resolve_precision
 
-    def autocast():  # as train.fit (accelerate's bf16 mixed precision): fp32 trained tensors, bf16 matmuls
+    precision = resolve_precision("bf16" if quant == "bf16" else "auto", device=str(device),
+                                  fp16_ok=FAMILIES[SHAPES[shape_name].family].fp16_ok, model=shape_name)
+    dtype = precision.dtype
+    quant_arg = "4bit" if quant == "4bit" else "none"  # medln.scopes' vocabulary
+    mixed = precision.autocast
+
+    def autocast():  # as train.fit: fp32 trained tensors, matmuls in the precision's dtype
         return torch.autocast(device.type, dtype=dtype) if mixed else nullcontext()
 
     def eager():  # generation runs eager with or without --compile: base and tuned alike

@@ -9,8 +9,8 @@ Offline it fails fast: `datasets` would otherwise retry the Hub for tens of seco
 send one HEAD request to the endpoint (HF_ENDPOINT, default huggingface.co) with a short
 timeout, in a thread so a hanging DNS lookup cannot block us. Unreachable, or HF_HUB_OFFLINE /
 HF_DATASETS_OFFLINE set: we load from the local `datasets` cache with offline mode forced, or
-raise a DataError that says what to do. A token is read only from HF_TOKEN (or the older
-HUGGING_FACE_HUB_TOKEN), never from a token file, and never appears in a message.
+raise a DataError that says what to do. The token (hub_token: HF_TOKEN, the older
+HUGGING_FACE_HUB_TOKEN, or the one `hf auth login` saved) never appears in a message.
 """
 
 from __future__ import annotations
@@ -165,9 +165,24 @@ def _in_cache(cache_dir: Path, dataset_id: str) -> bool:
     return folder.is_dir() and any(p.is_dir() for p in folder.glob("*/*/*"))
 
 
+def hub_token() -> str | None:
+    """The Hub token for gated models and datasets: HF_TOKEN (or the older
+    HUGGING_FACE_HUB_TOKEN), else the one `hf auth login` saved (huggingface_hub.get_token reads
+    the token file, HF_TOKEN_PATH included). Never printed or logged."""
+    env = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if env:
+        return env
+    try:
+        from huggingface_hub import get_token
+
+        return get_token() or None
+    except Exception:  # an unreadable token file is no token, not a crash
+        return None
+
+
 def _token() -> str | bool:
-    # False (not None) stops huggingface_hub from reading a stored token file.
-    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or False
+    # False (not None): no token at all, so huggingface_hub does not look again.
+    return hub_token() or False
 
 
 def _load_dataset_dict(dataset_id: str, config: str | None, cache_dir: Path, *, offline: bool, where: str):

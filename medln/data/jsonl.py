@@ -20,9 +20,7 @@ def parse_record(obj: object, *, where: str, root: Path) -> Sample:
     image = obj.get("image")
     if not isinstance(image, str) or not image:
         raise DataError(f"{where}: field 'image' is missing or not a string")
-    path = (root / image).resolve()
-    if not path.is_file():
-        raise DataError(f"{where}: field 'image': file not found: {path}")
+    path = inside(root, image, f"{where}: field 'image'")
     has_answer, has_report = "answer" in obj, "report" in obj
     if has_answer == has_report:
         raise DataError(f"{where}: exactly one of 'answer' (VQA) or 'report' must be present")
@@ -46,8 +44,27 @@ def parse_record(obj: object, *, where: str, root: Path) -> Sample:
         answer_type=answer_type if has_answer else None,
         question_type=obj.get("question_type"),
         synthetic=bool(obj.get("synthetic", False)),
-        meta={k: v for k, v in obj.items() if k in ("split", "style", "findings", "source")},
+        meta={**{k: v for k, v in obj.items() if k in ("split", "style", "findings", "source")},
+              "where": where, "image": image},
     )
+
+
+def inside(root: Path, name: str, where: str) -> Path:
+    """`root/name` resolved (symbolic links followed), which must be a file inside `root`.
+    Records are untrusted (an upload in the app): an absolute path, a '..' that climbs out or
+    a link pointing outside is refused before the file is looked at, so the answer is the
+    same whether or not the target exists, and names the path as the record gave it."""
+    root = Path(root).resolve()
+    try:
+        path = (root / name).resolve()
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a symbolic-link loop
+        path = None
+    if path is None or Path(name).is_absolute() or (path != root and root not in path.parents):
+        raise DataError(f"{where}: image path {name!r} leads outside the dataset folder; "
+                        "images must be files inside it, named relative to it")
+    if not path.is_file():
+        raise DataError(f"{where}: image file not found: {name} (relative to the dataset folder)")
+    return path
 
 
 def load(path: str, split: str | None = None, *, skip_bad: bool = False) -> Loaded:
@@ -55,12 +72,17 @@ def load(path: str, split: str | None = None, *, skip_bad: bool = False) -> Load
     if not file.is_file():
         raise DataError(f"jsonl: file not found: {file}")
     samples, skipped, seen = [], [], set()
-    with file.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+    with file.open("rb") as f:  # bytes: a non-UTF-8 line is one bad record, named by its line
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
                 continue
             where = f"{file}:{lineno}"
             try:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{where}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                                    "save the file as UTF-8") from None
                 obj = json.loads(line)
                 if split and isinstance(obj, dict) and "split" in obj and obj["split"] != split:
                     continue

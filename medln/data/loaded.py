@@ -132,11 +132,16 @@ def closed_if_yes_no(answer: str) -> str:
 
 
 def image_file(folder: Path, name: str, key: str) -> Path:
-    """`folder/name`, which must exist and stay inside `folder` (records are untrusted)."""
-    relative = Path(name)
-    if relative.is_absolute() or ".." in relative.parts:
-        raise BadField(key, f"image path {name!r} leaves the image folder")
-    path = folder / relative
+    """`folder/name`, which must exist and stay inside `folder` once resolved, symbolic links
+    included (records are untrusted). Refused before the file is looked at, so the answer
+    does not tell whether a file outside exists; messages name the path as the record does."""
+    root = Path(folder).resolve()
+    try:
+        path = (root / name).resolve()
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a symbolic-link loop
+        path = None
+    if path is None or Path(name).is_absolute() or (path != root and root not in path.parents):
+        raise BadField(key, f"image path {name!r} leads outside the image folder")
     if not path.is_file():
-        raise BadField(key, f"image file not found: {path}")
+        raise BadField(key, f"image file not found: {name} (in {Path(folder).name}/)")
     return path

@@ -35,3 +35,11 @@ class Sample:
     @property
     def is_report(self) -> bool:
         return self.task == "report"
+
+    @property
+    def where(self) -> str:
+        """For messages: the record (file:line when the loader knows it, else its id) and its
+        image as the dataset names it, relative to the dataset folder, never resolved."""
+        record = f"{self.meta['where']} (record {self.id})" if self.meta.get("where") else f"record {self.id}"
+        image = self.meta.get("image") or (self.image.name if isinstance(self.image, Path) else "<embedded image>")
+        return f"{record}, image {image}"

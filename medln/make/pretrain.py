@@ -107,7 +107,7 @@ class PretrainArgs:
     studies: int = _f(2000, "synthetic source-style studies generated in memory", min=1)
     steps: int = _f(600, "optimizer steps", min=1)
     batch_size: int = _f(32, "samples per step", min=1)
-    lr: float = _f(1e-3, "peak learning rate", gt=0)
+    lr: float = _f(1e-3, "peak learning rate", min=0.0, max=1.0, open=("min",))
     seed: int = _f(0, "seed of the data, the initialisation and the order", min=0)
 
 

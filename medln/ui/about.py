@@ -42,6 +42,15 @@ training far fewer parameters. Two practical details MedLN handles for you: norm
 much **higher learning rate** than LoRA (each scope here has its own default), and in LLaVA
 the vision tower's last block never receives a gradient (features come from layer −2), so
 its norms are left out and reported as "dead".
+
+### Speed: which norms you train matters
+
+Few trained parameters does not mean a fast step. Training the **vision** norms needs the
+backward pass through the whole vision tower; LoRA on the language model does not. Measured
+at the SmolVLM-256M shape on a CPU: `ln` (all norms) is **~1.8× slower per step than `lora`**
+and uses 1.1× its memory, while **`ln-llm` is 1.06–1.1× faster than `lora` at 0.88× its
+memory**: the fast path. *Where the weights moved* (after a run, and `python -m medln inspect
+RUN`) shows which norms changed and how much, per layer and part.
 """
 
 
@@ -113,6 +122,20 @@ PathVQA images are © their publishers). MedLN's code: MIT.
 """
 
 
+def storage_md(ctx) -> str:
+    """Where runs and downloaded models are kept, and whether a restart keeps them."""
+    from medln.storage import hf_cache
+
+    from .gpu import zerogpu
+
+    s = ctx.settings
+    gpu = (" Training and answers run on **ZeroGPU**: each fine-tune (and each scope of a comparison) is "
+           "one GPU call, charged to your Hugging Face quota." if zerogpu() else "")
+    return (f"Runs (adapters, metrics, configs): `{s.runs_root}`, {s.storage or 'on this machine'}. "
+            f"Downloaded backbones and datasets: `{hf_cache()}`. Each browser session sees only its own runs; "
+            f"**Download adapter** keeps a copy.{gpu}")
+
+
 def build(ctx) -> None:
     import gradio as gr
 
@@ -127,6 +150,10 @@ def build(ctx) -> None:
 {DISCLAIMER} The bundled model is a few million parameters trained on synthetic pictures: its
 answers demonstrate the method, not medicine. No answer or report from this app may be used for
 diagnosis or treatment.
+
+### Where your runs live
+
+{storage_md(ctx)}
 
 ### Scripting
 

@@ -4,7 +4,8 @@ its own, and /ask and /report find them by run id.
 
     /param_counts(backbone="medln-tiny", quant="none")            -> [{scope, trainable, total, percent, ...}]
     /finetune(backbone, scope="ln", steps=..., lr=None, batch_size=..., quant="none",
-              data="sample", eval_limit=..., dataset_file=None)    -> job record {job_id, run_id, state, ...}
+              data="sample", eval_limit=..., dataset_file=None,
+              precision="auto")                                    -> job record {job_id, run_id, state, ...}
     /job(job_id="")                                                -> job record (latest job if no id)
     /stop(job_id="")                                               -> job record
     /runs()                                                        -> [{run_id, scope, backbone, label}]
@@ -24,6 +25,7 @@ from . import ask as ask_tab
 from . import finetune as ft
 from .context import AppContext
 from .errors import UserError, user_message
+from .gpu import on_gpu
 from .settings import api_session
 
 
@@ -66,9 +68,10 @@ def register(ctx: AppContext) -> None:
     def finetune(backbone: str = s.default_backbone, scope: str = ft.DEFAULTS.scope, steps: int = ft.DEFAULTS.steps,
                  lr: float | None = None, batch_size: int = ft.DEFAULTS.batch_size, quant: str = "none",
                  data: str = "sample", eval_limit: int = s.eval_limit, dataset_file: FileData | None = None,
-                 request: gr.Request = None) -> dict:
-        """Start a fine-tune in the background; poll /job for progress. `data`: "sample", "hf:DATASET_ID",
-        or pass `dataset_file` (a .zip or .jsonl, via handle_file)."""
+                 precision: str = "auto", request: gr.Request = None) -> dict:
+        """Start a fine-tune in the background; poll /job for progress (on a ZeroGPU Space the call
+        returns when the job has finished). `data`: "sample", "hf:DATASET_ID", or pass `dataset_file`
+        (a .zip or .jsonl, via handle_file). `precision`: auto, bf16, fp16 or fp32."""
         try:
             if quant not in ("none", "4bit"):
                 raise UserError(f"quant must be none or 4bit, got {quant!r}")
@@ -81,7 +84,7 @@ def register(ctx: AppContext) -> None:
             else:
                 raise UserError("data must be 'sample' or 'hf:DATASET_ID' (or upload dataset_file)")
             job = ft.start(ctx, session_of(request), backbone, scope, quant == "4bit", steps, lr, batch_size,
-                           source, upload, hub, eval_limit, ft.DEFAULTS.seed)
+                           source, upload, hub, eval_limit, ft.DEFAULTS.seed, precision)
             return job.snapshot()
         except Exception as e:
             fail(e, "starting the fine-tune")
@@ -91,7 +94,8 @@ def register(ctx: AppContext) -> None:
         session = session_of(request)
         j = ctx.jobs.get(session, job_id) if job_id else ctx.jobs.latest(session)
         if j is None:
-            raise gr.Error(f"no job {job_id!r} in this session" if job_id else "no job in this session yet")
+            raise gr.Error(f"no job {job_id!r} in this session" if job_id else "no job in this session yet",
+                           print_exception=False)  # an ordinary answer, not a server fault: no traceback in the log
         return j.snapshot()
 
     def stop(job_id: str = "", request: gr.Request = None) -> dict:
@@ -99,7 +103,7 @@ def register(ctx: AppContext) -> None:
         session = session_of(request)
         j = ctx.jobs.stop(session, job_id or None)
         if j is None:
-            raise gr.Error("nothing to stop in this session")
+            raise gr.Error("nothing to stop in this session", print_exception=False)
         return j.snapshot()
 
     def runs(request: gr.Request = None) -> list[dict]:
@@ -118,12 +122,17 @@ def register(ctx: AppContext) -> None:
         """Generate a report for an image: (base report, tuned report of run_id; "" without a run)."""
         yield from _answers(image, "", run_id, request, report=True)
 
+    @on_gpu(duration=120)
+    def gpu_answers(session: str, png: str, question: str, run_id: str | None, report: bool):
+        """The GPU part of /ask and /report, called from the request (ZeroGPU: plain arguments)."""
+        yield from ask_tab.answer_stream(ctx, session, png, question, run_id, report=report)
+
     def _answers(image, question, run_id, request, *, report: bool):
         try:
             path = _uploaded(image, "image")
             png = ask_tab.prepare_image(ctx, session_of(request), path)
             last = ("", "")
-            for last in ask_tab.answer_stream(ctx, session_of(request), png, question, run_id or None, report=report):
+            for last in gpu_answers(session_of(request), str(png), question, run_id or None, report):
                 yield last
         except Exception as e:
             fail(e, "generating")

@@ -4,7 +4,8 @@ launch_kwargs(): how to serve it (theme and css go to launch() in Gradio 6).
 Session: a random id kept in the browser's localStorage (gr.BrowserState), created on the
 first visit; a reload finds it again, and with it the running job and the session's runs.
 Concurrency: the queue holds at most `queue_size` waiting events; generation shares one slot
-(concurrency_id "gpu", limit 1); training and comparisons run in the job worker, one at a time.
+(concurrency_id "gpu", limit 1); training and comparisons run in the job worker, one at a time
+(on ZeroGPU in the request that starts them, one at a time too: medln.ui.gpu, medln.ui.jobs).
 """
 
 from __future__ import annotations
@@ -159,13 +160,16 @@ def _wire_polling(ctx: AppContext, demo, ask_tab) -> None:
 
 def launch_kwargs(demo) -> dict:
     """launch() arguments: theme/css (Gradio 6 takes them here), the upload bound, the
-    folders files may be served from; host and port come from GRADIO_SERVER_NAME / _PORT."""
+    folders files may be served from (the bundled example images only: a session's files
+    go out as per-download copies, medln/ui/downloads.py); host and port come from
+    GRADIO_SERVER_NAME / _PORT."""
     s = demo.medln.settings
     return dict(
         theme=_theme(),
         css=CSS,
         max_file_size=s.max_upload_bytes,
-        allowed_paths=[str(s.runs_root), str(ASSETS / "sample" / "images")],
+        allowed_paths=[str(ASSETS / "sample" / "images")],
+        blocked_paths=[str(s.runs_root)],  # never by path, whatever else is allowed
         show_error=False,  # every handler turns failures into its own message; no raw exceptions
         footer_links=["api", "gradio"],
     )

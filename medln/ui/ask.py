@@ -15,9 +15,11 @@ import gradio as gr
 from medln.backbones import REPORT_PROMPT
 from medln.data.images import load_image
 from medln.evaluate import MAX_NEW_TOKENS
+from medln.prompts import check_question
 
 from . import views
 from .context import AppContext
+from .downloads import served_copy
 from .errors import UserError, user_message
 from .gpu import on_gpu
 from ..serve import RunInfo, session_runs, stream_answers
@@ -25,7 +27,6 @@ from .uploads import IMAGE_SUFFIXES, check_image_upload
 
 ASK_TOKENS = 3 * MAX_NEW_TOKENS["vqa"]  # a free question may want a sentence, not one word
 REPORT_TOKENS = MAX_NEW_TOKENS["report"]
-MAX_QUESTION_CHARS = 500
 NO_RUN = ""
 EXAMPLE_QUESTIONS = [
     "What imaging modality is this?",
@@ -77,8 +78,7 @@ def answer_stream(ctx: AppContext, session: str, image_path, question: str, run_
         question, tokens = (question or "").strip(), ASK_TOKENS
         if not question:
             raise UserError("type a question, or press Generate report")
-        if len(question) > MAX_QUESTION_CHARS:
-            raise UserError(f"the question is too long ({len(question)} characters; the limit is {MAX_QUESTION_CHARS})")
+        check_question(question)
     run = find_run(ctx, session, run_id)
     path = Path(image_path)
     check_image_upload(path, ctx.settings.max_upload_bytes)
@@ -166,7 +166,7 @@ def build(ctx: AppContext):
         except Exception as e:
             return (None, None, views.notice_html(user_message(e, doing="reading the image"), error=True), "",
                     *cleared)
-        return str(png), str(png), "", f"Your upload: `{Path(path).name}`", *cleared
+        return str(png), served_copy(png), "", f"Your upload: `{Path(path).name}`", *cleared
 
     def on_example(evt: gr.SelectData):
         path, text = examples[evt.index]

@@ -15,9 +15,9 @@ from medln.scopes import SCOPES
 
 from . import views
 from .context import AppContext
-from .errors import UserError, quiet, user_message, web_words
-from .finetune import DATA_SOURCES, DEFAULTS, backbone_choices, build_config
-from .gpu import ZEROGPU, on_gpu
+from .downloads import served_copy
+from .errors import UserError, private_errors, quiet, user_message, web_words
+from .finetune import DATA_SOURCES, DEFAULTS, backbone_choices, build_config, train_records
 from .jobs import Job
 from .uploads import DataChoice, prepare_dataset
 
@@ -30,9 +30,15 @@ COMPARE_STEPS = 40  # the same budget for every scope; a short sweep by default
 
 # ------------------------------------------------------------------ plain handlers
 
-@on_gpu(duration=300)
+def scope_on_gpu(cfg: TrainConfig, out, **kwargs):
+    """One scope of a sweep as one GPU call (train_records): on ZeroGPU no single call has to
+    fit the whole comparison into its duration."""
+    return train_records(cfg.to_dict(), str(out), **kwargs)
+
+
 def compare_records(cfg_dict: dict, scopes: list[str], out: str, stop=None):
-    """medln.compare.compare, folded into records a Job understands (ZeroGPU-safe arguments)."""
+    """medln.compare.compare, folded into records a Job understands. The sweep itself (tables,
+    files, figures) runs here; each scope's training is a GPU call (scope_on_gpu)."""
     from medln.compare import compare
 
     cfg = TrainConfig.from_dict(cfg_dict)
@@ -41,7 +47,7 @@ def compare_records(cfg_dict: dict, scopes: list[str], out: str, stop=None):
     def where() -> str:
         return f"scope {index + 1}/{of} · {scope}"
 
-    for rec in compare(cfg, scopes, out, stop=stop):
+    for rec in compare(cfg, scopes, out, stop=stop, run_scope=scope_on_gpu):
         event = rec.get("event")
         if event == "scope_start":
             index, of, scope = rec["index"], rec["of"], rec["scope"]
@@ -117,7 +123,8 @@ def start(ctx: AppContext, session: str, backbone, scopes, quant4, steps, batch_
     scopes = list(scopes)
 
     def run(job: Job):
-        return compare_records(cfg.to_dict(), scopes, str(out), stop=None if ZEROGPU else job.stop)
+        records = compare_records(cfg.to_dict(), scopes, str(out), stop=job.stop)
+        return private_errors(records, ctx.settings.session_dir(session))
 
     quant = " · 4-bit" if cfg.quant == "4bit" else " · full precision"
     title = (f"{len(scopes)} scopes on {Path(cfg.backbone).name}{quant} · {cfg.steps} steps each · "
@@ -126,6 +133,8 @@ def start(ctx: AppContext, session: str, backbone, scopes, quant4, steps, batch_
     job = ctx.jobs.submit(session, "compare", title, out, cfg.steps * len(scopes), run, config=cfg.to_dict(),
                           estimate=est)
     job.notes.extend(data.notes)
+    if ctx.jobs.inline:  # ZeroGPU: run it here, in the request (medln.ui.gpu)
+        ctx.jobs.run_here(job)
     return job
 
 
@@ -225,6 +234,9 @@ def build(ctx: AppContext):
                 retention_plot = gr.Plot(show_label=False, elem_id="cmp-retention", visible=False)
                 cost_plot = gr.Plot(show_label=False, elem_id="cmp-cost", visible=False)
             loss_plot = gr.Plot(show_label=False, elem_id="cmp-loss", visible=False)
+            move_scope = gr.Dropdown([sc.name for sc in SCOPES], value="ln", elem_id="cmp-move-scope",
+                                     label="Where the weights moved: scope (after its run)")
+            move_plot = gr.Plot(show_label=False, elem_id="cmp-movement", visible=False)
     seen = gr.State(None)
 
     def on_params(backbone_v, quant_v):
@@ -241,6 +253,8 @@ def build(ctx: AppContext):
             job = start(ctx, session, *values)
         except Exception as e:
             return (views.notice_html(web_words(user_message(e)), error=True), gr.skip(), gr.skip())
+        if ctx.jobs.inline:  # ZeroGPU: it ran in this request and has finished; the poll drew the buttons
+            return views.notice_html(f"{html.escape(job.title)}: {job.state}."), gr.skip(), gr.skip()
         return (views.notice_html(f"Started: {html.escape(job.title)}. You may reload the page."),
                 gr.update(interactive=False), gr.update(interactive=True))
 
@@ -267,13 +281,21 @@ def build(ctx: AppContext):
         csv = (job.result or {}).get("csv")
         pos, wait = ctx.jobs.queue_info(job)
         return (views.status_html(snap, pos, idle=views.IDLE_COMPARE, wait_s=wait), table_html(rows), *figs,
-                gr.update(value=csv, visible=True) if csv and Path(csv).exists() else gr.update(visible=False),
+                gr.update(value=served_copy(csv), visible=True) if csv and Path(csv).exists() else gr.update(visible=False),
                 gr.update(interactive=not job.active), gr.update(interactive=job.active), notice_for(job), key,
                 views.claims_html(rows, verdict=(job.result or {}).get("verdict")) if rows else gr.skip())
 
     def on_estimate(*values):
         return estimate_view(ctx, *values)
 
+    def on_move(session, scope_v):
+        from .finetune import movement_update
+
+        job = ctx.jobs.latest_of(session, "compare") if session else None
+        return movement_update(Path(job.out) / "runs" / scope_v if job else None)
+
+    move_scope.change(on_move, [ctx.session, move_scope], move_plot, api_visibility="private", queue=False)
+    status.change(on_move, [ctx.session, move_scope], move_plot, api_visibility="private", queue=False)
     for comp in (backbone, quant4):
         comp.change(on_params, [backbone, quant4], params_plot, api_visibility="private", concurrency_limit=4)
     data_source.change(on_data, data_source, [data_file, hub_id], api_visibility="private", queue=False)

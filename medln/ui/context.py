@@ -23,6 +23,8 @@ class AppContext:
         settings = settings or Settings.from_env(**overrides)
         settings.runs_root.mkdir(parents=True, exist_ok=True)
         from .eta import SpeedBook, book_path
+        from .gpu import zerogpu
 
-        return cls(settings, JobManager(max_pending=settings.max_jobs, speed=SpeedBook(book_path())),
+        # ZeroGPU: jobs run in the request that starts them (medln.ui.gpu says why)
+        return cls(settings, JobManager(max_pending=settings.max_jobs, speed=SpeedBook(book_path()), inline=zerogpu()),
                    ModelCache(max_models=settings.max_models, max_gb=settings.max_model_gb))

@@ -12,6 +12,9 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from pathlib import Path
+
+from medln.memory import is_out_of_memory
 
 log = logging.getLogger("medln.ui")
 
@@ -24,22 +27,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from medln.backbones import BackboneError
     from medln.config import ConfigError
     from medln.data.sample import DataError
+    from medln.runs import RunError
     from medln.scopes import ScopeError
 
-    return (UserError, BackboneError, ConfigError, DataError, ScopeError)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    try:
-        import torch
-
-        if isinstance(exc, torch.OutOfMemoryError):
-            return True
-    except Exception:  # torch absent or old: fall through to the message test
-        pass
-    return "out of memory" in str(exc).lower() and isinstance(exc, RuntimeError)
+    return (UserError, BackboneError, ConfigError, DataError, RunError, ScopeError)
 
 
 # An absolute server path (not part of a URL): shown as its last part only, so a message
@@ -81,7 +72,7 @@ def _message(exc: BaseException, *, doing: str = "") -> str:
     prefix = f"{doing}: " if doing else ""
     if isinstance(exc, _expected_errors()):
         return prefix + str(exc).strip()
-    if _is_oom(exc):
+    if is_out_of_memory(exc):
         return (prefix + "out of memory. Try the 4-bit toggle, a smaller batch size, fewer evaluation "
                 "samples, or a smaller backbone (the bundled medln-tiny always fits).")
     if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
@@ -109,3 +100,20 @@ def quiet(fallback):
                 return fallback()
         return inner
     return wrap
+
+
+def scrub_paths(message: str, session_dir: Path) -> str:
+    """`message` without the server's folders: a file of an upload named relative to the
+    upload (d/data.jsonl:7), anything else of the session relative to it (runs/<id>), so
+    neither an absolute server path nor a session id reaches the page."""
+    uploads = re.escape(str(Path(session_dir) / "uploads")) + r"/[0-9a-f]+/"
+    message = re.sub(uploads, "", message)
+    return message.replace(f"{session_dir}/", "").replace(str(session_dir), "the session folder")
+
+
+def private_errors(records, session_dir: Path):
+    """Pass a job's records through; a failure becomes its one-line message, scrubbed."""
+    try:
+        yield from records
+    except Exception as e:
+        raise UserError(scrub_paths(user_message(e), session_dir)) from None

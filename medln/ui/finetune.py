@@ -19,8 +19,9 @@ from medln.scopes import SCOPES, find_scope, get_scope
 
 from . import views
 from .context import AppContext
-from .errors import UserError, quiet, user_message, web_words
-from .gpu import ZEROGPU, on_gpu
+from .downloads import served_copy
+from .errors import UserError, private_errors, quiet, user_message, web_words
+from .gpu import fine_tune_seconds, on_gpu
 from .jobs import Job
 from .uploads import DataChoice, prepare_dataset
 
@@ -50,7 +51,8 @@ def backbone_info(backbone: str) -> str:
     if spec.note:
         bits.append(spec.note)
     if spec.gated:
-        bits.append("🔒 gated: the server needs an `HF_TOKEN` whose account accepted the terms")
+        bits.append("🔒 gated: the server needs a Hub token (`HF_TOKEN` or `hf auth login`) whose account "
+                    "accepted the terms")
     return " · ".join(bits)
 
 
@@ -79,7 +81,7 @@ def param_view(backbone: str, scope: str, quant4: bool) -> tuple[list[list], str
 def quant_note(scope: str, quant4: bool) -> tuple[str, bool]:
     s = get_scope(scope)
     if not quant4:
-        return "Full-precision weights (fp32 on a CPU, bf16 on a GPU).", True
+        return "Unquantized weights in the run's precision (auto: fp32 on a CPU, bf16 or fp16 on a GPU).", True
     if s.how.quant_4bit == "refuse":
         return (f"⚠️ **{scope} + 4-bit cannot run**: 4-bit weights cannot be trained. Untick 4-bit or pick another "
                 "scope.", False)
@@ -103,48 +105,69 @@ CPU_4BIT_COST = ("and, measured for the bundled model on a 2-core CPU, is not sl
 
 
 def build_config(backbone: str, scope: str, quant4: bool, steps, lr, batch_size, data: DataChoice,
-                 eval_limit, seed) -> TrainConfig:
+                 eval_limit, seed, precision: str = "auto") -> TrainConfig:
     """Widget values -> a validated TrainConfig (ConfigError lists every problem)."""
-    lr = float(lr) if lr not in (None, "") else None
-    if lr is not None and find_scope(scope) and lr == scope_info(scope, backbone)[0]:
+    lr = None if lr in (None, "") else lr
+    if isinstance(lr, (int, float)) and find_scope(scope) and lr == scope_info(scope, backbone)[0]:
         lr = None  # "the scope's default": the saved config says so
+    if not isinstance(backbone, str) or not backbone.strip():
+        raise UserError("choose a backbone")
     cfg = TrainConfig(
-        backbone=(backbone or "").strip(),
+        backbone=backbone.strip(),
         scope=scope,
         quant="4bit" if quant4 else "none",
-        steps=int(steps),
+        steps=_whole(steps),
         lr=lr,
-        batch_size=int(batch_size),
+        batch_size=_whole(batch_size),
         data=data.spec,
         eval_split=data.eval_split,
         ood_split=data.ood_split,
-        eval_limit=int(eval_limit or 0),
-        seed=int(seed or 0),
+        eval_limit=_whole(eval_limit or 0),
+        seed=_whole(seed or 0),
+        precision=precision or "auto",
     )
-    if not cfg.backbone:
-        raise UserError("choose a backbone")
-    return cfg.validate()
+    return cfg.validate()  # types and ranges from the config's own bounds, as for the CLI
 
 
-@on_gpu(duration=300)
-def train_records(cfg_dict: dict, out: str, stop=None):
-    """medln.train.train_run as a generator of plain records (ZeroGPU-safe arguments)."""
+def _whole(value):
+    """Number widgets send 12.0 for 12; anything else goes to validate() as it is, which names
+    the field and what it got (a string, 1.5, 10**9) instead of int() failing or truncating."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def gpu_seconds(cfg_dict: dict, out: str, stop=None, base_metrics=None, extra_eval=None) -> int:
+    """ZeroGPU duration of one train_records call (same arguments): medln.ui.gpu.fine_tune_seconds."""
+    splits = sum(1 for k in ("eval_split", "ood_split") if cfg_dict.get(k)) + len(extra_eval or {})
+    per_split = cfg_dict.get("eval_limit") or 200  # 0 = the whole split: assume a small one
+    return fine_tune_seconds(cfg_dict["steps"] * cfg_dict.get("grad_accum", 1), splits * per_split)
+
+
+@on_gpu(duration=gpu_seconds)
+def train_records(cfg_dict: dict, out: str, stop=None, base_metrics=None, extra_eval=None):
+    """medln.train.train_run as a generator of plain records: the GPU function (ZeroGPU-safe
+    arguments: a config dict, a path string, a StopFlag that pickles to its file)."""
     from medln.train import train_run
 
-    yield from train_run(TrainConfig.from_dict(cfg_dict), out, stop=stop)
+    yield from train_run(TrainConfig.from_dict(cfg_dict), out, stop=stop, base_metrics=base_metrics,
+                         extra_eval=extra_eval)
 
 
 def start_job(ctx: AppContext, session: str, cfg: TrainConfig, data: DataChoice) -> Job:
+    """Submit the fine-tune. On ZeroGPU (inline jobs) this call runs it to the end, here in the
+    request, so that spaces.GPU sees the visitor's request; the page follows it by polling."""
     out = ctx.settings.session_dir(session) / "runs" / new_run_id(cfg.backbone, cfg.scope)
 
     def run(job: Job):
-        return train_records(cfg.to_dict(), str(out), stop=None if ZEROGPU else job.stop)
+        records = train_records(cfg.to_dict(), str(out), stop=job.stop)
+        return private_errors(records, ctx.settings.session_dir(session))
 
     quant = " · 4-bit" if cfg.quant == "4bit" else " · full precision"
     title = f"{cfg.scope} on {Path(cfg.backbone).name}{quant} · {cfg.steps} steps · {data.label or cfg.data}"
     est, _ = estimate_for(ctx, cfg)
     job = ctx.jobs.submit(session, "finetune", title, out, cfg.steps, run, config=cfg.to_dict(), estimate=est)
     job.notes.extend(data.notes)
+    if ctx.jobs.inline:
+        ctx.jobs.run_here(job)
     return job
 
 
@@ -170,26 +193,26 @@ def estimate_view(ctx: AppContext, backbone, scope, quant4, steps, batch_size, d
 
 
 def start(ctx: AppContext, session: str, backbone, scope, quant4, steps, lr, batch_size, data_source,
-          data_file, hub_id, eval_limit, seed) -> Job:
+          data_file, hub_id, eval_limit, seed, precision="auto") -> Job:
     """The Start button (and the /finetune API): prepare the data, build the config, submit."""
     # check the config before touching an upload, so a bad number fails fast
-    build_config(backbone, scope, quant4, steps, lr, batch_size, DataChoice("sample"), eval_limit, seed)
+    build_config(backbone, scope, quant4, steps, lr, batch_size, DataChoice("sample"), eval_limit, seed, precision)
     data = prepare_dataset(data_source, data_file, hub_id, ctx.settings.session_dir(session) / "uploads",
                            max_upload_bytes=ctx.settings.max_upload_bytes,
                            max_unzip_bytes=ctx.settings.max_unzip_bytes)
-    cfg = build_config(backbone, scope, quant4, steps, lr, batch_size, data, eval_limit, seed)
+    cfg = build_config(backbone, scope, quant4, steps, lr, batch_size, data, eval_limit, seed, precision)
     return start_job(ctx, session, cfg, data)
 
 
 def form_values(config: dict) -> tuple:
     """A job's config -> the values of the form widgets (backbone, scope, 4-bit, steps, lr,
-    batch, samples scored, seed): a reloaded page shows what is actually running."""
+    batch, samples scored, seed, precision): a reloaded page shows what is actually running."""
     from medln.scopes import default_lr
 
     lr = config.get("lr")
     lr = lr if lr is not None else default_lr(config["backbone"], config["scope"])
     return (config["backbone"], config["scope"], config.get("quant") == "4bit", config["steps"], lr,
-            config["batch_size"], config.get("eval_limit", 0), config.get("seed", 0))
+            config["batch_size"], config.get("eval_limit", 0), config.get("seed", 0), config.get("precision", "auto"))
 
 
 def adapter_zip(run_path: Path) -> Path | None:
@@ -211,6 +234,37 @@ def adapter_zip(run_path: Path) -> Path | None:
                 zf.write(run_path / name, f"{run_path.name}/{name}")
     shutil.move(tmp, target)
     return target
+
+
+def merged_zip(run_path: Path) -> Path:
+    """run/<id>-merged.zip: the run's adapter folded into the base weights (medln.merge)."""
+    from medln.merge import merge_run
+
+    run_path = Path(run_path)
+    target = run_path / f"{run_path.name}-merged.zip"
+    if target.exists():
+        return target
+    merged = run_path / "merged"
+    if not (merged / "config.json").exists():
+        shutil.rmtree(merged, ignore_errors=True)
+        merge_run(run_path, merged)
+    tmp = target.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(merged.rglob("*")):
+            if f.is_file():
+                zf.write(f, f"{run_path.name}-merged/{f.relative_to(merged)}")
+    shutil.move(tmp, target)
+    return target
+
+
+def movement_update(run_path: Path | None):
+    """The run's 'where the weights moved' heatmap (its inspect.json), or hidden."""
+    import gradio as gr
+
+    from medln.inspect import inspect_figure
+
+    fig = inspect_figure(run_path) if run_path else None
+    return gr.update(value=fig, visible=True) if fig is not None else gr.update(visible=False)
 
 
 # ------------------------------------------------------------------ layout and wiring
@@ -259,6 +313,10 @@ def build(ctx: AppContext):
                                        label="Samples scored per split (base and tuned; 0 = all)",
                                        elem_id="ft-eval-limit")
                 seed = gr.Number(value=DEFAULTS.seed, precision=0, label="Seed", elem_id="ft-seed")
+                precision = gr.Dropdown(list(TrainConfig.__dataclass_fields__["precision"].metadata["choices"]),
+                                        value=DEFAULTS.precision, label="Precision", elem_id="ft-precision",
+                                        info="auto: bf16 on a GPU with bf16 (A10G, L4, A100, H100), fp16 with loss "
+                                             "scaling on a T4, fp32 on a CPU; MedGemma refuses fp16")
         with gr.Column(scale=7, min_width=420):
             with gr.Row():
                 start_btn = gr.Button("Start fine-tune", variant="primary", elem_id="ft-start", scale=3)
@@ -270,6 +328,11 @@ def build(ctx: AppContext):
             metrics = gr.HTML(elem_id="ft-metrics")  # base vs tuned, n per row, every row shown
             result_md = gr.Markdown(elem_id="ft-result")
             download = gr.DownloadButton("Download adapter (.zip)", visible=False, elem_id="ft-download")
+            with gr.Row():
+                merge_btn = gr.Button("Merge into the base weights (standalone model .zip)", size="sm",
+                                      elem_id="ft-merge")
+                merged_dl = gr.DownloadButton("Download merged model (.zip)", visible=False, elem_id="ft-merged")
+            movement_plot = gr.Plot(label="Where the weights moved", elem_id="ft-movement", visible=False)
     seen = gr.State(None)
     timer = gr.Timer(s.poll_s)
 
@@ -290,6 +353,8 @@ def build(ctx: AppContext):
             job = start(ctx, session, *values)
         except Exception as e:
             return views.notice_html(web_words(user_message(e)), error=True), gr.skip(), gr.skip()
+        if ctx.jobs.inline:  # ZeroGPU: it ran in this request and has finished; the poll drew the buttons
+            return views.notice_html(f"<code>{job.out.name}</code>: {job.state}."), gr.skip(), gr.skip()
         return (views.notice_html(f"Started <code>{job.out.name}</code>. You may reload the page: the job keeps running."),
                 gr.update(interactive=False), gr.update(interactive=True))
 
@@ -299,8 +364,19 @@ def build(ctx: AppContext):
             return views.notice_html("Nothing is running.")
         return views.notice_html("Stopping after the current step; the adapter trained so far is kept and scored.")
 
-    form = [backbone, scope, quant4, steps, lr, batch, eval_limit, seed]
-    n_out = 10 + len(form)
+    def on_merge(session):
+        job = ctx.jobs.latest_of(session, "finetune") if session else None
+        if job is None or job.result is None or job.active:
+            return views.notice_html("Finish a fine-tune first: its adapter is what gets merged."), gr.skip()
+        try:
+            zip_path = merged_zip(job.out)
+        except Exception as e:
+            return views.notice_html(user_message(e, doing="merging"), error=True), gr.skip()
+        return views.notice_html("Merged: a plain transformers model (no peft needed) that answers as the adapter."), \
+            gr.update(value=served_copy(zip_path), visible=True)
+
+    form = [backbone, scope, quant4, steps, lr, batch, eval_limit, seed, precision]
+    n_out = 11 + len(form)
 
     @quiet(lambda: (gr.skip(),) * n_out)
     def on_poll(session, last):
@@ -323,7 +399,8 @@ def build(ctx: AppContext):
                 plot,  # None clears the previous job's curve until this one has a step
                 views.metric_table_html(snap["result"]) if snap and snap.get("result") else "",
                 views.result_markdown(snap),
-                gr.update(value=str(zip_path), visible=True) if zip_path else gr.update(visible=False),
+                gr.update(value=served_copy(zip_path), visible=True) if zip_path else gr.update(visible=False),
+                movement_update(job.out if job and job.result else None),
                 gr.update(interactive=not active),
                 gr.update(interactive=active),
                 gr.skip() if active else "",  # the "Started ..." notice goes when the job ends, failed too
@@ -348,11 +425,12 @@ def build(ctx: AppContext):
     for comp in est_inputs:
         comp.change(on_estimate, est_inputs, estimate, api_visibility="private", queue=False)
     start_btn.click(on_start, [ctx.session, backbone, scope, quant4, steps, lr, batch, data_source, data_file,
-                               hub_id, eval_limit, seed], [notice, start_btn, stop_btn],
+                               hub_id, eval_limit, seed, precision], [notice, start_btn, stop_btn],
                     api_visibility="private", concurrency_limit=4)
     stop_btn.click(on_stop, ctx.session, notice, api_visibility="private", queue=False)
-    ctx.components["ft_poll_outputs"] = [status, loss_plot, metrics, result_md, download, start_btn, stop_btn, notice,
-                                         seen, *form]
+    merge_btn.click(on_merge, ctx.session, [notice, merged_dl], api_visibility="private", concurrency_limit=1)
+    ctx.components["ft_poll_outputs"] = [status, loss_plot, metrics, result_md, download, movement_plot, start_btn,
+                                         stop_btn, notice, seen, *form]
     ctx.components["ft_estimate"] = (on_estimate, est_inputs, estimate)
     ctx.components["ft_timer"] = timer
     ctx.components["ft_params"] = (on_params, param_inputs, param_outputs)

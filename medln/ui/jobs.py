@@ -13,6 +13,12 @@ whole server, shared by every browser session and API client, so one job trains 
 and the others wait their turn (the page shows the place in the line and the estimated
 wait). The job worker is separate from the generation slot the Ask events share
 (concurrency_id "gpu").
+
+On ZeroGPU (`inline=True`) there are no worker threads: the request handler that submitted
+the job runs it itself (`run_here`), because `spaces.GPU` must be called from the Gradio
+request to charge the visitor's quota (medln.ui.gpu). The job record, the polling page, the
+waiting line (a semaphore of `workers` slots) and Stop work the same; Stop reaches the GPU
+worker process through the flag's file.
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from medln.machine import free_memory
+
 from .errors import UserError, user_message
-from .gpu import ZEROGPU
+from .gpu import StopFlag
 
 log = logging.getLogger("medln.ui")
 
@@ -65,7 +73,11 @@ class Job:
     first_step_at: float | None = None
     last_step_at: float | None = None  # when the last training step ended: scoring starts there
     version: int = 0  # bumps on every change: the page redraws only what changed
-    stop: threading.Event = field(default_factory=threading.Event)
+    stop: StopFlag | None = None  # set by Stop; checked by the training loop before every micro-batch
+
+    def __post_init__(self):
+        if self.stop is None:  # beside the output folder, never inside it: runs stay clean
+            self.stop = StopFlag(self.out.parent / f".{self.out.name}.stop")
 
     @property
     def active(self) -> bool:
@@ -129,14 +141,16 @@ class Job:
 class JobManager:
     """The registry (session -> jobs) and the bounded queue its worker threads drain."""
 
-    def __init__(self, *, max_pending: int = 4, workers: int = 1, speed=None):
+    def __init__(self, *, max_pending: int = 4, workers: int = 1, speed=None, inline: bool = False):
         self.max_pending = max_pending
         self.speed = speed  # medln.ui.eta.SpeedBook: finished jobs record their speed there
+        self.inline = inline  # ZeroGPU: the submitting request runs the job (run_here)
         self._queue: queue.Queue[Job] = queue.Queue()
         self._jobs: dict[str, list[Job]] = {}
         self._lock = threading.Lock()
-        self._workers = [threading.Thread(target=self._work, name=f"medln-job-{i}", daemon=True)
-                         for i in range(workers)]
+        self._slots = threading.Semaphore(workers)
+        self._workers = [] if inline else [threading.Thread(target=self._work, name=f"medln-job-{i}", daemon=True)
+                                           for i in range(workers)]
         for t in self._workers:
             t.start()
 
@@ -158,7 +172,17 @@ class JobManager:
             finished = [j for j in jobs if not j.active]
             for old in finished[:-KEEP_PER_SESSION]:
                 jobs.remove(old)
-        self._queue.put(job)
+        if not self.inline:
+            self._queue.put(job)
+        return job
+
+    def run_here(self, job: Job) -> Job:
+        """Run a submitted job in the calling thread (inline mode: the Gradio request), after
+        waiting for a free slot like the worker threads would; a job stopped while it waited is
+        not run. Returns when the job has finished."""
+        with self._slots:
+            if job.state == "queued":
+                self._execute(job)
         return job
 
     def latest(self, session: str) -> Job | None:
@@ -184,6 +208,7 @@ class JobManager:
         with self._lock:
             if job.state == "queued":  # never started: nothing to save
                 job.state, job.phase, job.finished = "cancelled", "cancelled before it started", time.time()
+                job.stop.clear_file()
             else:
                 job.state, job.phase = "stopping", "stopping after this step; the adapter is kept and scored"
             job.version += 1
@@ -236,15 +261,8 @@ class JobManager:
         job.state, job.phase, job.started = "loading", "loading the model and the data", time.time()
         job.version += 1
         try:
-            records = job.run(job)
-            for record in records:
+            for record in job.run(job):
                 apply_record(job, record)
-                if job.stop.is_set() and ZEROGPU:
-                    # A ZeroGPU function runs in another process that cannot see our Event:
-                    # closing the generator ends it there (without saving an adapter).
-                    records.close()
-                    job.phase = "stopped (on ZeroGPU a stopped job keeps no adapter)"
-                    break
             if job.state not in FINISHED:
                 job.state = "stopped" if job.stop.is_set() else "done"
                 job.phase = "finished" if job.state == "done" else "stopped: the saved adapter was scored"
@@ -252,6 +270,7 @@ class JobManager:
             job.state, job.error = "failed", user_message(e, doing="training" if job.kind == "finetune" else "comparison")
             job.phase = "failed"
         finally:
+            job.stop.clear_file()
             job.finished = time.time()
             job.version += 1
             if self.speed is not None and job.state in ("done", "stopped"):
@@ -261,6 +280,11 @@ class JobManager:
                     record_job(self.speed, job)
                 except Exception:  # an estimate is never worth failing a job for
                     log.exception("could not record the speed of job %s", job.id)
+        if job.state == "failed":
+            # The failed generator has let go of its model, optimizer state and activations;
+            # collect them (and hand cached CUDA blocks back) before the next job starts, so an
+            # out-of-memory job does not make the next one fail too.
+            free_memory()
 
 
 def apply_record(job: Job, record: dict) -> None:

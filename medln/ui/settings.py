@@ -1,17 +1,22 @@
 """Deployment settings, from the environment only (a Space sets them as variables).
 
     MEDLN_BACKBONE        default backbone in the app            (medln-tiny, the bundled model)
-    MEDLN_RUNS            root of the per-session run folders    (./runs/ui)
+    MEDLN_RUNS            root of the per-session run folders    (./runs/ui; /data/medln/runs when a
+                          persistent volume is mounted at /data: medln.storage)
     MEDLN_MAX_UPLOAD_MB   largest upload accepted                 (200)
     MEDLN_MAX_UNZIP_MB    largest total size a zip may expand to  (1024)
     MEDLN_QUEUE_SIZE      Gradio queue bound (waiting events)     (16)
     MEDLN_MAX_JOBS        training/compare jobs waiting at most   (4)
     MEDLN_MAX_MODELS      base models kept loaded at most         (2)
     MEDLN_MAX_MODEL_GB    memory bound of the model cache, GB     (0: count bound only)
+    MEDLN_JOB_MEMORY_GB   memory one training job may plan for   (what the device has free;
+                          read by medln.memory, so the CLI honours it too)
     MEDLN_SECRET          key that encrypts the browser's session id in localStorage
                           (default: a random key kept in $MEDLN_CACHE/browser-secret, outside
                           the served folders, so a browser finds its session after a restart)
-    HF_TOKEN              Hub token for gated models (never shown, never logged)
+    HF_TOKEN              Hub token for gated models (or the one `hf auth login` saved; never
+                          shown, never logged)
+    MEDLN_ZEROGPU_MAX_S   longest GPU call asked of ZeroGPU, seconds (300)
 """
 
 from __future__ import annotations
@@ -54,9 +59,13 @@ class Settings:
     # 57 closed questions: every report row rests on more than views.MIN_N (20) items.
     eval_limit: int = 200
     poll_s: float = 1.0
+    storage: str = ""  # where runs live and whether they survive a restart (medln.storage), for About
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
+        from medln import storage
+
+        storage.configure()  # a persistent /data volume: runs and caches there, unless set otherwise
         s = cls(
             default_backbone=os.environ.get("MEDLN_BACKBONE") or cls.default_backbone,
             runs_root=Path(os.environ.get("MEDLN_RUNS") or cls.runs_root),
@@ -70,6 +79,8 @@ class Settings:
         for k, v in overrides.items():
             setattr(s, k, Path(v) if k == "runs_root" else v)
         s.runs_root = s.runs_root.resolve()
+        if "storage" not in overrides:
+            s.storage = storage.resolve({**os.environ, "MEDLN_RUNS": str(s.runs_root)}).where
         if "secret" not in overrides:
             s.secret = os.environ.get("MEDLN_SECRET") or _stored_secret(
                 Path(os.environ.get("MEDLN_CACHE") or Path.home() / ".cache" / "medln"))

@@ -1,0 +1,298 @@
+"""Where the weights moved: per module, layer and part (vision / connector / language model),
+how far a run's trained tensors went from the base model's.
+
+  norms (ln scopes, the norm half of ln-lora)  ‖Δγ‖/‖γ‖ for the gain, ‖Δβ‖ for the bias
+  whole projections (attn, ffn)                ‖ΔW‖/‖W‖
+  LoRA                                         ‖ΔW‖/‖W‖ with ΔW = B·A·alpha/r (peft's get_delta_weight)
+  IA³                                          ‖l − 1‖/‖1‖ (the learned scale against identity)
+  BEFT (bitfit)                                ‖Δb‖ (and ‖Δb‖/‖b‖)
+
+Everything is read from a peft model that holds the trained adapter beside its frozen
+originals (one base copy), so it runs at the end of training with no extra load, or on a
+finished run folder. `inspect.json` is written into the run folder; `medln inspect RUN` also
+writes `inspect.html` (the heatmaps), so viewing them later costs nothing. Other runs given
+with `--with` (other seeds, or a LoRA run on the same data) are compared per module and per
+language-model layer by Spearman rank correlation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+from .backbones import Family, part_of
+from .scopes import ScopeError, is_norm
+
+LAYER = re.compile(r"\.(?:layers|layer|blocks)\.(\d+)\.")
+PEFT_PREFIX = "base_model.model."
+BIAS_KINDS = ("bias", "beft")  # absolute change; the rest is relative
+INSPECT_JSON = "inspect.json"
+INSPECT_HTML = "inspect.html"
+
+
+def _where(family: Family, module: str) -> tuple[str, int | None, str]:
+    """(part, layer index or None, leaf name) of a module: model.language_model.layers.3.input_layernorm
+    -> ("llm", 3, "input_layernorm"); model.vision_tower.post_layernorm -> ("vision", None, "post_layernorm")."""
+    part = part_of(family, module) or "other"
+    m = LAYER.search(module + ".")
+    if m:
+        return part, int(m.group(1)), (module + ".")[m.end():].rstrip(".") or module
+    prefix = next((p for p in family.parts.get(part, ()) if module.startswith(p)), "")
+    return part, None, module[len(prefix):] or module
+
+
+def _gain_offset(module) -> float:
+    """1.0 for RMSNorms that compute x * (1 + w) (Gemma's: identity is w = 0), else 0.0. Found by
+    running the module on a vector of ones (rms 1, so the output is the effective gain), not by
+    a table of class names."""
+    import torch
+
+    w = getattr(module, "weight", None)
+    if w is None or not type(module).__name__.endswith("RMSNorm"):
+        return 0.0
+    with torch.no_grad():
+        out = module(torch.ones(1, w.shape[-1], dtype=w.dtype, device=w.device)).float().flatten()
+    return 1.0 if torch.allclose(out, 1 + w.float().flatten(), rtol=1e-2, atol=1e-3) else 0.0
+
+
+def _norm(t) -> float:
+    return float(t.detach().float().norm())
+
+
+def _row(family, module, param, base, delta, numel) -> dict:
+    part, layer, leaf = _where(family, module)
+    return {"module": module, "part": part, "layer": layer, "leaf": leaf, "param": param, "numel": int(numel),
+            "base_norm": base, "delta_norm": delta, "rel": delta / base if base else None}
+
+
+def _pairs(wrapper, adapter: str):
+    """(frozen original, trained copy) of an LN-tuning layer or a modules_to_save wrapper."""
+    if hasattr(wrapper, "ln_tuning_layers"):
+        base, tuned = wrapper.base_layer, wrapper.ln_tuning_layers[adapter]
+        if adapter in getattr(wrapper, "merged_adapters", ()):  # merged: peft swapped the two
+            base, tuned = tuned, base
+        return base, tuned
+    return wrapper.original_module, wrapper.modules_to_save[adapter]
+
+
+def _dense_weight(layer):
+    """The base weight of a (possibly 4-bit) linear layer, dequantized."""
+    w = layer.weight
+    if getattr(w, "quant_state", None) is not None:
+        import bitsandbytes.functional as F
+
+        return F.dequantize_4bit(w.data, w.quant_state)
+    return w
+
+
+def movement(model, family: Family, adapter: str | None = None) -> list[dict]:
+    """One row per trained tensor: {module, part, layer, leaf, param, numel, base_norm,
+    delta_norm, rel}. `param` is gain / bias (norms), weight (whole projections), lora, ia3, beft."""
+    import torch
+
+    adapter = adapter or getattr(model, "active_adapter", "default")
+    rows: list[dict] = []
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            module = name[len(PEFT_PREFIX):] if name.startswith(PEFT_PREFIX) else name
+            if hasattr(mod, "ln_tuning_layers") or hasattr(mod, "modules_to_save") and hasattr(mod, "original_module"):
+                if adapter not in (getattr(mod, "ln_tuning_layers", None) or getattr(mod, "modules_to_save", {})):
+                    continue
+                base, tuned = _pairs(mod, adapter)
+                offset = _gain_offset(base) if is_norm(base) else 0.0
+                trained = dict(tuned.named_parameters(recurse=False))
+                for pname, b in base.named_parameters(recurse=False):
+                    if pname not in trained:
+                        continue
+                    kind = ("gain" if pname == "weight" else "bias") if is_norm(base) else pname
+                    ref = b.float() + offset if kind == "gain" else b.float()
+                    rows.append(_row(family, module, kind, _norm(ref), _norm(trained[pname].float() - b.float()), b.numel()))
+            elif hasattr(mod, "lora_A") and adapter in mod.lora_A:
+                delta = mod.get_delta_weight(adapter)
+                rows.append(_row(family, module, "lora", _norm(_dense_weight(mod.get_base_layer())), _norm(delta),
+                                 mod.lora_A[adapter].weight.numel() + mod.lora_B[adapter].weight.numel()))
+            elif hasattr(mod, "ia3_l") and adapter in mod.ia3_l:
+                l = mod.ia3_l[adapter]
+                rows.append(_row(family, module, "ia3", math.sqrt(l.numel()), _norm(l.float() - 1), l.numel()))
+            elif hasattr(mod, "beft_bias") and adapter in mod.beft_bias:
+                db, b = mod.beft_bias[adapter], mod.get_base_layer().bias
+                rows.append(_row(family, module, "beft", _norm(b) if b is not None else 0.0, _norm(db), db.numel()))
+    return rows
+
+
+def layer_profile(rows: list[dict], part: str = "llm") -> dict[int, float]:
+    """Per layer of one part: the relative change of all its non-bias tensors together,
+    sqrt(Σ‖Δ‖²) / sqrt(Σ‖base‖²)."""
+    acc: dict[int, list[float]] = {}
+    for r in rows:
+        if r["part"] == part and r["layer"] is not None and r["param"] not in BIAS_KINDS and r["base_norm"]:
+            d, b = acc.setdefault(r["layer"], [0.0, 0.0]), r
+            d[0] += b["delta_norm"] ** 2
+            d[1] += b["base_norm"] ** 2
+    return {layer: math.sqrt(d) / math.sqrt(b) for layer, (d, b) in sorted(acc.items())}
+
+
+def top_moved(rows: list[dict], n: int = 10) -> dict[str, list[dict]]:
+    """The tensors that moved most: relative for gains/weights, absolute for biases."""
+    rel = sorted((r for r in rows if r["param"] not in BIAS_KINDS and r["rel"] is not None), key=lambda r: -r["rel"])
+    bias = sorted((r for r in rows if r["param"] in BIAS_KINDS), key=lambda r: -r["delta_norm"])
+    keep = ("module", "param", "rel", "delta_norm")
+    return {"relative": [{k: r[k] for k in keep} for r in rel[:n]], "bias": [{k: r[k] for k in keep} for r in bias[:n]]}
+
+
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Rank correlation (average ranks for ties); None below 3 points or for a constant side."""
+    if len(x) != len(y) or len(x) < 3:
+        return None
+
+    def ranks(v):
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(v):
+            j = i
+            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    rx, ry = ranks(x), ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return round(sxy / math.sqrt(sxx * syy), 4) if sxx and syy else None
+
+
+def summarize(rows: list[dict], meta: dict) -> dict:
+    parts = sorted({r["part"] for r in rows})
+    return {**meta, "n_tensors": len(rows), "rows": rows, "top": top_moved(rows),
+            "layers": {p: {str(k): v for k, v in layer_profile(rows, p).items()} for p in parts}}
+
+
+def compare(main: dict, other: dict) -> dict:
+    """How another run's movement relates to this one's: per tensor (same scope: other seeds)
+    and per language-model layer (any scope, e.g. LoRA's ‖ΔW‖ against the norms' ‖Δγ‖/‖γ‖)."""
+    def key(r):
+        return r["module"], r["param"]
+
+    a = {key(r): r["rel"] if r["rel"] is not None else r["delta_norm"] for r in main["rows"]}
+    b = {key(r): r["rel"] if r["rel"] is not None else r["delta_norm"] for r in other["rows"]}
+    common = sorted(set(a) & set(b))
+    out = {"run": other.get("run"), "scope": other.get("scope"), "seed": other.get("seed"),
+           "same_scope": other.get("scope") == main.get("scope"), "common_tensors": len(common),
+           "spearman_tensors": spearman([a[k] for k in common], [b[k] for k in common]) if common else None}
+    if common:
+        top_a = {(t["module"], t["param"]) for t in main["top"]["relative"]}
+        top_b = {(t["module"], t["param"]) for t in other["top"]["relative"]}
+        out["top_overlap"] = len(top_a & top_b) / len(top_a) if top_a else None
+    la, lb = main["layers"].get("llm", {}), other["layers"].get("llm", {})
+    layers = sorted(set(la) & set(lb), key=int)
+    out["spearman_llm_layers"] = spearman([la[k] for k in layers], [lb[k] for k in layers])
+    return out
+
+
+# ------------------------------------------------------------------ run folders
+
+
+def load_run_for_inspect(run_path: Path):
+    """(backbone, peft model with the run's adapter), the base rebuilt as it was trained."""
+    from .adapters import is_peft_adapter
+    from .runs import RunDir, load_run
+
+    run = RunDir(Path(run_path))
+    if not is_peft_adapter(run.adapter_dir):
+        raise FileNotFoundError(f"{run.path}: no peft adapter (scope 'full' saves whole weights; nothing to inspect)")
+    peft_type = json.loads((run.adapter_dir / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type")
+    if peft_type in ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING"):
+        raise ScopeError(f"{run.path}: a soft prompt has no per-layer weights to inspect")
+    bb = load_run(run.path)
+    return bb, bb.model
+
+
+def inspect_run(run_path, *, others: list = (), force: bool = False, html: bool = True) -> dict:
+    """inspect.json (and inspect.html) for a finished run; other runs (seeds, a LoRA run) are
+    compared with it. A run's own movement is computed once and read back afterwards."""
+    import json
+
+    from .runs import RunDir, write_json_atomic
+
+    def own(path) -> dict:
+        run = RunDir(Path(path))
+        cached = run.path / INSPECT_JSON
+        if cached.exists() and not force:
+            return json.loads(cached.read_text(encoding="utf-8"))
+        bb, model = load_run_for_inspect(run.path)
+        cfg = run.config().get("config", {})
+        result = summarize(movement(model, bb.family), {"run": str(run.path), "scope": cfg.get("scope"),
+                                                         "seed": cfg.get("seed"), "backbone": bb.name})
+        write_json_atomic(cached, result)
+        return result
+
+    main = own(run_path)
+    if others:
+        main["compare"] = [compare(main, own(o)) for o in others]
+        main["others"] = {str(o): own(o)["layers"] for o in others}
+        write_json_atomic(Path(run_path) / INSPECT_JSON, main)
+    if html:
+        from .plots import movement_fig, profile_fig
+
+        figs = [movement_fig(main), profile_fig(main)]
+        body = "".join(f.to_html(full_html=False, include_plotlyjs=(i == 0), default_width="100%")
+                       for i, f in enumerate(figs))
+        (Path(run_path) / INSPECT_HTML).write_text(f"<html><head><meta charset='utf-8'><title>MedLN inspect</title>"
+                                                   f"</head><body>{body}</body></html>", encoding="utf-8")
+    return main
+
+
+def record_movement(run_path, model, family: Family, meta: dict) -> None:
+    """inspect.json at the end of training, from the model still in memory (no reload)."""
+    from .runs import write_json_atomic
+
+    if hasattr(model, "peft_config") and not getattr(model, "active_peft_config", None).is_prompt_learning:
+        write_json_atomic(Path(run_path) / INSPECT_JSON, summarize(movement(model, family), meta))
+
+
+def inspect_figure(run_path):
+    """The heatmap of a run from its inspect.json (None when the run has none): for the app."""
+    import json
+
+    path = Path(run_path) / INSPECT_JSON
+    if not path.exists():
+        return None
+    from .plots import movement_fig
+
+    return movement_fig(json.loads(path.read_text(encoding="utf-8")))
+
+
+def cmd_inspect(args) -> None:
+    result = inspect_run(args.run, others=args.others or [], force=args.force)
+    if args.json:
+        import json
+
+        print(json.dumps({k: v for k, v in result.items() if k not in ("rows", "others")}))
+        return
+    print(f"{result['run']}: {result['scope']} · {result['n_tensors']} trained tensors")
+    for part, layers in result["layers"].items():
+        if layers:
+            print(f"  {part:<9} per-layer relative change: " + " ".join(f"{k}:{v:.3g}" for k, v in layers.items()))
+    for r in result["top"]["relative"][:5]:
+        print(f"  moved most  {r['module']} {r['param']}  {r['rel']:.3g}")
+    for r in result["top"]["bias"][:3]:
+        print(f"  bias        {r['module']} {r['param']}  ‖Δ‖ {r['delta_norm']:.3g}")
+    for c in result.get("compare", []):
+        print(f"  vs {c['scope']} seed {c['seed']} ({c['run']}): spearman tensors {c['spearman_tensors']}, "
+              f"llm layers {c['spearman_llm_layers']}, top-10 overlap {c.get('top_overlap')}")
+    print(f"  wrote {Path(args.run) / INSPECT_JSON} and {INSPECT_HTML}")
+
+
+def add_cli(sub) -> None:
+    s = sub.add_parser("inspect", help="where a run's weights moved, per layer and part (inspect.json/.html)")
+    s.add_argument("run", help="a finished run folder")
+    s.add_argument("--with", dest="others", nargs="*", help="other runs to compare: other seeds, a LoRA run")
+    s.add_argument("--force", action="store_true", help="recompute even if inspect.json exists")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_inspect)

@@ -1,0 +1,126 @@
+"""Merge a run's adapter into the base weights and save a standalone model.
+
+peft's `merge_and_unload()` folds each adapter into the weights it modifies:
+  LN tuning (ln*, attn, ffn)   the trained copy of each module replaces the original (a swap: exact)
+  LoRA                         W += B·A·alpha/r
+  IA³                          W scaled by l (rows for k/v, columns for the MLP down-projection)
+  BEFT (bitfit)                b += Δb
+  modules_to_save (ln-lora)    the trained norm copies replace the originals
+The result is a plain transformers checkpoint (safetensors + processor) that loads anywhere,
+needs neither peft nor MedLN, and answers as the adapter did (tests/test_merge.py compares
+greedy generations). A soft prompt (`prompt`) is extra input, not a weight change: there is
+nothing to merge. A `full` run already holds whole weights.
+
+The base is loaded unquantized (fp32 on a CPU, the backbone's dtype on a GPU): merging into
+4-bit weights would re-quantize them. A run trained on a 4-bit base therefore merges into the
+original full-precision weights, and its merged answers are those of its adapter on the
+unquantized base, not bit-for-bit those of the 4-bit model (said in the command's output).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from .scopes import ScopeError
+
+MERGED_JSON = "medln-merged.json"
+NOT_MERGEABLE = {"PROMPT_TUNING": "a soft prompt is extra input tokens, not a change to weights: nothing to merge",
+                 "PREFIX_TUNING": "prefix tuning adds key/value prefixes, not a change to weights: nothing to merge"}
+
+
+def merge_model(model):
+    """The unwrapped base module with the active adapter folded in (peft merge_and_unload)."""
+    peft_type = str(getattr(model.active_peft_config, "peft_type", "")).split(".")[-1]
+    if peft_type in NOT_MERGEABLE:
+        raise ScopeError(NOT_MERGEABLE[peft_type])
+    return model.merge_and_unload()
+
+
+@contextmanager
+def swapped_in(model, adapter: str | None = None):
+    """For the duration, the trained copies of an LN-tuning adapter (ln*, attn, ffn) sit in the
+    model in place of peft's wrappers: the tuned answer runs the plain modules, at base speed,
+    and the wrappers (with the frozen originals) come back afterwards. A swap of module
+    references: exact, no copy, nothing of the shared base weights is modified. (peft's own
+    merge_adapter() swaps inside the wrapper, whose dispatch per call is the cost.) Adapters of
+    other kinds run as they are. The caller holds the model's lock."""
+    from peft.tuners.ln_tuning.layer import LNTuningLayer
+
+    adapter = adapter or getattr(model, "active_adapter", "default")
+    swaps = []
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, LNTuningLayer) and adapter in mod.ln_tuning_layers and not mod.merged:
+            parent_name, _, child = name.rpartition(".")
+            swaps.append((model.get_submodule(parent_name), child, mod))
+    try:
+        for parent, child, wrapper in swaps:
+            setattr(parent, child, wrapper.ln_tuning_layers[adapter])
+        yield model
+    finally:
+        for parent, child, wrapper in swaps:
+            setattr(parent, child, wrapper)
+
+
+def merge_run(run_path, out, *, device: str | None = None) -> dict:
+    """Write a standalone merged model of a finished run to `out`; returns what was written."""
+    import dataclasses
+
+    from .runs import RunDir, attach_run, base_spec, write_json_atomic
+
+    run = RunDir(Path(run_path))
+    adapter_cfg_path = run.adapter_dir / "adapter_config.json"
+    if not run.adapter_dir.is_dir():
+        raise FileNotFoundError(f"{run.path} has no adapter/ folder (not a finished MedLN run?)")
+    if not adapter_cfg_path.exists():
+        raise ScopeError(f"{run.path}: scope 'full' already saved whole weights in {run.adapter_dir}; load that folder")
+    peft_type = json.loads(adapter_cfg_path.read_text(encoding="utf-8")).get("peft_type", "")
+    if peft_type in NOT_MERGEABLE:
+        raise ScopeError(f"{run.path}: {NOT_MERGEABLE[peft_type]}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; choose another --out")
+    config = run.config()
+    cfg = config.get("config", {})
+    source = base_spec(run.path).backbone
+    t0 = time.perf_counter()
+    # Unquantized even for a 4-bit run: merging into NF4 weights would re-quantize them.
+    bb = dataclasses.replace(base_spec(run.path), quant="none", keep=()).load(device)
+    merged = merge_model(attach_run(bb, run.path))
+    tmp = out.with_name(f".{out.name}.tmp")
+    merged.save_pretrained(tmp, safe_serialization=True)
+    bb.processor.save_pretrained(tmp)
+    info = {"run": str(run.path), "scope": cfg.get("scope"), "peft_type": peft_type, "source": source,
+            "trained_quant": cfg.get("quant", "none"),
+            "note": ("trained on a 4-bit base: merged into the unquantized weights, so answers are the adapter's "
+                     "on the full-precision base" if cfg.get("quant") == "4bit" else "answers equal the adapter's"),
+            "dtype": str(next(merged.parameters()).dtype).replace("torch.", ""),
+            "seconds": round(time.perf_counter() - t0, 2)}
+    write_json_atomic(tmp / MERGED_JSON, info)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)
+    info["out"] = str(out)
+    info["bytes"] = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    return info
+
+
+def cmd_merge(args) -> None:
+    info = merge_run(args.run, args.out)
+    if args.json:
+        print(json.dumps(info))
+        return
+    print(f"merged {info['scope']} ({info['peft_type']}) into {info['source']} -> {info['out']} "
+          f"({info['bytes'] / 2**20:.1f} MiB, {info['dtype']}, {info['seconds']:.1f} s)")
+    print(f"  {info['note']}; load it with --backbone {info['out']}")
+
+
+def add_cli(sub) -> None:
+    s = sub.add_parser("merge", help="fold a run's adapter into the base weights; save a standalone model")
+    s.add_argument("run", help="a finished run folder")
+    s.add_argument("--out", required=True, help="folder for the merged model (must not exist, or be empty)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_merge)

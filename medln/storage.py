@@ -1,0 +1,82 @@
+"""Where runs and downloaded models live, and whether they survive a restart.
+
+A Hugging Face Space's own disk is wiped on every restart; a Space with persistent storage
+mounts a volume at /data that is kept. When that folder exists (and is writable):
+
+  runs (MEDLN_RUNS)           /data/medln/runs      the app's per-session run folders
+  MedLN cache (MEDLN_CACHE)   /data/medln/cache     parameter-count cache, the browser-session key
+  HF cache (HF_HOME)          /data/.huggingface    downloaded backbones and datasets (Hugging
+                                                    Face's own advice for persistent storage)
+
+An environment variable that is already set wins. Without /data the defaults stay: runs in
+./runs/ui, the caches under ~/.cache. `MEDLN_DATA_ROOT` names another persistent root (tests
+point it at a temporary folder; a server with its own volume may use it too).
+
+HF_HOME is read by huggingface_hub when it is first imported (gradio and transformers import
+it), so `configure()` must run before those imports: app.py calls it first thing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DATA_ROOT = "/data"
+DEFAULT_RUNS = Path("runs/ui")
+
+
+@dataclass(frozen=True)
+class Storage:
+    runs: Path  # root of the app's run folders
+    persistent: bool | None  # True: on the persistent volume; False: on a disk a restart may wipe; None: unknown
+    where: str  # one line for the About tab: where runs live and why
+
+
+def data_root(env=None) -> Path | None:
+    """The persistent volume (MEDLN_DATA_ROOT, default /data) if it is a writable folder."""
+    env = os.environ if env is None else env
+    root = Path(env.get("MEDLN_DATA_ROOT") or DEFAULT_DATA_ROOT)
+    return root if root.is_dir() and os.access(root, os.W_OK) else None
+
+
+def configure(env=None) -> Path | None:
+    """Point MEDLN_RUNS, MEDLN_CACHE and HF_HOME at the persistent volume when there is one
+    and they are not set already. Returns the volume (None without one)."""
+    env = os.environ if env is None else env
+    root = data_root(env)
+    if root is not None:
+        env.setdefault("MEDLN_RUNS", str(root / "medln" / "runs"))
+        env.setdefault("MEDLN_CACHE", str(root / "medln" / "cache"))
+        env.setdefault("HF_HOME", str(root / ".huggingface"))
+    return root
+
+
+def resolve(env=None) -> Storage:
+    """Where the app keeps runs, after configure() (or an explicit MEDLN_RUNS)."""
+    env = os.environ if env is None else env
+    root = data_root(env)
+    runs = Path(env.get("MEDLN_RUNS") or DEFAULT_RUNS).resolve()
+    if root is not None and _inside(runs, root):
+        return Storage(runs, True, f"on the persistent volume {root}: runs survive a restart")
+    if root is not None:
+        return Storage(runs, False, f"MEDLN_RUNS points outside the persistent volume {root}: runs may be lost "
+                                    "when the Space restarts")
+    if env.get("SPACE_ID"):  # a Hugging Face Space without persistent storage
+        return Storage(runs, False, "on the Space's own disk, which a restart wipes: download adapters you want "
+                                    "to keep, or enable persistent storage (/data) in the Space settings")
+    return Storage(runs, None, "on this machine's disk: runs stay until you delete them")
+
+
+def hf_cache(env=None) -> Path:
+    """The Hugging Face cache folder that downloads go to (HF_HOME, else ~/.cache/huggingface)."""
+    env = os.environ if env is None else env
+    return Path(env.get("HF_HOME") or Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
