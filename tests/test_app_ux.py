@@ -215,7 +215,8 @@ def test_fine_tune_defaults_to_4bit_and_a_reload_refills_the_form():
     cfg = ft.build_config("medln-tiny", "lora", True, 33, None, 4, DataChoice("sample", "test", "source-test"),
                           120, 7)
     values = ft.form_values(cfg.to_dict())
-    assert values == ("medln-tiny", "lora", True, 33, ft.scope_info("lora", "medln-tiny")[0], 4, 120, 7)
+    assert values[:8] == ("medln-tiny", "lora", True, 33, ft.scope_info("lora", "medln-tiny")[0], 4, 120, 7)
+    assert values[8] == cfg.to_dict().get("precision", "auto")  # issue 14's precision widget is refilled too
 
 
 # ------------------------------------------------------------------ the demo model's warning

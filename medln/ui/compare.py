@@ -204,7 +204,7 @@ def build(ctx: AppContext):
                 "held-out, out-of-domain split.", elem_classes="medln-hint")
     claims = gr.HTML(views.claims_html(None), elem_id="cmp-claims")
     with gr.Row(equal_height=False):
-        with gr.Column(scale=4, min_width=320):
+        with gr.Column(scale=4, min_width=300):
             backbone = gr.Dropdown(backbone_choices(s.default_backbone), value=s.default_backbone,
                                    allow_custom_value=True, label="Backbone", elem_id="cmp-backbone")
             scopes = gr.CheckboxGroup([sc.name for sc in SCOPES], value=[sc.name for sc in SCOPES], label="Scopes",
@@ -225,7 +225,7 @@ def build(ctx: AppContext):
             notice = gr.HTML(elem_id="cmp-notice")
             status = gr.HTML(views.status_html(None, idle=views.IDLE_COMPARE), elem_id="cmp-status")
             download = gr.DownloadButton("Download results (.csv)", visible=False)
-        with gr.Column(scale=8, min_width=480):
+        with gr.Column(scale=8, min_width=300):  # fits a 390 px phone; wider screens put it beside the form
             table = gr.HTML(elem_id="cmp-table")  # every row, n per metric, sideways scroll when narrow
             with gr.Row(elem_classes="medln-plot-row"):  # one plot per row on a narrow screen (CSS)
                 params_plot = gr.Plot(show_label=False, elem_id="cmp-params")
