@@ -263,7 +263,7 @@ def _fake_run(steps: int, delay: float = 0.01):
                 yield {"event": "done", "status": "stopped", "steps_done": i - 1}
                 return
             time.sleep(delay)
-            yield {"step": i, "loss": 1.0 / i, "step_s": delay}
+            yield {"event": "step", "step": i, "loss": 1.0 / i, "step_s": delay}
         yield {"event": "done", "status": "completed", "steps_done": steps}
     return run
 

@@ -149,7 +149,9 @@ def test_run_with_evaluation_writes_base_and_tuned_metrics(tiny_model, dataset, 
 def test_existing_run_folder_is_not_overwritten(tiny_model, dataset, tmp_path):
     cfg = cfg_for(tiny_model("llava"), dataset)
     run(cfg, tmp_path / "run")
-    with pytest.raises(FileExistsError):
+    from medln.runs import RunError
+
+    with pytest.raises(RunError, match="already holds a run"):
         run(cfg, tmp_path / "run")
 
 
