@@ -151,7 +151,7 @@ def test_existing_run_folder_is_not_overwritten(tiny_model, dataset, tmp_path):
     run(cfg, tmp_path / "run")
     from medln.runs import RunError
 
-    with pytest.raises(RunError, match="already holds a run"):
+    with pytest.raises(RunError, match="already holds a finished run"):
         run(cfg, tmp_path / "run")
 
 
