@@ -162,7 +162,7 @@ def test_an_unreadable_image_at_training_time_is_named_without_server_paths(serv
     job = _poll(client, client.predict(steps=2, batch_size=2, eval_limit=2, dataset_file=handle_file(str(archive)),
                                        api_name="/finetune")["job_id"])
     assert job["state"] == "failed"
-    assert "d/data.jsonl:4 (record tr3), image images/broken.png: unreadable image" in job["error"], job["error"]
+    assert "data.jsonl:4 (record tr3), image images/broken.png: unreadable image" in job["error"], job["error"]
     session = api_session(client.session_hash)
     assert str(served.medln.settings.runs_root) not in job["error"] and session not in job["error"]
 
