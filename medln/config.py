@@ -222,6 +222,8 @@ class ScoreArgs:
 
 def _arg_type(tp):
     """int for `int`, float for `float | None`, ... (the annotation's non-None member)."""
+    if typing.get_origin(tp) in (list, tuple):  # list[str], tuple[str, ...]: several values
+        return tp
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     return args[0] if args else tp
 

@@ -287,6 +287,8 @@ def load_run(run_dir: str | Path, *, device: str | None = None):
 
 # peft's names in a saved adapter: <module>.<marker><param> (the adapter name is stripped)
 _MARKERS = (".ln_tuning_layers.", ".lora_A.", ".lora_B.")
+# the peft methods MedLN's scopes save (medln.scopes: ln*/attn/ffn, lora/ln-lora, ia3, bitfit, prompt)
+PEFT_TYPES = ("LN_TUNING", "LORA", "IA3", "BEFT", "PROMPT_TUNING")
 
 
 def check_adapter(model, adapter_dir: str | Path, *, family: str | None = None) -> None:
@@ -310,11 +312,18 @@ def check_adapter(model, adapter_dir: str | Path, *, family: str | None = None) 
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise RunError(f"{peft_config}: unreadable adapter config ({type(e).__name__}: {e})") from None
     targets = config.get("target_modules") if isinstance(config, dict) else None
-    if not isinstance(config, dict) or config.get("peft_type") not in ("LN_TUNING", "LORA"):
-        raise RunError(f"{peft_config}: not a MedLN adapter config (peft_type must be LN_TUNING or LORA)")
+    if not isinstance(config, dict) or config.get("peft_type") not in PEFT_TYPES:
+        raise RunError(f"{peft_config}: not a MedLN adapter config (peft_type must be one of "
+                       f"{', '.join(PEFT_TYPES)})")
+    modules = dict(base.named_modules())
+    if config["peft_type"] == "PROMPT_TUNING":  # virtual tokens: only their width must fit
+        width = getattr(base.get_input_embeddings(), "embedding_dim", None)
+        if width is not None and config.get("token_dim") not in (None, width):
+            raise RunError(f"{adapter_dir}: the virtual tokens are {config.get('token_dim')} wide but this backbone's "
+                           f"embeddings are {width}: it was trained on another model size")
+        return
     if not (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets)):
         raise RunError(f"{peft_config}: 'target_modules' must be a list of module names")
-    modules = dict(base.named_modules())
     missing = [t for t in targets if t not in modules and not any(n.endswith("." + t) for n in modules)]
     if missing:
         raise RunError(f"{adapter_dir}: the adapter targets {len(missing)} module(s) this backbone does not have "

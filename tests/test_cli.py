@@ -99,7 +99,7 @@ def test_train_json_prints_one_object_per_record(cli_run):
     assert [r["step"] for r in steps] == [1, 2]
     assert [r["event"] for r in records] == ["start", "step", "step", "eval", "eval", "done"]
     assert records[-1]["status"] == "completed" and records[-1]["run"] == str(out)
-    assert {p.name for p in out.iterdir()} == {"config.json", "metrics.jsonl", "eval.json", "adapter"}
+    assert {p.name for p in out.iterdir()} == {"config.json", "metrics.jsonl", "eval.json", "adapter", "inspect.json"}
     assert [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] == steps
     saved = json.loads((out / "eval.json").read_text())
     assert saved["tuned"]["test"]["n"] == 1 and saved["base"]["test"]["n"] == 1

@@ -236,7 +236,12 @@ def _adapter_run(tiny_model, family: str, folder: Path, **sizes) -> Path:
     path = build_tiny(family, folder / "model", **sizes) if sizes else tiny_model(family)
     tunable = prepare(TrainConfig(backbone=str(path)), device="cpu")
     tunable.model.save_pretrained(folder / "run" / "adapter")
-    (folder / "run" / "config.json").write_text(json.dumps({"config": {"scope": "ln"}, "family": family}))
+    # A finished run whose config names the bundled-size tiny model as its base: for a run of
+    # the smaller model that is a foreign adapter dropped into a run folder.
+    claimed = str(tiny_model(family))
+    (folder / "run" / "config.json").write_text(json.dumps({"config": {"scope": "ln", "backbone": claimed},
+                                                            "family": family}))
+    (folder / "run" / "eval.json").write_text("{}")
     return folder / "run"
 
 
