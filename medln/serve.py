@@ -102,10 +102,27 @@ class Entry:
         if self.model is not self.backbone.model:
             # peft: original modules back, no merge (a soft prompt never wrapped any module)
             self.backbone.model = self.model.get_base_model() if self.model.active_peft_config.is_prompt_learning \
-                else self.model.unload()
+                else _unload(self.model)
             self.model = self.backbone.model
         self.adapters.clear()
         self.signature = None
+
+
+def _unload(peft_model):
+    """The base model back from its peft wrapper, no merge. peft's IA3 refuses unload() on a
+    4-bit model even when nothing is merged; there every tuner layer is replaced by the
+    module it wraps, which is all unload(merge=False) does."""
+    try:
+        return peft_model.unload()
+    except ValueError:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        model = peft_model.get_base_model()
+        for name, module in list(model.named_modules()):
+            if isinstance(module, BaseTunerLayer):
+                parent, _, child = name.rpartition(".")
+                setattr(model.get_submodule(parent), child, module.get_base_layer())
+        return model
 
 
 def canonical(backbone: str) -> str:

@@ -119,7 +119,9 @@ def test_run_reloads_as_trained(scope, quant, trained, reloaded):
     run_dir, tuned, base = trained[(scope, quant)]
     got = reloaded[run_dir]
     if scope != "full":  # a full fine-tune has no adapter to switch off: its base is another model
-        assert not torch.allclose(tuned, base, atol=1e-4), "training did not move the outputs: a vacuous check"
+        # prompt tuning prepends its virtual tokens' logits: compare the text positions
+        assert not torch.allclose(tuned[:, -base.shape[1]:], base, atol=1e-4), \
+            "training did not move the outputs: a vacuous check"
         torch.testing.assert_close(got["library_base"], base, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got["library"], tuned, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got["served"], tuned, rtol=1e-5, atol=1e-5)
@@ -167,8 +169,9 @@ def test_eval_without_predictions_writes_nothing_into_the_current_folder(tiny_mo
     assert list(cwd.iterdir()) == []
 
 
-def test_a_failure_mid_run_is_recorded(tiny_model, dataset, tmp_path, monkeypatch):
-    """A run that fails after its folder exists says so in metrics.jsonl (event 'failed')."""
+def test_a_failure_before_the_adapter_leaves_nothing_behind(tiny_model, dataset, tmp_path, monkeypatch):
+    """A run that fails before its adapter is saved removes what it wrote, so the same --out
+    works again (issue 10); the error reaches the caller as it was."""
     import medln.train as train
 
     def broken(*a, **k):
@@ -180,6 +183,4 @@ def test_a_failure_mid_run_is_recorded(tiny_model, dataset, tmp_path, monkeypatc
                       eval_split="", ood_split="")
     with pytest.raises(RuntimeError, match="disk on fire"):
         list(train_run(cfg, tmp_path / "run"))
-    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["event"] for r in lines] == ["step", "failed"] and "disk on fire" in lines[-1]["error"]
-    assert not (tmp_path / "run" / "eval.json").exists()
+    assert not (tmp_path / "run").exists()

@@ -135,7 +135,7 @@ def _whole(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def gpu_seconds(cfg_dict: dict, out: str, stop=None, base_metrics=None, extra_eval=None) -> int:
+def gpu_seconds(cfg_dict: dict, out: str, stop=None, base_metrics=None, extra_eval=None, train_samples=None) -> int:
     """ZeroGPU duration of one train_records call (same arguments): medln.ui.gpu.fine_tune_seconds."""
     splits = sum(1 for k in ("eval_split", "ood_split") if cfg_dict.get(k)) + len(extra_eval or {})
     per_split = cfg_dict.get("eval_limit") or 200  # 0 = the whole split: assume a small one
@@ -143,13 +143,14 @@ def gpu_seconds(cfg_dict: dict, out: str, stop=None, base_metrics=None, extra_ev
 
 
 @on_gpu(duration=gpu_seconds)
-def train_records(cfg_dict: dict, out: str, stop=None, base_metrics=None, extra_eval=None):
+def train_records(cfg_dict: dict, out: str, stop=None, base_metrics=None, extra_eval=None, train_samples=None):
     """medln.train.train_run as a generator of plain records: the GPU function (ZeroGPU-safe
-    arguments: a config dict, a path string, a StopFlag that pickles to its file)."""
+    arguments: a config dict, a path string, a StopFlag that pickles to its file, plain
+    Sample records). `train_samples`: a comparison's train split without its validation slice."""
     from medln.train import train_run
 
     yield from train_run(TrainConfig.from_dict(cfg_dict), out, stop=stop, base_metrics=base_metrics,
-                         extra_eval=extra_eval)
+                         extra_eval=extra_eval, train_samples=train_samples)
 
 
 def start_job(ctx: AppContext, session: str, cfg: TrainConfig, data: DataChoice) -> Job:
