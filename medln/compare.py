@@ -40,7 +40,7 @@ from .scopes import SCOPES, ScopeError, get_scope
 from .protocol import reference_rows, split_validation
 from .compare_report import format_bytes, format_table, table_md, write_csv, write_figures, write_table
 from .summary import summarize_rows, verdict
-from .tuning import Grid, tune_scope
+from .tuning import Grid, reusable_tuning, tune_scope
 
 ALL_SCOPES: list[str] = [s.name for s in SCOPES]
 OOD_KEY = "ood"  # evaluation-set name of a second dataset given with ood=SPEC
@@ -174,6 +174,7 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
     started, t_sweep = time.strftime("%Y-%m-%dT%H:%M:%S"), time.perf_counter()
     rows: list[dict] = []
     tuning: dict[str, dict] = {}
+    reused: list[str] = []  # scopes whose validation-chosen rate comes from `tuned` (tune_lr with tuned)
     bases: dict[tuple, dict] = {}  # base_key -> {split: metrics}
     backbone_name = cfg_base.backbone
     status = "completed"
@@ -190,12 +191,16 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
                        "test": {"split": cfg_base.eval_split}},
             "scopes": scopes, "seeds": seeds, "quant": cfg_base.quant, "steps": cfg_base.steps,
             "config": {k: v for k, v in cfg_base.to_dict().items() if k not in ("scope", "seed", "lr")},
-            "lr_source": ("tuned on validation (--tune-lr)" if tune_lr else
+            "lr_source": ("tuned on validation (--tune-lr)" + (
+                              f"; {', '.join(s for s in tuning if not tuning[s].get('reused'))} here, the others by an "
+                              f"earlier sweep with the same grid ({tuned.get('reused_from')})" if reused else "")
+                          if tune_lr else
                           f"tuned on validation (--tune-lr) by an earlier sweep, reused ({tuned.get('reused_from')})"
                           if tuned else
                           f"given (--lr {cfg_base.lr:g})" if cfg_base.lr is not None else "the backbone's registry defaults"),
             "tuning": {"grid": grid.describe(), "seed": seeds[0], "split": val_info, "n": len(val_tune),
-                       "scopes": tuning} if tune_lr else tuned,
+                       "scopes": tuning, **({"reused_from": tuned.get("reused_from")} if reused else {})}
+                      if tune_lr else tuned,
             "metric": pick_metric(rows), "memory_measure": memory_measure, "status": status if final else "running",
             "started": started, "wall_s": round(time.perf_counter() - t_sweep, 3), "machine": machine,
             "rows": rows,
@@ -223,9 +228,20 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
     if tuned and not tune_lr:
         lrs = {scope: rec["chosen"] for scope, rec in (tuned.get("scopes") or {}).items() if rec.get("chosen")}
         val_info = tuned.get("split") or val_info
+    if tune_lr and tuned:
+        # Tune only what the earlier sweep lacks; its rates came from the same grid, seed and
+        # validation items (checked here and in tuning.reusable_tuning), so the effort is equal.
+        if tuned.get("seed") != seeds[0] or tuned.get("n") != len(val_tune):
+            raise ConfigError(f"{tuned.get('reused_from')}: tuned with seed {tuned.get('seed')} on "
+                              f"{tuned.get('n')} validation items; this sweep has seed {seeds[0]} and {len(val_tune)}")
+        for scope in runnable:
+            rec = (tuned.get("scopes") or {}).get(scope)
+            if rec and rec.get("chosen"):
+                tuning[scope], lrs[scope] = {**rec, "reused": True}, rec["chosen"]
+                reused.append(scope)
     if tune_lr:
         tune_bases: dict[tuple, dict] = {}
-        for scope in runnable:
+        for scope in (s for s in runnable if s not in reused):
             if stop is not None and stop.is_set():
                 break
             cfg_s = dataclasses.replace(cfg_base, scope=scope, seed=seeds[0], eval_split="", ood_split="")
@@ -406,10 +422,11 @@ def cmd_compare(args) -> None:
         command = "python -m medln " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         tuned = None
         if args.lrs_from:
-            tuned = json.loads(Path(args.lrs_from).read_text(encoding="utf-8")).get("tuning")
-            if not tuned:
-                raise ConfigError(f"{args.lrs_from}: no 'tuning' record (run compare --tune-lr first)")
-            tuned = {**tuned, "reused_from": args.lrs_from}
+            try:
+                earlier = json.loads(Path(args.lrs_from).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"--lrs-from {args.lrs_from}: {e}") from None
+            tuned = reusable_tuning(earlier, cfg.to_dict(), args.lrs_from, grid if args.tune_lr else None)
         for record in compare(cfg, args.scopes, args.out, ood=args.ood or None, seeds=seeds, tune_lr=args.tune_lr, grid=grid,
                               stop=stop, command=command, tuned=tuned):
             event = record.get("event")
@@ -464,8 +481,8 @@ class CompareArgs(TrainConfig):
                               "grid per scope; the test split is not read while tuning)")
     grid_points: int = _f(Grid.points, "rates in each scope's initial grid (--tune-lr)")
     grid_cap: int = _f(Grid.cap, "most rates per scope, edge extensions included (--tune-lr)")
-    lrs_from: str = _f("", "results.json of an earlier `compare --tune-lr` (same backbone, data, steps): use the "
-                           "rates it chose on validation")
+    lrs_from: str = _f("", "results.json of an earlier `compare --tune-lr` (same backbone, data, budget): use the "
+                           "rates it chose on validation; with --tune-lr, tune only the scopes it lacks (same grid)")
     json: bool = _f(False, "one JSON object per progress record; the last holds the rows")
 
 

@@ -223,7 +223,11 @@ def table_md(results: dict) -> str:
                                for lr, v in (rec.get("scores") or {}).items())
             base = (rec.get("base") or {}).get(rec.get("metric") or "overall")
             chosen = "–" if rec.get("chosen") is None else f"{rec['chosen']:g}" + (" (edge, capped)" if rec.get("capped") else "")
-            lines.append(f"| {scope} | {scores} | {chosen} | {'–' if base is None else format(base, '.3f')} |")
+            name = f"{scope} (earlier sweep)" if rec.get("reused") else scope
+            lines.append(f"| {name} | {scores} | {chosen} | {'–' if base is None else format(base, '.3f')} |")
+        if tuning.get("reused_from"):
+            lines += ["", f"Rows marked (earlier sweep) were tuned by {tuning['reused_from']} with the same grid, seed "
+                          "and validation items; the others here."]
     if results.get("verdict"):
         lines += ["", "## Verdict (generated from the numbers above)", "", results["verdict"]]
     return "\n".join(lines) + "\n"

@@ -80,3 +80,32 @@ def tune_scope(run_one: RunOne, centre: float, grid: Grid = Grid(), *, stop=None
 
 
 __all__ = ["Grid", "best_rate", "next_rate", "tune_scope"]
+
+
+# What an earlier sweep's rates are only comparable under: the same model, data and budget.
+REUSE_KEYS = ("backbone", "data", "split", "quant", "steps", "batch_size", "grad_accum", "warmup", "weight_decay",
+              "lora_r", "lora_alpha")
+
+
+def reusable_tuning(results: dict, config: dict, source: str, grid: Grid | None = None) -> dict:
+    """The "tuning" record of an earlier `compare --tune-lr` results.json, checked against
+    this sweep's `config` (TrainConfig.to_dict()): a rate chosen for another model, data or
+    budget says nothing here, so any difference is refused, naming the field. With `grid`
+    (this sweep tunes the scopes the record lacks), the grids must match too: equal effort.
+    """
+    from .config import ConfigError
+
+    tuned = results.get("tuning")
+    if not tuned or not tuned.get("scopes"):
+        raise ConfigError(f"{source}: no 'tuning' record (run compare --tune-lr first)")
+    before = {**(results.get("config") or {}), "backbone": results.get("backbone"), "data": results.get("data"),
+              "quant": results.get("quant"), "steps": results.get("steps")}
+    for key in REUSE_KEYS:
+        if key in before and before[key] != config.get(key):
+            raise ConfigError(f"{source}: its rates were tuned with {key}={before[key]!r}, this sweep has "
+                              f"{key}={config.get(key)!r}; tune again (--tune-lr) or match it")
+    if grid is not None and tuned.get("grid") and {k: v for k, v in tuned["grid"].items() if k != "rule"} != \
+            {k: v for k, v in grid.describe().items() if k != "rule"}:
+        raise ConfigError(f"{source}: its grid {tuned['grid']} differs from this sweep's (--grid-points, --grid-cap); "
+                          "every scope must get the same-size grid")
+    return {**tuned, "reused_from": source}

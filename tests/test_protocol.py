@@ -16,7 +16,7 @@ from PIL import Image
 import medln.evaluate
 from medln.baselines import fit_blind, score_blind
 from medln.compare import compare
-from medln.config import TrainConfig
+from medln.config import ConfigError, TrainConfig
 from medln.data.sample import Sample
 from medln.make.tiny import build_tiny
 from medln.stats import difference, summarize, t975
@@ -228,3 +228,50 @@ def test_rates_chosen_by_an_earlier_sweep_are_reused(sweep, tmp_path, monkeypatc
     res = json.loads((tmp_path / "results.json").read_text())
     assert "reused (earlier/results.json)" in res["lr_source"] and res["tuning"]["scopes"]["ln"] == tuning["scopes"]["ln"]
     assert records[-1]["event"] == "done"
+
+
+def test_tune_lr_with_an_earlier_sweep_tunes_only_the_missing_scopes(sweep, tmp_path, monkeypatch):
+    """--tune-lr --lrs-from: the earlier choice for ln is kept (marked reused), bitfit is
+    tuned on the same grid and validation items; the test split is not read while tuning."""
+    import medln.train
+
+    seen = []
+
+    def fake(cfg, out, extra_eval=None, **kw):
+        seen.append((cfg.scope, cfg.lr, cfg.eval_split))
+        yield {"event": "start", "backbone": "b", "trainable": 10, "total": 100, "percent": 10.0, "dead": 0, "notes": []}
+        if cfg.eval_split == "":  # a tuning run: its validation score grows with the rate
+            score = {"n": 2, "overall": min(cfg.lr * 100, 1.0)}
+            yield {"event": "done", "base": {"validation": {"n": 2, "overall": 0.0}}, "tuned": {"validation": score}}
+
+    monkeypatch.setattr(medln.train, "train_run", fake)
+    tuning = {**sweep["results"]["tuning"], "reused_from": "earlier/results.json"}
+    cfg = TrainConfig(**{**json.loads((sweep["out"] / "runs" / "ln" / "seed0" / "config.json").read_text())["config"],
+                         "lr": None})
+    list(compare(cfg, ["ln", "bitfit"], tmp_path, seeds=[0], tune_lr=True, grid=Grid(points=2, cap=2), tuned=tuning))
+    tuned_runs = [s for s in seen if s[2] == ""]
+    assert tuned_runs and {s[0] for s in tuned_runs} == {"bitfit"}  # ln is not tuned again
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["tuning"]["scopes"]["ln"]["reused"] and not res["tuning"]["scopes"]["bitfit"].get("reused")
+    assert "bitfit here" in res["lr_source"] and "(earlier sweep)" in (tmp_path / "TABLE.md").read_text()
+    chosen = res["tuning"]["scopes"]["bitfit"]["chosen"]
+    assert chosen == max(res["tuning"]["scopes"]["bitfit"]["grid"])  # the highest validation score
+    assert ("bitfit", chosen, "test") in seen and ("ln", tuning["scopes"]["ln"]["chosen"], "test") in seen
+    # Another grid, seed or validation set is not equal effort: refused, naming what differs.
+    with pytest.raises(ConfigError, match="seed"):
+        list(compare(cfg, ["bitfit"], tmp_path / "other", seeds=[5], tune_lr=True, grid=Grid(points=2, cap=2),
+                     tuned=tuning))
+
+
+def test_an_earlier_sweep_with_another_budget_or_grid_is_refused(sweep):
+    from medln.tuning import reusable_tuning
+
+    res = sweep["results"]
+    config = {**res["config"], "backbone": res["backbone"], "data": res["data"]}
+    assert reusable_tuning(res, config, "r.json")["reused_from"] == "r.json"
+    with pytest.raises(ConfigError, match="steps=2, this sweep has steps=200"):
+        reusable_tuning(res, {**config, "steps": 200}, "r.json")
+    with pytest.raises(ConfigError, match="grid"):
+        reusable_tuning(res, config, "r.json", Grid(points=3, cap=4))
+    with pytest.raises(ConfigError, match="no 'tuning' record"):
+        reusable_tuning({**res, "tuning": None}, config, "r.json")
