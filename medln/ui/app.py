@@ -53,7 +53,9 @@ CSS = """
 .medln-estimate { font-size: 0.9em; color: var(--body-text-color-subdued); padding: 2px 2px 4px; }
 .medln-ood { border: 1px solid #dc2626; background: #fef2f2; color: #7f1d1d; border-radius: 8px; padding: 6px 10px;
   font-size: 0.88em; line-height: 1.35; }
-.medln-table-wrap { overflow-x: auto; max-width: 100%; }
+/* width 0 + min-width 100%: a wide table scrolls inside its box instead of widening every
+   flex column above it (a flex item's automatic minimum is its content's width). */
+.medln-table-wrap { overflow-x: auto; width: 0; min-width: 100%; }
 .medln-table { border-collapse: collapse; width: 100%; font-size: 0.9em; font-variant-numeric: tabular-nums; }
 .medln-table th, .medln-table td { padding: 5px 8px; border-bottom: 1px solid var(--border-color-primary);
   text-align: left; white-space: nowrap; }
