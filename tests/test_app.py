@@ -424,14 +424,15 @@ def test_finetune_end_to_end_then_ask_returns_two_answers(finished):
     from gradio_client import handle_file
 
     t0 = time.time()
-    base, tuned = client.predict(handle_file(str(EXAMPLE)), "What imaging modality is this?", job["run_id"],
-                                 api_name="/ask")
+    base, tuned, notice = client.predict(handle_file(str(EXAMPLE)), "What imaging modality is this?", job["run_id"],
+                                         api_name="/ask")
     assert isinstance(base, str) and isinstance(tuned, str) and base and tuned
-    base_r, tuned_r = client.predict(handle_file(str(EXAMPLE)), job["run_id"], api_name="/report")
-    assert base_r and tuned_r
+    assert notice == DISCLAIMER  # a random tiny model, not the bundled demo: no phantom warning, the disclaimer always
+    base_r, tuned_r, notice_r = client.predict(handle_file(str(EXAMPLE)), job["run_id"], api_name="/report")
+    assert base_r and tuned_r and notice_r == DISCLAIMER
     print(f"\nfine-tune round trip {job['wall_s']:.1f} s; ask + report {time.time() - t0:.1f} s")
     # without a run: the base answers, the tuned column stays empty
-    only_base, empty = client.predict(handle_file(str(EXAMPLE)), "Is there an effusion?", "", api_name="/ask")
+    only_base, empty, _ = client.predict(handle_file(str(EXAMPLE)), "Is there an effusion?", "", api_name="/ask")
     assert only_base and empty == ""
 
 
@@ -456,7 +457,7 @@ def test_runs_of_other_scopes_share_one_base_copy(finished, served):
     image = handle_file(str(EXAMPLE))
     answers = {}
     for run_id in run_ids + run_ids[:1]:
-        base, tuned = client.predict(image, "Is there an effusion?", run_id, api_name="/ask")
+        base, tuned, _ = client.predict(image, "Is there an effusion?", run_id, api_name="/ask")
         assert base and tuned
         answers.setdefault("base", set()).add(base)
     assert len(answers["base"]) == 1  # the base answer never changes: adapters are off for it

@@ -247,7 +247,7 @@ def test_twenty_concurrent_asks_while_a_job_trains(served, tiny_model):
 
     def ask(i: int) -> str:
         try:
-            base, tuned = asker.predict(image, f"Is there an effusion? ({i})", "", api_name="/ask")
+            base, tuned, _ = asker.predict(image, f"Is there an effusion? ({i})", "", api_name="/ask")
         except Exception as e:  # QueueError for a full queue; anything else fails the test below
             return f"refused: {e}"
         assert isinstance(base, str) and base and tuned == ""

@@ -9,8 +9,11 @@ its own, and /ask and /report find them by run id.
     /job(job_id="")                                                -> job record (latest job if no id)
     /stop(job_id="")                                               -> job record
     /runs()                                                        -> [{run_id, scope, backbone, label}]
-    /ask(image, question, run_id="")                               -> (base answer, tuned answer)
-    /report(image, run_id="")                                      -> (base report, tuned report)
+    /ask(image, question, run_id="")                               -> (base answer, tuned answer, notice)
+    /report(image, run_id="")                                      -> (base report, tuned report, notice)
+
+The notice is what the page shows beside the answers: the demo model's warning when the image
+is not of its synthetic kind (with the measured reason), then the not-for-clinical-use line.
 
 Errors come back as gradio_client AppError with the same one-line message the UI shows.
 """
@@ -19,6 +22,7 @@ Errors come back as gradio_client AppError with the same one-line message the UI
 import gradio as gr
 from gradio.data_classes import FileData
 
+from medln import DISCLAIMER
 from medln.backbones import ASSETS
 
 from . import ask as ask_tab
@@ -114,12 +118,14 @@ def register(ctx: AppContext) -> None:
                  "steps_done": r.steps_done, "label": r.label}
                 for r in session_runs(s.session_dir(session_of(request)))]
 
-    def ask(image: FileData, question: str, run_id: str = "", request: gr.Request = None) -> tuple[str, str]:
-        """Answer a question about an image: (base answer, tuned answer of run_id; "" without a run)."""
+    def ask(image: FileData, question: str, run_id: str = "", request: gr.Request = None) -> tuple[str, str, str]:
+        """Answer a question about an image: (base answer, tuned answer of run_id or "" without a run,
+        notice: the demo model's out-of-domain warning when it applies, and the not-for-clinical-use line)."""
         yield from _answers(image, question, run_id, request, report=False)
 
-    def report(image: FileData, run_id: str = "", request: gr.Request = None) -> tuple[str, str]:
-        """Generate a report for an image: (base report, tuned report of run_id; "" without a run)."""
+    def report(image: FileData, run_id: str = "", request: gr.Request = None) -> tuple[str, str, str]:
+        """Generate a report for an image: (base report, tuned report of run_id or "" without a run, notice
+        as /ask's)."""
         yield from _answers(image, "", run_id, request, report=True)
 
     @on_gpu(duration=120)
@@ -131,9 +137,11 @@ def register(ctx: AppContext) -> None:
         try:
             path = _uploaded(image, "image")
             png = ask_tab.prepare_image(ctx, session_of(request), path)
-            last = ("", "")
-            for last in gpu_answers(session_of(request), str(png), question, run_id or None, report):
-                yield last
+            # What the page says beside the answers travels with them: an API answer is an answer surface too.
+            warn = ask_tab.domain_warning_text(ctx, session_of(request), png, run_id or None)
+            notice = " ".join(x for x in (warn, DISCLAIMER) if x)
+            for base, tuned in gpu_answers(session_of(request), str(png), question, run_id or None, report):
+                yield base, tuned, notice
         except Exception as e:
             fail(e, "generating")
 

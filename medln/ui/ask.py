@@ -87,9 +87,10 @@ def answer_stream(ctx: AppContext, session: str, image_path, question: str, run_
                               question=question, max_new_tokens=tokens)
 
 
-def domain_warning(ctx: AppContext, session: str | None, image_path, run_id: str | None) -> str:
-    """HTML shown beside both answers when the bundled demo model is asked about an image that
-    is not one of its synthetic phantoms (medln.domain: a measured check, with its reason)."""
+def domain_warning_text(ctx: AppContext, session: str | None, image_path, run_id: str | None) -> str:
+    """The sentence said beside both answers (page and API alike) when the bundled demo model is
+    asked about an image that is not one of its synthetic phantoms (medln.domain: a measured
+    check, with its reason); "" otherwise."""
     from medln import domain
 
     if not image_path:
@@ -99,7 +100,12 @@ def domain_warning(ctx: AppContext, session: str | None, image_path, run_id: str
     if not domain.is_demo_backbone(backbone):
         return ""
     path = Path(image_path)
-    text = domain.warning(domain.check_image(load_image(path, where=path.name)), Path(backbone).name)
+    return domain.warning(domain.check_image(load_image(path, where=path.name)), Path(backbone).name)
+
+
+def domain_warning(ctx: AppContext, session: str | None, image_path, run_id: str | None) -> str:
+    """domain_warning_text as the page shows it."""
+    text = domain_warning_text(ctx, session, image_path, run_id)
     return f'<div class="medln-ood" role="alert">⚠️ {html.escape(text)}</div>' if text else ""
 
 
