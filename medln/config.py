@@ -26,7 +26,8 @@ class ConfigError(ValueError):
 def _f(default=MISSING, help: str = "", **meta):
     """A documented field; without a default it is a required flag. Numbers carry their valid
     range: `min`/`max` (inclusive unless named in `open`). validate(), the CLI, the app's widgets
-    and its API all read the range from here (`bounds`), so no caller can be looser than another."""
+    and its API all read the range from here (`bounds`), so no caller can be looser than another.
+    `positional=True`: a command-line argument, not a flag; `flag="--with"`: another flag name."""
     return field(default=default, metadata={"help": help, **meta})
 
 
@@ -232,7 +233,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows every default; an empty or None default is not worth a '(default: )'."""
 
     def _get_help_string(self, action):
-        if action.default in (None, "", argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+        if action.default in (None, "", (), [], argparse.SUPPRESS) or "%(default)" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -247,6 +248,11 @@ def add_arguments(parser, cls=TrainConfig, only: tuple[str, ...] | None = None, 
         flag = "--" + f.name.replace("_", "-")
         tp = _arg_type(hints[f.name])
         kw: dict = {"help": f.metadata.get("help", ""), "dest": f.name}
+        if f.metadata.get("positional"):  # `medln inspect RUN`: optional here, required after --config merges
+            parser.add_argument(f.name, nargs="?", default=None, metavar=f.name.upper(), help=kw["help"])
+            continue
+        if f.metadata.get("flag"):  # a flag name that is not the field's (a keyword like `with`)
+            flag = f.metadata["flag"]
         # Required options may come from --config: the CLI checks them after merging (__main__.parse).
         kw["default"] = None if f.default is MISSING else f.default
         if f.default is MISSING:
@@ -255,6 +261,8 @@ def add_arguments(parser, cls=TrainConfig, only: tuple[str, ...] | None = None, 
             kw["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(tp) in (list, tuple):
             kw.update(nargs="+", type=typing.get_args(tp)[0])
+            if "metavar" in f.metadata:
+                kw["metavar"] = f.metadata["metavar"]
         else:
             kw["type"] = tp
             if "choices" in f.metadata:
@@ -323,5 +331,9 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: list[str] | None =
     missing = [f.name for f in dataclasses.fields(options) if f.default is MISSING and getattr(args, f.name) is None] \
         if options else []
     if missing:
-        raise ConfigError(f"{args.command}: missing " + ", ".join("--" + m.replace("_", "-") for m in missing))
+        def name(m: str) -> str:
+            meta = next(f for f in dataclasses.fields(options) if f.name == m).metadata
+            return m.upper() if meta.get("positional") else meta.get("flag") or "--" + m.replace("_", "-")
+
+        raise ConfigError(f"{args.command}: missing " + ", ".join(name(m) for m in missing))
     return args

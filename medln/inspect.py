@@ -17,12 +17,14 @@ language-model layer by Spearman rank correlation.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 from pathlib import Path
 
 from .backbones import Family, part_of
+from .config import _f, add_command
 from .scopes import ScopeError, is_norm
 
 LAYER = re.compile(r"\.(?:layers|layer|blocks)\.(\d+)\.")
@@ -269,7 +271,7 @@ def inspect_figure(run_path):
 
 
 def cmd_inspect(args) -> None:
-    result = inspect_run(args.run, others=args.others or [], force=args.force)
+    result = inspect_run(args.run, others=list(args.others or ()), force=args.force)
     if args.json:
         import json
 
@@ -289,10 +291,15 @@ def cmd_inspect(args) -> None:
     print(f"  wrote {Path(args.run) / INSPECT_JSON} and {INSPECT_HTML}")
 
 
+@dataclasses.dataclass(kw_only=True)
+class InspectArgs:
+    run: str = _f(help="a finished run folder", positional=True)
+    others: tuple[str, ...] = _f((), "other runs to compare: other seeds, a LoRA run", flag="--with",
+                                metavar="RUN")
+    force: bool = _f(False, "recompute even if inspect.json exists")
+    json: bool = _f(False, "print JSON")
+
+
 def add_cli(sub) -> None:
-    s = sub.add_parser("inspect", help="where a run's weights moved, per layer and part (inspect.json/.html)")
-    s.add_argument("run", help="a finished run folder")
-    s.add_argument("--with", dest="others", nargs="*", help="other runs to compare: other seeds, a LoRA run")
-    s.add_argument("--force", action="store_true", help="recompute even if inspect.json exists")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_inspect)
+    add_command(sub, "inspect", InspectArgs, cmd_inspect,
+                help="where a run's weights moved, per layer and part (inspect.json/.html)")

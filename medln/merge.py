@@ -19,11 +19,13 @@ unquantized base, not bit-for-bit those of the 4-bit model (said in the command'
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from .config import _f, add_command
 from .scopes import ScopeError
 
 MERGED_JSON = "medln-merged.json"
@@ -118,9 +120,13 @@ def cmd_merge(args) -> None:
     print(f"  {info['note']}; load it with --backbone {info['out']}")
 
 
+@dataclasses.dataclass(kw_only=True)
+class MergeArgs:
+    run: str = _f(help="a finished run folder", positional=True)
+    out: str = _f(help="folder for the merged model (must not exist, or be empty)")
+    json: bool = _f(False, "print JSON")
+
+
 def add_cli(sub) -> None:
-    s = sub.add_parser("merge", help="fold a run's adapter into the base weights; save a standalone model")
-    s.add_argument("run", help="a finished run folder")
-    s.add_argument("--out", required=True, help="folder for the merged model (must not exist, or be empty)")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_merge)
+    add_command(sub, "merge", MergeArgs, cmd_merge,
+                help="fold a run's adapter into the base weights; save a standalone model")
