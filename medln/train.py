@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .backbones import Backbone, resolve
-from .config import ConfigError, TrainConfig
+from .config import TrainConfig
 from .data.sample import Sample
-from .prompts import encode_for_training, question_text
+from .prompts import encode_for_training
 from .machine import peak_memory_gb, reset_peak
 from .precision import autocast_context, from_dtype, grad_scaler
 from .runs import BaseSpec

@@ -18,6 +18,7 @@ import pytest
 
 pytest.importorskip("gradio")
 
+from medln import DISCLAIMER  # noqa: E402
 from medln.config import ConfigError  # noqa: E402
 from medln.data.sample import DataError  # noqa: E402
 from medln.ui import finetune as ft  # noqa: E402
@@ -438,8 +439,10 @@ def test_finetune_end_to_end_then_ask_returns_two_answers(finished):
 
 def test_the_adapter_zip_holds_the_run(finished, served):
     _, job = finished
+    from medln.ui.downloads import adapter_zip
+
     run = next(served.medln.settings.runs_root.glob(f"*/runs/{job['run_id']}"))
-    names = zipfile.ZipFile(ft.adapter_zip(run)).namelist()
+    names = zipfile.ZipFile(adapter_zip(run)).namelist()
     assert f"{job['run_id']}/adapter/adapter_config.json" in names and f"{job['run_id']}/eval.json" in names
 
 

@@ -272,7 +272,7 @@ def test_token_saved_by_hf_auth_login_is_used_and_never_shown(tmp_path, monkeypa
     token_file = tmp_path / "token"
     monkeypatch.setattr(hub_constants, "HF_TOKEN_PATH", str(token_file))
     gated = Resolved("google/medgemma-4b-it", False, BACKBONES_BY_NAME["medgemma-4b"])
-    with pytest.raises(BackboneError, match="hf auth login") as e:
+    with pytest.raises(BackboneError, match="hf auth login"):
         check_access(gated)
     assert hf_token() is None
     token_file.write_text("hf_savedByLogin123\n")  # what `hf auth login` writes

@@ -177,7 +177,8 @@ def test_app_panels_merge_download_and_heatmap(runs):
     """The Fine-tune tab's merged-model download and its 'where the weights moved' panel."""
     import zipfile
 
-    from medln.ui.finetune import merged_zip, movement_update
+    from medln.ui.downloads import merged_zip
+    from medln.ui.views import movement_update
 
     names = set(zipfile.ZipFile(merged_zip(runs["ln1"])).namelist())
     stem = f"{runs['ln1'].name}-merged"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 PREFIX = "medln-download-"
@@ -40,3 +41,48 @@ def _sweep(root: Path) -> None:
         return
     for p in old:
         shutil.rmtree(p, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ what the page offers
+
+
+def adapter_zip(run_path: Path) -> Path | None:
+    """run/<id>-adapter.zip: the adapter folder plus config.json, eval.json and metrics.jsonl."""
+    run_path = Path(run_path)
+    adapter = run_path / "adapter"
+    if not adapter.is_dir():
+        return None
+    target = run_path / f"{run_path.name}-adapter.zip"
+    if target.exists():
+        return target
+    tmp = target.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(adapter.rglob("*")):
+            if f.is_file():
+                zf.write(f, f"{run_path.name}/adapter/{f.relative_to(adapter)}")
+        for name in ("config.json", "eval.json", "metrics.jsonl"):
+            if (run_path / name).is_file():
+                zf.write(run_path / name, f"{run_path.name}/{name}")
+    shutil.move(tmp, target)
+    return target
+
+
+def merged_zip(run_path: Path) -> Path:
+    """run/<id>-merged.zip: the run's adapter folded into the base weights (medln.merge)."""
+    from medln.merge import merge_run
+
+    run_path = Path(run_path)
+    target = run_path / f"{run_path.name}-merged.zip"
+    if target.exists():
+        return target
+    merged = run_path / "merged"
+    if not (merged / "config.json").exists():
+        shutil.rmtree(merged, ignore_errors=True)
+        merge_run(run_path, merged)
+    tmp = target.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(merged.rglob("*")):
+            if f.is_file():
+                zf.write(f, f"{run_path.name}-merged/{f.relative_to(merged)}")
+    shutil.move(tmp, target)
+    return target

@@ -8,8 +8,6 @@ only lays the widgets out and wires them.
 
 from __future__ import annotations
 
-import shutil
-import zipfile
 from pathlib import Path
 
 from medln.backbones import BACKBONES, BACKBONES_BY_NAME
@@ -18,8 +16,9 @@ from medln.runs import new_run_id
 from medln.scopes import SCOPES, find_scope, get_scope
 
 from . import views
+from .views import movement_update
 from .context import AppContext
-from .downloads import served_copy
+from .downloads import adapter_zip, merged_zip, served_copy
 from .errors import UserError, private_errors, quiet, user_message, web_words
 from .gpu import fine_tune_seconds, on_gpu
 from .jobs import Job
@@ -214,58 +213,6 @@ def form_values(config: dict) -> tuple:
     lr = lr if lr is not None else default_lr(config["backbone"], config["scope"])
     return (config["backbone"], config["scope"], config.get("quant") == "4bit", config["steps"], lr,
             config["batch_size"], config.get("eval_limit", 0), config.get("seed", 0), config.get("precision", "auto"))
-
-
-def adapter_zip(run_path: Path) -> Path | None:
-    """run/<id>-adapter.zip: the adapter folder plus config.json, eval.json and metrics.jsonl."""
-    run_path = Path(run_path)
-    adapter = run_path / "adapter"
-    if not adapter.is_dir():
-        return None
-    target = run_path / f"{run_path.name}-adapter.zip"
-    if target.exists():
-        return target
-    tmp = target.with_suffix(".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(adapter.rglob("*")):
-            if f.is_file():
-                zf.write(f, f"{run_path.name}/adapter/{f.relative_to(adapter)}")
-        for name in ("config.json", "eval.json", "metrics.jsonl"):
-            if (run_path / name).is_file():
-                zf.write(run_path / name, f"{run_path.name}/{name}")
-    shutil.move(tmp, target)
-    return target
-
-
-def merged_zip(run_path: Path) -> Path:
-    """run/<id>-merged.zip: the run's adapter folded into the base weights (medln.merge)."""
-    from medln.merge import merge_run
-
-    run_path = Path(run_path)
-    target = run_path / f"{run_path.name}-merged.zip"
-    if target.exists():
-        return target
-    merged = run_path / "merged"
-    if not (merged / "config.json").exists():
-        shutil.rmtree(merged, ignore_errors=True)
-        merge_run(run_path, merged)
-    tmp = target.with_suffix(".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(merged.rglob("*")):
-            if f.is_file():
-                zf.write(f, f"{run_path.name}-merged/{f.relative_to(merged)}")
-    shutil.move(tmp, target)
-    return target
-
-
-def movement_update(run_path: Path | None):
-    """The run's 'where the weights moved' heatmap (its inspect.json), or hidden."""
-    import gradio as gr
-
-    from medln.inspect import inspect_figure
-
-    fig = inspect_figure(run_path) if run_path else None
-    return gr.update(value=fig, visible=True) if fig is not None else gr.update(visible=False)
 
 
 # ------------------------------------------------------------------ layout and wiring
