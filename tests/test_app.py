@@ -7,7 +7,6 @@ isolation, and failures that come back as one clear message.
 from __future__ import annotations
 
 import json
-import socket
 import stat
 import threading
 import time
@@ -19,6 +18,7 @@ import pytest
 pytest.importorskip("gradio")
 
 from medln import DISCLAIMER  # noqa: E402
+from appserver import client as client_of, launched, poll  # noqa: E402
 from medln.config import ConfigError  # noqa: E402
 from medln.data.sample import DataError  # noqa: E402
 from medln.ui import finetune as ft  # noqa: E402
@@ -353,58 +353,32 @@ def test_model_cache_is_bounded_and_shared():
 # ------------------------------------------------------------------ the app over HTTP
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tiny_model, tmp_path_factory):
     """The app on a free port, on a tiny random LLaVA, its runs in a temporary folder."""
-    from medln.ui import build_app, launch_kwargs, queue
+    from medln.ui import build_app
 
-    runs = tmp_path_factory.mktemp("ui-runs")
-    demo = build_app(runs_root=runs, default_backbone=str(tiny_model("llava")), eval_limit=4)
-    kwargs = launch_kwargs(demo)
-    kwargs["max_file_size"] = 5 * MB
-    queue(demo).launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
-                       **kwargs)
-    yield demo
-    demo.close()
-
-
-def _client(demo):
-    from gradio_client import Client
-
-    return Client(demo.local_url, verbose=False, download_files=False)
-
-
-def _poll(client, job_id, timeout=180):
-    end = time.time() + timeout
-    while time.time() < end:
-        job = client.predict(job_id, api_name="/job")
-        if job["state"] in ("done", "stopped", "failed", "cancelled"):
-            return job
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} did not finish: {job}")
+    demo = build_app(runs_root=tmp_path_factory.mktemp("ui-runs"), default_backbone=str(tiny_model("llava")),
+                     eval_limit=4)
+    with launched(demo, max_file_size=5 * MB):
+        yield demo
 
 
 @pytest.fixture(scope="module")
 def finished(served, tiny_model):
     """A 3-step fine-tune through the API, polled to the end."""
-    client = _client(served)
+    client = client_of(served)
     t0 = time.time()
     job = client.predict(backbone=str(tiny_model("llava")), scope="ln", steps=3, batch_size=4, eval_limit=4,
                          api_name="/finetune")
     assert job["state"] in ("queued", "loading") and job["run_id"]
-    done = _poll(client, job["job_id"])
+    done = poll(client, job["job_id"])
     done["wall_s"] = time.time() - t0
     return client, done
 
 
 def test_param_counts_endpoint(served):
-    client = _client(served)
+    client = client_of(served)
     rows = client.predict(api_name="/param_counts")
     assert [r["scope"] for r in rows][:3] == ["ln", "ln-vision", "ln-llm"]
     assert rows[0]["trainable"] > 0 and 0 < rows[0]["percent"] < 1
@@ -455,7 +429,7 @@ def test_runs_of_other_scopes_share_one_base_copy(finished, served):
     run_ids = [first["run_id"]]
     for scope in ("lora", "ln"):
         job = client.predict(scope=scope, steps=2, batch_size=2, eval_limit=2, api_name="/finetune")
-        assert _poll(client, job["job_id"])["state"] == "done"
+        assert poll(client, job["job_id"])["state"] == "done"
         run_ids.append(job["run_id"])
     image = handle_file(str(EXAMPLE))
     answers = {}
@@ -485,14 +459,14 @@ def test_runs_are_private_to_their_session(finished, served):
     from gradio_client.exceptions import AppError
 
     _, job = finished
-    stranger = _client(served)
+    stranger = client_of(served)
     assert stranger.predict(api_name="/runs") == []
     with pytest.raises(AppError, match="not a finished run of this session"):
         stranger.predict(handle_file(str(EXAMPLE)), "q?", job["run_id"], api_name="/ask")
 
 
 def test_stop_keeps_what_was_trained(served, tiny_model):
-    client = _client(served)
+    client = client_of(served)
     job = client.predict(backbone=str(tiny_model("llava")), steps=5000, batch_size=2, eval_limit=2,
                          api_name="/finetune")
     end = time.time() + 120
@@ -500,7 +474,7 @@ def test_stop_keeps_what_was_trained(served, tiny_model):
         time.sleep(0.2)
     t0 = time.time()
     client.predict(job["job_id"], api_name="/stop")
-    done = _poll(client, job["job_id"])
+    done = poll(client, job["job_id"])
     assert done["state"] == "stopped" and 1 <= done["result"]["steps_done"] < 5000
     assert done["result"]["adapter_bytes"] > 0 and time.time() - t0 < 60
     assert client.predict(api_name="/runs")[0]["run_id"] == job["run_id"]  # a stopped run can be asked
@@ -517,14 +491,14 @@ def test_stop_keeps_what_was_trained(served, tiny_model):
 def test_finetune_failures_are_messages(served, kwargs, message):
     from gradio_client.exceptions import AppError
 
-    client = _client(served)
+    client = client_of(served)
     try:
         job = client.predict(**{"steps": 2, **kwargs}, api_name="/finetune")
     except AppError as e:
         assert "Traceback" not in str(e)
         assert __import__("re").search(message, str(e)), str(e)
         return
-    job = _poll(client, job["job_id"])  # an error found only while loading ends the job with it
+    job = poll(client, job["job_id"])  # an error found only while loading ends the job with it
     assert job["state"] == "failed" and __import__("re").search(message, job["error"]), job["error"]
 
 
@@ -532,7 +506,7 @@ def test_bad_image_and_question_are_messages(served, tmp_path):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
-    client = _client(served)
+    client = client_of(served)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     with pytest.raises(AppError, match="unreadable image"):
@@ -548,10 +522,10 @@ def test_uploaded_dataset_trains(served, dataset, tmp_path):
 
     members = {f"d/{p.relative_to(dataset.parent)}": p.read_bytes() for p in dataset.parent.rglob("*") if p.is_file()}
     archive = _zip(tmp_path / "mine.zip", members)
-    client = _client(served)
+    client = client_of(served)
     job = client.predict(steps=2, batch_size=2, eval_limit=3, dataset_file=handle_file(str(archive)),
                          api_name="/finetune")
-    done = _poll(client, job["job_id"])
+    done = poll(client, job["job_id"])
     assert done["state"] == "done", done["error"]
     assert set(done["result"]["tuned"]) == {"test"}
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -19,44 +18,21 @@ pytest.importorskip("gradio")
 
 from medln.config import ConfigError, bounds  # noqa: E402
 from medln.ui.settings import api_session  # noqa: E402
+from appserver import client as client_of, launched, poll  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unsupported layer type:UserWarning")
 EXAMPLE = Path(__file__).resolve().parent.parent / "assets" / "sample" / "images" / "real-chest_xray_pa.png"
 QUEUE_SIZE = 8
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tiny_model, tmp_path_factory):
-    from medln.ui import build_app, launch_kwargs, queue
+    from medln.ui import build_app
 
-    runs = tmp_path_factory.mktemp("ui-runs")
-    demo = build_app(runs_root=runs, default_backbone=str(tiny_model("llava")), eval_limit=2, queue_size=QUEUE_SIZE)
-    queue(demo).launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
-                       **launch_kwargs(demo))
-    yield demo
-    demo.close()
-
-
-def _client(demo):
-    from gradio_client import Client
-
-    return Client(demo.local_url, verbose=False, download_files=False)
-
-
-def _poll(client, job_id, timeout=240):
-    end = time.time() + timeout
-    while time.time() < end:
-        job = client.predict(job_id, api_name="/job")
-        if job["state"] in ("done", "stopped", "failed", "cancelled"):
-            return job
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} did not finish: {job}")
+    demo = build_app(runs_root=tmp_path_factory.mktemp("ui-runs"), default_backbone=str(tiny_model("llava")),
+                     eval_limit=2, queue_size=QUEUE_SIZE)
+    with launched(demo):
+        yield demo
 
 
 def _zip(path: Path, members: dict[str, bytes]) -> Path:
@@ -79,9 +55,9 @@ def _dataset_zip(dataset, tmp_path, edit=None, extra: dict | None = None) -> Pat
 @pytest.fixture(scope="module")
 def trained(served, tiny_model):
     """A client with one finished 2-step fine-tune."""
-    client = _client(served)
+    client = client_of(served)
     job = client.predict(scope="ln", steps=2, batch_size=2, eval_limit=2, api_name="/finetune")
-    done = _poll(client, job["job_id"])
+    done = poll(client, job["job_id"])
     assert done["state"] == "done", done["error"]
     return client, done
 
@@ -99,7 +75,7 @@ def trained(served, tiny_model):
 def test_the_api_takes_the_bounds_the_ui_has(served, kwargs, message):
     from gradio_client.exceptions import AppError
 
-    client = _client(served)
+    client = client_of(served)
     with pytest.raises(AppError) as e:
         client.predict(**{"steps": 2, **kwargs}, api_name="/finetune")
     assert message in str(e.value) and "Traceback" not in str(e.value)
@@ -124,8 +100,8 @@ def test_a_job_that_cannot_fit_the_memory_fails_alone_and_the_app_serves_on(serv
     from medln.memory import ENV_CAP
 
     monkeypatch.setenv(ENV_CAP, "0.000001")  # a deployment's cap far below one sample's activations
-    client = _client(served)
-    job = _poll(client, client.predict(steps=2, batch_size=2, api_name="/finetune")["job_id"])
+    client = client_of(served)
+    job = poll(client, client.predict(steps=2, batch_size=2, api_name="/finetune")["job_id"])
     assert job["state"] == "failed" and "not enough memory to train: one sample needs" in job["error"]
     assert str(served.medln.settings.runs_root) not in job["error"]
     monkeypatch.delenv(ENV_CAP)
@@ -145,7 +121,7 @@ def test_an_upload_cannot_read_server_files(served, dataset, tmp_path, image):
 
     archive = _dataset_zip(dataset, tmp_path, point_outside)
     with pytest.raises(AppError) as e:
-        _client(served).predict(steps=2, dataset_file=handle_file(str(archive)), api_name="/finetune")
+        client_of(served).predict(steps=2, dataset_file=handle_file(str(archive)), api_name="/finetune")
     msg = str(e.value)
     assert "d/data.jsonl:1: field 'image': image path" in msg and "leads outside the dataset folder" in msg, msg
     assert str(served.medln.settings.runs_root) not in msg and "uploads/" not in msg
@@ -158,8 +134,8 @@ def test_an_unreadable_image_at_training_time_is_named_without_server_paths(serv
         lines[3]["image"] = "images/broken.png"
 
     archive = _dataset_zip(dataset, tmp_path, break_one, {"d/images/broken.png": b"\x89PNG\r\n\x1a\n not an image"})
-    client = _client(served)
-    job = _poll(client, client.predict(steps=2, batch_size=2, eval_limit=2, dataset_file=handle_file(str(archive)),
+    client = client_of(served)
+    job = poll(client, client.predict(steps=2, batch_size=2, eval_limit=2, dataset_file=handle_file(str(archive)),
                                        api_name="/finetune")["job_id"])
     assert job["state"] == "failed"
     assert "data.jsonl:4 (record tr3), image images/broken.png: unreadable image" in job["error"], job["error"]
@@ -216,7 +192,7 @@ def test_session_files_are_not_served_by_path_only_as_download_copies(served, tr
 def test_ordinary_refusals_leave_no_traceback_in_the_server_log(served, capfd):
     from gradio_client.exceptions import AppError
 
-    client = _client(served)
+    client = client_of(served)
     capfd.readouterr()
     with pytest.raises(AppError, match="no job in this session yet"):
         client.predict(api_name="/job")
@@ -233,7 +209,7 @@ def test_ordinary_refusals_leave_no_traceback_in_the_server_log(served, capfd):
 def test_twenty_concurrent_asks_while_a_job_trains(served, tiny_model):
     """Bounded: 20 /ask calls at once on 127.0.0.1 while a short fine-tune runs in the job
     worker. Every call is answered or refused with "queue is full"; the job finishes."""
-    trainer = _client(served)
+    trainer = client_of(served)
     job = trainer.predict(steps=15, batch_size=2, eval_limit=1, api_name="/finetune")
     end = time.time() + 120
     while trainer.predict(job["job_id"], api_name="/job")["state"] != "training" and time.time() < end:
@@ -259,7 +235,7 @@ def test_twenty_concurrent_asks_while_a_job_trains(served, tiny_model):
     wall = time.time() - t0
     refused = [o for o in outcomes if o != "answered"]
     assert all(re.search("queue is full", o, re.IGNORECASE) for o in refused), refused
-    done = _poll(trainer, job["job_id"])
+    done = poll(trainer, job["job_id"])
     assert done["state"] == "done" and done["step"] == 15, done["error"]
     print(f"\nload: {len(outcomes) - len(refused)} answered, {len(refused)} refused (queue is full) in {wall:.1f} s; "
           f"the job trained {done['step']} steps meanwhile")

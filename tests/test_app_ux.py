@@ -242,29 +242,20 @@ def test_ask_warns_beside_both_answers_on_images_the_demo_model_does_not_know(tm
 def test_the_api_answers_carry_the_same_warning_and_the_disclaimer(tmp_path):
     """/ask and /report are answer surfaces too: the bundled demo model on a real radiograph
     returns the page's warning with its answers; on one of its phantoms, only the disclaimer."""
-    import socket
-
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     from medln import DISCLAIMER
-    from medln.ui import build_app, launch_kwargs, queue
+    from medln.ui import build_app
+    from appserver import client, launched
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    demo = build_app(runs_root=tmp_path, default_backbone="medln-tiny", eval_limit=2)
-    queue(demo).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                       **launch_kwargs(demo))
-    try:
-        client = Client(demo.local_url, verbose=False, download_files=False)
+    with launched(build_app(runs_root=tmp_path, default_backbone="medln-tiny", eval_limit=2)) as demo:
+        c = client(demo)
         images = REPO / "assets" / "sample" / "images"
-        base, tuned, notice = client.predict(handle_file(str(images / "real-chest_xray_pa.png")),
-                                             "What imaging modality is this?", "", api_name="/ask")
+        base, tuned, notice = c.predict(handle_file(str(images / "real-chest_xray_pa.png")),
+                                        "What imaging modality is this?", "", api_name="/ask")
         assert base and tuned == "" and "not one of the synthetic phantoms" in notice and notice.endswith(DISCLAIMER)
-        base, _, notice = client.predict(handle_file(str(images / "test-0006.png")), "", api_name="/report")
+        base, _, notice = c.predict(handle_file(str(images / "test-0006.png")), "", api_name="/report")
         assert base and notice == DISCLAIMER
-    finally:
-        demo.close()
 
 
 # ------------------------------------------------------------------ plots

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -32,12 +31,6 @@ if not Path(CHROMIUM).is_file():
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
     folder = Path(os.environ.get("MEDLN_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
@@ -47,18 +40,16 @@ def shots(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def app_url(tiny_model, tmp_path_factory):
-    from medln.ui import build_app, launch_kwargs, queue
+    from medln.accounting import param_rows
+    from medln.ui import build_app
+    from appserver import launched
 
     bundled = REPO / "assets" / "medln-tiny"
     backbone = "medln-tiny" if (bundled / "config.json").is_file() else str(tiny_model("llava"))
-    from medln.accounting import param_rows
-
     param_rows(backbone)  # import torch/transformers before the page waits on it (the app's warm_up does the same)
     demo = build_app(runs_root=tmp_path_factory.mktemp("browser-runs"), default_backbone=backbone, eval_limit=8)
-    queue(demo).launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
-                       **launch_kwargs(demo))
-    yield demo.local_url
-    demo.close()
+    with launched(demo):
+        yield demo.local_url
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import inspect
 import pickle
-import socket
 import sys
 import threading
 import time
@@ -132,35 +131,26 @@ def _zipped(dataset: Path, out: Path) -> Path:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_zerogpu_finetune_runs_in_the_gradio_request(fake_spaces, tiny_model, dataset, tmp_path):
     """Through a served app and gradio_client: /finetune makes ONE GPU call, from the request
     handler (gradio's request context is set), sized by the job, and the job record polled by
     the page has every step."""
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
-    from medln.ui import build_app, launch_kwargs, queue
+    from medln.ui import build_app
     from medln.ui.finetune import gpu_seconds
     from medln.ui.gpu import max_gpu_seconds
+    from appserver import client, launched
 
     demo = build_app(runs_root=tmp_path / "runs", default_backbone=str(tiny_model("llava")), eval_limit=2)
     assert demo.medln.jobs.inline  # ZeroGPU: no worker thread runs jobs
-    queue(demo).launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
-                       **launch_kwargs(demo))
-    try:
-        client = Client(demo.local_url, verbose=False, download_files=False)
-        job = client.predict(backbone=str(tiny_model("llava")), scope="ln", steps=2, batch_size=2, eval_limit=2,
-                             dataset_file=handle_file(str(_zipped(dataset, tmp_path / "d.zip"))), api_name="/finetune")
+    with launched(demo):
+        c = client(demo)
+        job = c.predict(backbone=str(tiny_model("llava")), scope="ln", steps=2, batch_size=2, eval_limit=2,
+                        dataset_file=handle_file(str(_zipped(dataset, tmp_path / "d.zip"))), api_name="/finetune")
         assert job["state"] == "done", job  # the call returns when the job has finished
         assert len(job["losses"]) == 2 and job["result"]["steps_done"] == 2
-        assert client.predict(job["job_id"], api_name="/job")["state"] == "done"
-    finally:
-        demo.close()
+        assert c.predict(job["job_id"], api_name="/job")["state"] == "done"
     gpu = [c for c in fake_spaces.calls if c["fn"] == "train_records"]
     assert len(gpu) == 1 and gpu[0]["request"] is not None
     assert not gpu[0]["thread"].startswith("medln-job")
