@@ -192,10 +192,12 @@ BACKBONES: list[BackboneSpec] = [
         note="bundled 4.8 M-parameter LLaVA-architecture model; runs offline on a CPU",
         # Chosen on the bundled validation split, never on test. A tiny model's norms take far
         # larger steps than a 7B model's: these are not defaults for other backbones.
-        # (`compare --tune-lr --steps 100`: docs/compare-medln-tiny/tuning.json; ln-vision's best sat
-        # on the grid's upper edge when the cap stopped it).
+        # (`compare --tune-lr --steps 100`: docs/compare-medln-tiny/tuning.json for the first seven,
+        # docs/compare-medln-tiny/results.json "tuning" for all; ln-vision's, ia3's and ln-lora's best
+        # sat on the grid's upper edge when the cap stopped it; ln-lora's rate is its LoRA part's,
+        # its norms train at ln's).
         lrs={"ln": 0.3, "ln-vision": 0.0999, "ln-llm": 0.316, "attn": 0.000949, "ffn": 0.000949, "lora": 0.00316,
-             "full": 0.0002},
+             "full": 0.0002, "ia3": 0.03, "bitfit": 0.00316, "prompt": 0.00949, "ln-lora": 0.003},
     ),
     BackboneSpec(
         "llava-med-v1.5-7b",

@@ -5,9 +5,10 @@
 Starts the app (bundled medln-tiny, default settings, runs in a temporary folder), then in
 headless Chromium: a fine-tune with the Fine-tune tab's defaults (ln, 200 steps, 4-bit,
 200 items scored per split); the Ask tab on the bundled real chest radiograph with that run
-(the demo model's warning beside both answers); a comparison of all seven scopes at the
+(the demo model's warning beside both answers); a comparison of every scope at the
 Compare tab's default budget. Writes finetune.png, ask.png, compare.png (1400 px wide) and
-compare-390.png (a phone's width). Takes minutes (the comparison trains seven scopes).
+compare-390.png (a phone's width). Takes many minutes on a CPU (the comparison trains every
+scope).
 """
 
 from __future__ import annotations
