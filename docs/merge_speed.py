@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -56,6 +57,7 @@ def main() -> None:
                 "merged": lambda: decode(merged), "plain base": lambda: decode(plain)}
     for fn in variants.values():  # warm-up
         fn()
+    load_before = os.getloadavg()[0]
     times: dict[str, list[float]] = {k: [] for k in variants}
     outs: dict[str, torch.Tensor] = {}
     for _ in range(args.rounds):
@@ -69,7 +71,11 @@ def main() -> None:
         "tokens_per_s_median": {k: round(tokens / statistics.median(v), 2) for k, v in times.items()},
         "speedup_vs_wrapper_median_of_rounds": {
             k: round(statistics.median(w / t for w, t in zip(times["peft wrapper"], v)), 4) for k, v in times.items()},
+        "speedup_vs_wrapper_range_of_rounds": {
+            k: [round(min(w / t for w, t in zip(times["peft wrapper"], v)), 4),
+                round(max(w / t for w, t in zip(times["peft wrapper"], v)), 4)] for k, v in times.items()},
         "same_tokens_as_wrapper": {k: bool(torch.equal(outs[k], outs["peft wrapper"])) for k in variants},
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before and after the rounds
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

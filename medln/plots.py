@@ -321,7 +321,7 @@ def profile_fig(result: dict) -> go.Figure:
         fig.add_trace(go.Scatter(x=[int(k) for k in keys], y=[layers[k] / top for k in keys], mode="lines+markers",
                                  name=name, line=dict(color=scope_colour(scope or ""), dash=dash)))
     fig.update_layout(title="Language-model layers: relative change, each profile scaled to its maximum",
-                      xaxis_title="layer", yaxis_title="relative change / max", **_LAYOUT)
+                      xaxis=dict(title="layer", dtick=1), yaxis_title="relative change / max", **_LAYOUT)
     return fig
 
 
