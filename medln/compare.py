@@ -147,7 +147,6 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
     taken = [s for s in scopes if (out / "runs" / s).exists()]
     if taken:
         raise FileExistsError(f"{out} already holds runs for {', '.join(taken)}; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
 
     if tune_lr:
         train, validation, val_info = split_validation(cfg_base)
@@ -156,6 +155,11 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
         validation, val_info = [], {"source": None, "n": 0, "text": "not used: learning rates not tuned here"}
     # Tuning scores the headline metric only: VQA items when there are any (no report generation).
     val_tune = subsample([s for s in validation if s.task == "vqa"] or validation, cfg_base.eval_limit)
+    if tune_lr and tuned and (tuned.get("seed") != seeds[0] or tuned.get("n") != len(val_tune)
+                              or (tuned.get("split") or {}).get("n") != val_info.get("n")):
+        raise ConfigError(f"{tuned.get('reused_from')}: tuned with seed {tuned.get('seed')} on {tuned.get('n')} "
+                          f"validation items; this sweep has seed {seeds[0]} and {len(val_tune)}")
+    out.mkdir(parents=True, exist_ok=True)
     extra_eval, ood_info = None, {"data": cfg_base.data, "split": cfg_base.ood_split or None, "key": cfg_base.ood_split or None}
     if ood:
         samples = subsample(load_samples(ood, cfg_base.eval_split or "test", skip_bad=cfg_base.skip_bad).samples,
@@ -188,9 +192,8 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
                        "test": {"split": cfg_base.eval_split}},
             "scopes": scopes, "seeds": seeds, "quant": cfg_base.quant, "steps": cfg_base.steps,
             "config": {k: v for k, v in cfg_base.to_dict().items() if k not in ("scope", "seed", "lr")},
-            "lr_source": ("tuned on validation (--tune-lr)" + (
-                              f"; {', '.join(s for s in tuning if not tuning[s].get('reused'))} here, the others by an "
-                              f"earlier sweep with the same grid ({tuned.get('reused_from')})" if reused else "")
+            "lr_source": (_tuned_source([s for s in tuning if not tuning[s].get("reused")], reused,
+                                        tuned.get("reused_from") if tuned else None)
                           if tune_lr else
                           f"tuned on validation (--tune-lr) by an earlier sweep, reused ({tuned.get('reused_from')})"
                           if tuned else
@@ -227,10 +230,7 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
         val_info = tuned.get("split") or val_info
     if tune_lr and tuned:
         # Tune only what the earlier sweep lacks; its rates came from the same grid, seed and
-        # validation items (checked here and in tuning.reusable_tuning), so the effort is equal.
-        if tuned.get("seed") != seeds[0] or tuned.get("n") != len(val_tune):
-            raise ConfigError(f"{tuned.get('reused_from')}: tuned with seed {tuned.get('seed')} on "
-                              f"{tuned.get('n')} validation items; this sweep has seed {seeds[0]} and {len(val_tune)}")
+        # validation items (checked above and in tuning.reusable_tuning), so the effort is equal.
         for scope in runnable:
             rec = (tuned.get("scopes") or {}).get(scope)
             if rec and rec.get("chosen"):
@@ -372,6 +372,16 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
     yield {"event": "done", "status": status, "results": str(out / "results.json"), "csv": str(out / "results.csv"),
            "figures": [str(p) for p in figures], "wall_s": final["wall_s"], "metric": final["metric"], "rows": rows,
            "summary": final["summary"], "references": references, "verdict": final["verdict"]}
+
+
+def _tuned_source(here: list[str], reused: list[str], source: str | None) -> str:
+    """lr_source of a --tune-lr sweep, saying which scopes were tuned by this sweep."""
+    if not reused:
+        return "tuned on validation (--tune-lr)"
+    if not here:
+        return f"tuned on validation (--tune-lr) by an earlier sweep with the same grid ({source}); none here"
+    return (f"tuned on validation (--tune-lr); {', '.join(here)} here, the others by an earlier sweep with the "
+            f"same grid ({source})")
 
 
 def primary_metric_name(samples: list) -> str:

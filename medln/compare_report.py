@@ -225,7 +225,7 @@ def table_md(results: dict) -> str:
             chosen = "–" if rec.get("chosen") is None else f"{rec['chosen']:g}" + (" (edge, capped)" if rec.get("capped") else "")
             name = f"{scope} (earlier sweep)" if rec.get("reused") else scope
             lines.append(f"| {name} | {scores} | {chosen} | {'–' if base is None else format(base, '.3f')} |")
-        if tuning.get("reused_from"):
+        if any(rec.get("reused") for rec in tuning["scopes"].values()):
             lines += ["", f"Rows marked (earlier sweep) were tuned by {tuning['reused_from']} with the same grid, seed "
                           "and validation items; the others here."]
     if results.get("verdict"):

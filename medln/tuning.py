@@ -83,8 +83,8 @@ __all__ = ["Grid", "best_rate", "next_rate", "tune_scope"]
 
 
 # What an earlier sweep's rates are only comparable under: the same model, data and budget.
-REUSE_KEYS = ("backbone", "data", "split", "quant", "steps", "batch_size", "grad_accum", "warmup", "weight_decay",
-              "lora_r", "lora_alpha")
+REUSE_KEYS = ("backbone", "data", "split", "quant", "precision", "steps", "batch_size", "grad_accum", "warmup",
+              "weight_decay", "max_length", "lora_r", "lora_alpha", "ln_lr")
 
 
 def reusable_tuning(results: dict, config: dict, source: str, grid: Grid | None = None) -> dict:
@@ -98,8 +98,11 @@ def reusable_tuning(results: dict, config: dict, source: str, grid: Grid | None 
     tuned = results.get("tuning")
     if not tuned or not tuned.get("scopes"):
         raise ConfigError(f"{source}: no 'tuning' record (run compare --tune-lr first)")
-    before = {**(results.get("config") or {}), "backbone": results.get("backbone"), "data": results.get("data"),
-              "quant": results.get("quant"), "steps": results.get("steps")}
+    # The options as given (results["backbone"] is the resolved name, a path for a local folder);
+    # the top-level copies only where an older file lacks "config".
+    before = {"data": results.get("data"), "quant": results.get("quant"), "steps": results.get("steps"),
+              **(results.get("config") or {})}
+    before.setdefault("backbone", results.get("backbone"))
     for key in REUSE_KEYS:
         if key in before and before[key] != config.get(key):
             raise ConfigError(f"{source}: its rates were tuned with {key}={before[key]!r}, this sweep has "
@@ -108,4 +111,7 @@ def reusable_tuning(results: dict, config: dict, source: str, grid: Grid | None 
             {k: v for k, v in grid.describe().items() if k != "rule"}:
         raise ConfigError(f"{source}: its grid {tuned['grid']} differs from this sweep's (--grid-points, --grid-cap); "
                           "every scope must get the same-size grid")
+    if grid is not None:  # a scope whose tuning was stopped part-way had less effort: tune it again here
+        tuned = {**tuned, "scopes": {scope: rec for scope, rec in tuned["scopes"].items()
+                                     if len(rec.get("grid") or []) >= grid.points}}
     return {**tuned, "reused_from": source}

@@ -178,7 +178,7 @@ def test_app_panels_merge_download_and_heatmap(runs):
     import zipfile
 
     from medln.ui.downloads import merged_zip
-    from medln.ui.views import movement_update
+    from medln.ui.finetune import movement_update
 
     names = set(zipfile.ZipFile(merged_zip(runs["ln1"])).namelist())
     stem = f"{runs['ln1'].name}-merged"

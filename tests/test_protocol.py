@@ -267,8 +267,12 @@ def test_an_earlier_sweep_with_another_budget_or_grid_is_refused(sweep):
     from medln.tuning import reusable_tuning
 
     res = sweep["results"]
-    config = {**res["config"], "backbone": res["backbone"], "data": res["data"]}
+    config = dict(res["config"])  # the options as given (a folder path stays the path typed)
     assert reusable_tuning(res, config, "r.json")["reused_from"] == "r.json"
+    # A scope whose tuning stopped before its grid was tried had less effort: with --tune-lr it is tuned again.
+    partial = {**res, "tuning": {**res["tuning"], "scopes": {"ln": {**res["tuning"]["scopes"]["ln"], "grid": [0.1]}}}}
+    assert reusable_tuning(partial, config, "r.json", Grid(points=2, cap=2))["scopes"] == {}
+    assert reusable_tuning(partial, config, "r.json")["scopes"]  # plain --lrs-from takes what was chosen
     with pytest.raises(ConfigError, match="steps=2, this sweep has steps=200"):
         reusable_tuning(res, {**config, "steps": 200}, "r.json")
     with pytest.raises(ConfigError, match="grid"):

@@ -289,7 +289,7 @@ def build(ctx: AppContext):
         return estimate_view(ctx, *values)
 
     def on_move(session, scope_v):
-        from .views import movement_update
+        from .finetune import movement_update
 
         job = ctx.jobs.latest_of(session, "compare") if session else None
         return movement_update(Path(job.out) / "runs" / scope_v if job else None)

@@ -16,7 +16,6 @@ from medln.runs import new_run_id
 from medln.scopes import SCOPES, find_scope, get_scope
 
 from . import views
-from .views import movement_update
 from .context import AppContext
 from .downloads import adapter_zip, merged_zip, served_copy
 from .errors import UserError, private_errors, quiet, user_message, web_words
@@ -213,6 +212,16 @@ def form_values(config: dict) -> tuple:
     lr = lr if lr is not None else default_lr(config["backbone"], config["scope"])
     return (config["backbone"], config["scope"], config.get("quant") == "4bit", config["steps"], lr,
             config["batch_size"], config.get("eval_limit", 0), config.get("seed", 0), config.get("precision", "auto"))
+
+
+def movement_update(run_path: Path | None):
+    """The run's 'where the weights moved' heatmap (its inspect.json), or hidden."""
+    import gradio as gr
+
+    from medln.inspect import inspect_figure
+
+    fig = inspect_figure(run_path) if run_path else None
+    return gr.update(value=fig, visible=True) if fig is not None else gr.update(visible=False)
 
 
 # ------------------------------------------------------------------ layout and wiring

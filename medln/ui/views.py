@@ -4,7 +4,6 @@ rows, markdown). No gradio here, so they are tested as plain functions."""
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 from medln import DISCLAIMER
 from medln.compare_report import format_bytes as fmt_bytes  # one formatter for CLI and app
@@ -269,13 +268,3 @@ def scope_summary(rows: list[dict], selected: str, backbone: str, quant: str) ->
     q = " (4-bit)" if quant == "4bit" else ""
     return (f"**{selected}** trains **{row['trainable']:,}** of {row['total']:,} parameters "
             f"(**{row['percent']:.4g} %**) of `{backbone}`{q}{dead}.")
-
-
-def movement_update(run_path: Path | None):
-    """The run's 'where the weights moved' heatmap (its inspect.json), or hidden."""
-    import gradio as gr
-
-    from medln.inspect import inspect_figure
-
-    fig = inspect_figure(run_path) if run_path else None
-    return gr.update(value=fig, visible=True) if fig is not None else gr.update(visible=False)
