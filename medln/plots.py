@@ -22,6 +22,10 @@ SCOPE_COLOURS: dict[str, str] = {
     "ffn": "#16a34a",
     "lora": "#db2777",
     "full": "#4b5563",
+    "ia3": "#7c3aed",
+    "bitfit": "#92400e",
+    "prompt": "#65a30d",
+    "ln-lora": "#312e81",  # norms + LoRA: the darkest blue
 }
 _FALLBACK = ["#7c3aed", "#b45309", "#0f766e", "#be123c", "#4d7c0f"]
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=30, t=60, b=50), height=420)
