@@ -202,15 +202,20 @@ class JobManager:
         """Ask a job of this session (the latest active one by default) to stop."""
         job = self.get(session, job_id) if job_id else next(
             (j for j in reversed(self._jobs.get(session, [])) if j.active), None)
-        if job is None or not job.active:
+        if job is None:
             return job
-        job.stop.set()
+        # Under the lock the worker takes to apply a record: a job that finished meanwhile is not
+        # marked "stopping" again (it would stay so for good).
         with self._lock:
+            if not job.active:
+                return job
             if job.state == "queued":  # never started: nothing to save
                 job.state, job.phase, job.finished = "cancelled", "cancelled before it started", time.time()
+                job.stop.set()
                 job.stop.clear_file()
             else:
                 job.state, job.phase = "stopping", "stopping after this step; the adapter is kept and scored"
+                job.stop.set()
             job.version += 1
         return job
 
@@ -258,14 +263,19 @@ class JobManager:
                 self._queue.task_done()
 
     def _execute(self, job: Job) -> None:
-        job.state, job.phase, job.started = "loading", "loading the model and the data", time.time()
-        job.version += 1
+        with self._lock:
+            if job.state != "queued":  # cancelled while it waited
+                return
+            job.state, job.phase, job.started = "loading", "loading the model and the data", time.time()
+            job.version += 1
         try:
             for record in job.run(job):
-                apply_record(job, record)
-            if job.state not in FINISHED:
-                job.state = "stopped" if job.stop.is_set() else "done"
-                job.phase = "finished" if job.state == "done" else "stopped: the saved adapter was scored"
+                with self._lock:
+                    apply_record(job, record)
+            with self._lock:
+                if job.state not in FINISHED:
+                    job.state = "stopped" if job.stop.is_set() else "done"
+                    job.phase = "finished" if job.state == "done" else "stopped: the saved adapter was scored"
         except Exception as e:
             job.state, job.error = "failed", user_message(e, doing="training" if job.kind == "finetune" else "comparison")
             job.phase = "failed"
