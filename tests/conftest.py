@@ -115,13 +115,35 @@ def train_samples(dataset):
     return load_samples(f"jsonl:{dataset}", "train").samples
 
 
-def run_cli(*args, timeout: float = 300, env: dict | None = None):
-    """`python -m medln ARGS` in the repository root; returns the CompletedProcess."""
-    import subprocess
+def run_cli(*args, timeout: float = 300, env: dict | None = None, isolated: bool = False):
+    """`python -m medln ARGS` in the repository root; returns a CompletedProcess.
 
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "medln", *map(str, args)], cwd=REPO, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    In this process by default: `medln.__main__.main` is what the console script and
+    `python -m medln` run, and a fresh interpreter per call would cost seconds of imports
+    each. `isolated=True` (or an `env`) runs a real subprocess, for what only a separate
+    interpreter shows (imports, environment variables, signals)."""
+    import contextlib
+    import io
+    import subprocess
+    import traceback
+
+    argv = [str(a) for a in args]
+    if isolated or env:
+        full_env = {**os.environ, **(env or {})}
+        return subprocess.run([sys.executable, "-m", "medln", *argv], cwd=REPO, env=full_env,
+                              capture_output=True, text=True, timeout=timeout)
+    from medln.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(REPO), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse: --help (0) and usage errors (2)
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except BaseException:  # what the interpreter would print before exiting with 1
+            traceback.print_exc()
+            code = 1
+    return subprocess.CompletedProcess(["medln", *argv], code, out.getvalue(), err.getvalue())
 
 
 def llava_7b_config_dir(folder):
