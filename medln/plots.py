@@ -102,27 +102,52 @@ def trainable_params_fig(rows: list[dict]) -> go.Figure:
     return fig
 
 
-def label_positions(points: list[tuple[float, float]]) -> list[str]:
-    """Text positions for point labels on a log-x plot: a point whose neighbour (in log x) is
-    close gets its label on the other side (above / below, then left / right), so labels of
-    near-equal scopes (ln, ln-llm, ln-vision) do not print over each other."""
+# Where a point's label may go, as (dx, dy) of the label box's centre from the point, in units
+# of (half the label's width + the marker's radius, half a line + the marker's radius).
+_LABEL_SPOTS = {"top center": (0, 1), "bottom center": (0, -1), "middle right": (1, 0), "middle left": (-1, 0),
+                "top right": (1, 1), "bottom right": (1, -1), "top left": (-1, 1), "bottom left": (-1, -1)}
+
+
+def label_positions(points: list[tuple[float, float]], names: list[str] | None = None, *,
+                    size: tuple[float, float] = (260, 300)) -> list[str]:
+    """Text positions for point labels on a log-x plot: each label, in order of x, takes the
+    first spot around its point whose box (from the label's length, on a plot area of about
+    `size` pixels) overlaps no marker and no label placed before it, or else the spot that
+    overlaps least; so labels of near-equal scopes (ln, ln-llm, ln-vision) do not print over
+    each other or over a neighbour's marker. The default size is a phone's plot, the tightest:
+    labels that clear there clear on a wider plot, where the points spread and the text does not."""
     import math
 
     if not points:
         return []
+    names = names or ["label"] * len(points)
     xs = [math.log10(max(x, 1)) for x, _ in points]
     ys = [y for _, y in points]
-    span_x = (max(xs) - min(xs)) or 1.0
-    span_y = (max(ys) - min(ys)) or 1.0
-    order = sorted(range(len(points)), key=lambda i: (xs[i], ys[i]))
-    choices = ["top center", "bottom center", "middle right", "middle left"]
+    span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    px = [(x - min(xs)) / span_x * size[0] for x in xs]
+    py = [(y - min(ys)) / span_y * size[1] for y in ys]
+    r, char_w, line_h = 8.0, 7.0, 14.0  # marker radius, character width, line height (px, 12 px font)
+    boxes = [(px[i] - r, py[i] - r, px[i] + r, py[i] + r) for i in range(len(points))]  # the markers
+
+    def overlap(a, b) -> float:
+        w = min(a[2], b[2]) - max(a[0], b[0])
+        h = min(a[3], b[3]) - max(a[1], b[1])
+        return w * h if w > 0 and h > 0 else 0.0
+
     out = ["top center"] * len(points)
-    placed: list[int] = []
-    for i in order:
-        near = [j for j in placed if abs(xs[i] - xs[j]) / span_x < 0.12 and abs(ys[i] - ys[j]) / span_y < 0.25]
-        taken = {out[j] for j in near}
-        out[i] = next((c for c in choices if c not in taken), choices[len(near) % len(choices)])
-        placed.append(i)
+    for i in sorted(range(len(points)), key=lambda i: (xs[i], ys[i])):
+        half_w, half_h = len(names[i]) * char_w / 2, line_h / 2
+        best = None
+        for spot, (dx, dy) in _LABEL_SPOTS.items():
+            cx, cy = px[i] + dx * (half_w + r), py[i] + dy * (half_h + r)
+            box = (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+            cost = sum(overlap(box, other) for j, other in enumerate(boxes) if j != i)
+            if best is None or cost < best[0]:
+                best = (cost, spot, box)
+            if cost == 0:
+                break
+        out[i] = best[1]
+        boxes.append(best[2])
     return out
 
 
@@ -132,7 +157,8 @@ def metric_vs_params_fig(rows: list[dict], metric: str = "overall") -> go.Figure
     metric = pick_metric(rows, metric)
     fig = go.Figure()
     points = [r for r in ran(rows) if metric_value(r.get("tuned"), metric) is not None and r.get("trainable")]
-    positions = label_positions([(r["trainable"], metric_value(r["tuned"], metric)) for r in points])
+    positions = label_positions([(r["trainable"], metric_value(r["tuned"], metric)) for r in points],
+                                [r["scope"] for r in points])
     for r, position in zip(points, positions):
         value = metric_value(r.get("tuned"), metric)
         fig.add_trace(go.Scatter(
