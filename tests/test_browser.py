@@ -266,7 +266,7 @@ def test_errors_show_as_messages_in_the_page(page):
     assert "Traceback" not in pg.locator("body").inner_text()
 
 
-def test_eleven_scope_point_labels_do_not_overlap(tmp_path):
+def test_eleven_scope_point_labels_do_not_overlap(page, tmp_path):
     """The committed comparison's metric-vs-parameters plot (every scope, one seed each) at a
     desktop and a wide phone width: no point label prints over another."""
     import json
@@ -275,18 +275,16 @@ def test_eleven_scope_point_labels_do_not_overlap(tmp_path):
 
     results = json.loads((REPO / "docs" / "compare-medln-tiny" / "results.json").read_text())
     html = tmp_path / "points.html"
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        for seed in results["seeds"]:
-            rows = [r for r in results["rows"] if r["seed"] == seed]
-            html.write_text(plots.metric_vs_params_fig(rows).to_html(include_plotlyjs=True, full_html=True))
-            for width in (900, 640):
-                pg = browser.new_page(viewport={"width": width, "height": 500})
-                pg.goto(html.as_uri())
-                pg.wait_for_selector(".textpoint text")
-                labels = _boxes(pg, ".textpoint text")
-                assert len(labels) == len(rows)
-                clash = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:] if _overlap(a, b)]
-                assert not clash, (seed, width, clash)
-                pg.close()
-        browser.close()
+    browser = page.context.browser  # the module's browser: one Playwright per process
+    for seed in results["seeds"]:
+        rows = [r for r in results["rows"] if r["seed"] == seed]
+        html.write_text(plots.metric_vs_params_fig(rows).to_html(include_plotlyjs=True, full_html=True))
+        for width in (900, 640):
+            pg = browser.new_page(viewport={"width": width, "height": 500})
+            pg.goto(html.as_uri())
+            pg.wait_for_selector(".textpoint text")
+            labels = _boxes(pg, ".textpoint text")
+            assert len(labels) == len(rows)
+            clash = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:] if _overlap(a, b)]
+            assert not clash, (seed, width, clash)
+            pg.close()
