@@ -159,3 +159,20 @@ def llava_7b_config_dir(folder):
                 vision_feature_select_strategy="default").save_pretrained(folder)
     assert [p.name for p in folder.iterdir()] == ["config.json"]
     return folder
+
+
+@pytest.fixture(scope="session")
+def facts(tiny_model, train_samples):
+    """facts(family): what an independent probe finds in that family's tiny model (norms that
+    get a gradient, dead norms, linears, totals; tests/test_scopes.py `probe`), once per session
+    for the scope tests old and new."""
+    from test_scopes import few, probe
+
+    cache: dict = {}
+
+    def get(family: str):
+        if family not in cache:
+            cache[family] = probe(family, tiny_model(family), few(train_samples))
+        return cache[family]
+
+    return get

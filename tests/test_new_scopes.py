@@ -17,7 +17,7 @@ from medln.backbones import load_backbone
 from medln.prompts import encode_for_training
 from medln.scopes import PROMPT_TOKENS, ModuleInfo, ScopeError, get_scope, param_groups, select
 from medln.train import fit, prepare
-from test_scopes import NORM_PARTS, Facts, changed, few, part, probe, projections, snapshot, train_cfg
+from test_scopes import NORM_PARTS, Facts, changed, few, part, projections, snapshot, train_cfg
 from test_train import assert_same, differs, outputs
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Unsupported layer type:UserWarning"),
@@ -25,18 +25,6 @@ pytestmark = [pytest.mark.filterwarnings("ignore:Unsupported layer type:UserWarn
 
 NEW_SCOPES = ["ia3", "bitfit", "prompt", "ln-lora"]
 PROMPT_FAMILIES = {"llava", "idefics3"}  # where peft's virtual tokens reach the model intact (checked below)
-
-
-@pytest.fixture(scope="module")
-def facts(tiny_model, train_samples):
-    cache: dict[str, Facts] = {}
-
-    def get(family: str) -> Facts:
-        if family not in cache:
-            cache[family] = probe(family, tiny_model(family), few(train_samples))
-        return cache[family]
-
-    return get
 
 
 def ia3_modules(family: str, config) -> tuple[list[str], list[str]]:

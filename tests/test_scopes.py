@@ -114,18 +114,6 @@ def probe(family: str, path, samples) -> Facts:
     return Facts(str(path), model.config, norms, dead, grad_params, linears, total)
 
 
-@pytest.fixture(scope="module")
-def facts(tiny_model, train_samples):
-    cache: dict[str, Facts] = {}
-
-    def get(family: str) -> Facts:
-        if family not in cache:
-            cache[family] = probe(family, tiny_model(family), few(train_samples))
-        return cache[family]
-
-    return get
-
-
 def few(samples):
     """Two closed, one open VQA and one report sample: one batch of 4."""
     vqa = [s for s in samples if s.task == "vqa"]
