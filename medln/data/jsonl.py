@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .loaded import Loaded
+from .loaded import Loaded, contained
 from .sample import DataError, Sample
 
 
@@ -54,12 +54,8 @@ def inside(root: Path, name: str, where: str) -> Path:
     Records are untrusted (an upload in the app): an absolute path, a '..' that climbs out or
     a link pointing outside is refused before the file is looked at, so the answer is the
     same whether or not the target exists, and names the path as the record gave it."""
-    root = Path(root).resolve()
-    try:
-        path = (root / name).resolve()
-    except (OSError, ValueError, RuntimeError):  # a NUL byte, a symbolic-link loop
-        path = None
-    if path is None or Path(name).is_absolute() or (path != root and root not in path.parents):
+    path = contained(root, name)
+    if path is None:
         raise DataError(f"{where}: image path {name!r} leads outside the dataset folder; "
                         "images must be files inside it, named relative to it")
     if not path.is_file():

@@ -131,16 +131,25 @@ def closed_if_yes_no(answer: str) -> str:
     return inferred_answer_type(answer)
 
 
-def image_file(folder: Path, name: str, key: str) -> Path:
-    """`folder/name`, which must exist and stay inside `folder` once resolved, symbolic links
-    included (records are untrusted). Refused before the file is looked at, so the answer
-    does not tell whether a file outside exists; messages name the path as the record does."""
+def contained(folder: Path, name: str) -> Path | None:
+    """`folder/name` resolved (symbolic links followed), or None when it leads outside `folder`
+    (absolute, a '..' that climbs out, a link pointing out, a NUL byte, a link loop). Decided
+    before the file is looked at, so the answer does not tell whether a file outside exists."""
     root = Path(folder).resolve()
     try:
         path = (root / name).resolve()
     except (OSError, ValueError, RuntimeError):  # a NUL byte, a symbolic-link loop
-        path = None
-    if path is None or Path(name).is_absolute() or (path != root and root not in path.parents):
+        return None
+    if Path(name).is_absolute() or (path != root and root not in path.parents):
+        return None
+    return path
+
+
+def image_file(folder: Path, name: str, key: str) -> Path:
+    """`folder/name`, which must exist and stay inside `folder` (`contained`; records are
+    untrusted); messages name the path as the record does."""
+    path = contained(folder, name)
+    if path is None:
         raise BadField(key, f"image path {name!r} leads outside the image folder")
     if not path.is_file():
         raise BadField(key, f"image file not found: {name} (in {Path(folder).name}/)")
