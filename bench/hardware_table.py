@@ -148,7 +148,8 @@ def measure(model: Model) -> Shape:
     import torch.nn as nn
 
     from medln.backbones import BACKBONES_BY_NAME, FAMILIES, part_of
-    from medln.scopes import is_norm, meta_model
+    from medln.backbones import meta_model
+    from medln.structure import is_norm
 
     config = model.build()
     family = FAMILIES[BACKBONES_BY_NAME[model.backbone].family]

@@ -16,7 +16,12 @@ import time
 from .config import (AskArgs, ConfigError, EvalArgs, Listing, ParamsArgs, ScoreArgs, TrainArgs, TrainConfig, add_command,
                      from_args, parse_command_line)
 
-COMMAND_MODULES: list[str] = ["make.pretrain", "compare_cli", "bench", "inspect", "merge"]  # modules defining add_cli(sub)
+COMMAND_MODULES: list[str] = ["compare_cli", "bench", "inspect", "merge"]  # modules defining add_cli(sub)
+# Builders (medln.make) are imported only when their own command runs: `medln --help` and
+# every other command never load them. name -> (module defining add_cli(sub), one-line help)
+BUILDER_COMMANDS: dict[str, tuple[str, str]] = {
+    "pretrain-tiny": ("make.pretrain", "build and pretrain the bundled medln-tiny backbone (source style)"),
+}
 
 
 def _print(obj, as_json: bool) -> None:
@@ -173,12 +178,15 @@ def cmd_eval(args) -> None:
 
 
 def cmd_score(args) -> None:
-    from .metrics import score_files
+    from .scoring import score_files
 
     _print(score_files(args.task, args.pred, args.ref), args.json)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv` (default: this process's arguments): a builder command's real
+    options only when `argv` runs it, a one-line entry in the command list otherwise."""
+    argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="medln", description="LayerNorm fine-tuning of medical VLMs. "
                                 "Every command takes --config FILE (JSON/YAML) and shows its defaults in --help.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -192,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     # Commands that live with their concept: each module has add_cli(subparsers).
     for module in COMMAND_MODULES:
         importlib.import_module(f"medln.{module}").add_cli(sub)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, text) in BUILDER_COMMANDS.items():
+        if name == command:
+            importlib.import_module(f"medln.{module}").add_cli(sub)
+        else:
+            sub.add_parser(name, help=text, description=text)
     return p
 
 
@@ -204,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     from .scopes import ScopeError
 
     try:
-        args = parse_command_line(build_parser(), argv)
+        args = parse_command_line(build_parser(argv), argv)
         args.func(args)
     except (BackboneError, ConfigError, DataError, RunError, ScopeError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -66,7 +66,7 @@ def make_portable(adapter_dir: Path, base_name: str) -> None:
     path = Path(adapter_dir) / "adapter_config.json"
     if not path.is_file():
         return
-    from .runs import write_json_atomic
+    from .storage import write_json_atomic
 
     config = json.loads(path.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base_name

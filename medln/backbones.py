@@ -383,6 +383,14 @@ def model_class(family: Family):
     return getattr(transformers, family.model_class)
 
 
+def meta_model(config, family: Family):
+    """The model's structure on the meta device: no memory, no weights, ~0.4 s for 7B."""
+    import torch
+
+    with torch.device("meta"):
+        return model_class(family)._from_config(config)
+
+
 def quantization_config(family: Family, quant: str, keep_full_precision: list[str], compute_dtype):
     """NF4 with double quantisation (QLoRA's recipe). `keep_full_precision` holds the linear
     layers a scope trains as whole weights: Linear4bit weights cannot take gradients."""
@@ -434,7 +442,7 @@ CPU_4BIT_BLOCK = 64
 
 def cpu_unpackable(config, family: Family, skip: list[str]) -> list[tuple[str, int, int]]:
     """(name, in_features, out_features) of the linear layers the CPU 4-bit kernel cannot pack."""
-    from .scopes import describe, meta_model
+    from .structure import describe
 
     skipped = lambda name: any(name == k or name.startswith(k + ".") or name.endswith("." + k) for k in skip)  # noqa: E731
     return [(m.name, m.in_features, m.out_features) for m in describe(meta_model(config, family))

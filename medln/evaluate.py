@@ -50,7 +50,8 @@ def score(samples: list[Sample], preds: list[str], *, with_meteor: bool = False)
     """Flat metric dict: VQA keys (n, closed_accuracy, open_recall, overall, ...; n counts the report
     items instead when the split has no VQA item) and, when
     the split has report items, report keys (bleu_1..bleu_4, rouge_l, meteor, cider)."""
-    from .metrics import score_report, score_vqa
+    from .metrics import score_vqa
+    from .scoring import score_report
 
     result: dict = {}
     vqa = [(s, p) for s, p in zip(samples, preds) if s.task == "vqa"]

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from .backbones import Family, part_of
 from .config import _f, add_command
-from .scopes import ScopeError, is_norm
+from .scopes import ScopeError
+from .structure import is_norm
 
 LAYER = re.compile(r"\.(?:layers|layer|blocks)\.(\d+)\.")
 PEFT_PREFIX = "base_model.model."
@@ -220,7 +221,8 @@ def inspect_run(run_path, *, others: list = (), force: bool = False, html: bool 
     compared with it. A run's own movement is computed once and read back afterwards."""
     import json
 
-    from .runs import RunDir, write_json_atomic
+    from .runs import RunDir
+    from .storage import write_json_atomic
 
     def own(path) -> dict:
         run = RunDir(Path(path))
@@ -252,7 +254,7 @@ def inspect_run(run_path, *, others: list = (), force: bool = False, html: bool 
 
 def record_movement(run_path, model, family: Family, meta: dict) -> None:
     """inspect.json at the end of training, from the model still in memory (no reload)."""
-    from .runs import write_json_atomic
+    from .storage import write_json_atomic
 
     if hasattr(model, "peft_config") and not getattr(model, "active_peft_config", None).is_prompt_learning:
         write_json_atomic(Path(run_path) / INSPECT_JSON, summarize(movement(model, family), meta))

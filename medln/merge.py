@@ -70,7 +70,8 @@ def merge_run(run_path, out, *, device: str | None = None) -> dict:
     """Write a standalone merged model of a finished run to `out`; returns what was written."""
     import dataclasses
 
-    from .runs import RunDir, attach_run, base_spec, write_json_atomic
+    from .runs import RunDir, attach_run, base_spec
+    from .storage import write_json_atomic
 
     run = RunDir(Path(run_path))
     adapter_cfg_path = run.adapter_dir / "adapter_config.json"

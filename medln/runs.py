@@ -34,6 +34,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .storage import write_json_atomic
+
 
 class RunError(ValueError):
     """A run folder cannot be written or read as asked; the message says why and what to do."""
@@ -89,15 +91,6 @@ def new_run_id(backbone: str, scope: str) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     slug = re.sub(r"[^A-Za-z0-9.-]+", "-", Path(backbone).name)[:40]
     return f"{stamp}-{slug}-{scope}-{os.urandom(2).hex()}"
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass

@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .backbones import Family, part_of
+from .backbones import Family, meta_model, part_of
+from .structure import ModuleInfo, describe
 
 
 class ScopeError(ValueError):
@@ -169,58 +170,6 @@ def in_target(family: Family, module_name: str, target: str) -> bool:
                      f"({', '.join(family.projections)}) of the {family.name} family")
 
 
-def is_norm(module) -> bool:
-    import torch.nn as nn
-
-    if isinstance(module, nn.LayerNorm):
-        return True
-    cls = type(module).__name__
-    return cls.endswith("LayerNorm") or cls.endswith("RMSNorm")
-
-
-def numel(p) -> int:
-    """Logical size of a parameter: bitsandbytes packs 4-bit weights two per byte."""
-    quant_state = getattr(p, "quant_state", None)
-    return quant_state.shape.numel() if quant_state is not None else p.numel()
-
-
-@dataclass(frozen=True)
-class ModuleInfo:
-    """What selection needs to know of one module: the model's structure as plain data, so
-    the same rule runs on a loaded model, a meta-device model, or a cached description."""
-
-    name: str
-    kind: str  # "norm" | "linear" | "other"
-    params: int  # own parameters (tied weights counted once, at their first owner)
-    in_features: int = 0
-    out_features: int = 0
-    bias: bool = False
-
-
-def describe(model) -> list[ModuleInfo]:
-    seen: set[int] = set()
-    infos = []
-    for name, module in model.named_modules():
-        own = 0
-        for p in module.parameters(recurse=False):
-            if id(p) not in seen:
-                seen.add(id(p))
-                own += numel(p)
-        if is_norm(module):
-            kind = "norm"
-        elif hasattr(module, "in_features") and hasattr(module, "out_features"):
-            kind = "linear"  # nn.Linear and bitsandbytes' Linear4bit
-        else:
-            kind = "other"
-        infos.append(ModuleInfo(name, kind, own, getattr(module, "in_features", 0) or 0,
-                                getattr(module, "out_features", 0) or 0, getattr(module, "bias", None) is not None))
-    return infos
-
-
-def count_params(model) -> int:
-    return sum(m.params for m in describe(model))
-
-
 @dataclass
 class Selection:
     """The modules a scope trains, and the norms it leaves out because they get no gradient."""
@@ -307,16 +256,6 @@ def _select_prompt(structure: list[ModuleInfo], family: Family, scope: TuningSco
 
 def select_in_model(model, config, family: Family, scope: TuningScope, **kw) -> Selection:
     return select(describe(model), family.dead_norms(config), family, scope, **kw)
-
-
-def meta_model(config, family: Family):
-    """The model's structure on the meta device: no memory, no weights, ~0.4 s for 7B."""
-    import torch
-
-    from .backbones import model_class
-
-    with torch.device("meta"):
-        return model_class(family)._from_config(config)
 
 
 def kept_unquantized(backbone: str, scope: TuningScope, quant: str, *, trust_remote_code: bool = False) -> tuple[str, ...]:
@@ -407,10 +346,3 @@ def param_groups(model, scope: TuningScope, lr: float, ln_lr: float) -> list[dic
     norm = [p for n, p in params if ".modules_to_save." in n]
     rest = [p for n, p in params if ".modules_to_save." not in n]
     return [{"params": rest, "lr": lr, "name": "lora"}, {"params": norm, "lr": ln_lr, "name": "norms"}]
-
-
-def trainable_summary(model, total: int) -> tuple[int, float]:
-    """Trainable parameters of a (peft-)wrapped model against the BASE model's count: peft's
-    print_trainable_parameters counts LNTuningLayer's copies in its denominator."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, 100.0 * trainable / total

@@ -14,10 +14,14 @@ point it at a temporary folder; a server with its own volume may use it too).
 
 HF_HOME is read by huggingface_hub when it is first imported (gradio and transformers import
 it), so `configure()` must run before those imports: app.py calls it first thing.
+
+Every JSON record MedLN keeps (a run's config.json and eval.json, a sweep's results.json,
+inspect.json) is written by `write_json_atomic`: a crash never leaves half a file.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,3 +84,14 @@ def _inside(path: Path, root: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """JSON written to a temporary name, flushed to disk and renamed into place: a crash
+    mid-write never leaves a half-written file that looks complete (medln.runs' contract)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

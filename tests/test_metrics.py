@@ -7,12 +7,10 @@ import shutil
 
 import pytest
 
-from medln import metrics
+from medln import metrics, scoring
 from medln.data.sample import DataError
-from medln.metrics import (
-    closed_correct, exact_match, normalize_answer, open_recall, score_files, score_report,
-    score_vqa, token_f1, tokenize,
-)
+from medln.metrics import closed_correct, exact_match, normalize_answer, open_recall, score_vqa, token_f1, tokenize
+from medln.scoring import score_files, score_report
 
 approx = lambda x: pytest.approx(x, abs=1e-6)  # noqa: E731
 
@@ -258,11 +256,11 @@ def test_score_report_empty_and_bad_input():
 
 
 def test_meteor_is_none_with_a_reason_without_java_or_jar(monkeypatch):
-    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
-    monkeypatch.setattr(metrics, "_meteor_jar", lambda: metrics.Path("meteor-1.5.jar"))
+    monkeypatch.setattr(scoring.shutil, "which", lambda name: None)
+    monkeypatch.setattr(scoring, "_meteor_jar", lambda: scoring.Path("meteor-1.5.jar"))
     got = score_report(["a b"], ["a b"])
     assert got["meteor"] is None and "Java" in got["meteor_note"]
-    monkeypatch.setattr(metrics, "_meteor_jar", lambda: None)
+    monkeypatch.setattr(scoring, "_meteor_jar", lambda: None)
     assert "pycocoevalcap" in score_report(["a b"], ["a b"])["meteor_note"]
 
 
@@ -381,6 +379,6 @@ def test_meteor_equals_pycocoevalcap():
     # expected value is what pycocoevalcap 1.2's own wrapper returns for this corpus,
     # Meteor().compute_score(gts, res)[0], pinned here so the test starts one JVM, not two
     # (each loads a 60 MB paraphrase table: ~10 s on two cores).
-    score, note = metrics.meteor(HYPS, REFS)
+    score, note = scoring.meteor(HYPS, REFS)
     assert note is None
     assert score == pytest.approx(0.3376301910017382, rel=1e-9)

@@ -15,7 +15,8 @@ import torch
 from conftest import FAMILY_NAMES
 from medln.backbones import load_backbone
 from medln.prompts import encode_for_training
-from medln.scopes import PROMPT_TOKENS, ModuleInfo, ScopeError, get_scope, param_groups, select
+from medln.scopes import PROMPT_TOKENS, ScopeError, get_scope, param_groups, select
+from medln.structure import ModuleInfo
 from medln.train import fit, prepare
 from test_scopes import NORM_PARTS, Facts, changed, few, part, projections, snapshot, train_cfg
 from test_train import assert_same, differs, outputs

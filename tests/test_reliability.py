@@ -373,7 +373,7 @@ def test_4bit_on_a_cpu_keeps_the_layers_its_kernel_cannot_pack(tmp_path):
 def test_score_accepts_report_predictions_keyed_report_and_eval_counts_report_items(tmp_path):
     from medln.evaluate import score
     from medln.data.sample import Sample
-    from medln.metrics import score_files
+    from medln.scoring import score_files
 
     ref, pred = tmp_path / "ref.jsonl", tmp_path / "pred.jsonl"
     ref.write_text('{"id": 1, "report": "no acute findings."}\n{"id": 2, "report": "mild cardiomegaly."}\n')

@@ -19,7 +19,8 @@ from conftest import FAMILY_NAMES, llava_7b_config_dir
 from medln.backbones import load_backbone
 from medln.config import ConfigError, TrainConfig
 from medln.prompts import encode_for_training
-from medln.scopes import SCOPES, ScopeError, get_scope, select_in_model, trainable_summary
+from medln.scopes import SCOPES, ScopeError, get_scope, select_in_model
+from medln.structure import trainable_summary
 from medln.train import fit, prepare
 
 # The scopes added for the paper's whole method table (ia3, bitfit, prompt, ln-lora) have their

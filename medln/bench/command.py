@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import ConfigError, _f
-from ..scopes import ScopeError, apply_scope, count_params, get_scope, select, select_in_model
+from ..scopes import ScopeError, apply_scope, get_scope, select, select_in_model
+from ..structure import count_params
 from .inputs import IMAGE_BLOCKS, image_tokens, synthetic_batch
 from ..adapters import adapter_bytes
 from .measure import (build_model, compile_blocks, forward_flops, peak_tflops, quantize_4bit,

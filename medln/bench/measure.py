@@ -88,7 +88,7 @@ def forward_flops(model, inputs: dict, autocast) -> dict[str, int]:
     import torch
     import torch.nn as nn
 
-    from ..scopes import is_norm
+    from ..structure import is_norm
 
     flops: dict[str, int] = {}
     hooks = []
