@@ -44,7 +44,7 @@ def cmd_backbones(args) -> None:
 
 
 def cmd_scopes(args) -> None:
-    from .scopes import SCOPES
+    from .methods import SCOPES
 
     rows = [{"name": s.name, "kind": s.kind, "targets": list(s.targets), "description": s.description,
              "default_lr": s.default_lr, "quant_4bit": s.quant_4bit} for s in SCOPES]
@@ -53,7 +53,7 @@ def cmd_scopes(args) -> None:
 
 def cmd_params(args) -> None:
     from .accounting import param_rows
-    from .scopes import get_scope
+    from .methods import get_scope
 
     if args.scope != "all":
         get_scope(args.scope)  # an unknown name is a usage error (exit 2), not a "skipped" row
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     from .machine import free_memory
     from .memory import is_out_of_memory
     from .runs import RunError
-    from .scopes import ScopeError
+    from .methods import ScopeError
 
     try:
         args = parse_command_line(build_parser(argv), argv)

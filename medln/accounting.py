@@ -17,7 +17,8 @@ from pathlib import Path
 
 from . import __version__
 from .backbones import FAMILIES, resolve
-from .scopes import SCOPES, ScopeError, get_scope, select
+from .methods import SCOPES, ScopeError, get_scope, select
+from .methods.lora import RANK
 from .structure import ModuleInfo, describe
 
 
@@ -54,7 +55,7 @@ def structure(backbone: str) -> tuple[str, str, list[ModuleInfo], list[str]]:
     return resolved.name, family.name, modules, dead
 
 
-def param_rows(backbone: str, scopes: list[str] | None = None, quant: str = "none", lora_r: int = 8) -> list[dict]:
+def param_rows(backbone: str, scopes: list[str] | None = None, quant: str = "none", lora_r: int = RANK) -> list[dict]:
     """One row per scope: {backbone, scope, total, trainable, percent, dead, modules} or
     {backbone, scope, skipped: reason} for a combination that cannot run."""
     name, family_name, modules, dead = structure(backbone)

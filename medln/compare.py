@@ -33,7 +33,7 @@ from .config import ConfigError, TrainConfig
 from .evaluate import headline_metric
 from .machine import free_memory, machine_info
 from .storage import write_json_atomic
-from .scopes import SCOPES, ScopeError, get_scope
+from .methods import SCOPES, ScopeError, get_scope
 from .protocol import reference_rows, split_validation
 from .compare_report import format_bytes, format_table, write_csv, write_figures, write_table
 from .summary import summarize_rows, verdict

@@ -1,12 +1,8 @@
 """Merge a run's adapter into the base weights and save a standalone model.
 
-peft's `merge_and_unload()` folds each adapter into the weights it modifies:
-  LN tuning (ln*, attn, ffn)   the trained copy of each module replaces the original (a swap: exact)
-  LoRA                         W += B·A·alpha/r
-  IA³                          W scaled by l (rows for k/v, columns for the MLP down-projection)
-  BEFT (bitfit)                b += Δb
-  modules_to_save (ln-lora)    the trained norm copies replace the originals
-The result is a plain transformers checkpoint (safetensors + processor) that loads anywhere,
+peft's `merge_and_unload()` folds each adapter into the weights it modifies; each tuning
+method says how (medln.methods, `Method.fold`: LN tuning swaps the trained copy in, LoRA adds
+B·A·alpha/r, IA³ scales W by l, BitFit adds Δb), and medln-merged.json records it. The result is a plain transformers checkpoint (safetensors + processor) that loads anywhere,
 needs neither peft nor MedLN, and answers as the adapter did (tests/test_merge.py compares
 greedy generations). A soft prompt (`prompt`) is extra input, not a weight change: there is
 nothing to merge. A `full` run already holds whole weights.
@@ -26,10 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .config import _f, add_command
-from .scopes import ScopeError
+from .methods import METHODS, ScopeError, get_scope
 
 MERGED_JSON = "medln-merged.json"
-NOT_MERGEABLE = {"PROMPT_TUNING": "a soft prompt is extra input tokens, not a change to weights: nothing to merge",
+# peft types whose adapters change no weight: the methods' own reasons, and peft's prefix
+# tuning (not a MedLN scope, but an adapter of that kind may be handed to merge)
+NOT_MERGEABLE = {**{m.peft_type: f"{m.no_weights}: nothing to merge" for m in METHODS.values() if m.no_weights},
                  "PREFIX_TUNING": "prefix tuning adds key/value prefixes, not a change to weights: nothing to merge"}
 
 
@@ -96,7 +94,7 @@ def merge_run(run_path, out, *, device: str | None = None) -> dict:
     merged.save_pretrained(tmp, safe_serialization=True)
     bb.processor.save_pretrained(tmp)
     info = {"run": str(run.path), "scope": cfg.get("scope"), "peft_type": peft_type, "source": source,
-            "trained_quant": cfg.get("quant", "none"),
+            "trained_quant": cfg.get("quant", "none"), "fold": get_scope(cfg["scope"]).method.fold if cfg.get("scope") else None,
             "note": ("trained on a 4-bit base: merged into the unquantized weights, so answers are the adapter's "
                      "on the full-precision base" if cfg.get("quant") == "4bit" else "answers equal the adapter's"),
             "dtype": str(next(merged.parameters()).dtype).replace("torch.", ""),

@@ -13,20 +13,10 @@ from typing import Iterable
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-# The LayerNorm scopes in blues (the paper's method), the baselines in other hues.
-SCOPE_COLOURS: dict[str, str] = {
-    "ln": "#1d4ed8",
-    "ln-vision": "#60a5fa",
-    "ln-llm": "#0e7490",
-    "attn": "#d97706",
-    "ffn": "#16a34a",
-    "lora": "#db2777",
-    "full": "#4b5563",
-    "ia3": "#7c3aed",
-    "bitfit": "#92400e",
-    "prompt": "#65a30d",
-    "ln-lora": "#312e81",  # norms + LoRA: the darkest blue
-}
+from .methods import ABSOLUTE_PARAMS, PARAMS, SCOPES
+
+# Each scope's colour is on its registry line (medln.methods.registry).
+SCOPE_COLOURS: dict[str, str] = {s.name: s.colour for s in SCOPES if s.colour}
 _FALLBACK = ["#7c3aed", "#b45309", "#0f766e", "#be123c", "#4d7c0f"]
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=30, t=60, b=50), height=420)
 
@@ -272,8 +262,8 @@ def loss_curve_fig(records: Iterable[dict], *, group: str = "scope") -> go.Figur
 
 _PART_ORDER = ("vision", "connector", "llm", "other")
 _PART_TITLE = {"vision": "vision tower", "connector": "connector", "llm": "language model", "other": "other"}
-_BIAS = ("bias", "beft")  # absolute change; the rest relative
-_PARAM_MARK = {"gain": "γ", "bias": "β", "weight": "W", "lora": "ΔW (LoRA)", "ia3": "l (IA³)", "beft": "b (BEFT)"}
+_BIAS = ABSOLUTE_PARAMS  # absolute change; the rest relative
+_PARAM_MARK = {name: label for name, (label, _) in PARAMS.items()}
 
 
 def _grid(rows: list[dict]) -> tuple[list[str], list[str], list[list[float | None]], list[list[str]]]:

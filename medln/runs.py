@@ -34,7 +34,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .methods import METHODS, PEFT_TYPES, get_scope
 from .storage import write_json_atomic
+from .structure import shape_of
 
 
 class RunError(ValueError):
@@ -232,7 +234,6 @@ def base_spec(run_dir: str | Path) -> BaseSpec:
     """The recorded base of a run. Runs written before `base` was recorded: rebuilt from their
     config (a 4-bit attn/ffn run kept exactly its adapter's target modules unquantized)."""
     from .adapters import is_peft_adapter, peft_targets
-    from .scopes import get_scope
 
     run = RunDir(Path(run_dir))
     try:
@@ -278,10 +279,9 @@ def load_run(run_dir: str | Path, *, device: str | None = None):
     return dataclasses.replace(bb, model=attach_run(bb, run_dir).eval())
 
 
-# peft's names in a saved adapter: <module>.<marker><param> (the adapter name is stripped)
-_MARKERS = (".ln_tuning_layers.", ".lora_A.", ".lora_B.")
-# the peft methods MedLN's scopes save (medln.scopes: ln*/attn/ffn, lora/ln-lora, ia3, bitfit, prompt)
-PEFT_TYPES = ("LN_TUNING", "LORA", "IA3", "BEFT", "PROMPT_TUNING")
+# peft's names in a saved adapter: <module>.<marker><param> (the adapter name is stripped); each
+# method says which markers its tensors carry and the shape each must have on this base
+_SHAPES = {marker: rule for m in METHODS.values() for marker, rule in m.saved_shapes.items()}
 
 
 def check_adapter(model, adapter_dir: str | Path, *, family: str | None = None) -> None:
@@ -323,7 +323,7 @@ def check_adapter(model, adapter_dir: str | Path, *, family: str | None = None) 
                        f"(first: {missing[0]}): it was trained on another model")
     for key, shape in _saved_shapes(adapter_dir / "adapter_model.safetensors").items():
         key = key.removeprefix("base_model.model.")
-        marker = next((m for m in _MARKERS if m in key), None)
+        marker = next((m for m in _SHAPES if m in key), None)
         if marker is None:
             continue
         name, param = key.split(marker, 1)
@@ -332,7 +332,7 @@ def check_adapter(model, adapter_dir: str | Path, *, family: str | None = None) 
             raise RunError(f"{adapter_dir}: the adapter holds weights for {name}, which this backbone does not "
                            "have: it was trained on another model")
         layer = getattr(layer, "base_layer", layer)  # already wrapped by peft
-        expected = _expected_shape(layer, marker, param, shape)
+        expected = _SHAPES[marker](layer, param, shape)
         if expected is not None and tuple(expected) != tuple(shape):
             raise RunError(f"{adapter_dir}: {name}{marker}{param} has shape {list(shape)} in the adapter but this "
                            f"backbone needs {list(expected)}: it was trained on another model size")
@@ -357,21 +357,6 @@ def _saved_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         raise RunError(f"{path}: unreadable safetensors file ({type(e).__name__}: {e})") from None
 
 
-def _shape(tensor) -> tuple[int, ...] | None:
-    if tensor is None:
-        return None
-    quant_state = getattr(tensor, "quant_state", None)  # bitsandbytes packs 4-bit weights two per byte
-    return tuple(quant_state.shape) if quant_state is not None else tuple(tensor.shape)
-
-
-def _expected_shape(layer, marker: str, param: str, saved: tuple[int, ...]):
-    if marker == ".ln_tuning_layers.":  # a trained copy of the whole module: same shapes
-        return _shape(getattr(layer, param.split(".")[-1], None))
-    if marker == ".lora_A.":  # (rank, in_features)
-        return (saved[0], getattr(layer, "in_features", saved[-1]))
-    return (getattr(layer, "out_features", saved[0]), saved[-1])  # lora_B: (out_features, rank)
-
-
 def _check_full(base, adapter_dir: Path) -> None:
     """A 'full' run's checkpoint: same model type and the same tensor shapes as the base."""
     try:
@@ -382,7 +367,7 @@ def _check_full(base, adapter_dir: Path) -> None:
     if not isinstance(config, dict) or config.get("model_type") != model_type:
         other = config.get("model_type") if isinstance(config, dict) else None
         raise RunError(f"{adapter_dir}: a checkpoint of a {other!r} model; this backbone is {model_type!r}")
-    own = {k: _shape(t) for k, t in base.state_dict().items()}
+    own = {k: shape_of(t) for k, t in base.state_dict().items()}
     for file in sorted(adapter_dir.glob("*.safetensors")):
         for key, shape in _saved_shapes(file).items():
             if own.get(key) is not None and own[key] != tuple(shape):

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .adapters import adapter_off, is_peft_adapter, peft_targets
+from .methods import methods_of
 from .runs import BaseSpec, RunDir, attach_run, base_spec
 
 log = logging.getLogger("medln.serve")
@@ -69,7 +70,7 @@ class Entry:
         self.adapters.move_to_end(key)
         name = self.adapters[key]
         self.model.set_adapter(name)
-        if self.signature and self.signature[0] == "LN_TUNING":
+        if self.signature and any(m.swaps_in for m in methods_of(self.signature[0])):
             # The trained modules swapped in for the answer (exact, no copy, same tokens): no
             # peft dispatch per norm call during decoding (docs/merge_speed.py measures it).
             from medln.merge import swapped_in

@@ -28,6 +28,14 @@ def numel(p) -> int:
     return quant_state.shape.numel() if quant_state is not None else p.numel()
 
 
+def shape_of(tensor) -> tuple[int, ...] | None:
+    """Logical shape of a tensor (None for none), 4-bit packed weights included."""
+    if tensor is None:
+        return None
+    quant_state = getattr(tensor, "quant_state", None)
+    return tuple(quant_state.shape) if quant_state is not None else tuple(tensor.shape)
+
+
 @dataclass(frozen=True)
 class ModuleInfo:
     """What selection needs to know of one module: the model's structure as plain data, so

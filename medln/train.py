@@ -27,7 +27,7 @@ from .prompts import encode_for_training
 from .machine import peak_memory_gb, reset_peak
 from .precision import autocast_context, from_dtype, grad_scaler
 from .runs import BaseSpec
-from .scopes import Selection, apply_scope, get_scope, kept_unquantized, param_groups
+from .methods import Selection, apply_scope, get_scope, kept_unquantized
 
 EVENTS = {
     "start": "the run's set-up: backbone, scope, counts, notes (first record)",
@@ -116,7 +116,7 @@ def make_accelerator(cfg: TrainConfig):
         gradient_accumulation_steps=cfg.grad_accum,
         mixed_precision="no",
         cpu=not torch.cuda.is_available(),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=get_scope(cfg.scope).how.wrap is None)],
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=get_scope(cfg.scope).method.peft_type is None)],
     )
 
 
@@ -134,8 +134,9 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
     precision = tunable.backbone.precision or from_dtype(tunable.backbone.dtype)
     scaler = grad_scaler(precision, acc.device.type)  # fp16 only; otherwise a pass-through
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = param_groups(model, get_scope(cfg.scope), cfg.effective_lr, cfg.effective_ln_lr)
-    optimizer = torch.optim.AdamW(groups, lr=cfg.effective_lr, weight_decay=cfg.weight_decay)
+    # The rate: cfg.lr as given, else the scope's default for this backbone (TrainConfig.effective_lr).
+    groups = get_scope(cfg.scope).method.param_groups(model, cfg.effective_lr, cfg.effective_ln_lr)
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.steps, cfg.warmup))
     loader = DataLoader(
         samples,
@@ -282,7 +283,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "skipped": loaded.skipped,
         "notes": sel.notes + list(getattr(tunable.backbone, "notes", [])) + notes + _precision_notes(tunable.backbone.precision),
     }
-    start["scope_description"] = get_scope(cfg.scope).description
+    start["scope_description"] = tunable.selection.scope.description
     base_spec = tunable.base or BaseSpec(cfg.backbone, cfg.quant)
     run = None
     if acc.is_main_process:
@@ -313,7 +314,7 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, ba
                 for split, split_samples in eval_sets.items()}
 
     base = None
-    if get_scope(cfg.scope).how.wrap is None and acc.is_main_process:
+    if sel.scope.method.peft_type is None and acc.is_main_process:
         base = run_eval(adapter=True, skip=base_metrics)  # full fine-tuning overwrites the weights: score them first
     status, steps_done, t0 = "completed", 0, time.perf_counter()
     for record in fit(tunable, cfg, samples, stop=stop, accelerator=acc):

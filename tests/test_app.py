@@ -94,7 +94,7 @@ def test_build_config_lists_every_problem():
 
 def test_scope_defaults_come_from_the_registry():
     from medln.backbones import BACKBONES_BY_NAME
-    from medln.scopes import get_scope
+    from medln.methods import get_scope
 
     lr, desc = ft.scope_info("ln", "some/hub-model")  # no measured rates: the scope's own
     assert lr == get_scope("ln").default_lr and "LayerNorm" in desc

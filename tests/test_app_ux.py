@@ -97,7 +97,7 @@ def test_claims_are_shown_beside_what_was_measured_never_as_fact():
 
 
 def test_about_learning_rates_are_the_fine_tune_tabs():
-    from medln.scopes import SCOPES
+    from medln.methods import SCOPES
     from medln.ui import about
 
     for backbone in ("medln-tiny", "some/hub-model"):

@@ -21,7 +21,7 @@ from medln.compare import compare, parse_scopes, retention, steady
 from medln.config import TrainConfig
 from medln.plots import (cost_fig, loss_curve_fig, metric_vs_params_fig, pareto_front, retention_fig,
                          trainable_params_fig)
-from medln.scopes import ScopeError
+from medln.methods import ScopeError
 from medln.make.tiny import build_tiny
 
 ROW_FIELDS = ["scope", "trainable", "percent", "adapter_bytes", "step_s", "samples_per_s", "peak_mem_gb", "train_s",

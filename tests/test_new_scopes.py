@@ -1,7 +1,7 @@
 """The scopes that complete the paper's method table (ia3, bitfit, prompt, ln-lora) on tiny
 models of every family, in the style of test_scopes.py: what should train is found by the
 test itself (module types, the config's layer counts, a real gradient probe), never read back
-from medln.scopes; then exactly those tensors must train and move, the adapter must reload
+from medln.methods; then exactly those tensors must train and move, the adapter must reload
 with PeftModel.from_pretrained to the same outputs, and the adapter off must give the base.
 """
 
@@ -15,7 +15,7 @@ import torch
 from conftest import FAMILY_NAMES
 from medln.backbones import load_backbone
 from medln.prompts import encode_for_training
-from medln.scopes import PROMPT_TOKENS, ScopeError, get_scope, param_groups, select
+from medln.methods import PROMPT_TOKENS, ScopeError, get_scope, param_groups, select
 from medln.structure import ModuleInfo
 from medln.train import fit, prepare
 from test_scopes import NORM_PARTS, Facts, changed, few, part, projections, snapshot, train_cfg
@@ -203,7 +203,7 @@ def test_bitfit_on_a_model_without_biases_selects_nothing_and_says_why():
 
 def test_bitfit_says_when_only_the_vision_side_has_biases(facts):
     """LLaVA's Llama decoder has no biases: bitfit trains the vision tower and projector and says so."""
-    from medln.scopes import select_in_model
+    from medln.methods import select_in_model
 
     f = facts("llava")
     bb = load_backbone(f.path)

@@ -133,26 +133,27 @@ def test_loading_a_backbone_imports_neither_gradio_nor_the_builders(tiny_model):
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_family_keyed_tables_follow_the_family_registry():
-    from medln.backbones import BACKBONES, FAMILIES
-    from medln.bench.inputs import IMAGE_BLOCKS
+def test_every_family_is_one_record_the_tables_follow():
+    """A family's tiny checkpoint and benchmark input block live in its Family record; the
+    checkpoint registry, the bench shapes and the test fixtures follow FAMILIES."""
+    from medln.backbones import BACKBONES, FAMILIES, TinySpec
     from medln.bench.shapes import SHAPES
-    from medln.make.tiny import TINY_SPECS
 
-    assert set(TINY_SPECS) == set(FAMILIES)
+    assert all(isinstance(f.tiny, TinySpec) and f.tiny.build_config and f.tiny.build_processor
+               for f in FAMILIES.values())
     # bench has real shapes of the decoder families only (no BLIP shape): each has its image block
-    assert {s.family for s in SHAPES.values()} <= set(IMAGE_BLOCKS) <= set(FAMILIES)
+    assert all(FAMILIES[s.family].image_block is not None for s in SHAPES.values())
     assert set(FAMILY_NAMES) == set(FAMILIES)  # the test fixtures build a tiny model of each
     assert {b.family for b in BACKBONES} <= set(FAMILIES)
 
 
 def test_every_scope_is_one_registry_line():
-    """Scopes are data: a kind from KINDS and targets every family can resolve."""
+    """Scopes are data: a method from METHODS and targets every family can resolve."""
     from medln.backbones import FAMILIES
-    from medln.scopes import KINDS, SCOPES
+    from medln.methods import METHODS, SCOPES
 
     for scope in SCOPES:
-        assert scope.kind in KINDS, scope
+        assert METHODS[scope.kind] is scope.method, scope
         for family in FAMILIES.values():
             for target in scope.targets:
                 assert target in family.parts or target in family.projections, (scope.name, family.name, target)

@@ -23,12 +23,12 @@ from conftest import REPO, run_cli
 from medln.adapters import adapter_off
 from medln.config import TrainConfig
 from medln.prompts import encode_for_training
-from medln.scopes import SCOPES
+from medln.methods import SCOPES
 from medln.train import prepare, train_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unsupported layer type:UserWarning")
 
-CASES = [(s.name, q) for s in SCOPES for q in ("none", "4bit") if not (q == "4bit" and s.how.quant_4bit == "refuse")]
+CASES = [(s.name, q) for s in SCOPES for q in ("none", "4bit") if not (q == "4bit" and s.refuses_4bit)]
 
 RELOAD = r"""
 import json, sys, torch

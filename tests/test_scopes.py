@@ -1,7 +1,7 @@
 """Tuning scopes on tiny random models of every family, loaded through the hub code path.
 
 What the scope promises is checked against facts the test finds out for itself, never against
-medln.scopes.select: the norms are found by module type, the dead ones by an actual gradient
+medln.methods.select: the norms are found by module type, the dead ones by an actual gradient
 probe, the projections are listed from the config's layer counts, and the tensors that change
 in one optimizer step are found by comparing the whole state_dict (base weights included).
 """
@@ -19,7 +19,7 @@ from conftest import FAMILY_NAMES, llava_7b_config_dir
 from medln.backbones import load_backbone
 from medln.config import ConfigError, TrainConfig
 from medln.prompts import encode_for_training
-from medln.scopes import SCOPES, ScopeError, get_scope, select_in_model
+from medln.methods import SCOPES, ScopeError, get_scope, select_in_model
 from medln.structure import trainable_summary
 from medln.train import fit, prepare
 

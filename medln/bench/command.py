@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import ConfigError, _f
-from ..scopes import ScopeError, apply_scope, get_scope, select, select_in_model
+from ..methods import ScopeError, apply_scope, get_scope, select, select_in_model
+from ..methods.lora import RANK
 from ..structure import count_params
-from .inputs import IMAGE_BLOCKS, image_tokens, synthetic_batch
+from .inputs import image_block, image_tokens, synthetic_batch
 from ..adapters import adapter_bytes
 from .measure import (build_model, compile_blocks, forward_flops, peak_tflops, quantize_4bit,
                       time_generation, time_training, training_flops, _free, _peak_gb, _reset_peak, _sync)
@@ -46,7 +47,7 @@ class BenchConfig:
     gen_tokens: int = _f(64, "new tokens per generation measurement (0: skip generation)")
     gen_batch: int = _f(1, "prompts per generation measurement")
     gen_text: int = _f(32, "text tokens after the image in a generation prompt")
-    lora_r: int = _f(8, "LoRA rank; LoRA targets every attention and MLP projection of the language model")
+    lora_r: int = _f(RANK, "LoRA rank; LoRA targets every attention and MLP projection of the language model")
     sdpa: bool = _f(True, "PyTorch scaled-dot-product attention (flash/memory-efficient kernels); off: eager")
     compile: bool = _f(False, "torch.compile each transformer block (regional) for the training steps")
     grad_ckpt: bool = _f(False, "gradient checkpointing (recompute activations in backward)")
@@ -91,7 +92,7 @@ class BenchConfig:
         if not problems:  # every sequence must hold its shape's image
             for name in lists["shape"]:
                 shape, config, family = shape_config(name, toy=self.toy)
-                need = len(IMAGE_BLOCKS[family.name](config, shape).ids) + 3
+                need = len(image_block(shape, config, family).ids) + 3
                 problems += [f"seq: {t} is too short for {name} (one image takes {need - 3} tokens)"
                              for t in lists["seq"] if t < need]
         if problems:
@@ -142,7 +143,7 @@ def bench_row(cfg: BenchConfig, shape_name: str, scope_name: str, quant: str, ba
     precision = resolve_precision("bf16" if quant == "bf16" else "auto", device=str(device),
                                   fp16_ok=FAMILIES[SHAPES[shape_name].family].fp16_ok, model=shape_name)
     dtype = precision.dtype
-    quant_arg = "4bit" if quant == "4bit" else "none"  # medln.scopes' vocabulary
+    quant_arg = "4bit" if quant == "4bit" else "none"  # medln.methods' vocabulary
     mixed = precision.autocast
 
     def autocast():  # as train.fit: fp32 trained tensors, matmuls in the precision's dtype
@@ -155,7 +156,7 @@ def bench_row(cfg: BenchConfig, shape_name: str, scope_name: str, quant: str, ba
     try:
         scope = get_scope(scope_name)
         shape, config, family = shape_config(shape_name, toy=cfg.toy)
-        if scope.how.quant_4bit == "refuse" and quant_arg != "none":
+        if scope.refuses_4bit and quant_arg != "none":
             select([], [], family, scope, quant=quant_arg)  # scopes' own refusal, before anything is built
         torch.manual_seed(cfg.seed)
         t0 = time.perf_counter()
@@ -177,7 +178,7 @@ def bench_row(cfg: BenchConfig, shape_name: str, scope_name: str, quant: str, ba
         inputs = on_device(synthetic_batch(shape, config, family, batch, seq, seed=cfg.seed))
         fwd = forward_flops(model, inputs, autocast)
         if cfg.gen_tokens:
-            prompt_len = 1 + len(IMAGE_BLOCKS[family.name](config, shape).ids) + cfg.gen_text
+            prompt_len = 1 + len(image_block(shape, config, family).ids) + cfg.gen_text
             gen_inputs = on_device(synthetic_batch(shape, config, family, cfg.gen_batch, prompt_len, labels=False,
                                                    seed=cfg.seed + 1))
             base = time_generation(model, gen_inputs, new_tokens=cfg.gen_tokens, device=device, autocast=autocast,

@@ -9,7 +9,7 @@ import math
 import time
 
 from ..backbones import Family, model_class, part_of
-from ..scopes import TuningScope
+from ..methods import TuningScope
 
 
 def build_model(config, family: Family, device, dtype, *, sdpa: bool = True):

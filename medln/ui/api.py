@@ -23,7 +23,7 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from medln import DISCLAIMER
-from medln.backbones import ASSETS
+from medln import ASSETS
 
 from . import ask as ask_tab
 from . import finetune as ft

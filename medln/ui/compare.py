@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from medln.config import TrainConfig
-from medln.scopes import SCOPES
+from medln.methods import SCOPES
 
 from . import views
 from .context import AppContext
@@ -70,14 +70,14 @@ def compare_records(cfg_dict: dict, scopes: list[str], out: str, stop=None):
 def estimate_for(ctx: AppContext, cfg: TrainConfig, scopes: list[str]):
     """(Estimate or None, answers scored) for a comparison: the sum over its scopes; `full`
     under 4-bit is skipped and costs nothing. None when a scope has no recorded speed."""
-    from medln.scopes import get_scope
+    from medln.methods import get_scope
 
     from . import eta
 
     n_items = eta.scored_items(cfg.data, [cfg.eval_split, cfg.ood_split], cfg.eval_limit)
     per_scope, missing = [], []
     for name in scopes:
-        if cfg.quant == "4bit" and get_scope(name).how.quant_4bit == "refuse":
+        if cfg.quant == "4bit" and get_scope(name).refuses_4bit:
             continue
         speed = ctx.jobs.speed.lookup(cfg.backbone, name, cfg.quant, cfg.batch_size) if ctx.jobs.speed else None
         est = eta.estimate(speed, cfg.steps, n_items // 2 if n_items else None)  # base is scored once

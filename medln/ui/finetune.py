@@ -13,7 +13,7 @@ from pathlib import Path
 from medln.backbones import BACKBONES, BACKBONES_BY_NAME
 from medln.config import TrainConfig
 from medln.runs import new_run_id
-from medln.scopes import SCOPES, find_scope, get_scope
+from medln.methods import SCOPES, find_scope, get_scope
 
 from . import views
 from .context import AppContext
@@ -56,7 +56,7 @@ def backbone_info(backbone: str) -> str:
 
 def scope_info(scope: str, backbone: str = "") -> tuple[float, str]:
     """(default learning rate, description) of a scope on a backbone."""
-    from medln.scopes import default_lr
+    from medln.methods import default_lr
 
     s, lr = get_scope(scope), default_lr((backbone or "").strip(), scope)
     return lr, f"{s.description}. Default learning rate {lr:g}."
@@ -80,7 +80,7 @@ def quant_note(scope: str, quant4: bool) -> tuple[str, bool]:
     s = get_scope(scope)
     if not quant4:
         return "Unquantized weights in the run's precision (auto: fp32 on a CPU, bf16 or fp16 on a GPU).", True
-    if s.how.quant_4bit == "refuse":
+    if s.refuses_4bit:
         return (f"⚠️ **{scope} + 4-bit cannot run**: 4-bit weights cannot be trained. Untick 4-bit or pick another "
                 "scope.", False)
     cpu = ""
@@ -206,7 +206,7 @@ def start(ctx: AppContext, session: str, backbone, scope, quant4, steps, lr, bat
 def form_values(config: dict) -> tuple:
     """A job's config -> the values of the form widgets (backbone, scope, 4-bit, steps, lr,
     batch, samples scored, seed, precision): a reloaded page shows what is actually running."""
-    from medln.scopes import default_lr
+    from medln.methods import default_lr
 
     lr = config.get("lr")
     lr = lr if lr is not None else default_lr(config["backbone"], config["scope"])
