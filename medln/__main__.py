@@ -73,6 +73,7 @@ def cmd_params(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from .metrics import METRICS
     from .runs import new_run_id
 
     cfg = from_args(args, TrainArgs).train_config()
@@ -100,8 +101,9 @@ def cmd_train(args) -> None:
             print(f"run: {record['run']} ({record['status']}, {record['steps_done']} steps, {record['train_s']:.1f} s)")
             for split in record["tuned"]:
                 b, t = record["base"][split], record["tuned"][split]
-                keys = [k for k in ("overall", "closed_accuracy", "open_recall", "bleu_4", "rouge_l") if t.get(k) is not None]
-                print(f"  {split:<12} " + "  ".join(f"{k} {b.get(k) or 0:.3f}->{t[k]:.3f}" for k in keys))
+                shown = [m for m in METRICS.values() if m.brief and t.get(m.name) is not None]
+                print(f"  {split:<12} " + "  ".join(f"{m.name} {m.format(b.get(m.name) or 0)}->{m.format(t[m.name])}"
+                                                    for m in shown))
         elif record["event"] == "step" and (record["step"] % 10 == 0 or record["step"] == 1):
             print(f"step {record['step']:>5}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
                   f"{record['samples_per_s']:.1f} samples/s", flush=True)

@@ -74,16 +74,17 @@ def make_portable(adapter_dir: Path, base_name: str) -> None:
 
 
 def _metrics_table(result: dict) -> str:
-    keys = ("n", "overall", "closed_accuracy", "open_recall", "bleu_4", "rouge_l", "meteor", "cider")
+    from .metrics import METRICS
+
     lines = ["| split | metric | base | tuned |", "|---|---|---:|---:|"]
     for split, tuned in (result.get("tuned") or {}).items():
         base = (result.get("base") or {}).get(split) or {}
-        for k in keys:
-            if tuned.get(k) is None:
-                continue
-            b = base.get(k)
-            fmt = (lambda v: f"{v:,}") if k == "n" else (lambda v: f"{v:.3f}")
-            lines.append(f"| {split} | {k} | {fmt(b) if b is not None else ''} | {fmt(tuned[k])} |")
+        if tuned.get("n") is not None:
+            n_base = "" if base.get("n") is None else f"{base['n']:,}"
+            lines.append(f"| {split} | n | {n_base} | {tuned['n']:,} |")
+        for m in (m for m in METRICS.values() if m.table and tuned.get(m.name) is not None):
+            b = base.get(m.name)
+            lines.append(f"| {split} | {m.name} | {m.format(b) if b is not None else ''} | {m.format(tuned[m.name])} |")
     return "\n".join(lines) if len(lines) > 2 else "(no evaluation split was scored)"
 
 

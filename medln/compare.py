@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .config import ConfigError, TrainConfig
-from .evaluate import headline_metric
+from .metrics import headline_for, headline_metric
 from .machine import free_memory, machine_info
 from .storage import write_json_atomic
 from .methods import SCOPES, ScopeError, get_scope
@@ -273,7 +273,7 @@ def compare(cfg_base: TrainConfig, scopes: list[str] | str | None, out_dir, *, o
                 return score
 
             record = yield from tune_scope(run_one, cfg_s.effective_lr, grid, stop=stop)
-            record.update(centre=cfg_s.effective_lr, metric=primary_metric_name(val_tune),
+            record.update(centre=cfg_s.effective_lr, metric=headline_for(s.task for s in val_tune),
                           split=val_info.get("split"), n=len(val_tune), base=(tune_bases.get(base_key(cfg_s)) or {}).get("validation"))
             tuning[scope] = record
             if record["chosen"] is not None:
@@ -382,10 +382,6 @@ def _tuned_source(here: list[str], reused: list[str], source: str | None) -> str
         return f"tuned on validation (--tune-lr) by an earlier sweep with the same grid ({source}); none here"
     return (f"tuned on validation (--tune-lr); {', '.join(here)} here, the others by an earlier sweep with the "
             f"same grid ({source})")
-
-
-def primary_metric_name(samples: list) -> str:
-    return "overall" if any(s.task == "vqa" for s in samples) else "bleu_4"
 
 
 def _finish(done: dict, eval_split: str, ood_key: str | None) -> dict:

@@ -10,6 +10,7 @@ import sys
 from html import escape as html_escape
 from pathlib import Path
 
+from .metrics import METRICS
 from .stats import fmt
 
 
@@ -156,7 +157,7 @@ def _ci(s: dict | None) -> str:
 
 def _value(metrics: dict | None, key: str) -> str:
     v = (metrics or {}).get(key)
-    return "–" if v is None else f"{v:.3f}"
+    return METRICS[key].format(v) if key in METRICS else "–" if v is None else f"{v:.3f}"
 
 
 def table_md(results: dict) -> str:
@@ -168,6 +169,8 @@ def table_md(results: dict) -> str:
     val = (results.get("splits") or {}).get("validation") or {}
     cfg = results.get("config") or {}
     first = next((e for e in summary if not e.get("skipped")), {})
+    # beside the headline metric, the other one-line metrics (medln.metrics, `brief`)
+    columns = [m for m in METRICS.values() if m.brief and m.name != metric]
     lines = [f"# Scope comparison: {results.get('backbone')} on {results.get('data')}", ""]
     if results.get("command"):
         lines += [f"Command: `{results['command']}`", ""]
@@ -185,29 +188,28 @@ def table_md(results: dict) -> str:
         "Cells are mean ± sd over seeds; 95 % interval of the mean (Student t); \"within noise\": the 95 % interval of "
         "the difference from the best contains 0.",
         "",
-        f"| scope | lr | trainable | % | adapter | target {metric} | 95 % interval | vs best | closed acc. | open recall "
-        f"| BLEU-4 | ROUGE-L | source-style {metric} | vs best (source) | retention | s/step |",
-        "|---|---:|---:|---:|---:|---|---|---|---|---|---|---|---|---|---|---:|",
+        f"| scope | lr | trainable | % | adapter | target {metric} | 95 % interval | vs best | "
+        + "".join(f"{m.short} | " for m in columns) + f"source-style {metric} | vs best (source) | retention | s/step |",
+        "|---|---:|---:|---:|---:|---|---|---|" + "---|" * len(columns) + "---|---|---|---:|",
     ]
     for e in summary:
         if e.get("skipped"):
-            lines.append(f"| {e['scope']} | | | | | skipped: {e['skipped']} | | | | | | | | | | |")
+            lines.append(f"| {e['scope']} | | | | | skipped: {e['skipped']} | | | " + "| " * len(columns) + "| | | |")
             continue
         t, o = e["test"], e["ood"]
         lines.append(
             f"| {e['scope']} | {e['lr']:g} | {e['trainable']:,} | {e['percent']:.4g} | {format_bytes(e['adapter_bytes'])} "
             f"| **{fmt(t.get(metric))}** | {_ci(t.get(metric))} | {_vs_best(e.get('test_vs_best'))} "
-            f"| {fmt(t.get('closed_accuracy'))} | {fmt(t.get('open_recall'))} | {fmt(t.get('bleu_4'))} "
-            f"| {fmt(t.get('rouge_l'))} | {fmt(o.get(metric))} | {_vs_best(e.get('ood_vs_best'))} "
+            + "".join(f"| {fmt(t.get(m.name))} " for m in columns)
+            + f"| {fmt(o.get(metric))} | {_vs_best(e.get('ood_vs_best'))} "
             f"| {fmt(e.get('retention'))} | {'–' if e.get('step_s') is None else format(e['step_s'], '.3f')} |")
     for name, label in (("base", "base model (no tuning)"), ("blind", "image-blind baseline")):
         r = refs.get(name)
         if not r:
             continue
         t, o = r.get("test") or {}, r.get("ood") or {}
-        lines.append(f"| *{label}* | | 0 | 0 | | {_value(t, metric)} | | | {_value(t, 'closed_accuracy')} "
-                     f"| {_value(t, 'open_recall')} | {_value(t, 'bleu_4')} | {_value(t, 'rouge_l')} "
-                     f"| {_value(o, metric)} | | | |")
+        lines.append(f"| *{label}* | | 0 | 0 | | {_value(t, metric)} | | | "
+                     + "".join(f"{_value(t, m.name)} | " for m in columns) + f"{_value(o, metric)} | | | |")
     if refs.get("blind"):
         lines += ["", f"Image-blind baseline: {refs['blind'].get('rule')}; fitted on {refs['blind'].get('fitted_on')}."]
     tuning = results.get("tuning")

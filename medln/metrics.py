@@ -1,4 +1,6 @@
-"""VQA and report-generation metrics: pure functions, no torch, no network, no files and no
+"""VQA and report-generation metrics: the METRICS table (every score a split gets, its
+direction, task, count, headline rank and format: the one list tables, summaries and the
+headline rule read) and the scorers, pure functions: no torch, no network, no files and no
 processes (METEOR's Java scorer and reading prediction files are medln.scoring).
 
 VQA follows LLaVA-Med's fixed eval script (`llava/eval/run_eval_batch.py` with
@@ -12,6 +14,68 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from dataclasses import dataclass
+
+
+# ------------------------------------------------------------- the METRICS table
+
+@dataclass(frozen=True)
+class Metric:
+    """One score a split gets (a key of medln.evaluate.score's dict), and how every table,
+    summary and rule treats it. A new metric is one row of METRICS (plus its scorer)."""
+
+    name: str  # its key in a split's scores
+    label: str  # how a table row names it (the app, the model card)
+    short: str  # a column header (TABLE.md)
+    task: str  # "vqa" | "report": the items it is computed on
+    n_key: str  # the count it rests on
+    headline: int | None = None  # its rank in the headline rule (0 first); None: never the headline
+    brief: bool = False  # in one-line summaries: train's printout, TABLE.md's columns
+    spread: bool = False  # summarised over seeds in a comparison (mean ± sd, 95 % interval)
+    table: bool = True  # a row of the base-vs-tuned tables (the app, the adapter's model card)
+    higher_is_better: bool = True  # its direction: which end is best
+    fmt: str = ".3f"
+
+    def format(self, value) -> str:
+        return "–" if value is None else format(value, self.fmt)
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    # Accuracy over every VQA item: a closed item by closed_correct, an open one by exact match.
+    Metric("overall", "VQA overall accuracy", "overall", "vqa", "n", headline=0, brief=True, spread=True),
+    Metric("closed_accuracy", "closed (yes/no) accuracy", "closed acc.", "vqa", "n_closed", brief=True, spread=True),
+    Metric("open_recall", "open recall", "open recall", "vqa", "n_open", brief=True, spread=True),
+    Metric("open_exact_match", "open exact match", "open EM", "vqa", "n_open", spread=True, table=False),
+    Metric("open_f1", "open token F1", "open F1", "vqa", "n_open"),
+    Metric("bleu_4", "report BLEU-4", "BLEU-4", "report", "n_report", headline=2, brief=True, spread=True),
+    # A report-only split is judged on ROUGE-L (LCS-based: order-aware, less brittle than BLEU-4
+    # on short corpora), the metric report-generation papers lead with beside BLEU.
+    Metric("rouge_l", "report ROUGE-L", "ROUGE-L", "report", "n_report", headline=1, brief=True, spread=True),
+    Metric("meteor", "report METEOR", "METEOR", "report", "n_report"),
+    Metric("cider", "report CIDEr-D", "CIDEr-D", "report", "n_report"),
+)}
+# The headline rule, one for every caller: a split is judged on the first of these it has.
+HEADLINE: tuple[str, ...] = tuple(sorted((m.name for m in METRICS.values() if m.headline is not None),
+                                         key=lambda name: METRICS[name].headline))
+
+
+def headline_metric(scores: dict | None) -> str | None:
+    """The metric a split's scores are judged on: the first of HEADLINE they hold."""
+    return next((m for m in HEADLINE if (scores or {}).get(m) is not None), None)
+
+
+def headline_for(tasks) -> str:
+    """The metric a split holding items of these tasks ("vqa", "report") will be judged on:
+    the same rule as headline_metric, before anything is scored."""
+    tasks = set(tasks)
+    return next((m for m in HEADLINE if METRICS[m].task in tasks), HEADLINE[0])
+
+
+def best(values: dict, metric: str):
+    """The key of `values` ({key: score}) with the best score on `metric`, by its direction."""
+    sign = -1 if metric in METRICS and not METRICS[metric].higher_is_better else 1
+    return max(values, key=lambda k: sign * values[k])
+
 
 # ---------------------------------------------------------------- VQA (LLaVA-Med)
 
@@ -250,3 +314,11 @@ def cider_d(hyps: list[list[str]], refs: list[list[list[str]]], n: int = 4, sigm
                 total += val * penalty
         scores.append(10.0 * total / n / len(rcs))
     return sum(scores) / len(scores)
+
+
+def report_scores(hyps: list[list[str]], refs: list[list[list[str]]]) -> dict:
+    """BLEU-1..4, ROUGE-L and CIDEr-D of a non-empty tokenised corpus (METEOR, which needs
+    the reference jar, is added by medln.scoring.score_report)."""
+    out = {f"bleu_{k}": b for k, b in enumerate(corpus_bleu(hyps, refs), 1)}
+    out["rouge_l"], out["cider"] = rouge_l(hyps, refs), cider_d(hyps, refs)
+    return out

@@ -14,13 +14,13 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .methods import ABSOLUTE_PARAMS, PARAMS, SCOPES
+from .metrics import HEADLINE
 
 # Each scope's colour is on its registry line (medln.methods.registry).
 SCOPE_COLOURS: dict[str, str] = {s.name: s.colour for s in SCOPES if s.colour}
 _FALLBACK = ["#7c3aed", "#b45309", "#0f766e", "#be123c", "#4d7c0f"]
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=30, t=60, b=50), height=420)
 
-from .evaluate import HEADLINE_METRICS as FALLBACK_METRICS  # tried in order when the asked-for one is missing
 
 
 def scope_colour(scope: str) -> str:
@@ -39,8 +39,8 @@ def metric_value(metrics: dict | None, metric: str) -> float | None:
 
 
 def pick_metric(rows: list[dict], metric: str = "overall") -> str:
-    """`metric` if some trained row has it, else the first of FALLBACK_METRICS that one has."""
-    for name in (metric, *FALLBACK_METRICS):
+    """`metric` if some trained row has it, else the first headline metric one has (medln.metrics)."""
+    for name in (metric, *HEADLINE):
         if any(metric_value(r.get("tuned"), name) is not None for r in ran(rows)):
             return name
     return metric

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from .data.sample import DataError
-from .metrics import answer_type_of, cider_d, corpus_bleu, rouge_l, score_vqa, tokenize
+from .metrics import answer_type_of, report_scores, score_vqa, tokenize
 
 
 def _meteor_jar() -> Path | None:
@@ -86,9 +86,7 @@ def score_report(preds: list[str], refs: list[str | list[str]], *, with_meteor: 
         return out
     hyps = [tokenize(p) for p in preds]
     rtoks = [[tokenize(r) for r in rs] for rs in ref_lists]
-    for k, b in enumerate(corpus_bleu(hyps, rtoks), 1):
-        out[f"bleu_{k}"] = b
-    out["rouge_l"], out["cider"] = rouge_l(hyps, rtoks), cider_d(hyps, rtoks)
+    out.update(report_scores(hyps, rtoks))
     if with_meteor:
         out["meteor"], out["meteor_note"] = meteor([" ".join(h) for h in hyps],
                                                    [[" ".join(r) for r in rs] for rs in rtoks])

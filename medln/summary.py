@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import statistics
 
+from .metrics import HEADLINE, METRICS
 from .stats import difference, fmt, summarize
 
-TEST_METRICS = ("overall", "closed_accuracy", "open_recall", "open_exact_match", "bleu_4", "rouge_l")
+TEST_METRICS = tuple(m.name for m in METRICS.values() if m.spread)  # summarised over seeds
 PAPER_CLAIM = ("the paper (Chen et al., ACM MM 2024) reports that tuning only the LayerNorms matches or beats LoRA, "
                "prompt/prefix tuning and attention/FFN tuning with about 0.005-0.05 % of the parameters, and keeps "
                "more of the model's out-of-domain ability")
@@ -47,12 +48,13 @@ def summarize_rows(rows: list[dict], scopes: list[str], metric: str | None) -> l
         }
         out.append(entry)
     ran = [e for e in out if not e["skipped"]]
-    ood_metric = next((m for m in (metric, "overall", "rouge_l") if any(e["ood"].get(m) for e in ran)), None)
+    ood_metric = next((m for m in (metric, *HEADLINE) if any(e["ood"].get(m) for e in ran)), None)
     for side, key in (("test", metric), ("ood", ood_metric)):
         scored = [e for e in ran if key and e[side].get(key)]
         if not scored:
             continue
-        best = max(scored, key=lambda e: e[side][key]["mean"])
+        sign = 1 if key not in METRICS or METRICS[key].higher_is_better else -1  # the metric's direction
+        best = max(scored, key=lambda e: sign * e[side][key]["mean"])
         for e in scored:
             d = None if e is best else difference(e[side][key], best[side][key])
             e[f"{side}_vs_best"] = {"metric": key, "best": best["scope"], "is_best": e is best,

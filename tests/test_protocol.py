@@ -279,3 +279,50 @@ def test_an_earlier_sweep_with_another_budget_or_grid_is_refused(sweep):
         reusable_tuning(res, config, "r.json", Grid(points=3, cap=4))
     with pytest.raises(ConfigError, match="no 'tuning' record"):
         reusable_tuning({**res, "tuning": None}, config, "r.json")
+
+
+# ---------------------------------------------------------------- one headline rule
+
+def test_one_headline_rule_for_scores_and_for_splits():
+    """The metric a split is judged on is the same whether it is read from its scores or known
+    from its items before anything is scored (medln.metrics.HEADLINE)."""
+    from medln.metrics import HEADLINE, METRICS, headline_for, headline_metric
+
+    assert HEADLINE[0] == "overall" and all(METRICS[m].higher_is_better for m in HEADLINE)
+    vqa = {"n": 3, "overall": 0.5, "closed_accuracy": 1.0, "bleu_4": 0.1, "rouge_l": 0.3}
+    report = {"n": 2, "n_report": 2, "bleu_4": 0.1, "rouge_l": 0.3, "cider": 0.2}
+    assert headline_metric(vqa) == headline_for({"vqa", "report"}) == "overall"
+    assert headline_metric(report) == headline_for({"report"}) == "rouge_l"
+    assert headline_metric({"n": 0}) is None
+
+
+def test_a_report_only_sweep_tunes_reports_and_prints_one_metric(tmp_path):
+    """A report-only data set: the rates are chosen on ROUGE-L, the tuning record says so, and
+    TABLE.md prints the base model's ROUGE-L beside the tuned ROUGE-L (not its BLEU-4)."""
+    lines = []
+    for i in range(12):
+        Image.fromarray(np.full((16, 16, 3), 20 * i, np.uint8)).save(tmp_path / f"r{i}.png")
+        lines.append({"id": f"r{i}", "split": "train" if i < 10 else "test", "image": f"r{i}.png",
+                      "report": "The lungs are clear." if i % 2 else "Small left effusion."})
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    base = {"n": 1, "n_report": 1, "bleu_4": 0.9, "rouge_l": 0.125}  # BLEU-4 far from ROUGE-L: a mix-up shows
+
+    def fake(cfg, out, *, extra_eval=None, **kw):
+        split = "validation" if cfg.eval_split == "" else cfg.eval_split
+        tuned = {"n": 1, "n_report": 1, "bleu_4": 0.05, "rouge_l": min(cfg.lr, 1.0)}
+        yield {"event": "start", "backbone": "b", "trainable": 10, "total": 100, "percent": 10.0, "dead": 0,
+               "notes": []}
+        yield {"event": "done", "status": "completed", "steps_done": 1, "train_s": 0.1, "trainable": 10,
+               "total": 100, "percent": 10.0, "adapter_bytes": 40, "run": str(out), "base": {split: base},
+               "tuned": {split: tuned}}
+
+    cfg = TrainConfig(data=f"jsonl:{tmp_path / 'd.jsonl'}", ood_split="", steps=1)
+    records = list(compare(cfg, ["ln"], tmp_path / "out", tune_lr=True, grid=Grid(points=2, cap=2), run_scope=fake))
+    assert records[-1]["event"] == "done" and records[-1]["metric"] == "rouge_l"
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    rec = res["tuning"]["scopes"]["ln"]
+    assert rec["metric"] == "rouge_l" and rec["base"]["rouge_l"] == 0.125
+    assert rec["chosen"] == max(rec["grid"])  # the higher rate scored the higher ROUGE-L
+    tuning_row = next(line for line in (tmp_path / "out" / "TABLE.md").read_text().splitlines()
+                      if line.startswith("| ln |") and "0.125" in line)
+    assert tuning_row.endswith("| 0.125 |") and "0.900" not in tuning_row  # the base's ROUGE-L, not its BLEU-4

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from medln.config import TrainConfig
+from medln.metrics import METRICS
 from medln.methods import SCOPES
 
 from . import views
@@ -146,7 +147,7 @@ def table_rows(rows: list[dict]) -> list[list]:
             out.append([r["scope"], "–", "–", "–", "–", "–", "–", "–", "–", "–", "skipped: " + web_words(r["skipped"])])
             continue
         metric = r.get("metric") or "overall"
-        n_key = "n" if metric == "overall" else "n_report"
+        n_key = METRICS[metric].n_key if metric in METRICS else "n"
         tuned, ood = r.get("tuned") or {}, r.get("ood_tuned") or {}
         b, t = (r.get("base") or {}).get(metric), tuned.get(metric)
         change = "–" if b is None or t is None else f"{b:.3f} → {t:.3f} ({metric})"
