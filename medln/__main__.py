@@ -16,7 +16,7 @@ import time
 from .config import (AskArgs, ConfigError, EvalArgs, Listing, ParamsArgs, ScoreArgs, TrainArgs, TrainConfig, add_command,
                      from_args, parse_command_line)
 
-COMMAND_MODULES: list[str] = ["compare_cli", "bench", "inspect", "merge"]  # modules defining add_cli(sub)
+COMMAND_MODULES: list[str] = ["compare.cli", "bench", "inspect", "merge"]  # modules defining add_cli(sub)
 # Builders (medln.make) are imported only when their own command runs: `medln --help` and
 # every other command never load them. name -> (module defining add_cli(sub), one-line help)
 BUILDER_COMMANDS: dict[str, tuple[str, str]] = {

@@ -15,13 +15,13 @@ from PIL import Image
 
 import medln.evaluate
 from medln.baselines import fit_blind, score_blind
-from medln.compare import compare
+from medln.compare import CompareConfig, compare
 from medln.config import ConfigError, TrainConfig
 from medln.data.sample import Sample
 from medln.make.tiny import build_tiny
-from medln.stats import difference, summarize, t975
-from medln.summary import summarize_rows, verdict
-from medln.tuning import Grid, best_rate, next_rate, tune_scope
+from medln.compare.stats import difference, summarize, t975
+from medln.compare.summary import summarize_rows, verdict
+from medln.compare.tuning import Grid, best_rate, next_rate, tune_scope
 
 
 def _q(i, question, answer, kind="OPEN", qtype="ORGAN", image="missing.png"):
@@ -162,7 +162,8 @@ def sweep(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(medln.evaluate, "evaluate", recording)
         records = []
-        for record in compare(cfg, ["ln"], out, seeds=[0, 1], tune_lr=True, grid=Grid(points=2, cap=2)):
+        for record in compare(CompareConfig(**cfg.to_dict(), scopes="ln", out=str(out), seeds=2, tune_lr=True,
+                                            grid_points=2, grid_cap=2)):
             if record.get("event") == "scope_start":
                 phase[0] = "main"
             records.append(record)
@@ -211,6 +212,7 @@ def test_every_scope_and_seed_is_summarised_with_reference_rows(sweep):
 
 def test_rates_chosen_by_an_earlier_sweep_are_reused(sweep, tmp_path, monkeypatch):
     """--lrs-from: no tuning runs, the earlier choice is used and recorded as reused."""
+    earlier = str(sweep["out"] / "results.json")
     import medln.train
 
     seen = []
@@ -220,13 +222,13 @@ def test_rates_chosen_by_an_earlier_sweep_are_reused(sweep, tmp_path, monkeypatc
         yield {"event": "start", "backbone": "b", "trainable": 10, "total": 100, "percent": 10.0, "dead": 0, "notes": []}
 
     monkeypatch.setattr(medln.train, "train_run", fake)
-    tuning = {**sweep["results"]["tuning"], "reused_from": "earlier/results.json"}
+    tuning = sweep["results"]["tuning"]
     cfg = TrainConfig(**{**json.loads((sweep["out"] / "runs" / "ln" / "seed0" / "config.json").read_text())["config"],
-                         "lr": None})
-    records = list(compare(cfg, ["ln"], tmp_path, seeds=[3], tuned=tuning))
+                         "lr": None, "seed": 3})
+    records = list(compare(CompareConfig(**cfg.to_dict(), scopes="ln", out=str(tmp_path), lrs_from=earlier)))
     assert seen == [("ln", tuning["scopes"]["ln"]["chosen"], "test")]
     res = json.loads((tmp_path / "results.json").read_text())
-    assert "reused (earlier/results.json)" in res["lr_source"] and res["tuning"]["scopes"]["ln"] == tuning["scopes"]["ln"]
+    assert f"reused ({earlier})" in res["lr_source"] and res["tuning"]["scopes"]["ln"] == tuning["scopes"]["ln"]
     assert records[-1]["event"] == "done"
 
 
@@ -245,10 +247,12 @@ def test_tune_lr_with_an_earlier_sweep_tunes_only_the_missing_scopes(sweep, tmp_
             yield {"event": "done", "base": {"validation": {"n": 2, "overall": 0.0}}, "tuned": {"validation": score}}
 
     monkeypatch.setattr(medln.train, "train_run", fake)
-    tuning = {**sweep["results"]["tuning"], "reused_from": "earlier/results.json"}
+    tuning = sweep["results"]["tuning"]
+    earlier = str(sweep["out"] / "results.json")
     cfg = TrainConfig(**{**json.loads((sweep["out"] / "runs" / "ln" / "seed0" / "config.json").read_text())["config"],
                          "lr": None})
-    list(compare(cfg, ["ln", "bitfit"], tmp_path, seeds=[0], tune_lr=True, grid=Grid(points=2, cap=2), tuned=tuning))
+    grid = {"tune_lr": True, "grid_points": 2, "grid_cap": 2, "lrs_from": earlier}
+    list(compare(CompareConfig(**cfg.to_dict(), scopes="ln,bitfit", out=str(tmp_path), **grid)))
     tuned_runs = [s for s in seen if s[2] == ""]
     assert tuned_runs and {s[0] for s in tuned_runs} == {"bitfit"}  # ln is not tuned again
     res = json.loads((tmp_path / "results.json").read_text())
@@ -259,12 +263,12 @@ def test_tune_lr_with_an_earlier_sweep_tunes_only_the_missing_scopes(sweep, tmp_
     assert ("bitfit", chosen, "test") in seen and ("ln", tuning["scopes"]["ln"]["chosen"], "test") in seen
     # Another grid, seed or validation set is not equal effort: refused, naming what differs.
     with pytest.raises(ConfigError, match="seed"):
-        list(compare(cfg, ["bitfit"], tmp_path / "other", seeds=[5], tune_lr=True, grid=Grid(points=2, cap=2),
-                     tuned=tuning))
+        list(compare(CompareConfig(**{**cfg.to_dict(), "seed": 5}, scopes="bitfit", out=str(tmp_path / "other"),
+                                   **grid)))
 
 
 def test_an_earlier_sweep_with_another_budget_or_grid_is_refused(sweep):
-    from medln.tuning import reusable_tuning
+    from medln.compare.tuning import reusable_tuning
 
     res = sweep["results"]
     config = dict(res["config"])  # the options as given (a folder path stays the path typed)
@@ -317,7 +321,9 @@ def test_a_report_only_sweep_tunes_reports_and_prints_one_metric(tmp_path):
                "tuned": {split: tuned}}
 
     cfg = TrainConfig(data=f"jsonl:{tmp_path / 'd.jsonl'}", ood_split="", steps=1)
-    records = list(compare(cfg, ["ln"], tmp_path / "out", tune_lr=True, grid=Grid(points=2, cap=2), run_scope=fake))
+    options = CompareConfig(**cfg.to_dict(), scopes="ln", out=str(tmp_path / "out"), tune_lr=True, grid_points=2,
+                            grid_cap=2)
+    records = list(compare(options, run_scope=fake))
     assert records[-1]["event"] == "done" and records[-1]["metric"] == "rouge_l"
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     rec = res["tuning"]["scopes"]["ln"]

@@ -87,8 +87,8 @@ def measured_html() -> str:
         res = json.loads(COMMITTED.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return views.claims_html(None)
-    try:  # the comparison's generated verdict, where the core has one (medln.summary)
-        from medln.summary import verdict_from_file
+    try:  # the comparison's generated verdict, where the core has one (medln.compare.summary)
+        from medln.compare.summary import verdict_from_file
 
         verdict = verdict_from_file(COMMITTED)
     except ImportError:

@@ -10,6 +10,7 @@ import html
 import time
 from pathlib import Path
 
+from medln.compare.options import CompareConfig
 from medln.config import TrainConfig
 from medln.metrics import METRICS
 from medln.methods import SCOPES
@@ -37,18 +38,20 @@ def scope_on_gpu(cfg: TrainConfig, out, **kwargs):
     return train_records(cfg.to_dict(), str(out), **kwargs)
 
 
-def compare_records(cfg_dict: dict, scopes: list[str], out: str, stop=None):
+def compare_records(options: dict, stop=None):
     """medln.compare.compare, folded into records a Job understands. The sweep itself (tables,
-    files, figures) runs here; each scope's training is a GPU call (scope_on_gpu)."""
+    files, figures) runs here; each scope's training is a GPU call (scope_on_gpu).
+    `options`: a CompareConfig as a dict (plain data: it may cross to a GPU worker)."""
     from medln.compare import compare
 
-    cfg = TrainConfig.from_dict(cfg_dict)
+    cfg = CompareConfig.from_dict(options)
+    scopes = [s for s in cfg.scopes.split(",") if s]
     index, of, scope = 0, len(scopes), scopes[0] if scopes else ""
 
     def where() -> str:
         return f"scope {index + 1}/{of} · {scope}"
 
-    for rec in compare(cfg, scopes, out, stop=stop, run_scope=scope_on_gpu):
+    for rec in compare(cfg, stop=stop, run_scope=scope_on_gpu):
         event = rec.get("event")
         if event == "scope_start":
             index, of, scope = rec["index"], rec["of"], rec["scope"]
@@ -123,8 +126,10 @@ def start(ctx: AppContext, session: str, backbone, scopes, quant4, steps, batch_
     out = ctx.settings.session_dir(session) / "compare" / time.strftime("%Y%m%d-%H%M%S")
     scopes = list(scopes)
 
+    options = CompareConfig.from_dict({**cfg.to_dict(), "scopes": ",".join(scopes), "out": str(out)}).validate()
+
     def run(job: Job):
-        records = compare_records(cfg.to_dict(), scopes, str(out), stop=job.stop)
+        records = compare_records(options.to_dict(), stop=job.stop)
         return private_errors(records, ctx.settings.session_dir(session))
 
     quant = " · 4-bit" if cfg.quant == "4bit" else " · full precision"
@@ -319,7 +324,7 @@ def notice_for(job: Job):
 
     if job.state == "failed" and job.error:
         return views.notice_html(web_words(job.error), error=True)
-    if not job.active and (job.result or {}).get("verdict"):  # generated from the measured rows (medln.summary)
+    if not job.active and (job.result or {}).get("verdict"):  # generated from the measured rows (medln.compare.summary)
         return views.notice_html(job.result["verdict"])
     return gr.skip() if job.active else ""  # a finished job's "Started ..." notice goes
 

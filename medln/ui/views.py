@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 
 from medln import DISCLAIMER
-from medln.compare_report import format_bytes as fmt_bytes  # one formatter for CLI and app
+from medln.compare.report import format_bytes as fmt_bytes  # one formatter for CLI and app
 from medln.metrics import METRICS
 
 from .errors import web_words
@@ -127,7 +127,7 @@ def measured_claims(rows: list[dict]) -> dict[str, str]:
 
 def claims_html(rows: list[dict] | None, *, where: str = "this run", verdict: str | None = None) -> str:
     """The paper's claims beside what `where` measured, never the claim as a fact. `verdict`:
-    the comparison's own generated verdict (medln.summary), shown instead of ours when given."""
+    the comparison's own generated verdict (medln.compare.summary), shown instead of ours when given."""
     measured = measured_claims(rows or [])
     left = "".join(f"<li>{html.escape(text)}</li>" for _, text in PAPER_CLAIMS)
     if verdict:

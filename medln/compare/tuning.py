@@ -93,7 +93,7 @@ def reusable_tuning(results: dict, config: dict, source: str, grid: Grid | None 
     budget says nothing here, so any difference is refused, naming the field. With `grid`
     (this sweep tunes the scopes the record lacks), the grids must match too: equal effort.
     """
-    from .config import ConfigError
+    from ..config import ConfigError
 
     tuned = results.get("tuning")
     if not tuned or not tuned.get("scopes"):

@@ -1,4 +1,4 @@
-"""What a comparison writes beside its sweep (medln.compare): results.csv (flat rows),
+"""What a comparison writes beside its sweep (medln.compare.sweep): results.csv (flat rows),
 TABLE.md (protocol, per-scope spread, reference rows, chosen rates, verdict), figures.html
 (and PNGs with kaleido), and the table the CLI prints. Pure formatting, no training here."""
 
@@ -10,7 +10,7 @@ import sys
 from html import escape as html_escape
 from pathlib import Path
 
-from .metrics import METRICS
+from ..metrics import METRICS
 from .stats import fmt
 
 
@@ -53,7 +53,7 @@ def first_per_scope(rows: list[dict]) -> list[dict]:
 
 def build_figures(rows: list[dict], results: dict | None = None) -> dict:
     """Sizes and costs from one row per scope; scores from every seed (the spread)."""
-    from . import plots
+    from .. import plots
 
     one = first_per_scope(rows)
     figs = {}

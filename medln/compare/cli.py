@@ -1,5 +1,5 @@
-"""`medln compare`: the command line of a scope sweep (medln.compare), its options as one
-dataclass (TrainConfig's shared budget plus the sweep's own), and its console progress."""
+"""`medln compare`: the command line of a scope sweep (medln.compare.sweep): its flags are
+CompareConfig's fields (medln.compare.options), and its console progress."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ import shlex
 import sys
 from pathlib import Path
 
-from .compare import ALL_SCOPES, compare
-from .compare_report import table_md
-from .config import ConfigError, TrainConfig, _f, add_command, from_args
-from .tuning import Grid, reusable_tuning
+from ..config import _f, add_command, from_args
+from .options import CompareConfig
+from .report import table_md
+from .sweep import compare
 
 
 def cmd_compare(args) -> None:
     import signal
     import threading
 
-    cfg = from_args(args)
+    cfg = from_args(args, CompareConfig)
     stop = threading.Event()
 
     def on_interrupt(signum, frame):
@@ -32,18 +32,8 @@ def cmd_compare(args) -> None:
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        seeds = list(range(cfg.seed, cfg.seed + args.seeds))
-        grid = Grid(points=args.grid_points, cap=args.grid_cap)
         command = "python -m medln " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        tuned = None
-        if args.lrs_from:
-            try:
-                earlier = json.loads(Path(args.lrs_from).read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
-                raise ConfigError(f"--lrs-from {args.lrs_from}: {e}") from None
-            tuned = reusable_tuning(earlier, cfg.to_dict(), args.lrs_from, grid if args.tune_lr else None)
-        for record in compare(cfg, args.scopes, args.out, ood=args.ood or None, seeds=seeds, tune_lr=args.tune_lr, grid=grid,
-                              stop=stop, command=command, tuned=tuned):
+        for record in compare(cfg, stop=stop, command=command):
             event = record.get("event")
             if args.json:
                 print(json.dumps(record, default=str), flush=True)
@@ -83,21 +73,9 @@ def cmd_compare(args) -> None:
 
 
 @dataclasses.dataclass(kw_only=True)
-class CompareArgs(TrainConfig):
-    """TrainConfig's shared budget (its `scope` is not an option: --scopes lists them)."""
+class CompareArgs(CompareConfig):
+    """The sweep's options, and how the command prints."""
 
-    scopes: str = _f(",".join(ALL_SCOPES), "comma-separated scopes")
-    ood: str = _f("", "data spec of a second dataset for out-of-domain retention (its --eval-split split); "
-                      "default: the --ood-split split of --data")
-    out: str = _f(help="folder for results.json, results.csv, TABLE.md, figures.html and runs/")
-    seeds: int = _f(1, "train every scope with this many seeds (--seed, --seed+1, ...): mean ± sd and a 95 %% "
-                       "interval per metric (use >= 3 to compare)")
-    tune_lr: bool = _f(False, "choose each scope's learning rate on the validation split first (the same-size log "
-                              "grid per scope; the test split is not read while tuning)")
-    grid_points: int = _f(Grid.points, "rates in each scope's initial grid (--tune-lr)")
-    grid_cap: int = _f(Grid.cap, "most rates per scope, edge extensions included (--tune-lr)")
-    lrs_from: str = _f("", "results.json of an earlier `compare --tune-lr` (same backbone, data, budget): use the "
-                           "rates it chose on validation; with --tune-lr, tune only the scopes it lacks (same grid)")
     json: bool = _f(False, "one JSON object per progress record; the last holds the rows")
 
 

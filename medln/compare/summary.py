@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 
-from .metrics import HEADLINE, METRICS
+from ..metrics import HEADLINE, METRICS
 from .stats import difference, fmt, summarize
 
 TEST_METRICS = tuple(m.name for m in METRICS.values() if m.spread)  # summarised over seeds
