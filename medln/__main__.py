@@ -113,7 +113,8 @@ def _base_or_run(args):
     """(BaseSpec to answer with, RunInfo or None): a run decides its own base (medln.runs);
     a --backbone that contradicts it is a usage error, not a silently different model."""
     from .runs import BaseSpec
-    from .serve import canonical, require_run
+    from .answers import require_run
+    from .models import canonical
 
     if not args.adapter:
         return BaseSpec(args.backbone or "medln-tiny", args.quant, precision=args.precision), None
@@ -135,7 +136,8 @@ def cmd_ask(args) -> None:
     from .data.images import load_image
     from .evaluate import MAX_NEW_TOKENS
     from .prompts import check_question
-    from .serve import ModelCache, stream_answers
+    from .answers import stream_answers
+    from .models import ModelCache
 
     check_question(args.question)  # before loading anything
     base, run = _base_or_run(args)

@@ -14,7 +14,7 @@ into adapter.tmp/ first, so a crash mid-write never leaves a half-written file t
 complete.
 
 `load_run(run_dir)` is the one way back from a folder to a model: the CLI, the app's model
-cache (medln.serve) and library users all rebuild the base from the recorded `base` and
+cache (medln.models) and library users all rebuild the base from the recorded `base` and
 attach the adapter through it, so nothing else re-derives how a run was trained.
 
 A run never deletes or overwrites what it did not create: `--out` must be new, empty, or a

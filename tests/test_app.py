@@ -25,7 +25,7 @@ from medln.ui import finetune as ft  # noqa: E402
 from medln.ui import views  # noqa: E402
 from medln.ui.errors import UserError, user_message  # noqa: E402
 from medln.ui.jobs import JobManager  # noqa: E402
-from medln.serve import ModelCache  # noqa: E402
+from medln.models import ModelCache  # noqa: E402
 from medln.ui.settings import api_session, check_session, new_session_id  # noqa: E402
 from medln.ui.uploads import (  # noqa: E402
     DataChoice,

@@ -122,7 +122,7 @@ def test_help_imports_no_builder():
 def test_loading_a_backbone_imports_neither_gradio_nor_the_builders(tiny_model):
     """The core is usable without gradio, and asset builders (medln.make) never run at run time."""
     code = (
-        "import sys, medln, medln.train, medln.serve, medln.runs\n"
+        "import sys, medln, medln.train, medln.models, medln.answers, medln.runs\n"
         f"from medln.backbones import load_backbone\nload_backbone({str(tiny_model('llava'))!r})\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'gradio' or m.startswith('medln.make')"
         " or m.startswith('medln.ui'))\n"

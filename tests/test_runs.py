@@ -2,7 +2,7 @@
 
 For every scope x quant (none, and 4-bit where the scope allows it) a tiny LLaVA trains one
 step; then ONE fresh process reloads every run twice — through the library
-(`load_run`) and through the model cache the CLI and the app answer with (medln.serve) —
+(`load_run`) and through the model cache the CLI and the app answer with (medln.models, medln.answers) —
 and its outputs must equal the in-process tuned ones and differ from the base's. Plus the
 regressions of issue 9 as a user hits them: `ask` on a 4-bit attn run (it used to fail with
 a size mismatch), `train --max-length 8`, `eval` writing into the current folder.
@@ -36,7 +36,8 @@ from medln.adapters import adapter_off
 from medln.data import load_samples
 from medln.prompts import encode_for_training
 from medln.runs import load_run
-from medln.serve import ModelCache, require_run
+from medln.answers import require_run
+from medln.models import ModelCache
 
 runs, data, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 samples = load_samples(data, "train").samples[:3]

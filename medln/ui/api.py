@@ -112,7 +112,7 @@ def register(ctx: AppContext) -> None:
 
     def runs(request: gr.Request = None) -> list[dict]:
         """This session's finished runs (newest first): ids to pass to /ask and /report."""
-        from ..serve import session_runs
+        from medln.answers import session_runs
 
         return [{"run_id": r.run_id, "scope": r.scope, "backbone": r.backbone, "quant": r.quant,
                  "steps_done": r.steps_done, "label": r.label}

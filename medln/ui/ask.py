@@ -1,6 +1,6 @@
 """Tab 2, Ask: an image (upload PNG/JPEG/TIFF/DICOM, or a bundled example) and a question,
 or "Generate report"; the base and the tuned answer side by side, streamed, from one copy
-of the base weights (medln.serve). "Tuned" is one of this browser session's runs.
+of the base weights (medln.answers, medln.models). "Tuned" is one of this browser session's runs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .context import AppContext
 from .downloads import served_copy
 from .errors import UserError, user_message
 from .gpu import on_gpu
-from ..serve import RunInfo, session_runs, stream_answers
+from medln.answers import RunInfo, session_runs, stream_answers
 from .uploads import IMAGE_SUFFIXES, check_image_upload
 
 ASK_TOKENS = 3 * MAX_NEW_TOKENS["vqa"]  # a free question may want a sentence, not one word

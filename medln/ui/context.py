@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .jobs import JobManager
-from ..serve import ModelCache
+from medln.models import ModelCache
 from .settings import Settings
 
 
