@@ -74,22 +74,25 @@ def test_param_view_unknown_backbone_is_a_message():
 
 def test_build_config_maps_widgets_to_train_config():
     data = DataChoice("jsonl:/x/data.jsonl", "test", "")
-    lora_default = ft.scope_info("lora", "medln-tiny")[0]
-    cfg = ft.build_config(" medln-tiny ", "lora", True, 12.0, lora_default, 4.0, data, 16, 3)
+    cfg = ft.build_config(ft.config_fields(" medln-tiny ", "lora", True, 12.0, None, 4.0, 16, 3), data)
     assert (cfg.backbone, cfg.scope, cfg.quant, cfg.steps, cfg.batch_size) == ("medln-tiny", "lora", "4bit", 12, 4)
-    assert cfg.lr is None  # the scope's own default: saved as "default", not a number
+    assert cfg.lr is None  # an empty field: the scope's own default, saved as "default", not a number
+    assert cfg.effective_lr == ft.scope_info("lora", "medln-tiny")[0]  # ... the rate the run then takes
     assert (cfg.data, cfg.eval_split, cfg.ood_split, cfg.eval_limit, cfg.seed) == ("jsonl:/x/data.jsonl", "test", "", 16, 3)
-    assert ft.build_config("medln-tiny", "ln", False, 5, 0.01, 2, data, 0, 0).lr == 0.01
+    assert ft.build_config(ft.config_fields("medln-tiny", "ln", False, 5, 0.01, 2, 0, 0), data).lr == 0.01
+    assert ft.build_config(ft.config_fields("medln-tiny", "ln", False, 5, "", 2, 0, 0), data).lr is None
+    with pytest.raises(ConfigError, match="unknown config keys: bogus"):  # TrainConfig.from_dict's refusal
+        ft.build_config({**ft.config_fields("medln-tiny", "ln", False, 5, None, 2, 0, 0), "bogus": 1}, data)
 
 
 def test_build_config_lists_every_problem():
     with pytest.raises(ConfigError) as e:
-        ft.build_config("medln-tiny", "full", True, 0, 2.0, 0, DataChoice("sample"), 0, 0)
+        ft.build_config(ft.config_fields("medln-tiny", "full", True, 0, 2.0, 0, 0, 0), DataChoice("sample"))
     msg = user_message(e.value)
     for needle in ("4-bit", "steps", "batch_size", "lr"):
         assert needle in msg
     with pytest.raises(UserError, match="choose a backbone"):
-        ft.build_config("  ", "ln", False, 5, None, 2, DataChoice("sample"), 0, 0)
+        ft.build_config(ft.config_fields("  ", "ln", False, 5, None, 2, 0, 0), DataChoice("sample"))
 
 
 def test_scope_defaults_come_from_the_registry():

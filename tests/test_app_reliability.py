@@ -88,12 +88,12 @@ def test_the_form_takes_the_same_ranges_and_names_the_field():
     from medln.ui import finetune as ft
     from medln.ui.uploads import DataChoice
 
-    for field, pos in (("steps", 3), ("batch_size", 5), ("eval_limit", 7), ("seed", 8)):
+    for field, pos in (("steps", 3), ("batch_size", 5), ("eval_limit", 6), ("seed", 7)):
         b = bounds(field)
-        args = ["medln-tiny", "ln", True, 10, None, 2, DataChoice("sample"), 0, 0]
-        args[pos] = b["max"] + 1
+        widgets = ["medln-tiny", "ln", True, 10, None, 2, 0, 0]  # config_fields' order: the form's widgets
+        widgets[pos] = b["max"] + 1
         with pytest.raises(ConfigError, match=rf"{field}: must be <= {b['max']}"):
-            ft.build_config(*args)
+            ft.build_config(ft.config_fields(*widgets), DataChoice("sample"))
 
 
 def test_a_job_that_cannot_fit_the_memory_fails_alone_and_the_app_serves_on(served, monkeypatch):
@@ -175,7 +175,7 @@ def test_session_files_are_not_served_by_path_only_as_download_copies(served, tr
     base = served.local_url.rstrip("/") + "/gradio_api/file="
     for path in (run / "config.json", run / "adapter" / "adapter_config.json"):
         assert httpx.get(base + str(path), timeout=30).status_code == 403, path
-    on_poll, _ = served.medln.components["ft_poll"]
+    on_poll = served.medln.finetune.poll.fn
     download = on_poll(api_session(client.session_hash), None)[4]
     copy = Path(download["value"])
     assert download["visible"] and run not in copy.parents and served.medln.settings.runs_root not in copy.parents

@@ -204,7 +204,7 @@ def test_out_of_range_fields_are_named_with_every_other_problem():
     from medln.config import ConfigError
 
     with pytest.raises(ConfigError) as e:
-        ft.build_config("medln-tiny", "full", True, 0, 2.0, 0, DataChoice("sample"), -1, 0)
+        ft.build_config(ft.config_fields("medln-tiny", "full", True, 0, 2.0, 0, -1, 0), DataChoice("sample"))
     text = web_words(str(e.value))  # as the page shows it
     for label in ("Steps:", "Batch size:", "Samples scored per split:", "Learning rate:", "4-bit"):
         assert label in text, label
@@ -216,10 +216,11 @@ def test_out_of_range_fields_are_named_with_every_other_problem():
 
 def test_fine_tune_defaults_to_4bit_and_a_reload_refills_the_form():
     assert ft.UI_QUANT_DEFAULT is True
-    cfg = ft.build_config("medln-tiny", "lora", True, 33, None, 4, DataChoice("sample", "test", "source-test"),
-                          120, 7)
+    cfg = ft.build_config(ft.config_fields("medln-tiny", "lora", True, 33, None, 4, 120, 7),
+                          DataChoice("sample", "test", "source-test"))
     values = ft.form_values(cfg.to_dict())
-    assert values[:8] == ("medln-tiny", "lora", True, 33, ft.scope_info("lora", "medln-tiny")[0], 4, 120, 7)
+    assert values[:8] == ("medln-tiny", "lora", True, 33, None, 4, 120, 7)  # lr: the empty field it came from
+    assert ft.form_values({**cfg.to_dict(), "lr": 0.02})[4] == 0.02  # a rate typed in comes back as typed
     assert values[8] == cfg.to_dict().get("precision", "auto")  # issue 14's precision widget is refilled too
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .. import ASSETS as MEDLN_ASSETS
 from . import jsonl
-from .loaded import Loaded
+from .loaded import Found, Loaded, find
 from .sample import DataError
 
 ASSETS = MEDLN_ASSETS / "sample"
@@ -27,6 +27,17 @@ SPLIT_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "test":
                "real": "real.jsonl"}
 MANIFEST = ASSETS / "MANIFEST.json"
 ATTRIBUTION = ASSETS / "ATTRIBUTION.md"
+
+
+def detect(root: Path) -> Found | None:
+    """A folder laid out as the sample set: train.jsonl beside test.jsonl (and source-test.jsonl,
+    the retention split, when present), anywhere in `root`."""
+    hits = [p for p in find(root, "train.jsonl") if (p.parent / "test.jsonl").is_file()]
+    if not hits:
+        return None
+    folder = hits[0].parent
+    ood = "source-test" if (folder / "source-test.jsonl").is_file() else ""
+    return Found(folder, "JSONL splits (train.jsonl + test.jsonl)", "test", ood)
 
 
 def load(path: str, split: str, *, skip_bad: bool = False) -> Loaded:

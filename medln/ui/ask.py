@@ -18,7 +18,7 @@ from medln.evaluate import MAX_NEW_TOKENS
 from medln.prompts import check_question
 
 from . import views
-from .context import AppContext
+from .context import AppContext, AskTab, Handler
 from .downloads import served_copy
 from .errors import UserError, user_message
 from .gpu import on_gpu
@@ -118,7 +118,7 @@ def tuned_label(ctx: AppContext, session: str | None, run_id: str | None) -> str
 
 # ------------------------------------------------------------------ layout and wiring
 
-def build(ctx: AppContext):
+def build(ctx: AppContext) -> AskTab:
     from medln.data import bundled
 
     # Synthetic first (the bundled model's own domain), then the real, attributed images.
@@ -219,7 +219,5 @@ def build(ctx: AppContext):
     ask_btn.click(make_answer(False), [ctx.session, image_path, question, run], outs, **common)
     question.submit(make_answer(False), [ctx.session, image_path, question, run], outs, **common)
     report_btn.click(make_answer(True), [ctx.session, image_path, question, run], outs, **common)
-    ctx.components["ask_run"] = run
-    ctx.components["ask_tuned"] = tuned_out
-    ctx.components["ask_refresh"] = (on_refresh, [ctx.session, run], [run, tuned_out])
+    return AskTab(run, Handler(on_refresh, [ctx.session, run], [run, tuned_out]))
 

@@ -6,6 +6,7 @@ retention and time / memory per scope.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import time
 from pathlib import Path
@@ -16,10 +17,10 @@ from medln.metrics import METRICS
 from medln.methods import SCOPES
 
 from . import views
-from .context import AppContext
+from .context import AppContext, CompareTab, Handler
 from .downloads import served_copy
 from .errors import UserError, private_errors, quiet, user_message, web_words
-from .finetune import DATA_SOURCES, DEFAULTS, backbone_choices, build_config, train_records
+from .finetune import DATA_SOURCES, DEFAULTS, backbone_choices, build_config, config_fields, train_records
 from .jobs import Job
 from .uploads import DataChoice, prepare_dataset
 
@@ -106,7 +107,7 @@ def estimate_view(ctx: AppContext, backbone, scopes, quant4, steps, batch_size, 
     try:
         data = (DataChoice("sample", "test", "source-test") if data_source == "sample"
                 else DataChoice("upload", "test", ""))
-        cfg = build_config(backbone, "ln", quant4, steps, None, batch_size, data, eval_limit, 0)
+        cfg = build_config(config_fields(backbone, "ln", quant4, steps, None, batch_size, eval_limit, 0), data)
     except Exception:
         return ""
     est, n_items = estimate_for(ctx, cfg, list(scopes))
@@ -118,11 +119,12 @@ def start(ctx: AppContext, session: str, backbone, scopes, quant4, steps, batch_
           hub_id, eval_limit) -> Job:
     if not scopes:
         raise UserError("choose at least one scope to compare")
-    build_config(backbone, "ln", quant4, steps, None, batch_size, DataChoice("sample"), eval_limit, 0)
+    # checked (once) before an upload is touched, so a bad number fails fast
+    cfg = build_config(config_fields(backbone, "ln", quant4, steps, None, batch_size, eval_limit, 0), DataChoice("sample"))
     data = prepare_dataset(data_source, data_file, hub_id, ctx.settings.session_dir(session) / "uploads",
                            max_upload_bytes=ctx.settings.max_upload_bytes,
                            max_unzip_bytes=ctx.settings.max_unzip_bytes)
-    cfg = build_config(backbone, "ln", quant4, steps, None, batch_size, data, eval_limit, 0)
+    cfg = dataclasses.replace(cfg, data=data.spec, eval_split=data.eval_split, ood_split=data.ood_split)
     out = ctx.settings.session_dir(session) / "compare" / time.strftime("%Y%m%d-%H%M%S")
     scopes = list(scopes)
 
@@ -201,7 +203,7 @@ def param_figure(backbone: str, quant4: bool):
 
 # ------------------------------------------------------------------ layout and wiring
 
-def build(ctx: AppContext):
+def build(ctx: AppContext) -> CompareTab:
     import gradio as gr
 
     s = ctx.settings
@@ -312,11 +314,10 @@ def build(ctx: AppContext):
     est_inputs = [backbone, scopes, quant4, steps, batch, data_source, eval_limit]
     for comp in est_inputs:
         comp.change(on_estimate, est_inputs, estimate, api_visibility="private", queue=False)
-    ctx.components["cmp_estimate"] = (on_estimate, est_inputs, estimate)
-    ctx.components["cmp_params"] = (on_params, [backbone, quant4], params_plot)
-    ctx.components["cmp_poll"] = (on_poll, [ctx.session, seen],
-                                  [status, table, params_plot, metric_plot, retention_plot, cost_plot, loss_plot,
-                                   download, start_btn, stop_btn, notice, seen, claims])
+    return CompareTab(Handler(on_poll, [ctx.session, seen], [status, table, params_plot, metric_plot, retention_plot,
+                                                             cost_plot, loss_plot, download, start_btn, stop_btn,
+                                                             notice, seen, claims]),
+                      Handler(on_params, [backbone, quant4], [params_plot]), Handler(on_estimate, est_inputs, [estimate]))
 
 
 def notice_for(job: Job):
