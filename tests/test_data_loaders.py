@@ -20,8 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from medln.data import hub, images, iu_xray, pathvqa, slake, vqa_rad
+from medln.data import hub, images, iu_xray, load_samples, pathvqa, slake, vqa_rad
 from medln.data.images import load_image
+from conftest import copy_dataset
 from medln.data.sample import DataError
 
 # --- builders -----------------------------------------------------------------------------------
@@ -645,3 +646,40 @@ def test_every_loader_that_reads_a_folder_detects_its_own_layout(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no supported dataset found in the upload"):
         detect(tmp_path / "empty", "the upload")
+
+
+# ------------------------------------------------------------------ containment: paths from records stay inside
+
+
+def _jsonl(folder: Path, image: str) -> Path:
+    path = folder / "probe.jsonl"
+    path.write_text(json.dumps({"image": image, "question": "q?", "answer": "a"}) + "\n")
+    return path
+
+
+def test_jsonl_images_must_resolve_inside_the_dataset_folder(dataset, tmp_path):
+    folder = copy_dataset(dataset, tmp_path)
+    outside = tmp_path / "secret.png"
+    outside.write_bytes((folder / "images" / "img00.png").read_bytes())  # a real image, outside
+    (folder / "images" / "link.png").symlink_to(outside)
+    for image in (str(outside), "/etc/no-such-file", "../secret.png", "images/../../secret.png", "images/link.png"):
+        with pytest.raises(DataError) as e:
+            load_samples(f"jsonl:{_jsonl(folder, image)}", "train")
+        msg = str(e.value)
+        assert "leads outside the dataset folder" in msg and f"{image!r}" in msg, msg
+        assert "not found" not in msg  # the same answer whether or not the file exists
+    assert load_samples(f"jsonl:{_jsonl(folder, 'images/img00.png')}", "train").samples  # inside: fine
+
+
+def test_folder_loaders_refuse_links_out_of_their_image_folder(tmp_path):
+    from medln.data.loaded import BadField, image_file
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    (tmp_path / "secret.jpg").write_bytes(b"x")
+    (images / "ok.jpg").write_bytes(b"x")
+    (images / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    assert image_file(images, "ok.jpg", "img_name") == (images / "ok.jpg").resolve()
+    for name in ("link.jpg", "../secret.jpg", str(tmp_path / "secret.jpg")):
+        with pytest.raises(BadField, match="leads outside the image folder"):
+            image_file(images, name, "img_name")

@@ -212,3 +212,14 @@ def test_pip_install_gives_a_working_medln_command(tmp_path):
     subprocess.run([venv / "bin" / "pip", "install", "-q", "--no-deps", "--no-build-isolation", REPO], check=True)
     proc = subprocess.run([venv / "bin" / "medln", "scopes", "--json"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0 and json.loads(proc.stdout)[0]["name"] == "ln"
+
+
+def test_docs_design_lists_every_module_in_one_line():
+    """docs/design.md's module list is the tree: every module of medln once, nothing that is gone."""
+    text = (REPO / "docs" / "design.md").read_text(encoding="utf-8")
+    listed = [line.split()[0] for line in text.splitlines() if line.startswith("medln/") and line.split()[0].endswith(".py")]
+    described = [line for line in text.splitlines() if line.startswith("medln/") and line.split()[0].endswith(".py")
+                 and len(line.split()) > 1]
+    tree = sorted(str(f.relative_to(REPO)) for f in medln_modules().values())
+    assert sorted(listed) == tree, (set(tree) - set(listed), set(listed) - set(tree))
+    assert len(described) == len(listed)  # each with its one-line description

@@ -13,7 +13,7 @@ with `medln.methods.apply_scope` (the selection training uses), and measures in 
 
 A scope that cannot run (full fine-tuning of 4-bit weights, out of memory, ...) gives a row
 with a "skipped" reason instead of stopping the sweep. Rows are written as they finish, so a
-command stopped at its time limit keeps what it measured. bench/README.md has the GPU recipe.
+command stopped at its time limit keeps what it measured. docs/bench.md has the GPU recipe.
 
 
 The package, by concept: shapes (published configs, toy twins), inputs (synthetic batches

@@ -1,8 +1,8 @@
 """Which registry backbone fits which Hugging Face Space GPU, and how fast a step should be:
 COMPUTED from the published model shapes, not measured (no GPU was available to this work).
 
-    python bench/hardware_table.py            # the Markdown table in README ("Space hardware")
-    python bench/hardware_table.py --json     # every intermediate figure
+    python -m medln.bench.hardware            # the Markdown table in README ("Space hardware")
+    python -m medln.bench.hardware --json     # every intermediate figure
 
 Every model is built on the meta device from its published hyper-parameters (medln.bench's
 shapes, plus three configs here), so the parameter counts are exact; the rest is a model of
@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ..config import TrainConfig
 
 NF4_BITS = 4 + 8 / 64 + 32 / (64 * 256)  # 4-bit codes + fp8 absmax per 64 + fp32 per 256 absmax blocks
 OVERHEAD_GB = 1.5
@@ -66,7 +64,7 @@ CARDS = [
     # ZeroGPU: an H200 MIG 3g.71gb slice (spaces' own defaults: 60 of the H200's 132 SMs, ~74.6 GB)
     Card("ZeroGPU 70 GB", 70, round(989 * 60 / 132), round(67 * 60 / 132, 1), True),
 ]
-BATCH = 8  # TrainConfig.batch_size's default
+BATCH = TrainConfig.batch_size  # the default fine-tune's batch
 
 
 # ------------------------------------------------------------------ the models
@@ -76,7 +74,7 @@ def _llava_15_7b():
     """llava-hf/llava-1.5-7b-hf: CLIP ViT-L/14-336 + Vicuna-7B v1.5 (Llama, MHA)."""
     from transformers import LlamaConfig
 
-    from medln.bench.shapes import shape_config
+    from .shapes import shape_config
 
     _, config, _ = shape_config("llava-7b")
     config.text_config = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008,
@@ -89,7 +87,7 @@ def _smolvlm_500m():
     """SmolVLM-500M: the 256M's SigLIP base-patch16-512 + SmolLM2-360M."""
     from transformers import LlamaConfig
 
-    from medln.bench.shapes import shape_config
+    from .shapes import shape_config
 
     _, config, _ = shape_config("smolvlm-256m")
     config.text_config = LlamaConfig(vocab_size=49280, hidden_size=960, intermediate_size=2560, num_hidden_layers=32,
@@ -106,7 +104,7 @@ def _blip_vqa_base():
 
 def _shape(name):
     def build():
-        from medln.bench.shapes import shape_config
+        from .shapes import shape_config
 
         return shape_config(name)[1]
     return build
@@ -147,9 +145,8 @@ def measure(model: Model) -> Shape:
     """Exact counts from the meta-device model."""
     import torch.nn as nn
 
-    from medln.backbones import BACKBONES_BY_NAME, FAMILIES, part_of
-    from medln.backbones import meta_model
-    from medln.structure import is_norm
+    from ..backbones import BACKBONES_BY_NAME, FAMILIES, meta_model, part_of
+    from ..structure import is_norm
 
     config = model.build()
     family = FAMILIES[BACKBONES_BY_NAME[model.backbone].family]
