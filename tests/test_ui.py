@@ -80,7 +80,10 @@ def test_build_config_maps_widgets_to_train_config():
     assert cfg.effective_lr == ft.scope_info("lora", "medln-tiny")[0]  # ... the rate the run then takes
     assert (cfg.data, cfg.eval_split, cfg.ood_split, cfg.eval_limit, cfg.seed) == ("jsonl:/x/data.jsonl", "test", "", 16, 3)
     assert ft.build_config(ft.config_fields("medln-tiny", "ln", False, 5, 0.01, 2, 0, 0), data).lr == 0.01
-    assert ft.build_config(ft.config_fields("medln-tiny", "ln", False, 5, "", 2, 0, 0), data).lr is None
+    assert ft.build_config(ft.config_fields("medln-tiny", "ln", False, 5, " ", 2, 0, 0), data).lr is None
+    assert ft.build_config(ft.config_fields("medln-tiny", "ln", False, 5, "0.02", 2, 0, 0), data).lr == 0.02
+    with pytest.raises(ConfigError, match="lr: must be a number, got 'fast'"):  # the field named, not a crash
+        ft.build_config(ft.config_fields("medln-tiny", "ln", False, 5, "fast", 2, 0, 0), data)
     with pytest.raises(ConfigError, match="unknown config keys: bogus"):  # TrainConfig.from_dict's refusal
         ft.build_config({**ft.config_fields("medln-tiny", "ln", False, 5, None, 2, 0, 0), "bogus": 1}, data)
 

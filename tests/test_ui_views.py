@@ -219,8 +219,8 @@ def test_fine_tune_defaults_to_4bit_and_a_reload_refills_the_form():
     cfg = ft.build_config(ft.config_fields("medln-tiny", "lora", True, 33, None, 4, 120, 7),
                           DataChoice("sample", "test", "source-test"))
     values = ft.form_values(cfg.to_dict())
-    assert values[:8] == ("medln-tiny", "lora", True, 33, None, 4, 120, 7)  # lr: the empty field it came from
-    assert ft.form_values({**cfg.to_dict(), "lr": 0.02})[4] == 0.02  # a rate typed in comes back as typed
+    assert values[:8] == ("medln-tiny", "lora", True, 33, "", 4, 120, 7)  # lr: the empty field it came from
+    assert ft.form_values({**cfg.to_dict(), "lr": 0.02})[4] == "0.02"  # a rate typed in comes back as typed
     assert values[8] == cfg.to_dict().get("precision", "auto")  # issue 14's precision widget is refilled too
 
 

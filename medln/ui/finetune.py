@@ -110,7 +110,7 @@ def config_fields(backbone, scope, quant4, steps, lr, batch_size, eval_limit, se
     """The form's widgets -> TrainConfig fields: the 4-bit box becomes a quant value, number
     widgets' 12.0 becomes 12, and an empty learning-rate field is None: the scope's default."""
     return {"backbone": backbone, "scope": scope, "quant": "4bit" if quant4 else "none", "steps": _whole(steps),
-            "lr": None if lr in (None, "") else lr, "batch_size": _whole(batch_size),
+            "lr": _rate(lr), "batch_size": _whole(batch_size),
             "eval_limit": _whole(eval_limit or 0), "seed": _whole(seed or 0), "precision": precision or "auto"}
 
 
@@ -123,6 +123,19 @@ def build_config(fields: dict, data: DataChoice) -> TrainConfig:
         raise UserError("choose a backbone")
     data_fields = {"data": data.spec, "eval_split": data.eval_split, "ood_split": data.ood_split}
     return TrainConfig.from_dict({**fields, "backbone": backbone.strip(), **data_fields}).validate()
+
+
+def _rate(value):
+    """The learning-rate field: empty (or blank) is None, the scope's default; text that reads
+    as a number is that number; anything else goes to validate() as it is, which names it."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value.strip()
+    return value
 
 
 def _whole(value):
@@ -205,7 +218,9 @@ def form_values(config: dict) -> tuple:
     """A job's config -> the values of the form widgets (backbone, scope, 4-bit, steps, lr,
     batch, samples scored, seed, precision): a reloaded page shows what is actually running
     (an lr of None, the scope's default, as the empty field it came from)."""
-    return (config["backbone"], config["scope"], config.get("quant") == "4bit", config["steps"], config.get("lr"),
+    lr = config.get("lr")
+    return (config["backbone"], config["scope"], config.get("quant") == "4bit", config["steps"],
+            "" if lr is None else f"{lr:g}",
             config["batch_size"], config.get("eval_limit", 0), config.get("seed", 0), config.get("precision", "auto"))
 
 
@@ -252,9 +267,10 @@ def build(ctx: AppContext) -> FinetuneTab:
                 # No minimum/maximum on these widgets: Gradio's own range message does not
                 # name the field; TrainConfig.validate() does, and lists every problem at once.
                 steps = gr.Number(value=DEFAULTS.steps, precision=0, label="Steps", elem_id="ft-steps")
-                # Empty: the scope's default (the saved config says "default", not a number).
-                lr = gr.Number(value=None, label="Learning rate", elem_id="ft-lr",
-                               placeholder=lr_hint(DEFAULTS.scope, s.default_backbone))
+                # Empty: the scope's default (the saved config says "default", not a number). A
+                # text box: Gradio's Number cannot be empty (it sends 0).
+                lr = gr.Textbox(value="", label="Learning rate", elem_id="ft-lr", max_lines=1,
+                                placeholder=lr_hint(DEFAULTS.scope, s.default_backbone))
                 batch = gr.Number(value=DEFAULTS.batch_size, precision=0, label="Batch size", elem_id="ft-batch")
             gr.Markdown("### 3 · Data")
             data_source = gr.Radio(DATA_SOURCES, value="sample", label="Dataset", elem_id="ft-data")
