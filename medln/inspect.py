@@ -20,9 +20,12 @@ import math
 import re
 from pathlib import Path
 
+from .adapters import is_peft_adapter
 from .backbones import Family, part_of
 from .config import _f, add_command
 from .methods import ABSOLUTE_PARAMS, METHODS, ScopeError, methods_of
+from .runs import RunDir, load_run
+from .storage import write_json_atomic
 
 LAYER = re.compile(r"\.(?:layers|layer|blocks)\.(\d+)\.")
 PEFT_PREFIX = "base_model.model."
@@ -140,9 +143,6 @@ def compare(main: dict, other: dict) -> dict:
 
 def load_run_for_inspect(run_path: Path):
     """(backbone, peft model with the run's adapter), the base rebuilt as it was trained."""
-    from .adapters import is_peft_adapter
-    from .runs import RunDir, load_run
-
     run = RunDir(Path(run_path))
     if not is_peft_adapter(run.adapter_dir):
         raise FileNotFoundError(f"{run.path}: no peft adapter (scope 'full' saves whole weights; nothing to inspect)")
@@ -158,9 +158,6 @@ def inspect_run(run_path, *, others: list = (), force: bool = False, html: bool 
     """inspect.json (and inspect.html) for a finished run; other runs (seeds, a LoRA run) are
     compared with it. A run's own movement is computed once and read back afterwards."""
     import json
-
-    from .runs import RunDir
-    from .storage import write_json_atomic
 
     def own(path) -> dict:
         run = RunDir(Path(path))
@@ -192,8 +189,6 @@ def inspect_run(run_path, *, others: list = (), force: bool = False, html: bool 
 
 def record_movement(run_path, model, family: Family, meta: dict) -> None:
     """inspect.json at the end of training, from the model still in memory (no reload)."""
-    from .storage import write_json_atomic
-
     if hasattr(model, "peft_config") and not getattr(model, "active_peft_config", None).is_prompt_learning:
         write_json_atomic(Path(run_path) / INSPECT_JSON, summarize(movement(model, family), meta))
 

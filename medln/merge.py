@@ -23,6 +23,8 @@ from pathlib import Path
 
 from .config import _f, add_command
 from .methods import METHODS, ScopeError, get_scope
+from .runs import RunDir, attach_run, base_spec
+from .storage import write_json_atomic
 
 MERGED_JSON = "medln-merged.json"
 # peft types whose adapters change no weight: the methods' own reasons, and peft's prefix
@@ -66,11 +68,6 @@ def swapped_in(model, adapter: str | None = None):
 
 def merge_run(run_path, out, *, device: str | None = None) -> dict:
     """Write a standalone merged model of a finished run to `out`; returns what was written."""
-    import dataclasses
-
-    from .runs import RunDir, attach_run, base_spec
-    from .storage import write_json_atomic
-
     run = RunDir(Path(run_path))
     adapter_cfg_path = run.adapter_dir / "adapter_config.json"
     if not run.adapter_dir.is_dir():

@@ -31,8 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .adapters import adapter_off, peft_targets
+from .backbones import resolve
+from .machine import free_memory
+from .merge import swapped_in
 from .methods import methods_of
-from .runs import BaseSpec
+from .runs import BaseSpec, check_adapter
 
 log = logging.getLogger("medln.models")
 
@@ -72,15 +75,11 @@ class Entry:
         if self.signature and any(m.swaps_in for m in methods_of(self.signature[0])):
             # The trained modules swapped in for the answer (exact, no copy, same tokens): no
             # peft dispatch per norm call during decoding (docs/merge_speed.py measures it).
-            from medln.merge import swapped_in
-
             return self.model, swapped_in(self.model, name)
         return self.model, nullcontext()
 
     def _attach(self, adapter_dir: Path) -> None:
         from peft import PeftModel
-
-        from medln.runs import check_adapter
 
         check_adapter(self.model, adapter_dir, family=self.backbone.family.name)  # before peft touches the model
         config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
@@ -129,8 +128,6 @@ def canonical(backbone: str) -> str:
     """One cache key per model however it is named: 'medln-tiny' and its bundled folder,
     a registry name and its hub id, a relative and an absolute path."""
     try:
-        from medln.backbones import resolve
-
         return resolve(backbone).source
     except Exception:  # unresolvable: loading will say why
         return backbone
@@ -242,6 +239,4 @@ _count_lock = threading.Lock()
 
 
 def _free_memory() -> None:
-    from .machine import free_memory
-
     free_memory()

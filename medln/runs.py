@@ -34,6 +34,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .adapters import attach, is_peft_adapter, peft_targets
+from .backbones import default_dtype, load_backbone, model_class
 from .methods import METHODS, PEFT_TYPES, get_scope
 from .storage import write_json_atomic
 from .structure import shape_of
@@ -202,8 +204,6 @@ class BaseSpec:
 
     def effective_dtype(self, device: str | None = None) -> str:
         """The dtype a load on `device` (default: CUDA if present) uses."""
-        from .backbones import default_dtype
-
         device = device or _default_device()
         return self._recorded_dtype(device) or default_dtype(self.backbone, device, self.precision)
 
@@ -213,8 +213,6 @@ class BaseSpec:
         return None
 
     def load(self, device: str | None = None):
-        from .backbones import load_backbone
-
         device = device or _default_device()
         # Without a recorded dtype for this kind of device, load_backbone resolves the
         # precision itself: it knows the family (fp16_ok) from config.json.
@@ -233,8 +231,6 @@ class BaseSpec:
 def base_spec(run_dir: str | Path) -> BaseSpec:
     """The recorded base of a run. Runs written before `base` was recorded: rebuilt from their
     config (a 4-bit attn/ffn run kept exactly its adapter's target modules unquantized)."""
-    from .adapters import is_peft_adapter, peft_targets
-
     run = RunDir(Path(run_dir))
     try:
         config = run.config()
@@ -254,16 +250,12 @@ def attach_run(backbone, run_dir: str | Path):
     """A run's tuned model on an already-loaded base (built from the run's BaseSpec): the peft
     adapter wraps it (one copy of the base weights; `adapters.adapter_off` gives base
     answers). Scope 'full' saved a whole checkpoint, which loads as a second model."""
-    from .adapters import attach, is_peft_adapter
-
     run = RunDir(Path(run_dir))
     if not run.adapter_dir.is_dir():
         raise RunError(f"{run.path} has no adapter/ folder (not a finished MedLN run?)")
     check_adapter(backbone.model, run.adapter_dir, family=backbone.family.name)
     if is_peft_adapter(run.adapter_dir):
         return attach(backbone.model, run.adapter_dir)
-    from .backbones import model_class
-
     device = next(backbone.model.parameters()).device
     return model_class(backbone.family).from_pretrained(run.adapter_dir, device_map={"": str(device)},
                                                         dtype=next(backbone.model.parameters()).dtype,

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Generator
 
+from ..backbones import BackboneError
 from ..config import ConfigError, TrainConfig
+from ..data import DataError
 from ..machine import free_memory
 from ..methods import ScopeError, get_scope
 from ..metrics import headline_metric
@@ -79,9 +81,6 @@ def run_cell(base: TrainConfig, cell: Cell, lane: Lane, *,
              watch: Callable[[dict, TrainConfig], None] | None = None) -> Generator[dict, None, dict]:
     """Run one cell: yields its run's records (tagged, Cell.tag) and returns its row.
     `watch(record, cfg)` sees every record first (progress, the backbone's name)."""
-    from ..backbones import BackboneError
-    from ..data import DataError
-
     row, steps, t0 = empty_row(cell.scope, seed=cell.seed), [], time.perf_counter()
     row["status"] = "running"
     run = None

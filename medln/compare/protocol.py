@@ -4,7 +4,10 @@ baseline that answers from the training questions alone, medln.baselines)."""
 
 from __future__ import annotations
 
+from ..baselines import fit_blind, score_blind
 from ..config import ConfigError, TrainConfig
+from ..data import DataError, load_samples
+from ..evaluate import subsample
 
 VALIDATION_FRACTION = 0.1  # of train's images, when a dataset has no validation split
 VALIDATION_SEED = 0
@@ -23,8 +26,6 @@ def split_validation(cfg: TrainConfig) -> tuple[list, list, dict]:
     The dataset's own `validation` split when it has one; else a seeded slice of train, by
     image (all questions about one image stay on one side), which is then not trained on."""
     import random
-
-    from ..data import DataError, load_samples
 
     train = load_samples(cfg.data, cfg.split, skip_bad=cfg.skip_bad).samples
     try:
@@ -49,10 +50,6 @@ def reference_rows(cfg: TrainConfig, train: list, bases: dict, extra_eval: dict 
     """{"base": {"test", "ood"}, "blind": {"test", "ood", "fitted_on", "rule"}} for a sweep's
     target split (cfg.eval_split) and its out-of-domain set. The blind baseline is fitted on
     `train` (what the scopes trained on) and never reads an image."""
-    from ..baselines import fit_blind, score_blind
-    from ..data import DataError, load_samples
-    from ..evaluate import subsample
-
     out: dict = {}
     base = next(iter(bases.values()), None) if bases else None
     if base is not None:  # every scope's base scores (under 4-bit attn/ffn differ: the first is the plain one)

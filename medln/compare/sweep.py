@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..config import ConfigError, TrainConfig
+from ..data import load_samples
+from ..evaluate import subsample
 from ..machine import machine_info
 from ..methods import SCOPES, ScopeError, get_scope
 from ..metrics import headline_for
@@ -172,9 +174,6 @@ def compare(options: CompareConfig, *, stop=None, progress: Callable[[float, str
 
 def start(options: CompareConfig, *, stop=None, progress=None, command=None, run_scope=None) -> Sweep:
     """Check the options, load the training data (and validation, and the out-of-domain set)."""
-    from ..data import load_samples
-    from ..evaluate import subsample
-
     scopes = parse_scopes(options.scopes)
     seeds = list(dict.fromkeys(options.seed_list()))
     grid = options.grid()

@@ -9,6 +9,7 @@ starts from.
 
 from __future__ import annotations
 
+from ..backbones import BACKBONES_BY_NAME
 from . import bitfit, full, ia3, ln_lora, lora, norm, prompt, whole_linear
 from .method import Method, ScopeError, TuningScope
 
@@ -85,7 +86,5 @@ def methods_of(peft_type: str | None) -> list[Method]:
 def default_lr(backbone: str, scope: str) -> float:
     """The learning rate a scope starts from: measured for this backbone if the registry has
     it, else the scope's own default."""
-    from ..backbones import BACKBONES_BY_NAME
-
     spec = BACKBONES_BY_NAME.get(backbone)
     return spec.lrs[scope] if spec and scope in spec.lrs else get_scope(scope).default_lr

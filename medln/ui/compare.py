@@ -20,7 +20,8 @@ from . import views
 from .context import AppContext, CompareTab, Handler
 from .downloads import served_copy
 from .errors import UserError, private_errors, quiet, user_message, web_words
-from .finetune import DATA_SOURCES, DEFAULTS, backbone_choices, build_config, config_fields, train_records
+from .finetune import DATA_SOURCES, DEFAULTS, backbone_choices, train_records
+from .form import build_config, config_fields
 from .jobs import Job
 from .uploads import DataChoice, prepare_dataset
 
