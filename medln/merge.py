@@ -2,8 +2,9 @@
 
 peft's `merge_and_unload()` folds each adapter into the weights it modifies; each tuning
 method says how (medln.methods, `Method.fold`: LN tuning swaps the trained copy in, LoRA adds
-B·A·alpha/r, IA³ scales W by l, BitFit adds Δb), and medln-merged.json records it. The result is a plain transformers checkpoint (safetensors + processor) that loads anywhere,
-needs neither peft nor MedLN, and answers as the adapter did (tests/test_merge.py compares
+B·A·alpha/r, IA³ scales W by l, BitFit adds Δb), and medln-merged.json records it. The
+result is a plain transformers checkpoint (safetensors + processor) that loads anywhere,
+needs neither peft nor MedLN, and answers as the adapter did (tests/test_inspect_merge.py compares
 greedy generations). A soft prompt (`prompt`) is extra input, not a weight change: there is
 nothing to merge. A `full` run already holds whole weights.
 
@@ -91,7 +92,8 @@ def merge_run(run_path, out, *, device: str | None = None) -> dict:
     merged.save_pretrained(tmp, safe_serialization=True)
     bb.processor.save_pretrained(tmp)
     info = {"run": str(run.path), "scope": cfg.get("scope"), "peft_type": peft_type, "source": source,
-            "trained_quant": cfg.get("quant", "none"), "fold": get_scope(cfg["scope"]).method.fold if cfg.get("scope") else None,
+            "trained_quant": cfg.get("quant", "none"),
+            "fold": get_scope(cfg["scope"]).method.fold if cfg.get("scope") else None,
             "note": ("trained on a 4-bit base: merged into the unquantized weights, so answers are the adapter's "
                      "on the full-precision base" if cfg.get("quant") == "4bit" else "answers equal the adapter's"),
             "dtype": str(next(merged.parameters()).dtype).replace("torch.", ""),

@@ -164,7 +164,7 @@ def bench_row(cfg: BenchConfig, shape_name: str, scope_name: str, quant: str, ba
         row["total_params"] = count_params(model)
         if quant == "4bit":
             keep = list(family.not_quantized)
-            if scope.trains_whole_linears:  # attn/ffn train whole projections: keep them bf16 (scopes.py)
+            if scope.trains_whole_linears:  # attn/ffn train whole projections: keep them bf16 (methods/whole_linear.py)
                 keep += select_in_model(model, config, family, scope).modules
             quantize_4bit(model, keep, dtype)
             _free(device)  # hand the bf16 blocks back to the driver
