@@ -69,7 +69,8 @@ def test_without_the_guard_bitsandbytes_changes_a_packed_layer():
 def test_the_reference_kernel_is_the_dequant_path_within_bf16():
     """The AVX512-BF16 path forced on a CPU without it (the reference) computes the layer: it
     differs from the exact fp32 dequant path by no more than its bf16 roundings allow (input,
-    codebook and scale each within 2^-9, fp32 sums, the output within 2^-9 of itself)."""
+    codebook and scale each within 2^-9, fp32 sums, the output within 2^-9 of itself; the
+    bound allows a third more)."""
     x = torch.randn(5, 512)
     exact_layer, bf16_layer = nf4_layer(), nf4_layer()
     bnb_cpu.use(exact_layer, "dequant")
@@ -90,14 +91,18 @@ def test_the_reference_kernel_is_the_dequant_path_within_bf16():
 
 @pytest.mark.skipif(not bnb_cpu.native_avx512bf16(), reason="this CPU has no AVX512-BF16: no native kernel")
 def test_the_reference_kernel_matches_the_native_one():
-    """Within one bf16 step of the output: the only differences left are the native kernel's
-    flushed denormals and the reference's FMA, both far below the final bf16 rounding."""
+    """Same bf16 inputs, same order of fp32 sums: they may differ by the native instruction's
+    flushed denormals and by a sum rounded another way (at most K fp32 roundings of the sum of
+    |x_k w_k|), then by one bf16 step of the output (at most 2^-7 of it)."""
     layer = nf4_layer()
     bnb_cpu.use(layer, "avx512bf16")
     x = torch.randn(7, 512)
     with torch.no_grad():
+        weight = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state)
         layer(x)  # packs
     state = layer.weight.quant_state
     args = (x, layer.weight.data, state.shape, state.absmax, state.code, state.blocksize)
     native = torch.ops.bitsandbytes.gemv_4bit.default(*args)
-    torch.testing.assert_close(bnb_cpu.reference_gemv_4bit(*args), native, rtol=2 * BF16_EPS, atol=1e-30)
+    error = (bnb_cpu.reference_gemv_4bit(*args) - native).abs()
+    bound = 2 * BF16_EPS * native.abs() + 2 * 512 * 2.0**-24 * (x.abs() @ weight.abs().T)
+    assert (error <= bound).all(), f"worst excess {(error - bound).max():.3g}"

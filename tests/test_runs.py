@@ -152,7 +152,7 @@ def case_id(scope, quant, kernel) -> str:
 def test_run_reloads_as_trained(scope, quant, kernel, trained, reloaded, record_property):
     run_dir, tuned, base, ran = trained[(scope, quant, kernel)]
     got = reloaded[kernel or bnb_cpu.KERNELS[0]][run_dir]
-    if kernel:  # the kernel forced is the one that ran: every 4-bit matmul, in all three processes' models
+    if kernel:  # the kernel forced is the one that ran: every 4-bit matmul of the trained, library and served models
         record_property("cpu_4bit_kernel", bnb_cpu.label(kernel))
         for where, counts in {"trained": ran, **got["ran"]}.items():
             assert set(counts) == {bnb_cpu.label(kernel)}, f"{where}: {counts}"
