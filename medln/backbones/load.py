@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cpu4bit import keep_packed
 from .family import Family
 from .registry import BACKBONES, BACKBONES_BY_NAME, FAMILIES, BackboneError, Resolved, family_of_model_type, resolve
 
@@ -251,6 +252,8 @@ def load_backbone(
             raise BackboneError(offline_message(resolved)) from None
         raise BackboneError(f"cannot load {resolved.source}: {e}") from None
     model.eval()
+    if quant == "4bit":  # a CPU-packed layer must survive peft's state_dict() reads (medln.cpu4bit)
+        keep_packed(model)
     prompt = (resolved.spec.prompt if resolved.spec else None) or family.prompt
     return Backbone(resolved.name, resolved.source, family, model, processor, quant, prompt,
                     str(dtype).removeprefix("torch."), resolved.portable_name, notes, prec)
