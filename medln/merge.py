@@ -70,7 +70,7 @@ def merge_run(run_path, out, *, device: str | None = None) -> dict:
     """Write a standalone merged model of a finished run to `out`; returns what was written."""
     import dataclasses
 
-    from .runs import RunDir, attach_run, base_spec, write_json_atomic
+    from .runs import RunDir, attach_run, base_spec, give_default_modes, write_json_atomic
 
     run = RunDir(Path(run_path))
     adapter_cfg_path = run.adapter_dir / "adapter_config.json"
@@ -101,6 +101,10 @@ def merge_run(run_path, out, *, device: str | None = None) -> dict:
             "dtype": str(next(merged.parameters()).dtype).replace("torch.", ""),
             "seconds": round(time.perf_counter() - t0, 2)}
     write_json_atomic(tmp / MERGED_JSON, info)
+    from .card import merged_card
+
+    merged_card(run.config(), run.eval() or {}, info).save(tmp / "README.md")
+    give_default_modes(tmp)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         out.rmdir()

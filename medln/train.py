@@ -286,8 +286,13 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
     base_spec = tunable.base or BaseSpec(cfg.backbone, cfg.quant)
     run = None
     if acc.is_main_process:
+        from .hub import data_revision, model_revision
+
+        # What exactly was used: the hub commits, or content hashes of local model and data (medln.hub)
+        revisions = {"backbone": model_revision(base_spec.backbone, tunable.backbone),
+                     "data": data_revision(cfg.data, loaded)}
         run = RunDir.create(out, {"config": cfg.to_dict(), "base": base_spec.to_dict(), **start,
-                                  "source": tunable.backbone.source}, overwrite=overwrite)
+                                  "source": tunable.backbone.source, "revisions": revisions}, overwrite=overwrite)
     yield start
     try:
         yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, start, stop, base_metrics)
@@ -301,7 +306,8 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
 
 
 def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, base_metrics) -> Iterator[dict]:
-    from .adapters import adapter_bytes, make_portable, write_card
+    from .adapters import adapter_bytes, make_portable
+    from .card import write_adapter_card
     from .evaluate import evaluate
 
     sel = tunable.selection
@@ -354,8 +360,6 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, ba
         "base": base,
         "tuned": tuned,
     }
-    write_card(run.adapter_dir, base_name=tunable.backbone.portable_name or tunable.backbone.name,
-               model_class=tunable.backbone.family.model_class, config=cfg.to_dict(), start=start, result=result,
-               kept=tunable.base.keep if tunable.base else ())
+    write_adapter_card(run.adapter_dir, run.config(), result)
     run.write_eval(result)
     yield {"event": "done", "run": str(run.path), **result}

@@ -1,0 +1,199 @@
+"""The Hugging Face Hub both ways: revisions in, runs out.
+
+In: a hub backbone (`owner/name@REVISION`, or a registry name with `@REVISION`) and an `hf:`
+dataset (`hf:owner/name@REVISION[:CONFIG]`) take a branch, tag or commit, passed to
+from_pretrained / load_dataset as `revision`. Every run records what it really used in
+config.json ("revisions"): for a hub model or dataset the commit the files came from (the
+snapshot transformers read, `config._commit_hash`; the datasets cache folder, which is named by
+commit); for a local folder or file a content hash (`fingerprint`).
+
+Out: `medln push RUN --repo-id owner/name` uploads the run's adapter with its card (or, with
+`--merged`, the merged model built by medln.merge, with its own card) through huggingface_hub.
+The token comes from the environment (HF_TOKEN, or the one `hf auth login` saved) and is never
+printed: a message that might contain it is masked. HF_ENDPOINT chooses the server (tests run
+a stand-in on localhost).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import tempfile
+from pathlib import Path
+
+from .config import _f, add_command
+
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+HASH_WHOLE_FILES_UP_TO = 64 * 2**20  # bigger files (weight shards) count by name and size only
+
+
+class HubError(ValueError):
+    """A push or a revision cannot be done as asked; the message says why (never the token)."""
+
+
+def split_revision(arg: str) -> tuple[str, str | None]:
+    """'owner/name@rev' -> ('owner/name', 'rev'); no '@' -> (arg, None). A revision is a
+    branch, tag or commit; it may contain '/' (refs/pr/1) but not '@' or whitespace."""
+    name, at, revision = arg.rpartition("@")
+    if not at:
+        return arg, None
+    if not name or not revision or re.search(r"\s", revision):
+        raise HubError(f"{arg!r}: expected NAME@REVISION (a branch, tag or commit after the '@')")
+    return name, revision
+
+
+# ------------------------------------------------------------------------------- what a run used
+
+
+def fingerprint(path: str | Path) -> str:
+    """sha256 of a file, or of a folder: every file's relative path and size, and the content
+    of each file up to 64 MiB (config, tokenizer, a small model); larger files (the weight
+    shards of a big model) by path and size only, so hashing a 7B folder takes no minutes.
+    Names starting with '.' (caches, .git) are left out."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    for file in files:
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(path) if file != path else file.name}\0{size}\0".encode())
+        if size <= HASH_WHOLE_FILES_UP_TO:
+            with file.open("rb") as f:
+                for block in iter(lambda: f.read(2**20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def model_revision(arg: str, backbone) -> dict:
+    """What a run's base model was: hub id + requested revision + the commit transformers
+    loaded (its snapshot's name), or a local folder's fingerprint."""
+    from .backbones import resolve
+
+    resolved = resolve(arg)
+    if resolved.local:
+        return {"source": "local", "name": resolved.portable_name, "sha256": fingerprint(resolved.source)}
+    model = getattr(backbone.model, "get_base_model", lambda: backbone.model)()
+    commit = getattr(model.config, "_commit_hash", None)
+    return {"source": "hub", "id": resolved.source, "requested": resolved.revision, "commit": commit}
+
+
+def samples_fingerprint(samples) -> str:
+    """sha256 of what a split holds: every sample's id, task, question, answer and image bytes."""
+    digest = hashlib.sha256()
+    for s in samples:
+        digest.update(json.dumps([s.id, s.task, s.question, s.answer, s.answer_type]).encode())
+        image = s.image if isinstance(s.image, bytes) else Path(s.image).read_bytes()
+        digest.update(hashlib.sha256(image).digest())
+    return digest.hexdigest()
+
+
+def data_revision(spec: str, loaded) -> dict:
+    """What a run's training data was: an `hf:` dataset's commit (its loader records it), or
+    for any other source the content hash of the samples it yielded."""
+    recorded = getattr(loaded, "revision", None)
+    if recorded:
+        return recorded
+    return {"source": "local", "samples_sha256": samples_fingerprint(loaded.samples), "n": len(loaded.samples)}
+
+
+def dataset_commit(dataset) -> str | None:
+    """The commit a `datasets.Dataset` was prepared from: datasets names a Hub dataset's cache
+    folder by the commit it downloaded (builder hash = commit sha, datasets.load)."""
+    for cache_file in getattr(dataset, "cache_files", None) or ():
+        name = Path(cache_file.get("filename", "")).parent.name
+        if _COMMIT.match(name):
+            return name
+    return None
+
+
+# ---------------------------------------------------------------------------------------- push
+
+
+def push_run(run_path, repo_id: str, *, merged: bool = False, private: bool = False, revision: str | None = None,
+             endpoint: str | None = None) -> dict:
+    """Upload a finished run's adapter (or its merged model) with a fresh model card.
+    Returns {"repo_id", "url", "commit", "files", "what"}."""
+    from .runs import RunDir, RunError
+
+    run = RunDir(Path(run_path))
+    if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", repo_id):
+        raise HubError(f"--repo-id {repo_id!r}: expected owner/name")
+    if not run.complete:
+        raise RunError(f"{run.path}: not a finished MedLN run (it needs adapter/ and eval.json)")
+    from .data.hub import hub_token
+
+    token = hub_token()
+    if not token:
+        raise HubError("no Hugging Face token: set HF_TOKEN, or log in once with `hf auth login`")
+    with tempfile.TemporaryDirectory(prefix="medln-push-") as scratch:
+        folder = _staged(run, Path(scratch), merged=merged, repo_id=repo_id)
+        try:
+            return _upload(folder, repo_id, token=token, private=private, revision=revision, endpoint=endpoint,
+                           what="merged model" if merged else "adapter", run_name=run.path.name)
+        except HubError:
+            raise
+        except Exception as e:  # HfHubHTTPError, connection errors: one line, token masked
+            message = f"{type(e).__name__}: {e}".replace(token, "***").splitlines()[0]
+            raise HubError(f"push to {repo_id} failed: {message}") from None
+
+
+def _staged(run, scratch: Path, *, merged: bool, repo_id: str) -> Path:
+    """The folder to upload, with a card that names `repo_id`: a copy of adapter/ (so the
+    run's own card stays as training wrote it), or the merged model."""
+    import shutil
+
+    from .card import merged_card, adapter_card
+
+    if merged:
+        from .merge import merge_run
+
+        info = merge_run(run.path, scratch / "merged")
+        folder = scratch / "merged"
+        merged_card(run.config(), run.eval() or {}, info, repo_id=repo_id).save(folder / "README.md")
+        return folder
+    folder = scratch / "adapter"
+    shutil.copytree(run.adapter_dir, folder)
+    adapter_card(run.config(), run.eval() or {}, peft=(folder / "adapter_config.json").is_file(),
+                 repo_id=repo_id).save(folder / "README.md")
+    return folder
+
+
+def _upload(folder: Path, repo_id: str, *, token: str, private: bool, revision: str | None, endpoint: str | None,
+            what: str, run_name: str) -> dict:
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint, token=token)
+    url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    if revision:
+        api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", revision=revision,
+                             commit_message=f"MedLN {what} from run {run_name}")
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    return {"repo_id": repo_id, "url": str(url), "revision": revision or "main", "commit": info.oid,
+            "commit_url": info.commit_url, "what": what, "files": files}
+
+
+def cmd_push(args) -> None:
+    result = push_run(args.run, args.repo_id, merged=args.merged, private=args.private, revision=args.revision or None)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"pushed the {result['what']} ({len(result['files'])} files: {', '.join(result['files'])}) to "
+          f"{result['repo_id']}@{result['revision']}: {result['commit_url']}")
+
+
+@dataclasses.dataclass(kw_only=True)
+class PushArgs:
+    run: str = _f(help="a finished run folder", positional=True)
+    repo_id: str = _f(help="the Hub repository to upload to, owner/name (created if missing)")
+    merged: bool = _f(False, "upload the merged model (the adapter folded into the base) instead of the adapter")
+    private: bool = _f(False, "create the repository as private (an existing one keeps its visibility)")
+    revision: str = _f("", "branch to upload to (created from main if missing); default main")
+    json: bool = _f(False, "print JSON")
+
+
+def add_cli(sub) -> None:
+    add_command(sub, "push", PushArgs, cmd_push,
+                help="upload a run's adapter (or --merged model) with its model card to the Hugging Face Hub")
