@@ -66,17 +66,27 @@ def fingerprint(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def model_revision(arg: str, backbone) -> dict:
-    """What a run's base model was: hub id + requested revision + the commit transformers
-    loaded (its snapshot's name), or a local folder's fingerprint."""
+def model_revision(arg: str) -> dict:
+    """What a run's base model was (call it after loading): hub id + requested revision + the
+    commit it was loaded at, or a local folder's fingerprint."""
     from .backbones import resolve
 
     resolved = resolve(arg)
     if resolved.local:
         return {"source": "local", "name": resolved.portable_name, "sha256": fingerprint(resolved.source)}
-    model = getattr(backbone.model, "get_base_model", lambda: backbone.model)()
-    commit = getattr(model.config, "_commit_hash", None)
-    return {"source": "hub", "id": resolved.source, "requested": resolved.revision, "commit": commit}
+    return {"source": "hub", "id": resolved.source, "requested": resolved.revision,
+            "commit": cached_commit(resolved.source, resolved.revision)}
+
+
+def cached_commit(repo_id: str, revision: str | None) -> str | None:
+    """The commit whose files a load of `repo_id@revision` just read: the snapshot folder the
+    Hub cache resolves that revision to (a download updates refs/<revision> first; transformers
+    5 no longer keeps `config._commit_hash`)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    commit = Path(path).parent.name if isinstance(path, str) else None
+    return commit if commit and _COMMIT.match(commit) else None
 
 
 def samples_fingerprint(samples) -> str:

@@ -289,7 +289,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         from .hub import data_revision, model_revision
 
         # What exactly was used: the hub commits, or content hashes of local model and data (medln.hub)
-        revisions = {"backbone": model_revision(base_spec.backbone, tunable.backbone),
+        revisions = {"backbone": model_revision(base_spec.backbone),
                      "data": data_revision(cfg.data, loaded)}
         run = RunDir.create(out, {"config": cfg.to_dict(), "base": base_spec.to_dict(), **start,
                                   "source": tunable.backbone.source, "revisions": revisions}, overwrite=overwrite)
