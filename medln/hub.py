@@ -99,7 +99,7 @@ def samples_fingerprint(samples) -> str:
     return digest.hexdigest()
 
 
-def data_revision(spec: str, loaded) -> dict:
+def data_revision(loaded) -> dict:
     """What a run's training data was: an `hf:` dataset's commit (its loader records it), or
     for any other source the content hash of the samples it yielded."""
     recorded = getattr(loaded, "revision", None)
@@ -142,8 +142,6 @@ def push_run(run_path, repo_id: str, *, merged: bool = False, private: bool = Fa
         try:
             return _upload(folder, repo_id, token=token, private=private, revision=revision, endpoint=endpoint,
                            what="merged model" if merged else "adapter", run_name=run.path.name)
-        except HubError:
-            raise
         except Exception as e:  # HfHubHTTPError, connection errors: one line, token masked
             message = f"{type(e).__name__}: {e}".replace(token, "***").splitlines()[0]
             raise HubError(f"push to {repo_id} failed: {message}") from None
@@ -154,14 +152,18 @@ def _staged(run, scratch: Path, *, merged: bool, repo_id: str) -> Path:
     run's own card stays as training wrote it), or the merged model."""
     import shutil
 
-    from .card import merged_card, adapter_card
+    from .card import adapter_card, base_of, merged_card
 
     if merged:
-        from .merge import merge_run
+        from .merge import MERGED_JSON, merge_run
 
         info = merge_run(run.path, scratch / "merged")
         folder = scratch / "merged"
         merged_card(run.config(), run.eval() or {}, info, repo_id=repo_id).save(folder / "README.md")
+        # what merge recorded, without this machine's folders (the run's path, a local base's path)
+        record = json.loads((folder / MERGED_JSON).read_text(encoding="utf-8"))
+        record.update(run=run.path.name, source=base_of(run.config())["name"])
+        (folder / MERGED_JSON).write_text(json.dumps(record, indent=2), encoding="utf-8")
         return folder
     folder = scratch / "adapter"
     shutil.copytree(run.adapter_dir, folder)

@@ -131,7 +131,8 @@ def canonical(backbone: str) -> str:
     try:
         from medln.backbones import resolve
 
-        return resolve(backbone).source
+        resolved = resolve(backbone)
+        return resolved.source + (f"@{resolved.revision}" if resolved.revision else "")  # two revisions, two models
     except Exception:  # unresolvable: loading will say why
         return backbone
 

@@ -290,7 +290,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
 
         # What exactly was used: the hub commits, or content hashes of local model and data (medln.hub)
         revisions = {"backbone": model_revision(base_spec.backbone),
-                     "data": data_revision(cfg.data, loaded)}
+                     "data": data_revision(loaded)}
         run = RunDir.create(out, {"config": cfg.to_dict(), "base": base_spec.to_dict(), **start,
                                   "source": tunable.backbone.source, "revisions": revisions}, overwrite=overwrite)
     yield start

@@ -56,6 +56,7 @@ def test_push_uploads_the_adapter_and_its_card(tiny_run):
     assert set(files) == {"README.md", "adapter_config.json", "adapter_model.safetensors"}
     assert files["adapter_model.safetensors"] == (tiny_run.adapter_dir / "adapter_model.safetensors").read_bytes()
     assert files["adapter_config.json"] == (tiny_run.adapter_dir / "adapter_config.json").read_bytes()
+    assert not any(str(tiny_run.path.parent).encode() in data for data in files.values())  # no local folders
     card = ModelCard(files["README.md"].decode())
     assert card.data.license == "mit" and card.data.library_name == "peft"
     assert card.data.pipeline_tag == "image-text-to-text"
@@ -78,6 +79,8 @@ def test_push_merged_to_a_branch(tiny_run):
     files = commit["files"]
     assert {"config.json", "model.safetensors", "README.md", "medln-merged.json"} <= set(files)
     assert not any(name.startswith("adapter_") for name in files)
+    assert not any(str(tiny_run.path.parent).encode() in data for data in files.values())  # no local folders
+    assert json.loads(files["medln-merged.json"])["run"] == "run"
     card = ModelCard(files["README.md"].decode())
     assert card.data.library_name == "transformers" and card.data.license == "mit"
     assert "me/tiny-ln-merged" in card.content and "dtype=torch.float32" in card.content
