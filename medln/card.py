@@ -78,8 +78,8 @@ def adapter_card(record: dict, result: dict, *, peft: bool = True, repo_id: str 
         "## Load it", "",
         _load_snippet(base, adapter=repo_id or "path/to/this/folder", peft=peft), "",
         _base_note(base), "",
-        "Or with MedLN: `medln ask --adapter RUN_DIR --image IMG --question \"...\"`, or "
-        "`medln.runs.load_run(RUN_DIR)` in Python (RUN_DIR is the run folder: this folder's parent).", "",
+        "Or with MedLN, given the run folder this came from (RUN_DIR, the folder that holds adapter/): "
+        "`medln ask --adapter RUN_DIR --image IMG --question \"...\"`, or `medln.runs.load_run(RUN_DIR)` in Python.", "",
         "## Limitations", "", _limitations(),
     ])
     return _card(record, result, base, body, library="peft" if peft else "transformers", pushed=repo_id is not None)
@@ -167,15 +167,15 @@ def _data_name(spec: str) -> str:
 
 def _facts(record: dict, result: dict, base: dict) -> str:
     config = record.get("config", {})
-    where = {"bundled": f"`{base['name']}`, bundled with MedLN (not on the Hub)",
-             "local": f"a local folder named `{base['name']}` (not on the Hub)",
-             "hub": f"[`{base['name']}`](https://huggingface.co/{base['name']})"}[base["kind"]]
-    commit = f" at commit `{base['commit']}`" if base.get("commit") else ""
+    where = {"bundled": f"`{base['name']}` ({base['family']} family), bundled with MedLN, not on the Hub",
+             "local": f"a local folder named `{base['name']}` ({base['family']} family), not on the Hub",
+             "hub": f"[`{base['name']}`](https://huggingface.co/{base['name']}) ({base['family']} family)"}[base["kind"]]
+    commit = f", commit `{base['commit']}`" if base.get("commit") else ""
     data_rev = (record.get("revisions") or {}).get("data") or {}
     data_commit = f" at commit `{data_rev['commit']}`" if data_rev.get("commit") else ""
     weights = "4-bit NF4" if base["quant"] == "4bit" else base["dtype"]
     rows = [
-        ("base model", f"{where}{commit} ({base['family']} family)"),
+        ("base model", f"{where}{commit}"),
         ("scope", f"`{config.get('scope')}`: {record.get('scope_description', '')}"),
         ("trainable parameters", f"{record.get('trainable', 0):,} of {record.get('total', 0):,} "
                                  f"({record.get('percent', 0):.4f} %)"),
@@ -233,7 +233,7 @@ def _load_snippet(base: dict, *, adapter: str, peft: bool) -> str:
         lines += [f"base = {base['model_class']}.from_pretrained(base_path{revision}, {load})",
                   f'model = PeftModel.from_pretrained(base, "{adapter}").eval()']
     else:
-        lines += [f"# scope 'full' saved whole weights: load them directly",
+        lines += ["# scope 'full' saved whole weights: load them directly",
                   f'model = {base["model_class"]}.from_pretrained("{adapter}", {load}).eval()']
     return "\n".join(lines + ["```"])
 

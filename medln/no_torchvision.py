@@ -63,7 +63,6 @@ def allow_processors_without_torchvision() -> None:
     if is_torchvision_available():
         return
     import transformers
-    from transformers import video_processing_utils
     from transformers.models.auto import video_processing_auto
 
     if getattr(video_processing_auto.AutoVideoProcessor, "medln_stub", False):
