@@ -16,7 +16,8 @@ import time
 from .config import (AskArgs, ConfigError, EvalArgs, Listing, ParamsArgs, ScoreArgs, TrainArgs, TrainConfig, add_command,
                      from_args, parse_command_line)
 
-COMMAND_MODULES: list[str] = ["make.pretrain", "compare_cli", "bench", "inspect", "merge", "hub", "launch"]  # modules defining add_cli(sub)
+# modules defining add_cli(sub)
+COMMAND_MODULES: list[str] = ["make.pretrain", "compare_cli", "bench", "inspect", "merge", "hub", "launch"]
 
 
 def _print(obj, as_json: bool) -> None:
