@@ -16,7 +16,7 @@ import time
 from .config import (AskArgs, ConfigError, EvalArgs, Listing, ParamsArgs, ScoreArgs, TrainArgs, TrainConfig, add_command,
                      from_args, parse_command_line)
 
-COMMAND_MODULES: list[str] = ["compare.cli", "bench", "inspect", "merge"]  # modules defining add_cli(sub)
+COMMAND_MODULES: list[str] = ["compare.cli", "bench", "inspect", "merge", "hub", "launch"]  # modules defining add_cli(sub)
 # Builders (medln.make) are imported only when their own command runs: `medln --help` and
 # every other command never load them. name -> (module defining add_cli(sub), one-line help)
 BUILDER_COMMANDS: dict[str, tuple[str, str]] = {
@@ -193,6 +193,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="medln", description="LayerNorm fine-tuning of medical VLMs. "
                                 "Every command takes --config FILE (JSON/YAML) and shows its defaults in --help.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"medln {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     add_command(sub, "backbones", Listing, cmd_backbones, help="list the backbone registry")
     add_command(sub, "scopes", Listing, cmd_scopes, help="list the tuning scopes")
@@ -219,12 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     from .machine import free_memory
     from .memory import is_out_of_memory
     from .runs import RunError
+    from .hub import HubError
     from .methods import ScopeError
 
     try:
         args = parse_command_line(build_parser(argv), argv)
         args.func(args)
-    except (BackboneError, ConfigError, DataError, RunError, ScopeError, FileNotFoundError, FileExistsError) as e:
+    except (BackboneError, ConfigError, DataError, HubError, RunError, ScopeError, FileNotFoundError,
+            FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

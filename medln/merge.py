@@ -25,7 +25,7 @@ from pathlib import Path
 from .config import _f, add_command
 from .methods import METHODS, ScopeError, get_scope
 from .runs import RunDir, attach_run, base_spec
-from .storage import write_json_atomic
+from .storage import give_default_modes, write_json_atomic
 
 MERGED_JSON = "medln-merged.json"
 # peft types whose adapters change no weight: the methods' own reasons, and peft's prefix
@@ -99,6 +99,10 @@ def merge_run(run_path, out, *, device: str | None = None) -> dict:
             "dtype": str(next(merged.parameters()).dtype).replace("torch.", ""),
             "seconds": round(time.perf_counter() - t0, 2)}
     write_json_atomic(tmp / MERGED_JSON, info)
+    from .card import merged_card
+
+    merged_card(run.config(), run.eval() or {}, info).save(tmp / "README.md")
+    give_default_modes(tmp)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         out.rmdir()

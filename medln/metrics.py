@@ -35,6 +35,7 @@ class Metric:
     table: bool = True  # a row of the base-vs-tuned tables (the app, the adapter's model card)
     higher_is_better: bool = True  # its direction: which end is best
     fmt: str = ".3f"
+    hub: str | None = None  # its Hugging Face metric id in a model card's model-index; None: not listed
 
     def format(self, value) -> str:
         return "–" if value is None else format(value, self.fmt)
@@ -42,17 +43,17 @@ class Metric:
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
     # Accuracy over every VQA item: a closed item by closed_correct, an open one by exact match.
-    Metric("overall", "VQA overall accuracy", "overall", "vqa", "n", headline=0, brief=True, spread=True),
-    Metric("closed_accuracy", "closed (yes/no) accuracy", "closed acc.", "vqa", "n_closed", brief=True, spread=True),
-    Metric("open_recall", "open recall", "open recall", "vqa", "n_open", brief=True, spread=True),
+    Metric("overall", "VQA overall accuracy", "overall", "vqa", "n", headline=0, brief=True, spread=True, hub="accuracy"),
+    Metric("closed_accuracy", "closed (yes/no) accuracy", "closed acc.", "vqa", "n_closed", brief=True, spread=True, hub="accuracy"),
+    Metric("open_recall", "open recall", "open recall", "vqa", "n_open", brief=True, spread=True, hub="recall"),
     Metric("open_exact_match", "open exact match", "open EM", "vqa", "n_open", spread=True, table=False),
     Metric("open_f1", "open token F1", "open F1", "vqa", "n_open"),
-    Metric("bleu_4", "report BLEU-4", "BLEU-4", "report", "n_report", headline=2, brief=True, spread=True),
+    Metric("bleu_4", "report BLEU-4", "BLEU-4", "report", "n_report", headline=2, brief=True, spread=True, hub="bleu"),
     # A report-only split is judged on ROUGE-L (LCS-based: order-aware, less brittle than BLEU-4
     # on short corpora), the metric report-generation papers lead with beside BLEU.
-    Metric("rouge_l", "report ROUGE-L", "ROUGE-L", "report", "n_report", headline=1, brief=True, spread=True),
-    Metric("meteor", "report METEOR", "METEOR", "report", "n_report"),
-    Metric("cider", "report CIDEr-D", "CIDEr-D", "report", "n_report"),
+    Metric("rouge_l", "report ROUGE-L", "ROUGE-L", "report", "n_report", headline=1, brief=True, spread=True, hub="rouge"),
+    Metric("meteor", "report METEOR", "METEOR", "report", "n_report", hub="meteor"),
+    Metric("cider", "report CIDEr-D", "CIDEr-D", "report", "n_report", hub="cider"),
 )}
 # The headline rule, one for every caller: a split is judged on the first of these it has.
 HEADLINE: tuple[str, ...] = tuple(sorted((m.name for m in METRICS.values() if m.headline is not None),

@@ -128,7 +128,8 @@ def canonical(backbone: str) -> str:
     """One cache key per model however it is named: 'medln-tiny' and its bundled folder,
     a registry name and its hub id, a relative and an absolute path."""
     try:
-        return resolve(backbone).source
+        resolved = resolve(backbone)
+        return resolved.source + (f"@{resolved.revision}" if resolved.revision else "")  # two revisions, two models
     except Exception:  # unresolvable: loading will say why
         return backbone
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from .adapters import attach, is_peft_adapter, peft_targets
 from .backbones import default_dtype, load_backbone, model_class
 from .methods import METHODS, PEFT_TYPES, get_scope
-from .storage import write_json_atomic
+from .storage import give_default_modes, write_json_atomic
 from .structure import shape_of
 
 
@@ -137,6 +137,7 @@ class RunDir:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             model.save_pretrained(tmp, safe_serialization=True)
+            give_default_modes(tmp)
         except Exception as e:  # disk full, quota, file-size limit: safetensors raises its own type
             shutil.rmtree(tmp, ignore_errors=True)
             full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "os error 28" in str(e)

@@ -95,3 +95,20 @@ def write_json_atomic(path: Path, obj) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def give_default_modes(folder: Path) -> None:
+    """Files saved into `folder` get the mode any new file gets here (0666 less the umask:
+    0644 usually). safetensors >= 0.8 writes through a temporary file, which the Rust tempfile
+    crate creates 0600, and renames it into place (safetensors PR #764, issue #782): the
+    weights would be readable by their owner alone while every other file of the run is not."""
+    probe = folder / f".mode-probe-{os.getpid()}"
+    fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the mode the umask gives
+    try:
+        mode = os.fstat(fd).st_mode & 0o777
+    finally:
+        os.close(fd)
+        probe.unlink()
+    for file in folder.rglob("*"):
+        if file.is_file() and not file.is_symlink() and file.stat().st_mode & 0o777 != mode:
+            file.chmod(mode)

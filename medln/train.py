@@ -26,6 +26,7 @@ from .data.sample import Sample
 from .prompts import encode_for_training
 from .machine import peak_memory_gb, reset_peak
 from .precision import autocast_context, from_dtype, grad_scaler
+from .revisions import data_revision
 from .runs import BaseSpec
 from .methods import Selection, apply_scope, get_scope, kept_unquantized
 
@@ -287,8 +288,11 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
     base_spec = tunable.base or BaseSpec(cfg.backbone, cfg.quant)
     run = None
     if acc.is_main_process:
+        # What exactly was used: the hub commits, or content hashes of local model and data (medln.revisions)
+        revisions = {"backbone": resolve(base_spec.backbone).revision_record(),
+                     "data": data_revision(loaded)}
         run = RunDir.create(out, {"config": cfg.to_dict(), "base": base_spec.to_dict(), **start,
-                                  "source": tunable.backbone.source}, overwrite=overwrite)
+                                  "source": tunable.backbone.source, "revisions": revisions}, overwrite=overwrite)
     yield start
     try:
         yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, start, stop, base_metrics)
@@ -302,7 +306,8 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
 
 
 def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, base_metrics) -> Iterator[dict]:
-    from .adapters import adapter_bytes, make_portable, write_card
+    from .adapters import adapter_bytes, make_portable
+    from .card import write_adapter_card
     from .evaluate import evaluate
 
     sel = tunable.selection
@@ -355,8 +360,6 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, ba
         "base": base,
         "tuned": tuned,
     }
-    write_card(run.adapter_dir, base_name=tunable.backbone.portable_name or tunable.backbone.name,
-               model_class=tunable.backbone.family.model_class, config=cfg.to_dict(), start=start, result=result,
-               kept=tunable.base.keep if tunable.base else ())
+    write_adapter_card(run.adapter_dir, run.config(), result)
     run.write_eval(result)
     yield {"event": "done", "run": str(run.path), **result}

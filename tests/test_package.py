@@ -167,9 +167,33 @@ def test_pyproject_lists_every_package_and_ships_the_assets():
     assert setup["package-dir"]["medln.assets"] == "assets"
     assert project["project"]["scripts"]["medln"] == "medln.__main__:main"
     assert (REPO / "medln" / "py.typed").is_file()
-    runtime = (REPO / "requirements.txt").read_text()
-    assert "pytest" not in runtime and "playwright" not in runtime
     assert "-r requirements.txt" in (REPO / "requirements-dev.txt").read_text()
+
+
+def test_dependencies_are_tested_ranges_and_the_lock_sits_inside_them():
+    """pyproject declares ranges (a lower bound each: what .ci/lowest installs); requirements.txt
+    pins each core dependency and the app's gradio at one version inside its range (.ci/run)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert "dependencies" not in project.get("dynamic", [])
+    core = [Requirement(r) for r in project["dependencies"]]
+    app = [Requirement(r) for r in project["optional-dependencies"]["app"]]
+    assert set(project["optional-dependencies"]) == {"app", "ray", "trackers", "dev"}
+    for r in core + app:
+        assert any(s.operator == ">=" for s in r.specifier), f"{r}: no lower bound"
+        assert not any(s.operator in ("==", "===") for s in r.specifier), f"{r}: an exact pin"
+    names = {canonicalize_name(r.name) for r in core}
+    assert not names & {"gradio", "pycocotools", "pytest", "playwright"}  # app, never imported, dev
+    lock = {}
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            lock[canonicalize_name(name)] = version
+    assert set(lock) == names | {canonicalize_name(r.name) for r in app}
+    for r in core + app:
+        assert r.specifier.contains(lock[canonicalize_name(r.name)], prereleases=True), f"the lock's {r.name} is outside {r}"
 
 
 def test_every_command_option_comes_from_a_dataclass():

@@ -36,7 +36,7 @@ def check_access(resolved: Resolved) -> dict:
     """kwargs for from_pretrained; raises BackboneError early for offline / gated cases."""
     if resolved.local:
         return {}
-    kwargs: dict = {}
+    kwargs: dict = {"revision": resolved.revision} if resolved.revision else {}
     if resolved.spec is not None and resolved.spec.gated and hf_token() is None:
         raise BackboneError(
             f"{resolved.source} is gated: accept its terms on the Hugging Face model page, "

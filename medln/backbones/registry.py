@@ -8,11 +8,13 @@ its tiny checkpoint and its benchmark input block) and one line in FAMILIES.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import ASSETS
+from ..revisions import HubError, cached_commit, fingerprint, split_revision
 from . import blip, gemma3, idefics3, llava, qwen2_vl
 from .family import Family
 
@@ -52,6 +54,7 @@ class BackboneSpec:
     prompt: str | None = None  # overrides the family prompt (LLaVA-Med's [INST] format)
     note: str = ""
     lrs: dict[str, float] = field(default_factory=dict)  # per-scope learning rates measured on this backbone
+    hub_license: str = "other"  # the Hub's licence id for model cards (medln.card); "other": see `license`
 
 
 BACKBONES: list[BackboneSpec] = [
@@ -60,6 +63,7 @@ BACKBONES: list[BackboneSpec] = [
         "medln-tiny",
         "llava",
         "MIT (MedLN); pretrained on MedLN's synthetic sample data",
+        hub_license="mit",
         note="bundled 4.8 M-parameter LLaVA-architecture model; runs offline on a CPU",
         # Chosen on the bundled validation split, never on test. A tiny model's norms take far
         # larger steps than a 7B model's: these are not defaults for other backbones.
@@ -78,17 +82,18 @@ BACKBONES: list[BackboneSpec] = [
         prompt="[INST] <image>\n{question} [/INST]",
         note="community transformers conversion of microsoft/llava-med-v1.5-mistral-7b (the paper's large model)",
     ),
-    BackboneSpec("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", "llava", "Llama 2 Community Licence"),
+    BackboneSpec("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", "llava", "Llama 2 Community Licence", hub_license="llama2"),
     BackboneSpec(
         "blip-vqa-base",
         "Salesforce/blip-vqa-base",
         "blip",
         "BSD-3-Clause",
+        hub_license="bsd-3-clause",
         note="encoder-decoder, the family of the paper's small model (MISS)",
     ),
-    BackboneSpec("smolvlm-256m", "HuggingFaceTB/SmolVLM-256M-Instruct", "idefics3", "Apache-2.0"),
-    BackboneSpec("smolvlm-500m", "HuggingFaceTB/SmolVLM-500M-Instruct", "idefics3", "Apache-2.0"),
-    BackboneSpec("qwen2-vl-2b", "Qwen/Qwen2-VL-2B-Instruct", "qwen2_vl", "Apache-2.0"),
+    BackboneSpec("smolvlm-256m", "HuggingFaceTB/SmolVLM-256M-Instruct", "idefics3", "Apache-2.0", hub_license="apache-2.0"),
+    BackboneSpec("smolvlm-500m", "HuggingFaceTB/SmolVLM-500M-Instruct", "idefics3", "Apache-2.0", hub_license="apache-2.0"),
+    BackboneSpec("qwen2-vl-2b", "Qwen/Qwen2-VL-2B-Instruct", "qwen2_vl", "Apache-2.0", hub_license="apache-2.0"),
     BackboneSpec(
         "medgemma-4b",
         "google/medgemma-4b-it",
@@ -108,6 +113,7 @@ class Resolved:
     source: str  # local folder path or hub id
     local: bool
     spec: BackboneSpec | None = None
+    revision: str | None = None  # a hub id's branch, tag or commit (`owner/name@REVISION`)
 
     @property
     def name(self) -> str:
@@ -121,9 +127,28 @@ class Resolved:
             return self.spec.hub_id
         return Path(self.source).name if self.local else self.source
 
+    def revision_record(self) -> dict:
+        """What a run's base model was (record it after loading): hub id + requested revision +
+        the commit it was loaded at, or a local folder's fingerprint."""
+        if self.local:
+            return {"source": "local", "name": self.portable_name, "sha256": fingerprint(self.source)}
+        return {"source": "hub", "id": self.source, "requested": self.revision,
+                "commit": cached_commit(self.source, self.revision)}
+
 
 def resolve(arg: str) -> Resolved:
-    """A registry name, a local folder, or a hub id (`owner/name`)."""
+    """A registry name, a local folder, or a hub id (`owner/name`); a hub model (by id or
+    registry name) may name a revision: `owner/name@REVISION`."""
+    if "@" in arg and not Path(arg).expanduser().is_dir():
+        try:
+            name, revision = split_revision(arg)
+        except HubError as e:
+            raise BackboneError(str(e)) from None
+        resolved = resolve(name)
+        if resolved.local:
+            raise BackboneError(f"{arg!r}: {name} is a local folder (or the bundled model); a revision (@...) "
+                                "applies to Hub models only")
+        return dataclasses.replace(resolved, revision=revision)
     spec = BACKBONES_BY_NAME.get(arg)
     if spec is not None:
         bundled = ASSETS / spec.hub_id

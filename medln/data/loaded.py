@@ -49,6 +49,7 @@ class Loaded:
     samples: list[Sample]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. "12 Chinese records left out"
+    revision: dict | None = None  # where the data came from, for the run record (medln.hub: an hf: commit)
 
 
 class BadField(Exception):

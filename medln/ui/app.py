@@ -192,8 +192,9 @@ def warm_up(demo) -> None:
     threading.Thread(target=work, name="medln-warm-up", daemon=True).start()
 
 
-def main() -> None:
+def main(**launch) -> None:
+    """Build and serve the app; `launch` adds launch() arguments (server_name, server_port, share)."""
     logging.basicConfig(level=os.environ.get("MEDLN_LOG", "INFO"), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     demo = build_app()
     warm_up(demo)
-    queue(demo).launch(**launch_kwargs(demo))
+    queue(demo).launch(**launch_kwargs(demo), **launch)
