@@ -70,7 +70,8 @@ class Plan:
     @classmethod
     def dry(cls) -> "Plan":
         return cls(dry_run=True, llava_shape="tiny", qwen_shape="tiny", batch=2, seq=64, steps=2, warmup=1,
-                   gen_tokens=4, batch_rows=0, lever_steps=2, lever_warmup=1, compile_backend="eager", precision_steps=2,
+                   gen_tokens=4, batch_rows=0, lever_steps=2, lever_warmup=1, compile_backend="eager",
+                   precision_steps=2,
                    precision_batch=1, demo_steps=2, demo_eval_limit=2, demo_batch=1, demo_questions=1, app_steps=2,
                    app_eval_limit=2, app_batch=1)
 
@@ -207,13 +208,13 @@ def check_out(path: Path, dry_run: bool) -> None:
 
 
 def run(plan: Plan, out: Path, *, parts=PARTS, budget_s: float = 570.0) -> dict:
+    global _OUT, _DEADLINE
+    check_out(out, plan.dry_run)  # before anything is imported or measured
     import torch
 
     from .command import device_name, environment
     from .proof_wheels import pins_report
 
-    global _OUT, _DEADLINE
-    check_out(out, plan.dry_run)
     if not plan.dry_run and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device: run the GPU proof on a GPU, or pass --dry-run for the CPU check")
     _OUT = out

@@ -82,7 +82,8 @@ def demo_questions(n: int) -> list[dict]:
 
 
 def demo_settings(plan) -> dict:
-    return {"backbone": DEMO_BACKBONE, "quant": DEMO_QUANT, "steps": plan.demo_steps, "eval_limit": plan.demo_eval_limit,
+    return {"backbone": DEMO_BACKBONE, "quant": DEMO_QUANT, "steps": plan.demo_steps,
+            "eval_limit": plan.demo_eval_limit,
             "batch_size": plan.demo_batch}
 
 
@@ -107,7 +108,8 @@ def run_demo(plan, *, reference: Path | None, env_extra: dict | None = None, tim
         out["train_wall_s"] = round(time.perf_counter() - t0, 2)
         start = next(r for r in records if r.get("event") == "start")
         done = next(r for r in records if r.get("event") == "done")
-        out["train"] = {"precision": start["precision"], "trainable": start["trainable"], "steps_done": done["steps_done"],
+        out["train"] = {"precision": start["precision"], "trainable": start["trainable"],
+                        "steps_done": done["steps_done"],
                         "train_s": done["train_s"], "base": done["base"], "tuned": done["tuned"],
                         "peak_mem_gb": max((r.get("peak_mem_gb") or 0 for r in records if r.get("event") == "step"),
                                            default=None)}

@@ -67,9 +67,10 @@ def judge(result: dict) -> list[dict]:
     gb = lambda r: f"{r['peak_mem_gb']} GB" if r and r.get("peak_mem_gb") is not None else "-"  # noqa: E731
     tps = lambda r: f"{r['tokens_per_s']:,.0f} tok/s" if r and r.get("tokens_per_s") else "-"  # noqa: E731
     miss = "" if ln and lora else _skipped_reason(result, "llava")
-    out.append(_target("llava-memory", f"{head}: ln peak memory / lora's", _ratio(*(r and r["peak_mem_gb"] for r in (ln, lora))),
+    ratio = lambda key, a, b: _ratio(a and a[key], b and b[key])  # noqa: E731
+    out.append(_target("llava-memory", f"{head}: ln peak memory / lora's", ratio("peak_mem_gb", ln, lora),
                        "<=", 0.9, miss or f"ln {gb(ln)}, lora {gb(lora)} (torch.cuda.max_memory_allocated)"))
-    out.append(_target("llava-speed", f"{head}: ln tokens/s / lora's", _ratio(*(r and r["tokens_per_s"] for r in (ln, lora))),
+    out.append(_target("llava-speed", f"{head}: ln tokens/s / lora's", ratio("tokens_per_s", ln, lora),
                        ">=", 1.0, miss or f"ln {tps(ln)}, lora {tps(lora)}"))
 
     limit = plan.get("batch_limit_gb", 16.0)
@@ -95,7 +96,7 @@ def judge(result: dict) -> list[dict]:
     qhead = f"{plan.get('qwen_shape')} bf16 b{plan.get('batch')} seq {plan.get('seq')}"
     qmiss = "" if qln and qfull else _skipped_reason(result, "qwen")
     out.append(_target("qwen-speed", f"{qhead}: ln tokens/s / full's",
-                       _ratio(*(r and r["tokens_per_s"] for r in (qln, qfull))), ">=", 1.3,
+                       ratio("tokens_per_s", qln, qfull), ">=", 1.3,
                        qmiss or f"ln {tps(qln)}, full {tps(qfull)}"))
     out.append(_target("qwen-mfu", f"{qhead}: ln MFU", qln and qln.get("mfu"), ">=", 0.40,
                        (qmiss or f"{(qln or {}).get('flops_per_step') or 0:.3g} FLOPs/step, "
@@ -108,7 +109,8 @@ def judge(result: dict) -> list[dict]:
     if rel is not None and not all(math.isfinite(x) for x in bf + fp):
         rel = float("inf")
     out.append(_target("fp16-loss", f"fp16 + GradScaler vs bf16, {pc.get('steps')} steps "
-                       f"({pc.get('backbone')} {pc.get('scope')} {pc.get('quant')}): |loss diff| / bf16 loss at the last step",
+                       f"({pc.get('backbone')} {pc.get('scope')} {pc.get('quant')}): "
+                       "|loss diff| / bf16 loss at the last step",
                        rel, "<=", 0.02,
                        (f"bf16 {bf[-1]:.4f}, fp16 {fp[-1]:.4f}; scaler {pc.get('fp16_scaler')}" if bf and fp
                         else _skipped_reason(result, "fp16")), unit=""))
@@ -145,7 +147,8 @@ def judge(result: dict) -> list[dict]:
         before, after = (r, reference) if r.get("lever_side") == "before" else (reference, r)
         speed = _ratio(after and after["tokens_per_s"], before and before["tokens_per_s"])
         mem = _ratio(after and after["peak_mem_gb"], before and before["peak_mem_gb"])
-        out.append({"id": f"lever-{r['lever']}", "what": r.get("lever_what"), "measured": None if speed is None else round(speed, 4),
+        out.append({"id": f"lever-{r['lever']}", "what": r.get("lever_what"),
+                    "measured": None if speed is None else round(speed, 4),
                     "op": "", "target": None, "unit": "x tokens/s", "status": "measured" if speed else "not measured",
                     "detail": f"after/before: tokens/s {_fmt(speed)}, peak memory {_fmt(mem)}; "
                               f"before {tps(before)} {gb(before)}, after {tps(after)} {gb(after)}"})

@@ -71,9 +71,10 @@ def _slim(data: bytes, name: str, keep_cuda: str) -> bytes:
             if dropped(info.filename):
                 continue
             content = src.read(info)
-            if info.filename.endswith(".dist-info/RECORD"):
-                content = b"\n".join(line for line in content.split(b"\n")
-                                     if not dropped(line.split(b",")[0].decode())) + b"\n"
+            if info.filename.endswith(".dist-info/RECORD") and name.startswith("bitsandbytes-"):
+                # keep every other line as it was (line ends included: pip reads RECORD as csv)
+                content = b"".join(line for line in content.splitlines(keepends=True)
+                                   if line.strip() and not dropped(line.split(b",")[0].decode()))
             out.writestr(info, content, compress_type=zipfile.ZIP_STORED)
     return buf.getvalue()
 
