@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
     --wheels) WHEELS="$2"; shift ;;
     --budget-s) BUDGET="$2"; shift ;;
     --parts) PARTS="$2"; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "error: unknown option $1 (see bench/gpu_proof.sh --help)" >&2; exit 2 ;;
   esac
   shift
