@@ -14,7 +14,8 @@ import sys
 import time
 
 from .config import (AskArgs, ConfigError, EvalArgs, Listing, ParamsArgs, ScoreArgs, TrainArgs, TrainConfig, add_command,
-                     from_args, parse_command_line)
+                     from_args)
+from .config_files import parse_command_line
 
 COMMAND_MODULES: list[str] = ["compare.cli", "bench", "inspect", "merge", "hub", "launch"]  # modules defining add_cli(sub)
 # Builders (medln.make) are imported only when their own command runs: `medln --help` and
@@ -224,13 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     from .runs import RunError
     from .hub import HubError
     from .methods import ScopeError
+    from .tensorfile import TensorFileError
+    from .userfiles import FileError
 
     try:
         args = parse_command_line(build_parser(argv), argv)
         args.func(args)
-    except (BackboneError, ConfigError, DataError, HubError, RunError, ScopeError, FileNotFoundError,
-            FileExistsError) as e:
+    except (BackboneError, ConfigError, DataError, HubError, RunError, ScopeError, FileError, TensorFileError,
+            FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system refused (permissions, a folder where a file goes, a full disk)
+        if is_out_of_memory(e) or e.filename is None:
+            raise
+        print(f"error: {e.filename}: {e.strerror or type(e).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
