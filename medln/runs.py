@@ -31,13 +31,14 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .adapters import attach, is_peft_adapter, peft_targets, read_adapter_config
 from .backbones import default_dtype, load_backbone, model_class
 from .methods import METHODS, PEFT_TYPES, get_scope
 from .storage import give_default_modes, write_json_atomic
+from .run_records import read_eval, read_run_config
 from .structure import shape_of
 from .tensorfile import TensorFileError, shapes as tensor_shapes
 from .userfiles import FileError, load_json, short
@@ -157,7 +158,7 @@ class RunDir:
     # ----------------------------------------------------------------- reading
 
     def config(self) -> dict:
-        return json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+        return read_run_config(self.path)  # checked field by field: a run folder is data (medln.run_records)
 
     def metrics(self) -> list[dict]:
         path = self.path / "metrics.jsonl"
@@ -172,8 +173,7 @@ class RunDir:
         return rows
 
     def eval(self) -> dict | None:
-        path = self.path / "eval.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        return read_eval(self.path)
 
     @property
     def complete(self) -> bool:
@@ -228,17 +228,15 @@ class BaseSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "BaseSpec":
-        return cls(**{**d, "keep": tuple(d.get("keep") or ())})
+        known = {f.name for f in fields(cls)}  # a newer version's extra fields are not ours to pass
+        return cls(**{k: v for k, v in d.items() if k in known and k != "keep"}, keep=tuple(d.get("keep") or ()))
 
 
 def base_spec(run_dir: str | Path) -> BaseSpec:
     """The recorded base of a run. Runs written before `base` was recorded: rebuilt from their
     config (a 4-bit attn/ffn run kept exactly its adapter's target modules unquantized)."""
     run = RunDir(Path(run_dir))
-    try:
-        config = run.config()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{run.path} is not a MedLN run folder (no config.json)") from None
+    config = run.config()
     if "base" in config:
         return BaseSpec.from_dict(config["base"])
     cfg = config.get("config", {})

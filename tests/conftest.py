@@ -194,6 +194,7 @@ def assert_one_line_error(proc, *needles: str):
 def adapter_run(tiny_model, family: str, folder: Path, **sizes) -> Path:
     """A run folder holding an untrained adapter of `family` (peft's own files)."""
 
+    from medln.adapters import make_portable
     from medln.config import TrainConfig
     from medln.make.tiny import build_tiny
     from medln.train import prepare
@@ -201,6 +202,7 @@ def adapter_run(tiny_model, family: str, folder: Path, **sizes) -> Path:
     path = build_tiny(family, folder / "model", **sizes) if sizes else tiny_model(family)
     tunable = prepare(TrainConfig(backbone=str(path)), device="cpu")
     tunable.model.save_pretrained(folder / "run" / "adapter")
+    make_portable(folder / "run" / "adapter", path.name)  # as train does: no absolute base path in the adapter
     # A finished run whose config names the bundled-size tiny model as its base: for a run of
     # the smaller model that is a foreign adapter dropped into a run folder.
     claimed = str(tiny_model(family))
