@@ -36,7 +36,7 @@ def read_run_config(run_path: str | Path) -> dict:
             value = cfg.data[f.name]
             problem = type_problem(f.name, hints[f.name], value) or check_field(f, value)
             if problem:
-                cfg.fail(None, f"config.{problem}")
+                cfg.fail(f.name, problem.removeprefix(f"{f.name}: "))
     cfg.get("scope", str, max_len=64)
     for key in ("family", "backbone", "source"):
         rec.get(key, str, None, optional=True, max_len=4096)

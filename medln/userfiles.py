@@ -202,6 +202,7 @@ class Record:
         self.data = data
 
     def _where(self, key: str | None = None) -> str:
+        key = key if key is None or len(key) <= 60 else key[:60] + "…"  # a crafted key is not echoed whole
         path = ".".join(p for p in (self.path, key) if p)
         return f"{self.file}: field {path!r}" if path else self.file
 
@@ -227,7 +228,7 @@ class Record:
             return None
         if key not in self.data:
             raise FileError(f"{self._where(key)}: missing")
-        return Record(value, self.file, ".".join(p for p in (self.path, key) if p))
+        return Record(value, self.file, ".".join(p for p in (self.path, key if len(key) <= 60 else key[:60] + "…") if p))
 
     def fail(self, key: str | None, problem: str):
         raise FileError(f"{self._where(key)}: {problem}")
