@@ -183,8 +183,8 @@ def check(value, expect, where: str, *, lo=None, hi=None, choices=None, max_len:
     if max_len is not None and len(value) > max_len:
         raise FileError(f"{where}: at most {max_len:,} {'characters' if expect is str else 'items'}, got {len(value):,}")
     if items is not None:
-        for i, item in enumerate(value):
-            check(item, items, f"{where}[{i}]")
+        for i, item in enumerate(value):  # "f: field 'a.b'" -> "f: field 'a.b[3]'"
+            check(item, items, where[:-1] + f"[{i}]'" if where.endswith("'") else f"{where}[{i}]")
     return value
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import os
 import time
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def start(ctx: AppContext, session: str, backbone, scopes, quant4, steps, batch_
                            max_upload_bytes=ctx.settings.max_upload_bytes,
                            max_unzip_bytes=ctx.settings.max_unzip_bytes)
     cfg = dataclasses.replace(cfg, data=data.spec, eval_split=data.eval_split, ood_split=data.ood_split)
-    out = ctx.settings.session_dir(session) / "compare" / time.strftime("%Y%m%d-%H%M%S")
+    out = ctx.settings.session_dir(session) / "compare" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
     scopes = list(scopes)
 
     options = CompareConfig.from_dict({**cfg.to_dict(), "scopes": ",".join(scopes), "out": str(out)}).validate()
