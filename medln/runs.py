@@ -36,6 +36,7 @@ from pathlib import Path
 
 from .adapters import attach, is_peft_adapter, peft_targets, read_adapter_config
 from .backbones import default_dtype, load_backbone, model_class
+from .backbones.load import BUILD_LOCK
 from .methods import METHODS, PEFT_TYPES, get_scope
 from .storage import give_default_modes, write_json_atomic
 from .run_records import read_eval, read_run_config
@@ -258,9 +259,10 @@ def attach_run(backbone, run_dir: str | Path):
     if is_peft_adapter(run.adapter_dir):
         return attach(backbone.model, run.adapter_dir)
     device = next(backbone.model.parameters()).device
-    return model_class(backbone.family).from_pretrained(run.adapter_dir, device_map={"": str(device)},
-                                                        dtype=next(backbone.model.parameters()).dtype,
-                                                        use_safetensors=True)
+    with BUILD_LOCK:  # transformers sets the process's default dtype while it builds
+        return model_class(backbone.family).from_pretrained(run.adapter_dir, device_map={"": str(device)},
+                                                            dtype=next(backbone.model.parameters()).dtype,
+                                                            use_safetensors=True)
 
 
 def load_run(run_dir: str | Path, *, device: str | None = None):

@@ -74,20 +74,22 @@ def _folder(name: str, value: str, *, create: bool, what: str) -> Path:
         for parent in (path, *path.parents):
             if parent.exists():
                 if not parent.is_dir():
-                    raise SettingsError(f"{name}={short(value)}: {'it' if parent == path else short(str(parent))} is a "
+                    raise SettingsError(f"{name}={short(value, 300)}: {'it' if parent == path else short(str(parent), 300)} is a "
                                         f"file, not a folder ({what})")
                 break
         if create:
             path.mkdir(parents=True, exist_ok=True)
         elif not path.is_dir():
-            raise SettingsError(f"{name}={short(value)}: no such folder ({what})")
+            raise SettingsError(f"{name}={short(value, 300)}: no such folder ({what})")
         if create and not os.access(path, os.W_OK | os.X_OK):
-            raise SettingsError(f"{name}={short(value)}: the app cannot write there ({what})")
+            raise SettingsError(f"{name}={short(value, 300)}: the app cannot write there ({what})")
         return path.resolve()
+    except SettingsError:
+        raise
     except OSError as e:
-        raise SettingsError(f"{name}={short(value)}: cannot use it ({e.strerror or type(e).__name__}; {what})") from None
+        raise SettingsError(f"{name}={short(value, 300)}: cannot use it ({e.strerror or type(e).__name__}; {what})") from None
     except ValueError as e:  # an embedded NUL byte
-        raise SettingsError(f"{name}={short(value)}: not a usable path ({e})") from None
+        raise SettingsError(f"{name}={short(value, 300)}: not a usable path ({e})") from None
 
 
 def check_environment(env=None) -> None:
@@ -187,7 +189,11 @@ class Settings:
         folder under MEDLN_MODELS_ROOT (resolved like the runs root: links and '..' followed,
         then checked inside). Anything else is refused with one sentence that does not say
         whether such a path exists. Returns the value to train on (a folder: its real path)."""
-        text = value.strip() if isinstance(value, str) else ""
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError("backbone: choose one (a registry name or a Hugging Face id owner/name)")
+        if len(value) > MAX_BACKBONE:
+            raise ConfigError(f"backbone: at most {MAX_BACKBONE:,} characters, got {len(value):,}")
+        text = value.strip()
         name = text.split("@", 1)[0]
         if text and (text == self.default_backbone or name in BACKBONES_BY_NAME):
             return text
@@ -201,12 +207,14 @@ class Settings:
                     return str(real)
             except (OSError, ValueError):
                 pass
+        # one sentence for every refusal: whether such a path exists here is never said
         where = ("; a local folder only under the server's models folder (MEDLN_MODELS_ROOT)"
                  if self.models_root is not None else "; this server takes no local folders")
-        raise ConfigError(f"backbone: {short(text or value, 80)} is not accepted here: a registry name "
+        raise ConfigError(f"backbone: {short(text, 80)} is not accepted here: a registry name "
                           f"({', '.join(BACKBONES_BY_NAME)}) or a Hugging Face id (owner/name){where}")
 
 
+MAX_BACKBONE = 1024  # TrainConfig.backbone's max_len
 # A Hub repository id: owner/name, each part starting with a letter or digit (no '.', '..' or
 # '~' to lead a path anywhere), an optional @revision.
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}(@[A-Za-z0-9._/-]{1,128})?")
