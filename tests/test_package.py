@@ -247,3 +247,19 @@ def test_docs_design_lists_every_module_in_one_line():
     tree = sorted(str(f.relative_to(REPO)) for f in medln_modules().values())
     assert sorted(listed) == tree, (set(tree) - set(listed), set(listed) - set(tree))
     assert len(described) == len(listed)  # each with its one-line description
+
+
+def test_readme_is_short_and_every_relative_link_in_it_and_docs_resolves():
+    """README.md at most 220 lines (the rest is in docs/, linked); no link to a moved file."""
+    import re
+
+    readme = REPO / "README.md"
+    assert len(readme.read_text(encoding="utf-8").splitlines()) <= 220
+    broken = []
+    for page in [readme, *sorted((REPO / "docs").glob("*.md"))]:
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            path = target.split("#")[0]
+            if path and not re.match(r"[a-z][a-z0-9+.-]*:", path) and not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(REPO)}: {target}")
+    assert broken == []
