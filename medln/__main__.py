@@ -86,44 +86,40 @@ def cmd_train(args) -> None:
     bars = Bars.for_args(args)
     steps = None  # the training bar: from the start record on, drawn by the main process only
     main = None
-    with bars.above():
-        for record in train_run(cfg, out, overwrite=args.overwrite, score_progress=bars.scoring):
-            if main is None:  # train_run's Accelerator has set up the (possibly distributed) state by now
-                from accelerate import PartialState
+    for record in bars.through(train_run(cfg, out, overwrite=args.overwrite, score_progress=bars.scoring)):
+        if main is None:  # train_run's Accelerator has set up the (possibly distributed) state by now
+            from accelerate import PartialState
 
-                main = PartialState().is_main_process
-            if not main:  # under `accelerate launch` only the main process prints
-                continue
-            event = record.get("event")
-            if event == "start":
-                steps = bars.bar(cfg.steps, "training", "step")
-            elif event == "step" and steps is not None:
-                steps.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
-                steps.update()
-                if record["step"] >= cfg.steps:
-                    steps.close()  # before the scoring bars
-            elif event in ("stopped", "eval", "done") and steps is not None:
+            main = PartialState().is_main_process
+        if not main:  # under `accelerate launch` only the main process prints
+            continue
+        if record.get("event") == "start":
+            steps = bars.bar(cfg.steps, "training", "step")
+        elif record.get("event") == "step" and steps is not None:
+            steps.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+            steps.update()
+            if record["step"] == cfg.steps:
                 steps.close()  # training is over: the scoring bars come next
-            if args.json:
-                print(json.dumps(record), flush=True)
-            elif event == "start":
-                print(f"{record['backbone']} ({record['family']}) scope={record['scope']} quant={record['quant']} "
-                      f"precision={record['precision']} "
-                      f"lr={record['lr']:g}: trains {record['trainable']:,} of {record['total']:,} parameters "
-                      f"({record['percent']:.4f} %), dead norms {record['dead']:,}; {record['n_train']} samples",
-                      flush=True)
-                for note in record["notes"]:
-                    print(f"  note: {note}")
-            elif event == "stopped":
-                print(f"stopped after step {record['step']}: the adapter trained so far is saved and scored", flush=True)
-            elif event == "done":
-                print(f"run: {record['run']} ({record['status']}, {record['steps_done']} steps, "
-                      f"{record['train_s']:.1f} s)")
-                for split in record["tuned"]:
-                    b, t = record["base"][split], record["tuned"][split]
-                    shown = [m for m in METRICS.values() if m.brief and t.get(m.name) is not None]
-                    print(f"  {split:<12} " + "  ".join(f"{m.name} {m.format(b.get(m.name) or 0)}->{m.format(t[m.name])}"
-                                                        for m in shown))
+        elif steps is not None:
+            steps.close()  # stopped early, or done: the bar ends where training did (closing twice is harmless)
+        if args.json:
+            print(json.dumps(record), flush=True)
+        elif record.get("event") == "start":
+            print(f"{record['backbone']} ({record['family']}) scope={record['scope']} quant={record['quant']} "
+                  f"precision={record['precision']} "
+                  f"lr={record['lr']:g}: trains {record['trainable']:,} of {record['total']:,} parameters "
+                  f"({record['percent']:.4f} %), dead norms {record['dead']:,}; {record['n_train']} samples", flush=True)
+            for note in record["notes"]:
+                print(f"  note: {note}")
+        elif record.get("event") == "stopped":
+            print(f"stopped after step {record['step']}: the adapter trained so far is saved and scored", flush=True)
+        elif record.get("event") == "done":
+            print(f"run: {record['run']} ({record['status']}, {record['steps_done']} steps, {record['train_s']:.1f} s)")
+            for split in record["tuned"]:
+                b, t = record["base"][split], record["tuned"][split]
+                shown = [m for m in METRICS.values() if m.brief and t.get(m.name) is not None]
+                print(f"  {split:<12} " + "  ".join(f"{m.name} {m.format(b.get(m.name) or 0)}->{m.format(t[m.name])}"
+                                                    for m in shown))
 
 
 def _base_or_run(args):

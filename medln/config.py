@@ -286,7 +286,7 @@ def add_command(sub, name: str, cls, func, *, help: str, exclude: tuple[str, ...
                    help="JSON or YAML of option values (a run's config.json too); flags given here override it")
     if quiet:
         p.add_argument("--quiet", action="store_true",
-                       help="no progress bars or progress lines; only warnings and errors on stderr")
+                       help="no progress bars; only warnings and errors on stderr")
     p.set_defaults(func=func, _options=cls, _parser=p, _console_log=quiet)
     return p
 

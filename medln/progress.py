@@ -88,11 +88,14 @@ class Bars:
         if not (self.enabled and _interactive(sys.stderr)):
             yield
             return
-        with contextlib.redirect_stdout(_AboveBars(sys.stdout, sys.stderr)) as out:
-            try:
-                yield
-            finally:
-                out.flush()
+        previous, out = sys.stdout, _AboveBars(sys.stdout, sys.stderr)
+        sys.stdout = out
+        try:
+            yield
+        finally:
+            out.flush()
+            if sys.stdout is out:  # not if someone replaced it since (a late close of `through`)
+                sys.stdout = previous
 
 
 class _AboveBars(io.TextIOBase):

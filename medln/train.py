@@ -120,7 +120,6 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
     """
     import torch
     from torch.utils.data import DataLoader
-
     from transformers import set_seed
 
     acc = accelerator or make_accelerator(cfg)
