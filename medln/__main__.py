@@ -264,11 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     from .methods import ScopeError
 
     from .logs import console
+    from .progress import bars_wanted, library_bars_off
 
     try:
         args = parse_command_line(build_parser(argv), argv)
         if getattr(args, "_console_log", False):
             console(quiet=args.quiet)
+            if not bars_wanted(quiet=args.quiet, as_json=bool(getattr(args, "json", False))):
+                library_bars_off()
         args.func(args)
     except (BackboneError, ConfigError, DataError, HubError, RunError, ScopeError, FileNotFoundError,
             FileExistsError) as e:

@@ -5,7 +5,7 @@ the results and the --json records.
 When they show (`bars_wanted`): never with --quiet; with --json only when stderr is a
 terminal (a program reading the records gets no bar in its log); otherwise always. When they
 do not, the bars the libraries draw (transformers' "Loading weights", Hub downloads) are off
-too.
+too, in every command (`library_bars_off`).
 
 Scoring reports progress through a callback, `progress(done, total)`, that
 medln.evaluate.predict calls after each generated batch: `Bars.scoring(label)` is that callback
@@ -43,8 +43,6 @@ class Bars:
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
-        if not enabled:
-            _library_bars_off()
 
     @classmethod
     def for_args(cls, args) -> "Bars":
@@ -130,8 +128,9 @@ class _AboveBars(io.TextIOBase):
             self.out.flush()
 
 
-def _library_bars_off() -> None:
-    """Hub downloads' and transformers' own bars off, for this process."""
+def library_bars_off() -> None:
+    """Hub downloads' and transformers' own bars off, for this process: the CLI calls it for
+    every command run without bars (medln.__main__), whichever library would draw one."""
     from huggingface_hub.utils import disable_progress_bars
 
     disable_progress_bars()

@@ -126,3 +126,15 @@ def test_compare_counts_its_cells(monkeypatch):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "compare" in proc.stderr and "4/4" in proc.stderr and "cell" in proc.stderr
     assert len(proc.stdout.splitlines()) == 6  # the records, each a line of its own above the bar
+
+
+def test_the_libraries_bars_follow_the_same_rule(tiny_model, dataset):
+    """transformers' "Loading weights" bar: shown with text output, gone with --json to a
+    program (each a fresh interpreter: the libraries read the setting once)."""
+    image = dataset.parent / "images" / "img00.png"
+    args = ["ask", "--backbone", tiny_model("llava"), "--image", image, "--question", "What organ is shown?"]
+    text = run_cli(*args, isolated=True)
+    records = run_cli(*args, "--json", isolated=True)
+    assert text.returncode == 0 and records.returncode == 0, (text.stderr[-2000:], records.stderr[-2000:])
+    assert "Loading weights" in text.stderr
+    assert "Loading weights" not in records.stderr and json.loads(records.stdout)["answer"] is not None
