@@ -110,7 +110,7 @@ def cmd_train(args) -> None:
                   f"lr={record['lr']:g}: trains {record['trainable']:,} of {record['total']:,} parameters "
                   f"({record['percent']:.4f} %), dead norms {record['dead']:,}; {record['n_train']} samples", flush=True)
             for note in record["notes"]:
-                print(f"  note: {note}")
+                log.info("note: %s", note)  # a diagnostic: stderr, hidden by --quiet
         elif record.get("event") == "stopped":
             print(f"stopped after step {record['step']}: the adapter trained so far is saved and scored", flush=True)
         elif record.get("event") == "done":
@@ -222,7 +222,7 @@ def _print_scores(result: dict) -> None:
 def cmd_score(args) -> None:
     from .scoring import score_files
 
-    _print(score_files(args.task, args.pred, args.ref), args.json)
+    _print(score_files(args.task, args.predictions, args.references), args.json)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:

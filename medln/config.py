@@ -217,8 +217,8 @@ class EvalArgs:
 @dataclass(kw_only=True)
 class ScoreArgs:
     task: str = _f(help="what the files hold", choices=("vqa", "report"))
-    pred: str = _f(help="predictions JSONL (id, prediction)")
-    ref: str = _f(help="references JSONL (id, answer, ...)")
+    predictions: str = _f(help="predictions JSONL (id, prediction)", aliases=("--pred",))  # eval's name for that file
+    references: str = _f(help="references JSONL (id, answer, ...)", aliases=("--ref",))
     json: bool = _f(False, "print JSON")
 
 

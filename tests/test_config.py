@@ -46,7 +46,8 @@ def _visible_flags(command: str) -> dict[str, str]:
 
 
 def test_an_option_has_one_name_across_commands():
-    flags = {c: _visible_flags(c) for c in ("train", "compare", "eval", "ask", "params", "bench")}
+    flags = {c: _visible_flags(c) for c in ("train", "compare", "eval", "ask", "params", "bench", "score", "inspect",
+                                            "merge", "push", "backbones", "scopes", "app")}
     names: dict[str, set[str]] = {}  # dest -> the flags that set it, over every command
     for command_flags in flags.values():
         for flag, dest in command_flags.items():
@@ -57,6 +58,9 @@ def test_an_option_has_one_name_across_commands():
     assert {"--eval-limit", "--eval-batch-size"} <= set(flags["eval"]) & set(flags["train"]) & set(flags["compare"])
     assert "--grad-checkpointing" in flags["bench"] and "--grad-checkpointing" in flags["train"]
     assert not {"--limit", "--batch-size"} & set(flags["eval"]) and "--grad-ckpt" not in flags["bench"]
+    # the predictions file: eval writes it, score reads it
+    assert flags["eval"]["--predictions"] == flags["score"]["--predictions"] == "predictions"
+    assert not {"--pred", "--ref"} & set(flags["score"])
 
 
 def test_old_names_still_work_hidden(tmp_path):
@@ -79,3 +83,5 @@ def test_old_names_still_work_hidden(tmp_path):
     assert (args.eval_limit, args.eval_batch_size) == (7, 4)
     assert parse("bench", "--grad-ckpt").grad_ckpt is True and parse("bench", "--no-grad-ckpt").grad_ckpt is False
     assert parse("bench", "--grad-checkpointing").grad_ckpt is True and parse("bench").grad_ckpt is False
+    args = parse("score", "--task", "vqa", "--pred", "p.jsonl", "--ref", "r.jsonl")
+    assert (args.predictions, args.references) == ("p.jsonl", "r.jsonl")
