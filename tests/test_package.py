@@ -263,3 +263,29 @@ def test_readme_is_short_and_every_relative_link_in_it_and_docs_resolves():
             if path and not re.match(r"[a-z][a-z0-9+.-]*:", path) and not (page.parent / path).exists():
                 broken.append(f"{page.relative_to(REPO)}: {target}")
     assert broken == []
+
+
+def test_readme_commands_parse_with_the_options_each_command_lists():
+    """Every `medln ...` line of the README's code blocks parses, with the names --help shows
+    (not a hidden old spelling), and the test command is the one CI runs."""
+    import argparse
+    import re
+    import shlex
+
+    from medln.__main__ import build_parser
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = "\n".join(re.findall(r"```bash\n(.*?)```", text, flags=re.S)).replace("\\\n", " ")
+    lines = [re.sub(r"\s#.*$", "", line).strip() for line in blocks.splitlines()]
+    commands = [shlex.split(part.strip())[1:] for line in lines for part in line.split("&&")
+                if part.strip().startswith("medln ")]
+    assert len(commands) >= 12, commands
+    for argv in commands:
+        if argv == ["--version"]:
+            continue
+        parser = build_parser(argv)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[argv[0]]
+        shown = {s for a in sub._actions if a.help != argparse.SUPPRESS for s in a.option_strings}
+        assert {a for a in argv if a.startswith("--")} <= shown, argv
+        parser.parse_args(argv)  # SystemExit (a usage error) fails the test
+    assert "python -m pytest -q" in text and "python -m pytest -q" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
