@@ -84,6 +84,7 @@ def cmd_train(args) -> None:
     from .train import train_run
 
     bars = Bars.for_args(args)
+    score_bar = bars.score_records()  # scoring reported as records rather than through the callback
     steps = None  # the training bar: from the start record on, drawn by the main process only
     main = None
     for record in bars.through(train_run(cfg, out, overwrite=args.overwrite, score_progress=bars.scoring)):
@@ -102,6 +103,8 @@ def cmd_train(args) -> None:
                 steps.close()  # training is over: the scoring bars come next
         elif steps is not None:
             steps.close()  # stopped early, or done: the bar ends where training did (closing twice is harmless)
+        if record.get("event") == "score":
+            score_bar(record)
         if args.json:
             print(json.dumps(record), flush=True)
         elif record.get("event") == "start":

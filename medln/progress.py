@@ -9,8 +9,9 @@ too, in every command (`library_bars_off`).
 
 Scoring reports progress through a callback, `progress(done, total)`, that
 medln.evaluate.predict calls after each generated batch: `Bars.scoring(label)` is that callback
-drawn as a bar. Text a command prints while a bar is on goes above it (`Bars.above`), so a
-bar and the lines beside it never overwrite each other on a terminal.
+drawn as a bar; `Bars.score_records()` draws the same bars from "score" records, for a trainer
+that reports its scoring as records. Text a command prints while a bar is on goes above it
+(`Bars.above`), so a bar and the lines beside it never overwrite each other on a terminal.
 """
 
 from __future__ import annotations
@@ -72,6 +73,21 @@ class Bars:
                 bar.close()
 
         return progress
+
+    def score_records(self) -> Callable[[dict], None]:
+        """The same bars driven by records instead of a callback: a `{"event": "score", "which",
+        "split", "done", "total"}` record (one per generated batch, from a trainer that reports
+        its scoring as records) moves the bar "scoring WHICH SPLIT"."""
+        bars: dict[str, Progress | None] = {}
+
+        def on(record: dict) -> None:
+            label = f"{record['which']} {record['split']}"
+            if label not in bars:
+                bars[label] = self.scoring(label)
+            if bars[label] is not None:
+                bars[label](record["done"], record["total"])
+
+        return on
 
     def through(self, records: Iterable) -> Iterator:
         """`records`, one by one, with what the loop over them prints going above the bars

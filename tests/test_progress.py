@@ -138,3 +138,15 @@ def test_the_libraries_bars_follow_the_same_rule(tiny_model, dataset):
     assert text.returncode == 0 and records.returncode == 0, (text.stderr[-2000:], records.stderr[-2000:])
     assert "Loading weights" in text.stderr
     assert "Loading weights" not in records.stderr and json.loads(records.stdout)["answer"] is not None
+
+
+def test_score_records_draw_the_same_bars(capsys):
+    on = Bars(True).score_records()
+    for which, split in (("base", "test"), ("tuned", "test")):
+        for done in (8, 16):
+            on({"event": "score", "which": which, "split": split, "done": done, "total": 16})
+    err = capsys.readouterr().err
+    assert "scoring base test" in err and "scoring tuned test" in err and "16/16" in err
+    off = Bars(False).score_records()
+    off({"event": "score", "which": "base", "split": "test", "done": 1, "total": 2})
+    assert capsys.readouterr().err == ""
