@@ -209,7 +209,8 @@ def _print_scores(result: dict) -> None:
     shown = [m for m in METRICS.values() if result.get(m.name) is not None]
     width = max((len(m.label) for m in shown), default=0)
     for m in shown:
-        print(f"{m.label:<{width}}  {m.format(result[m.name])}  (n = {result.get(m.n_key)})")
+        n = result.get(m.n_key, result.get("n"))  # score --task report: one task, its count is n
+        print(f"{m.label:<{width}}  {m.format(result[m.name])}  (n = {n})")
     types = result.get("by_question_type") or {}
     if types:
         print("accuracy by question type: " + ", ".join(f"{t} {METRICS['overall'].format(r['accuracy'])} (n = {r['n']})"
@@ -225,7 +226,11 @@ def _print_scores(result: dict) -> None:
 def cmd_score(args) -> None:
     from .scoring import score_files
 
-    _print(score_files(args.task, args.predictions, args.references), args.json)
+    result = score_files(args.task, args.predictions, args.references)
+    if args.json:
+        _print(result, True)
+    else:
+        _print_scores(result)  # as eval prints them: one metric a line with its n
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
