@@ -18,7 +18,7 @@ import math
 import typing
 from dataclasses import MISSING
 
-from .config import ConfigError, bound_problems, type_problem
+from .config import ConfigError, aliases, bound_problems, type_problem
 from .userfiles import FileError, load_file, short
 
 MAX_CONFIG_BYTES = 1 * 2**20
@@ -65,6 +65,8 @@ def read_config_file(path: str, cls, *, command: str = "", parser: argparse.Argu
     bad_key = next((k for k in data if not isinstance(k, str)), None)
     if bad_key is not None:
         raise ConfigError(f"{where}: option names must be text, got the key {short(bad_key)}")
+    old = aliases(cls)  # old option names ("limit" for eval_limit) still work in files
+    data = {k if k in fields else old.get(k, k): v for k, v in data.items()}
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = unknown[0]
