@@ -12,28 +12,20 @@ from pathlib import Path
 from .adapters import adapter_off
 from .backbones import Backbone
 from .data.sample import Sample
+from .generation import MAX_NEW_TOKENS, predict_batches  # noqa: F401 (MAX_NEW_TOKENS: ask's length)
 
-MAX_NEW_TOKENS = {"vqa": 16, "report": 96}
 
 def predict(bb: Backbone, model, samples: list[Sample], *, adapter: bool = True, batch_size: int = 16,
             progress=None) -> list[str]:
+    """Greedy answers in the order of `samples`, batched by task and length, each image
+    encoded once (medln.generation). `progress(done, total)` is called after every batch."""
     # Imported here: the CLI's --help imports this module without numpy/PIL.
     from .data.images import load_image
-    from .prompts import batches, generate, question_text
 
     model.eval()
-    preds: list[str] = []
     with adapter_off(model, off=not adapter):
-        for task in ("vqa", "report"):
-            idx = [i for i, s in enumerate(samples) if s.task == task]
-            for chunk in batches(idx, batch_size):
-                images = [load_image(samples[i].image, where=samples[i].where) for i in chunk]
-                questions = [question_text(samples[i]) for i in chunk]
-                answers = generate(bb, model, images, questions, max_new_tokens=MAX_NEW_TOKENS[task])
-                preds.extend(zip(chunk, answers))
-                if progress:
-                    progress(len(preds), len(samples))
-    return [a for _, a in sorted(preds, key=lambda t: t[0])]
+        return predict_batches(bb, model, samples, batch_size=batch_size, progress=progress,
+                               load=lambda s: load_image(s.image, where=s.where))
 
 
 def score(samples: list[Sample], preds: list[str], *, with_meteor: bool = False) -> dict:
