@@ -97,8 +97,11 @@ def cmd_train(args) -> None:
                   f"({record['percent']:.4f} %), dead norms {record['dead']:,}; {record['n_train']} samples", flush=True)
             for note in record["notes"]:
                 print(f"  note: {note}")
+            print(scored_line(record), flush=True)
         elif record.get("event") == "done":
-            print(f"run: {record['run']} ({record['status']}, {record['steps_done']} steps, {record['train_s']:.1f} s)")
+            cached = f"; base answers of {', '.join(record['base_cached'])} from the cache" if record.get("base_cached") else ""
+            print(f"run: {record['run']} ({record['status']}, {record['steps_done']} steps, training "
+                  f"{record['train_s']:.1f} s, scoring {record.get('eval_s', 0):.1f} s{cached})")
             for split in record["tuned"]:
                 b, t = record["base"][split], record["tuned"][split]
                 shown = [m for m in METRICS.values() if m.brief and t.get(m.name) is not None]
@@ -107,6 +110,20 @@ def cmd_train(args) -> None:
         elif record["event"] == "step" and (record["step"] % 10 == 0 or record["step"] == 1):
             print(f"step {record['step']:>5}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
                   f"{record['samples_per_s']:.1f} samples/s", flush=True)
+
+
+def scored_line(start: dict) -> str:
+    """What base and tuned are scored on, and how to change it (train's start record)."""
+    items = start.get("eval_items") or {}
+    if not items:
+        return "  scoring: none (no evaluation split)"
+    parts = ", ".join(f"{v['scored']} of {v['of']} {split}" for split, v in items.items())
+    from .config import EVAL_LIMIT
+
+    limit = start.get("eval_limit")
+    how = (f"--eval-limit {limit} per split{', the default, as in the app' if limit == EVAL_LIMIT else ''}; "
+           "--eval-limit 0 scores all" if limit else "--eval-limit 0: every item")
+    return f"  scoring base and tuned on {parts} items ({how})"
 
 
 def _base_or_run(args):
@@ -172,8 +189,18 @@ def cmd_eval(args) -> None:
     samples = subsample(loaded.samples, args.limit)
     # Predictions go into the run folder, or where --predictions says: never into the current folder unasked.
     predictions = Path(args.predictions) if args.predictions else (run.path / f"predictions-{args.split}.jsonl" if run else None)
+    key = None
+    if run is None:  # the base model: its answers may be cached already (medln.prediction_cache)
+        from .backbones import resolve
+        from .prediction_cache import base_key
+
+        key = base_key(bb, base, backbone_revision=resolve(base.backbone).revision_record(), split=args.split,
+                       limit=args.limit, samples=samples, batch_size=args.batch_size)
+    if not args.json:
+        print(f"scoring {len(samples)} of {len(loaded.samples)} {args.split} items "
+              f"(--limit {args.limit}{'; --limit 0 scores all' if args.limit else ': every item'})", file=sys.stderr)
     result = evaluate(bb, bb.model, samples, batch_size=args.batch_size, predictions_path=predictions,
-                      with_meteor=args.meteor)
+                      with_meteor=args.meteor, base_key=key)
     if predictions is not None:
         result["predictions"] = str(predictions)
     if loaded.skipped:

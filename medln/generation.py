@@ -18,7 +18,7 @@ Imports of torch stay inside the functions: `medln ask` and `--help` import this
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Iterator
 
 MAX_NEW_TOKENS = {"vqa": 16, "report": 96}  # a full-length answer, per task
 MARGIN = 8  # tokens past a batch's longest reference answer before its rows continue alone
@@ -164,9 +164,9 @@ def _continue(model, cache, seqs, attention_mask, rows: list[int], steps: int, e
     return out[:, seqs.shape[1]:].tolist()
 
 
-def predict_batches(bb, model, samples: list, *, batch_size: int, load: Callable, progress=None) -> list[str]:
-    """Answers in the order of `samples`; `load(sample)` gives its image; `progress(done,
-    total)` after every batch."""
+def answering(bb, model, samples: list, *, batch_size: int, load: Callable, into: list) -> Iterator[tuple[int, int]]:
+    """Fill `into` with the answers, in the order of `samples` (`load(sample)` gives its
+    image), yielding (answered, total) after every batch."""
     from .prompts import question_text
 
     features = features_for(bb, model)
@@ -186,9 +186,10 @@ def predict_batches(bb, model, samples: list, *, batch_size: int, load: Callable
                            cap=cap, limit=MAX_NEW_TOKENS[task], keys=[_key(samples[i]) for i in chunk],
                            features=features)
         answers.update(zip(chunk, got))
-        if progress:
-            progress(len(answers), len(samples))
-    return [answers[i] for i in range(len(samples))]
+        if len(answers) < len(samples):
+            yield len(answers), len(samples)
+    into[:] = [answers[i] for i in range(len(samples))]
+    yield len(samples), len(samples)
 
 
 def _key(sample):

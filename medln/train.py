@@ -26,6 +26,7 @@ from .data.sample import Sample
 from .prompts import encode_for_training
 from .machine import peak_memory_gb, reset_peak
 from .precision import autocast_context, from_dtype, grad_scaler
+from . import prediction_cache
 from .revisions import data_revision
 from .runs import BaseSpec
 from .methods import Selection, apply_scope, get_scope, kept_unquantized
@@ -34,6 +35,7 @@ EVENTS = {
     "start": "the run's set-up: backbone, scope, counts, notes (first record)",
     "step": "one optimizer step: loss, lr, throughput, memory",
     "stopped": "the stop flag ended training early (the adapter is still saved and scored)",
+    "score": "one batch of answers scored: which model, split, done of total, answers left in the run",
     "eval": "base or tuned metrics of every evaluation split",
     "failed": "an error ended the run; `error` says which (written to metrics.jsonl, then raised)",
     "done": "the run is saved and scored: eval.json's content (last record)",
@@ -252,15 +254,20 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         loaded = load_samples(cfg.data, cfg.split, skip_bad=cfg.skip_bad)  # bad data, too, before torch is imported
     acc = accelerator or make_accelerator(cfg)
     eval_sets: dict[str, list[Sample]] = {}
+    eval_items: dict[str, dict] = {}  # split -> {"scored": n, "of": the split's size}
     notes: list[str] = []
     for split in filter(None, (cfg.eval_split, cfg.ood_split)):
         try:
-            eval_sets[split] = subsample(load_samples(cfg.data, split, skip_bad=cfg.skip_bad).samples, cfg.eval_limit)
+            whole = load_samples(cfg.data, split, skip_bad=cfg.skip_bad).samples
         except DataError as e:
             if split == cfg.eval_split:
                 raise
             notes.append(f"no out-of-domain evaluation: {e}")
+            continue
+        eval_sets[split] = subsample(whole, cfg.eval_limit)
+        eval_items[split] = {"scored": len(eval_sets[split]), "of": len(whole)}
     eval_sets.update(extra_eval or {})
+    eval_items.update({name: {"scored": len(s), "of": len(s)} for name, s in (extra_eval or {}).items()})
     tunable = tunable or prepare(cfg, device=str(acc.device))
     cfg, memory_note = fit_memory(cfg, tunable, loaded.samples, acc)
     notes += [memory_note] if memory_note else []
@@ -282,20 +289,25 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "n_modules": len(sel.modules),
         "n_train": len(loaded.samples),
         "skipped": loaded.skipped,
+        "eval_items": eval_items,  # what base and tuned are scored on (--eval-limit per split)
+        "eval_limit": cfg.eval_limit,
         "notes": sel.notes + list(getattr(tunable.backbone, "notes", [])) + notes + _precision_notes(tunable.backbone.precision),
     }
     start["scope_description"] = tunable.selection.scope.description
     base_spec = tunable.base or BaseSpec(cfg.backbone, cfg.quant)
-    run = None
+    run, base_keys = None, {}
     if acc.is_main_process:
         # What exactly was used: the hub commits, or content hashes of local model and data (medln.revisions)
         revisions = {"backbone": resolve(base_spec.backbone).revision_record(),
                      "data": data_revision(loaded)}
+        # The base's answers are cached under everything they depend on (medln.prediction_cache)
+        base_keys = prediction_cache.base_keys(tunable.backbone, base_spec, revisions["backbone"], eval_sets,
+                                               limit=cfg.eval_limit, batch_size=cfg.eval_batch_size)
         run = RunDir.create(out, {"config": cfg.to_dict(), "base": base_spec.to_dict(), **start,
                                   "source": tunable.backbone.source, "revisions": revisions}, overwrite=overwrite)
     yield start
     try:
-        yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, start, stop, base_metrics)
+        yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, stop, base_metrics, base_keys)
     except BaseException as e:  # recorded where the run's readers look, then raised as it was
         if run is not None:
             if not run.adapter_dir.exists():
@@ -305,22 +317,35 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         raise
 
 
-def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, base_metrics) -> Iterator[dict]:
+def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, stop, base_metrics, base_keys) -> Iterator[dict]:
     from .adapters import adapter_bytes, make_portable
     from .card import write_adapter_card
-    from .evaluate import evaluate
+    from .evaluate import Scoring, scored
 
     sel = tunable.selection
+    metrics: dict[str, dict] = {"base": {k: v for k, v in (base_metrics or {}).items() if v}, "tuned": {}}
+    eval_s, cached = 0.0, []
 
-    def run_eval(adapter: bool, skip: dict | None = None) -> dict:
+    def parts(which: str, adapter: bool) -> list:
         model = acc.unwrap_model(tunable.model)
-        return {split: (skip or {}).get(split) or evaluate(tunable.backbone, model, split_samples, adapter=adapter,
-                                                             batch_size=cfg.eval_batch_size)
-                for split, split_samples in eval_sets.items()}
+        return [(which, split, Scoring(tunable.backbone, model, split_samples, adapter=adapter,
+                                       batch_size=cfg.eval_batch_size,
+                                       base_key=base_keys.get(split) if which == "base" else None))
+                for split, split_samples in eval_sets.items() if split not in metrics[which]]
 
-    base = None
-    if sel.scope.method.peft_type is None and acc.is_main_process:
-        base = run_eval(adapter=True, skip=base_metrics)  # full fine-tuning overwrites the weights: score them first
+    def run_eval(which: str, adapter: bool, later: int = 0) -> Iterator[dict]:
+        nonlocal eval_s
+        t0, todo = time.perf_counter(), parts(which, adapter)
+        yield from scored(todo, later=later)
+        for _, split, scoring in todo:
+            metrics[which][split] = scoring.metrics
+            cached.extend([split] if scoring.cached else [])
+        eval_s += time.perf_counter() - t0
+
+    tuned_items = sum(len(s) for s in eval_sets.values())
+    base_first = sel.scope.method.peft_type is None and acc.is_main_process
+    if base_first:  # full fine-tuning overwrites the weights: score them first
+        yield from run_eval("base", adapter=True, later=tuned_items)
     status, steps_done, t0 = "completed", 0, time.perf_counter()
     for record in fit(tunable, cfg, samples, stop=stop, accelerator=acc):
         if run:
@@ -344,15 +369,19 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, ba
     # Where the weights moved (inspect.json): cheap with the model in memory, read by `inspect` and the app.
     record_movement(run.path, model, tunable.backbone.family, {"run": str(run.path), "scope": cfg.scope,
                                                                 "seed": cfg.seed, "backbone": tunable.backbone.name})
-    if base is None:
-        base = run_eval(adapter=False, skip=base_metrics)
+    if not base_first:
+        yield from run_eval("base", adapter=False, later=tuned_items)
+    base = {split: metrics["base"][split] for split in eval_sets if split in metrics["base"]}
     yield {"event": "eval", "which": "base", "metrics": base}
-    tuned = run_eval(adapter=True)
+    yield from run_eval("tuned", adapter=True)
+    tuned = metrics["tuned"]
     yield {"event": "eval", "which": "tuned", "metrics": tuned}
     result = {
         "status": status,
         "steps_done": steps_done,
         "train_s": round(train_s, 3),
+        "eval_s": round(eval_s, 3),  # scoring base and tuned (base answers read from the cache count as read)
+        "base_cached": cached,  # splits whose base answers came from the prediction cache (medln.prediction_cache)
         "trainable": sel.trainable,
         "total": sel.total,
         "percent": round(sel.percent, 6),
