@@ -6,7 +6,8 @@ never read; an entry is also checked against the samples it answers (same ids, s
 The key (a JSON object; its sha256 names the file):
   backbone    the Hub commit the weights were loaded at, or a local folder's content hash
               (medln.revisions); a Hub model whose commit is unknown is not cached at all
-  build       quant, projections kept unquantized, weight dtype, compute precision, device kind
+  build       quant, projections kept unquantized, weight dtype, compute precision, device
+              kind, fused norms (medln.kernels)
   prompt      the family and its prompt template (the chat template is in the folder's hash)
   data        the split, the limit, and the content hash of the very samples scored (ids,
               questions, answers, image bytes)
@@ -43,7 +44,7 @@ def _version(package: str) -> str | None:
 
 
 def base_key(bb, base, *, backbone_revision: dict, split: str, limit: int | None, samples: list,
-             batch_size: int) -> dict | None:
+             batch_size: int, fused_norms: bool = False) -> dict | None:
     """The key of the base answers of `bb` (loaded as BaseSpec `base`) on these samples, or
     None when the backbone's exact revision is not known (then nothing is cached)."""
     from . import __version__
@@ -56,7 +57,8 @@ def base_key(bb, base, *, backbone_revision: dict, split: str, limit: int | None
         # a local folder by its content alone: the bundled model by name or by path is one model
         "backbone": {k: v for k, v in backbone_revision.items() if k != "name"},
         "build": {"quant": bb.quant, "keep": sorted(base.keep) if base else [], "dtype": bb.dtype,
-                  "precision": (bb.precision or from_dtype(bb.dtype)).name, "device": device},
+                  "precision": (bb.precision or from_dtype(bb.dtype)).name, "device": device,
+                  "fused_norms": fused_norms},  # same maths, other rounding: greedy answers may differ
         "prompt": {"family": bb.family.name, "template": bb.prompt},
         "data": {"split": split, "limit": limit, "n": len(samples), "samples_sha256": samples_fingerprint(samples)},
         "generation": {"max_new_tokens": MAX_NEW_TOKENS, "batch_size": batch_size, "greedy": True,
@@ -65,10 +67,11 @@ def base_key(bb, base, *, backbone_revision: dict, split: str, limit: int | None
     }
 
 
-def base_keys(bb, base, backbone_revision: dict, sets: dict, *, limit: int, batch_size: int) -> dict:
+def base_keys(bb, base, backbone_revision: dict, sets: dict, *, limit: int, batch_size: int,
+              fused_norms: bool = False) -> dict:
     """{split: key} for a run's evaluation sets (each `limit`-subsampled, as train does)."""
     return {split: base_key(bb, base, backbone_revision=backbone_revision, split=split, limit=limit, samples=samples,
-                            batch_size=batch_size) for split, samples in sets.items()}
+                            batch_size=batch_size, fused_norms=fused_norms) for split, samples in sets.items()}
 
 
 def path_of(key: dict) -> Path:

@@ -22,6 +22,7 @@ from typing import Iterator
 
 from .backbones import Backbone, resolve
 from .config import TrainConfig
+from .kernels import compile_blocks, eager_if, fuse_norms
 from .data.sample import Sample
 from .prompts import encode_for_training
 from .machine import peak_memory_gb, reset_peak
@@ -82,6 +83,10 @@ def prepare(cfg: TrainConfig, *, device: str | None = None, backbone: Backbone |
     if cfg.grad_checkpointing:
         # Non-reentrant checkpointing needs no input that requires grad (frozen embeddings).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.fused_norms:  # after the scope: peft's LN-tuning copies of the norms are fused too
+        selection.notes += fuse_norms(model).notes
+    if cfg.compile:
+        selection.notes.append(f"torch.compile: {compile_blocks(model)} blocks (regional; generation runs eager)")
     return Tunable(backbone, model, selection, spec)
 
 
@@ -298,11 +303,11 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
     run, base_keys = None, {}
     if acc.is_main_process:
         # What exactly was used: the hub commits, or content hashes of local model and data (medln.revisions)
-        revisions = {"backbone": resolve(base_spec.backbone).revision_record(),
-                     "data": data_revision(loaded)}
+        revisions = {"backbone": resolve(base_spec.backbone).revision_record(), "data": data_revision(loaded)}
         # The base's answers are cached under everything they depend on (medln.prediction_cache)
         base_keys = prediction_cache.base_keys(tunable.backbone, base_spec, revisions["backbone"], eval_sets,
-                                               limit=cfg.eval_limit, batch_size=cfg.eval_batch_size)
+                                               limit=cfg.eval_limit, batch_size=cfg.eval_batch_size,
+                                               fused_norms=cfg.fused_norms)
         run = RunDir.create(out, {"config": cfg.to_dict(), "base": base_spec.to_dict(), **start,
                                   "source": tunable.backbone.source, "revisions": revisions}, overwrite=overwrite)
     yield start
@@ -336,7 +341,8 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, stop, base_metr
     def run_eval(which: str, adapter: bool, later: int = 0) -> Iterator[dict]:
         nonlocal eval_s
         t0, todo = time.perf_counter(), parts(which, adapter)
-        yield from scored(todo, later=later)
+        with eager_if(cfg.compile):  # compiled blocks would recompile for every generated length
+            yield from scored(todo, later=later)
         for _, split, scoring in todo:
             metrics[which][split] = scoring.metrics
             cached.extend([split] if scoring.cached else [])
