@@ -16,7 +16,7 @@ import time
 from .config import (AskArgs, ConfigError, EvalArgs, Listing, ParamsArgs, ScoreArgs, TrainArgs, TrainConfig, add_command,
                      from_args, parse_command_line)
 
-COMMAND_MODULES: list[str] = ["compare.cli", "bench", "inspect", "merge", "hub", "launch"]  # modules defining add_cli(sub)
+COMMAND_MODULES: list[str] = ["compare.cli", "bench", "bench.ask", "inspect", "merge", "hub", "launch"]  # modules defining add_cli(sub)
 # Builders (medln.make) are imported only when their own command runs: `medln --help` and
 # every other command never load them. name -> (module defining add_cli(sub), one-line help)
 BUILDER_COMMANDS: dict[str, tuple[str, str]] = {
@@ -151,13 +151,17 @@ def _base_or_run(args):
 def cmd_ask(args) -> None:
     from .backbones import REPORT_PROMPT
     from .data.images import load_image
-    from .evaluate import MAX_NEW_TOKENS
+    from .generation import MAX_NEW_TOKENS
     from .prompts import check_question
     from .answers import stream_answers
     from .models import ModelCache
 
     check_question(args.question)  # before loading anything
     base, run = _base_or_run(args)
+    if run is not None:  # peft attaches the adapter; bitsandbytes only where weights are 4-bit
+        from .adapters import import_peft
+
+        import_peft(quantized=base.quant == "4bit")
     image = load_image(args.image, where=args.image)
     task = "vqa" if args.question else "report"
     base_answer = tuned_answer = ""
@@ -231,10 +235,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     add_command(sub, "ask", AskArgs, cmd_ask, help="answer a question about an image (or write a report)")
     add_command(sub, "eval", EvalArgs, cmd_eval, help="predict and score a data split")
     add_command(sub, "score", ScoreArgs, cmd_score, help="score a predictions JSONL against references (joined on id)")
-    # Commands that live with their concept: each module has add_cli(subparsers).
-    for module in COMMAND_MODULES:
-        importlib.import_module(f"medln.{module}").add_cli(sub)
     command = next((a for a in argv if not a.startswith("-")), None)
+    # Commands that live with their concept: each module has add_cli(subparsers). A command
+    # defined above needs none of them: `ask` does not pay for importing compare and bench.
+    if command not in sub.choices:
+        for module in COMMAND_MODULES:
+            importlib.import_module(f"medln.{module}").add_cli(sub)
     for name, (module, text) in BUILDER_COMMANDS.items():
         if name == command:
             importlib.import_module(f"medln.{module}").add_cli(sub)
