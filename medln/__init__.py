@@ -15,7 +15,10 @@ from pathlib import Path as _Path
 # any medln code imports torch; a value the user set wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from .logs import silence_known_noise as _silence_known_noise
+
 __version__ = "0.1.0"
+_silence_known_noise()  # before peft, transformers or bitsandbytes loads (medln.logs says which and why)
 
 
 def _assets() -> _Path:

@@ -15,7 +15,6 @@ a record happens to have.
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -54,15 +53,6 @@ class Tunable:
     base: BaseSpec | None = None
 
 
-def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def prepare(cfg: TrainConfig, *, device: str | None = None, backbone: Backbone | None = None) -> Tunable:
     """Load the backbone (unless given) and apply the scope. Under 4-bit the attn/ffn scopes
     keep their projections unquantized, so their names are known before loading (meta count)."""
@@ -77,7 +67,9 @@ def prepare(cfg: TrainConfig, *, device: str | None = None, backbone: Backbone |
     device_kind = next(backbone.model.parameters()).device.type
     spec = BaseSpec(spec.backbone, backbone.quant, spec.keep, backbone.dtype,
                     "cuda" if device_kind == "cuda" else "cpu", spec.trust_remote_code, cfg.precision)
-    seed_everything(cfg.seed)  # LoRA's A matrices are initialised from the global RNG
+    from transformers import set_seed
+
+    set_seed(cfg.seed)  # Python, numpy and torch (every device): LoRA's A matrices come from the global RNG
     model, selection = apply_scope(backbone.model, backbone.model.config, backbone.family, scope, quant=cfg.quant,
                                    lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
     if cfg.grad_checkpointing:
@@ -135,9 +127,10 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
     """
     import torch
     from torch.utils.data import DataLoader
+    from transformers import set_seed
 
     acc = accelerator or make_accelerator(cfg)
-    seed_everything(cfg.seed)
+    set_seed(cfg.seed)
     model = tunable.model
     precision = tunable.backbone.precision or from_dtype(tunable.backbone.dtype)
     scaler = grad_scaler(precision, acc.device.type)  # fp16 only; otherwise a pass-through
@@ -244,7 +237,9 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
     model are reused, not scored again; `extra_eval` {name: samples} adds evaluation sets
     (e.g. a second, out-of-domain dataset); `train_samples` replaces the cfg.split split
     (e.g. train without the slice a sweep carved off for validation). `overwrite` replaces an
-    existing MedLN run in `out` (never a folder MedLN did not write; see medln.runs)."""
+    existing MedLN run in `out` (never a folder MedLN did not write; see medln.runs).
+    Scoring reports itself as "score" records, one per generated batch (a progress bar's
+    source: medln.progress.Bars.score_records)."""
     from .data import DataError, load_samples
     from .evaluate import subsample
     from .runs import RunDir, check_out
