@@ -114,13 +114,13 @@ def cmd_train(args) -> None:
                   f"({record['percent']:.4f} %), dead norms {record['dead']:,}; {record['n_train']} samples", flush=True)
             for note in record["notes"]:
                 log.info("note: %s", note)  # a diagnostic: stderr, hidden by --quiet
-            print(scored_line(record), flush=True)
+            log.info("%s", scored_line(record))  # what is scored and how to change it: stderr, as the notes
         elif record.get("event") == "stopped":
             print(f"stopped after step {record['step']}: the adapter trained so far is saved and scored", flush=True)
         elif record.get("event") == "done":
             cached = f"; base answers of {', '.join(record['base_cached'])} from the cache" if record.get("base_cached") else ""
             print(f"run: {record['run']} ({record['status']}, {record['steps_done']} steps, training "
-                  f"{record['train_s']:.1f} s, scoring {record.get('eval_s', 0):.1f} s{cached})")
+                  f"{record['train_s']:.1f} s, evaluation {record.get('eval_s', 0):.1f} s{cached})")
             for split in record["tuned"]:
                 b, t = record["base"][split], record["tuned"][split]
                 shown = [m for m in METRICS.values() if m.brief and t.get(m.name) is not None]
@@ -132,14 +132,14 @@ def scored_line(start: dict) -> str:
     """What base and tuned are scored on, and how to change it (train's start record)."""
     items = start.get("eval_items") or {}
     if not items:
-        return "  scoring: none (no evaluation split)"
+        return "scoring: none (no evaluation split)"
     parts = ", ".join(f"{v['scored']} of {v['of']} {split}" for split, v in items.items())
     from .config import EVAL_LIMIT
 
     limit = start.get("eval_limit")
     how = (f"--eval-limit {limit} per split{', the default, as in the app' if limit == EVAL_LIMIT else ''}; "
            "--eval-limit 0 scores all" if limit else "--eval-limit 0: every item")
-    return f"  scoring base and tuned on {parts} items ({how})"
+    return f"scoring base and tuned on {parts} items ({how})"
 
 
 def _base_or_run(args):
