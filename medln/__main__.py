@@ -81,7 +81,7 @@ def cmd_train(args) -> None:
     from .train import train_run
 
     main = None
-    for record in train_run(cfg, out, overwrite=args.overwrite):
+    for record in train_run(cfg, out, overwrite=args.overwrite, report_to=args.report_to):
         if main is None:  # train_run's Accelerator has set up the (possibly distributed) state by now
             from accelerate import PartialState
 
@@ -164,8 +164,13 @@ def cmd_eval(args) -> None:
 
     from .data import load_samples
     from .evaluate import evaluate, subsample
+    from .rank import is_main_process
     from .runs import load_run
 
+    if not is_main_process():
+        # Under `accelerate launch` every process would score the whole split and write the
+        # same predictions file: evaluation is not sharded, so the main process does it alone.
+        return
     base, run = _base_or_run(args)
     bb = load_run(run.path) if run else base.load()
     loaded = load_samples(args.data, args.split, skip_bad=args.skip_bad)
@@ -224,11 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     from .runs import RunError
     from .hub import HubError
     from .methods import ScopeError
+    from .trackers import TrackerError
 
     try:
         args = parse_command_line(build_parser(argv), argv)
         args.func(args)
-    except (BackboneError, ConfigError, DataError, HubError, RunError, ScopeError, FileNotFoundError,
+    except (BackboneError, ConfigError, DataError, HubError, RunError, ScopeError, TrackerError, FileNotFoundError,
             FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -228,7 +228,8 @@ def _precision_notes(precision) -> list[str]:
 
 def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tunable | None = None,
               base_metrics: dict | None = None, extra_eval: dict[str, list[Sample]] | None = None,
-              train_samples: list[Sample] | None = None, overwrite: bool = False) -> Iterator[dict]:
+              train_samples: list[Sample] | None = None, overwrite: bool = False, report_to: str = "none",
+              run_name: str | None = None, group: str | None = None) -> Iterator[dict]:
     """The whole `train` command as a generator: load data, apply the scope, train, save the
     adapter, evaluate base and tuned. Yields {"event": "start"}, the step records, then
     {"event": "done", ...}. Only the main process writes the run folder.
@@ -237,12 +238,17 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
     model are reused, not scored again; `extra_eval` {name: samples} adds evaluation sets
     (e.g. a second, out-of-domain dataset); `train_samples` replaces the cfg.split split
     (e.g. train without the slice a sweep carved off for validation). `overwrite` replaces an
-    existing MedLN run in `out` (never a folder MedLN did not write; see medln.runs)."""
+    existing MedLN run in `out` (never a folder MedLN did not write; see medln.runs).
+    `report_to`: a tracker (medln.trackers) that mirrors the records, as `run_name` in `group`."""
     from .data import DataError, load_samples
     from .evaluate import subsample
     from .runs import RunDir, check_out
 
+    from .trackers import Reporter, check
+
+    t_start = time.perf_counter()
     cfg.validate()
+    check(report_to)  # a tracker that is not installed: one line, before anything loads
     check_out(out, overwrite=overwrite)  # before anything loads: a bad --out costs nothing
     if train_samples is not None:
         from .data.loaded import Loaded
@@ -294,18 +300,33 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         run = RunDir.create(out, {"config": cfg.to_dict(), "base": base_spec.to_dict(), **start,
                                   "source": tunable.backbone.source, "revisions": revisions}, overwrite=overwrite)
     yield start
+    # The tracker mirrors what the main process records (the run folder stays the source of truth).
+    reporter = Reporter(report_to, run.path, {**cfg.to_dict(), **{k: start[k] for k in REPORTED if k in start}},
+                        run_name=run_name, group=group) if run is not None else None
     try:
-        yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, start, stop, base_metrics)
+        for record in _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, start, stop, base_metrics,
+                                       t_start):
+            if reporter is not None:
+                reporter.follow(record)
+            yield record
     except BaseException as e:  # recorded where the run's readers look, then raised as it was
+        if reporter is not None:
+            reporter.close()  # before a discard removes its files
         if run is not None:
             if not run.adapter_dir.exists():
                 run.discard()  # nothing worth keeping: the same --out works again
             else:
                 run.log({"event": "failed", "error": f"{type(e).__name__}: {e}" if str(e) else type(e).__name__})
         raise
+    else:
+        if reporter is not None:
+            reporter.close()
 
 
-def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, base_metrics) -> Iterator[dict]:
+REPORTED = ("backbone", "family", "precision", "num_processes", "trainable", "total", "percent", "dead", "n_train")
+
+
+def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, base_metrics, t_start) -> Iterator[dict]:
     from .adapters import adapter_bytes, make_portable
     from .card import write_adapter_card
     from .evaluate import evaluate
@@ -359,6 +380,7 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, ba
         "adapter_bytes": adapter_bytes(model),  # the saved tensors (adapter_model.safetensors less its header)
         "base": base,
         "tuned": tuned,
+        "wall_s": round(time.perf_counter() - t_start, 3),  # the whole run: loading, training, scoring
     }
     write_adapter_card(run.adapter_dir, run.config(), result)
     run.write_eval(result)
