@@ -163,6 +163,11 @@ STEP_KEYS = {"loss": "train/loss", "lr": "train/learning_rate", "samples_per_s":
              "step_s": "train/step_s", "peak_mem_gb": "train/peak_mem_gb", "epoch": "train/epoch"}
 
 
+def _is_count(metric: str) -> bool:
+    """n, n_closed, n_open, ...: how many items were scored, not a score."""
+    return metric == "n" or metric.startswith("n_")
+
+
 class Reporter:
     """Feeds a run's records to a tracker: `follow(record)` for each, `close()` at the end.
     A tracker's own failure is said once on stderr and the tracker dropped; the run goes on."""
@@ -192,7 +197,8 @@ class Reporter:
         elif event == "eval":
             values = {f"eval/{record['which']}/{split}/{metric}": float(v)
                       for split, metrics in (record.get("metrics") or {}).items()
-                      for metric, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                      for metric, v in (metrics or {}).items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool) and not _is_count(metric)}
         else:
             return
         if values:

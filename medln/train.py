@@ -301,7 +301,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
                                   "source": tunable.backbone.source, "revisions": revisions}, overwrite=overwrite)
     yield start
     # The tracker mirrors what the main process records (the run folder stays the source of truth).
-    reporter = Reporter(report_to, run.path, {**cfg.to_dict(), **{k: start[k] for k in REPORTED if k in start}},
+    reporter = Reporter(report_to, run.path, {**cfg.to_dict(), "run": {k: start[k] for k in REPORTED if k in start}},
                         run_name=run_name, group=group) if run is not None else None
     try:
         for record in _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, start, stop, base_metrics,
