@@ -71,6 +71,7 @@ class Trackio(Tracker):
     def __init__(self, run_dir, name, group, config):
         import trackio
 
+        self.trackio = trackio
         with _quiet():
             self.run = trackio.init(project=os.environ.get(PROJECT_ENV, "medln"), name=name, group=group,
                                     config=config, embed=False)
@@ -80,7 +81,7 @@ class Trackio(Tracker):
 
     def close(self):
         with _quiet():
-            self.run.finish()
+            self.trackio.finish()  # also clears trackio's current run: its exit hook would finish it again, on stdout
 
 
 class MLflow(Tracker):
