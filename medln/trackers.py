@@ -128,7 +128,7 @@ class TrackerSpec:
 TRACKERS: list[TrackerSpec] = [
     TrackerSpec("tensorboard", "tensorboard", "pip install tensorboard", TensorBoard),
     TrackerSpec("trackio", "trackio", "pip install trackio", Trackio),
-    TrackerSpec("mlflow", "mlflow", "pip install mlflow", MLflow),
+    TrackerSpec("mlflow", "mlflow", "pip install mlflow-skinny", MLflow),  # the tracking client alone
     TrackerSpec("wandb", "wandb", "pip install wandb", WandB),
 ]
 REPORT_TO = ("none", *(t.name for t in TRACKERS))  # the --report-to choices
@@ -142,7 +142,8 @@ def get_tracker(name: str) -> TrackerSpec | None:
     if spec is None:
         raise TrackerError(f"--report-to {name}: unknown (choose from {', '.join(REPORT_TO)})")
     if importlib.util.find_spec(spec.module) is None:
-        raise TrackerError(f"--report-to {name} needs {spec.module}, which is not installed: {spec.install}")
+        raise TrackerError(f"--report-to {name} needs {spec.module}, which is not installed: {spec.install} "
+                           "(or all trackers: pip install 'medln[trackers]')")
     return spec
 
 

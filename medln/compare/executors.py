@@ -124,6 +124,10 @@ class Ray:
     def run(self, base: TrainConfig, cells: list[Cell], lane: Lane, watch: Watch | None = None) -> Iterator[dict]:
         if not cells:
             return
+        if _stopped(lane):  # stopped in an earlier phase: nothing is submitted
+            for cell in cells:
+                yield not_run(cell, "stopped before it ran")
+            return
         ray = self.ray
         self._start()
         gpus = ray.cluster_resources().get("GPU", 0)

@@ -51,16 +51,10 @@ def claim(out: Path, options: CompareConfig, cells: list[str], *, resume: bool) 
     path = out / SWEEP_FILE
     record = {"config": sweep_options(options), "cells": cells, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "medln": __version__}
+    check_free(out, resume=resume)
     if path.exists():
-        if not resume:
-            raise FileExistsError(f"{out} already holds a sweep ({SWEEP_FILE}); pass --resume to finish it, or "
-                                  "choose another --out")
         check_same(path, record["config"])
         return
-    taken = [p.name for p in (out / "runs", out / "tune") if p.is_dir() and any(p.iterdir())]
-    if taken:
-        raise FileExistsError(f"{out} already holds {' and '.join(taken)}/ but no {SWEEP_FILE} (a sweep of an earlier "
-                              "version, or not a sweep): its options are unknown; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".{SWEEP_FILE}.{os.getpid()}.tmp"
     write_json_atomic(tmp, record)
@@ -72,6 +66,20 @@ def claim(out: Path, options: CompareConfig, cells: list[str], *, resume: bool) 
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_free(out: Path, *, resume: bool) -> None:
+    """FileExistsError for a folder a new sweep may not use (it holds one: --resume it), or
+    that holds runs without a sweep.json (its options are unknown). Checked before anything loads."""
+    if (out / SWEEP_FILE).exists():
+        if not resume:
+            raise FileExistsError(f"{out} already holds a sweep ({SWEEP_FILE}); pass --resume to finish it, or "
+                                  "choose another --out")
+        return
+    taken = [p.name for p in (out / "runs", out / "tune") if p.is_dir() and any(p.iterdir())]
+    if taken:
+        raise FileExistsError(f"{out} already holds {' and '.join(taken)}/ but no {SWEEP_FILE} (a sweep of an earlier "
+                              "version, or not a sweep): its options are unknown; choose another --out")
 
 
 def read_record(out: Path) -> dict:

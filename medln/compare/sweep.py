@@ -50,7 +50,7 @@ from ..storage import write_json_atomic
 from ..trackers import check as check_tracker
 from .cells import Cell, Lane, empty_row, reason
 from .executors import execute, open_executor
-from .folder import claim
+from .folder import check_free, claim
 from .options import CompareConfig
 from .protocol import reference_rows, split_validation
 from .report import write_csv, write_figures, write_table
@@ -225,6 +225,8 @@ def start(options: CompareConfig, *, stop=None, progress=None, command=None, run
     executor = open_executor("local" if mode == "collect" else options.executor, address=options.ray_address,
                              cpus=options.ray_cpus)  # Ray missing: one line now, before anything loads
     out = Path(options.out)
+    if mode != "collect":
+        check_free(out, resume=mode != "run")  # before the data loads; claim() checks again before the first cell
     tuned = None
     if options.lrs_from:
         try:
