@@ -11,17 +11,16 @@ ends that scope's search.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 from ..metrics import headline_for
 from .cells import Cell, Lane, base_key, cell_score
 from .tuning import Tuning
 
-if TYPE_CHECKING:
-    from .sweep import Sweep
+# `sweep` below is a medln.compare.sweep.Sweep (not imported: sweep.py imports this module).
 
 
-def choose_rates(sweep: Sweep) -> Iterator[dict]:
+def choose_rates(sweep) -> Iterator[dict]:
     """Phase 1: each scope's rate, chosen on validation cells (the test split is not loaded
     here), or taken from an earlier sweep's choice (lrs_from). Every scope's pending rates run
     as one round (at once under Ray); the next round holds the rates past an edge."""
@@ -67,7 +66,7 @@ def choose_rates(sweep: Sweep) -> Iterator[dict]:
         yield _tune_done(sweep, scope, states[scope], lane)
 
 
-def _tune_point(sweep: Sweep, state: Tuning, record: dict) -> Iterator[dict]:
+def _tune_point(sweep, state: Tuning, record: dict) -> Iterator[dict]:
     cell, row = record["cell"], record["row"]
     if record["how"] in ("not run", "missing"):  # stopped, or (collect) never finished: no score, no further rates
         state.halted = True
@@ -80,7 +79,7 @@ def _tune_point(sweep: Sweep, state: Tuning, record: dict) -> Iterator[dict]:
     yield {"event": "tune_point", "scope": cell.scope, "lr": cell.lr, "score": score}
 
 
-def _tune_done(sweep: Sweep, scope: str, state: Tuning, lane: Lane) -> dict:
+def _tune_done(sweep, scope: str, state: Tuning, lane: Lane) -> dict:
     record = state.record()
     key = base_key(dataclasses.replace(sweep.cfg, scope=scope))
     record.update(centre=state.centre, metric=headline_for(s.task for s in sweep.val_tune),
