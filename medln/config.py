@@ -89,6 +89,10 @@ class TrainConfig:
     warmup: float = _f(0.1, "fraction of steps with linear warm-up", min=0.0, max=1.0, open=("max",))
     weight_decay: float = _f(0.0, "AdamW weight decay", min=0.0, max=1.0)
     grad_checkpointing: bool = _f(False, "recompute activations in backward (less memory, ~30%% slower)")
+    compile: bool = _f(False, "torch.compile each transformer block for the training steps (regional; the first "
+                       "steps compile; generation stays eager): medln.kernels")
+    fused_norms: bool = _f(False, "RMSNorm through the fused torch.nn.functional.rms_norm op, where a probe shows it "
+                           "computes the same: medln.kernels")
     max_length: int = _f(512, "longest token sequence (prompt with image tokens + answer); longer records are refused",
                          min=8, max=32_768)
     lora_r: int = _f(RANK, "LoRA rank (scopes lora, ln-lora)", min=1, max=1024)

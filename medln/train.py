@@ -22,6 +22,7 @@ from typing import Iterator
 
 from .backbones import Backbone, resolve
 from .config import TrainConfig
+from .kernels import compile_blocks, eager_if, fuse_norms
 from .data.sample import Sample
 from .prompts import encode_for_training
 from .machine import peak_memory_gb, reset_peak
@@ -80,6 +81,10 @@ def prepare(cfg: TrainConfig, *, device: str | None = None, backbone: Backbone |
     if cfg.grad_checkpointing:
         # Non-reentrant checkpointing needs no input that requires grad (frozen embeddings).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.fused_norms:  # after the scope: peft's LN-tuning copies of the norms are fused too
+        selection.notes += fuse_norms(model).notes
+    if cfg.compile:
+        selection.notes.append(f"torch.compile: {compile_blocks(model)} blocks (regional; generation runs eager)")
     return Tunable(backbone, model, selection, spec)
 
 
@@ -335,9 +340,10 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, ba
 
     def run_eval(adapter: bool, skip: dict | None = None) -> dict:
         model = acc.unwrap_model(tunable.model)
-        return {split: (skip or {}).get(split) or evaluate(tunable.backbone, model, split_samples, adapter=adapter,
-                                                             batch_size=cfg.eval_batch_size)
-                for split, split_samples in eval_sets.items()}
+        with eager_if(cfg.compile):  # compiled blocks would recompile for every generated length
+            return {split: (skip or {}).get(split) or evaluate(tunable.backbone, model, split_samples, adapter=adapter,
+                                                                 batch_size=cfg.eval_batch_size)
+                    for split, split_samples in eval_sets.items()}
 
     base = None
     if sel.scope.method.peft_type is None and acc.is_main_process:

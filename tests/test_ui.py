@@ -7,6 +7,7 @@ isolation, and failures that come back as one clear message.
 from __future__ import annotations
 
 import json
+import re
 import stat
 import threading
 import time
@@ -549,8 +550,11 @@ def test_page_is_served_with_the_disclaimer(served):
 
 
 def test_only_the_ui_package_imports_gradio():
+    # gradio_client (a small HTTP client the GPU proof drives the app with) is a separate
+    # package; only gradio itself, the server and its widgets, stays inside medln/ui.
+    imports_gradio = re.compile(r"^\s*(import|from)\s+gradio(\s|\.|$)")
     offenders = [str(p.relative_to(REPO)) for p in (REPO / "medln").rglob("*.py")
                  if "ui" not in p.relative_to(REPO / "medln").parts[:1]
-                 and any(line.strip().startswith(("import gradio", "from gradio"))
+                 and any(imports_gradio.match(line)
                          for line in p.read_text(encoding="utf-8").splitlines())]
     assert offenders == []

@@ -9,6 +9,7 @@ import math
 import time
 
 from ..backbones import Family, model_class, part_of
+from ..kernels import compile_blocks  # noqa: F401 - re-exported: the bench's --compile
 from ..methods import TuningScope
 
 
@@ -51,19 +52,6 @@ def quantize_4bit(model, skip, compute_dtype) -> int:
         del linear
     model.is_loaded_in_4bit = True  # peft wraps Linear4bit with its 4-bit LoRA layer only if set
     return len(targets)
-
-
-def compile_blocks(model) -> int:
-    """Regional torch.compile: each block of every top-level layer list, compiled in place."""
-    import torch.nn as nn
-
-    done: list[str] = []
-    for name, m in model.named_modules():
-        if isinstance(m, nn.ModuleList) and len(m) > 1 and not any(name.startswith(d + ".") for d in done):
-            for i, block in enumerate(m):
-                block.compile()
-                done.append(f"{name}.{i}")
-    return len(done)
 
 
 # --------------------------------------------------------------------------- FLOPs and MFU
