@@ -160,3 +160,45 @@ def test_a_killed_sweep_resumes_without_rerunning_its_finished_cell(budget, tmp_
     assert snapshot(out / "runs" / "ln" / "seed0") == kept
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [(r["scope"], r["status"]) for r in rows] == [("ln", "completed"), ("lora", "completed")]
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_ray_cancels_the_pending_cells_and_keeps_the_finished_ones(budget, tmp_path):
+    """A real `medln compare --executor ray` process, interrupted as a terminal's Ctrl-C does
+    (SIGINT to its whole process group) once its first cell finished: it exits 0 with the files
+    written, the finished cells kept as completed rows, every other cell cancelled, and no
+    cancelled cell finishing afterwards (its task was killed)."""
+    pytest.importorskip("ray")
+    out = tmp_path / "ray-stopped"
+    cells = [out / "runs" / s / f"seed{k}" for k in range(3) for s in ("ln", "lora")]
+    args = ["--backbone", budget["backbone"], "--data", budget["data"], "--scopes", "ln,lora", "--seeds", "3",
+            "--steps", "1", "--batch-size", "2", "--eval-limit", "2", "--eval-batch-size", "2", "--ood-split", "",
+            "--executor", "ray", "--ray-cpus", "1", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "medln", "compare", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 300
+        while not any(finished(c) for c in cells) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert any(finished(c) for c in cells), "no cell finished"
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "stopping: the finished cells are kept" in stderr
+    kept = {c: snapshot(c) for c in cells if finished(c)}
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "stopped"
+    status = {f"runs/{r['scope']}/seed{r['seed']}": r["status"] for r in results["rows"]}
+    completed = {name for name, s in status.items() if s == "completed"}
+    assert completed == {str(c.relative_to(out)) for c in kept}  # every finished cell is a row, and only those
+    cancelled = [r for r in results["rows"] if r["status"] != "completed"]
+    assert cancelled and all(r["skipped"] == "cancelled (stopped) before it finished" for r in cancelled)
+    assert (out / "TABLE.md").exists() and (out / "figures.html").exists()
+    time.sleep(3)  # a task that outlived the command would finish its cell now
+    assert {c for c in cells if finished(c)} == set(kept)
+    assert all(snapshot(c) == kept[c] for c in kept)

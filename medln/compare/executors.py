@@ -144,6 +144,10 @@ class Ray:
                 yield {"event": "cell_start", "cell": cell}
             while pending:
                 if _stopped(lane):
+                    # Keep what finished by now (its eval.json is written), cancel the rest.
+                    ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+                    for ref in ready:
+                        yield self._done(ref, pending.pop(ref), lane)
                     for ref in pending:
                         ray.cancel(ref, force=True)
                     for cell in pending.values():
@@ -152,14 +156,16 @@ class Ray:
                     break
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 for ref in ready:
-                    cell = pending.pop(ref)
-                    row, bases, backbone = self._result(ref, cell)
-                    for key, metrics in bases.items():
-                        lane.bases.setdefault(key, metrics)
-                    yield {"event": "cell_done", "cell": cell, "row": row, "how": "ran", "backbone": backbone}
+                    yield self._done(ref, pending.pop(ref), lane)
         finally:  # an error, a second Ctrl-C, or the consumer gone: nothing keeps running unseen
             for ref in pending:
                 ray.cancel(ref, force=True)
+
+    def _done(self, ref, cell: Cell, lane: Lane) -> dict:
+        row, bases, backbone = self._result(ref, cell)
+        for key, metrics in bases.items():
+            lane.bases.setdefault(key, metrics)
+        return {"event": "cell_done", "cell": cell, "row": row, "how": "ran", "backbone": backbone}
 
     def _result(self, ref, cell: Cell):
         try:
