@@ -195,9 +195,9 @@ def test_ctrl_c_with_ray_cancels_the_pending_cells_and_keeps_the_finished_ones(b
     assert results["status"] == "stopped"
     status = {f"runs/{r['scope']}/seed{r['seed']}": r["status"] for r in results["rows"]}
     completed = {name for name, s in status.items() if s == "completed"}
-    assert completed == {str(c.relative_to(out)) for c in kept}  # every finished cell is a row, and only those
+    assert completed == {str(c.relative_to(out)) for c in kept}, (status, stdout[-2000:])  # finished = completed rows
     cancelled = [r for r in results["rows"] if r["status"] != "completed"]
-    assert cancelled and all(r["skipped"] == "cancelled (stopped) before it finished" for r in cancelled)
+    assert cancelled and all(r["skipped"] == "cancelled (stopped) before it finished" for r in cancelled), cancelled
     assert (out / "TABLE.md").exists() and (out / "figures.html").exists()
     time.sleep(3)  # a task that outlived the command would finish its cell now
     assert {c for c in cells if finished(c)} == set(kept)

@@ -151,7 +151,9 @@ class Ray:
                     for ref in pending:
                         ray.cancel(ref, force=True)
                     for cell in pending.values():
-                        yield not_run(cell, "cancelled (stopped) before it finished")
+                        # A task cancelled (or hit by the terminal's SIGINT) after its run wrote
+                        # eval.json still finished its cell: read it back, as a resume would.
+                        yield self._read_back(cell, lane) or not_run(cell, "cancelled (stopped) before it finished")
                     pending.clear()
                     break
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
@@ -163,9 +165,22 @@ class Ray:
 
     def _done(self, ref, cell: Cell, lane: Lane) -> dict:
         row, bases, backbone = self._result(ref, cell)
+        if row.get("status") == "skipped":  # the task failed, but perhaps after its run finished
+            if back := self._read_back(cell, lane):
+                return back
+            if _stopped(lane):  # killed by the stop (a terminal's Ctrl-C reaches the workers too)
+                return not_run(cell, "cancelled (stopped) before it finished")
+            return {"event": "cell_done", "cell": cell, "row": row, "how": "ran"}
         for key, metrics in bases.items():
             lane.bases.setdefault(key, metrics)
         return {"event": "cell_done", "cell": cell, "row": row, "how": "ran", "backbone": backbone}
+
+    @staticmethod
+    def _read_back(cell: Cell, lane: Lane) -> dict | None:
+        if not finished(cell.out):
+            return None
+        fold = read_cell(cell, lane.ood_key)
+        return {"event": "cell_done", "cell": cell, "row": fold.row, "how": "ran", "backbone": fold.backbone}
 
     def _result(self, ref, cell: Cell):
         try:
