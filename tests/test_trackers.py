@@ -55,6 +55,7 @@ def test_tensorboard_event_files_mirror_the_run(tiny_model, dataset, tmp_path):
     assert "config/text_summary" in acc.Tags()["tensors"]  # the config, as text
 
 
+@pytest.mark.slow  # two processes, trackio's import (~half a minute on a loaded 2-core machine)
 def test_trackio_logs_to_its_local_store(tiny_model, dataset, tmp_path):
     pytest.importorskip("trackio")
     out, store = tmp_path / "run", tmp_path / "trackio"
