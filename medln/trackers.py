@@ -27,7 +27,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 PROJECT_ENV = "MEDLN_TRACKER_PROJECT"
 
@@ -168,6 +168,28 @@ STEP_KEYS = {"loss": "train/loss", "lr": "train/learning_rate", "samples_per_s":
 def _is_count(metric: str) -> bool:
     """n, n_closed, n_open, ...: how many items were scored, not a score."""
     return metric == "n" or metric.startswith("n_")
+
+
+# The start record's fields a tracker gets beside the config.
+REPORTED = ("backbone", "family", "precision", "num_processes", "trainable", "total", "percent", "dead", "n_train")
+
+
+def mirrored(records: Iterator[dict], report_to: str, run_dir, config: dict, start: dict, *,
+             run_name: str | None = None, group: str | None = None) -> Iterator[dict]:
+    """A run's records as they come, each also fed to the tracker (train_run: `run_dir` None on
+    the processes that do not write the run, which report nothing). Closed when the records end,
+    fail or are abandoned, before the caller's error handling (a discard) touches the folder."""
+    if run_dir is None or report_to == "none":
+        yield from records
+        return
+    reporter = Reporter(report_to, run_dir, {**config, "run": {k: start[k] for k in REPORTED if k in start}},
+                        run_name=run_name, group=group)
+    try:
+        for record in records:
+            reporter.follow(record)
+            yield record
+    finally:
+        reporter.close()
 
 
 class Reporter:

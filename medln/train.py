@@ -234,19 +234,16 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
     adapter, evaluate base and tuned. Yields {"event": "start"}, the step records, then
     {"event": "done", ...}. Only the main process writes the run folder.
 
-    For sweeps (medln.compare): `base_metrics` {split: metrics} already known for this base
-    model are reused, not scored again; `extra_eval` {name: samples} adds evaluation sets
-    (e.g. a second, out-of-domain dataset); `train_samples` replaces the cfg.split split
-    (e.g. train without the slice a sweep carved off for validation). `overwrite` replaces an
-    existing MedLN run in `out` (never a folder MedLN did not write; see medln.runs).
-    Scoring reports itself as "score" records, one per generated batch (a progress bar's
-    source: medln.progress.Bars.score_records).
-    `report_to`: a tracker (medln.trackers) that mirrors the records, as `run_name` in `group`."""
+    For sweeps (medln.compare): `base_metrics` {split: metrics} already known for this base model are
+    reused, not scored again; `extra_eval` {name: samples} adds evaluation sets (e.g. a second,
+    out-of-domain dataset); `train_samples` replaces the cfg.split split (e.g. train without the slice a
+    sweep carved off for validation). `overwrite` replaces an existing MedLN run in `out` (never a
+    folder MedLN did not write; see medln.runs). Scoring reports itself as "score" records, one per
+    generated batch (Bars.score_records); `report_to`: a tracker (medln.trackers) mirrors the records."""
     from .data import DataError, load_samples
     from .evaluate import subsample
     from .runs import RunDir, check_out
-
-    from .trackers import Reporter, check
+    from .trackers import check, mirrored
 
     t_start = time.perf_counter()
     cfg.validate()
@@ -312,34 +309,19 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         run = RunDir.create(out, {"config": cfg.to_dict(), "base": base_spec.to_dict(), **start,
                                   "source": tunable.backbone.source, "revisions": revisions}, overwrite=overwrite)
     yield start
-    # The tracker mirrors what the main process records (the run folder stays the source of truth).
-    reporter = Reporter(report_to, run.path, {**cfg.to_dict(), "run": {k: start[k] for k in REPORTED if k in start}},
-                        run_name=run_name, group=group) if run is not None else None
-    try:
-        for record in _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, stop, base_metrics,
-                                       base_keys, t_start):
-            if reporter is not None:
-                reporter.follow(record)
-            yield record
+    records = _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, stop, base_metrics, base_keys, t_start)
+    try:  # a tracker mirrors what the main process records (the run folder stays the source of truth)
+        yield from mirrored(records, report_to, run and run.path, cfg.to_dict(), start, run_name=run_name, group=group)
     except BaseException as e:  # recorded where the run's readers look, then raised as it was
-        if reporter is not None:
-            reporter.close()  # before a discard removes its files
         if run is not None:
             if not run.adapter_dir.exists():
                 run.discard()  # nothing worth keeping: the same --out works again
             else:
                 run.log({"event": "failed", "error": f"{type(e).__name__}: {e}" if str(e) else type(e).__name__})
         raise
-    else:
-        if reporter is not None:
-            reporter.close()
 
 
-REPORTED = ("backbone", "family", "precision", "num_processes", "trainable", "total", "percent", "dead", "n_train")
-
-
-def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, stop, base_metrics, base_keys,
-                     t_start) -> Iterator[dict]:
+def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, stop, base_metrics, base_keys, t_start) -> Iterator[dict]:
     from .adapters import adapter_bytes, make_portable
     from .card import write_adapter_card
     from .evaluate import Scoring, scored
