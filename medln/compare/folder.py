@@ -29,6 +29,7 @@ from ..runs import RunDir
 from ..storage import write_json_atomic
 from .cells import Cell, Fold, empty_row
 from .options import CompareConfig
+from .report import check_sweep_out
 
 SWEEP_FILE = "sweep.json"
 # How a sweep is run, not what it measures: these may differ between the start and a resume.
@@ -69,17 +70,18 @@ def claim(out: Path, options: CompareConfig, cells: list[str], *, resume: bool) 
 
 
 def check_free(out: Path, *, resume: bool) -> None:
-    """FileExistsError for a folder a new sweep may not use (it holds one: --resume it), or
-    that holds runs without a sweep.json (its options are unknown). Checked before anything loads."""
+    """FileExistsError for a folder this sweep may not use. A sweep's folder (sweep.json) only with
+    `resume` (its options are checked by claim()); otherwise a new or empty folder only
+    (medln.compare.report.check_sweep_out), which --resume and --cell accept too, as the start of
+    the sweep. Checked before anything loads."""
     if (out / SWEEP_FILE).exists():
         if not resume:
             raise FileExistsError(f"{out} already holds a sweep ({SWEEP_FILE}); pass --resume to finish it, or "
                                   "choose another --out")
         return
-    taken = [p.name for p in (out / "runs", out / "tune") if p.is_dir() and any(p.iterdir())]
-    if taken:
-        raise FileExistsError(f"{out} already holds {' and '.join(taken)}/ but no {SWEEP_FILE} (a sweep of an earlier "
-                              "version, or not a sweep): its options are unknown; choose another --out")
+    if resume and out.is_dir() and all(p.name.startswith(f".{SWEEP_FILE}.") for p in out.iterdir()):
+        return  # empty, or another --cell job of the array is publishing sweep.json right now (claim)
+    check_sweep_out(out)
 
 
 def read_record(out: Path) -> dict:

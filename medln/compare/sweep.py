@@ -34,7 +34,6 @@ writes the sweep's files.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +55,7 @@ from .protocol import reference_rows, split_validation
 from .report import write_csv, write_figures, write_table
 from .summary import summarize_rows, verdict
 from .rates import choose_rates
-from .tuning import Grid, reusable_tuning
+from .tuning import Grid, read_lrs_from, reusable_tuning
 
 ALL_SCOPES: list[str] = [s.name for s in SCOPES]
 OOD_KEY = "ood"  # evaluation-set name of a second dataset given with ood=SPEC
@@ -216,6 +215,8 @@ def sweep_records(sweep: Sweep) -> Iterator[dict]:
 def start(options: CompareConfig, *, stop=None, progress=None, command=None, run_scope=None, mode: str = "run") -> Sweep:
     """Check the options, load the training data (and validation, and the out-of-domain set),
     and claim the folder (sweep.json) unless only collecting it."""
+    # Every option checked before anything is built from it (a seed list, a grid; issue 25).
+    dataclasses.replace(options, scope="ln").validate()
     scopes = parse_scopes(options.scopes)
     seeds = list(dict.fromkeys(options.seed_list()))
     grid = options.grid()
@@ -225,15 +226,12 @@ def start(options: CompareConfig, *, stop=None, progress=None, command=None, run
     executor = open_executor("local" if mode == "collect" else options.executor, address=options.ray_address,
                              cpus=options.ray_cpus)  # Ray missing: one line now, before anything loads
     out = Path(options.out)
-    if mode != "collect":
+    if mode != "collect":  # a new or empty folder; with --resume (and --cell) one whose sweep.json matches
         check_free(out, resume=mode != "run")  # before the data loads; claim() checks again before the first cell
     tuned = None
     if options.lrs_from:
-        try:
-            earlier = json.loads(Path(options.lrs_from).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"--lrs-from {options.lrs_from}: {e}") from None
-        tuned = reusable_tuning(earlier, cfg.to_dict(), options.lrs_from, grid if options.tune_lr else None)
+        tuned = reusable_tuning(read_lrs_from(options.lrs_from), cfg.to_dict(), options.lrs_from,
+                                grid if options.tune_lr else None)
     if run_scope is None:
         from ..train import train_run as run_scope
     sweep = Sweep(cfg, scopes, seeds, out, grid, options.tune_lr, run_scope, stop, progress, command, tuned,
