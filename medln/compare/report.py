@@ -232,6 +232,10 @@ def table_md(results: dict) -> str:
                      + "".join(f"{_value(t, m.name)} | " for m in columns) + f"{_value(o, metric)} | | | |")
     if refs.get("blind"):
         lines += ["", f"Image-blind baseline: {refs['blind'].get('rule')}; fitted on {refs['blind'].get('fitted_on')}."]
+    if results.get("missing"):  # collect on a partial sweep folder (medln.compare.jobs)
+        missing, planned = results["missing"], len(results.get("scopes") or []) * len(seeds)
+        lines += ["", f"Missing cells ({len(missing)} of {planned}), no finished run: "
+                  + ", ".join(f"`{m}`" for m in missing) + ". Run them (`compare --resume`, or `--cell`), then collect again."]
     tuning = results.get("tuning")
     if tuning and tuning.get("scopes"):
         g = tuning.get("grid") or {}
