@@ -1,4 +1,4 @@
-# MedLN: the same app as `python app.py`, on port 7860, as a non-root user with uid 1000 (the
+# MedLN: the same app as `medln app` (and app.py, the Space), on port 7860, as a non-root user with uid 1000 (the
 # Hugging Face Docker Spaces convention). Runs offline on the bundled medln-tiny backbone and
 # sample data; with network (and HF_TOKEN for gated models) it runs the registry backbones.
 #
@@ -11,7 +11,9 @@
 FROM python:3.11-slim-bookworm
 
 # METEOR is scored by the COCO caption scorer's Java METEOR 1.5 (shipped in pycocoevalcap):
-# it needs a Java runtime. Nothing else outside Python is needed at run time.
+# it needs a Java runtime. Nothing else outside Python is needed at run time. Not pinned (DL3008):
+# bookworm's security updates replace the package version, and a pinned one leaves the archive.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends default-jre-headless \
     && rm -rf /var/lib/apt/lists/*
@@ -27,8 +29,15 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
     fi \
     && pip install -r /tmp/requirements.txt
 
+# The package itself (its dependencies are the lock installed above, so --no-deps): the image
+# has the `medln` command, and the app runs from site-packages like any installed copy.
+COPY pyproject.toml README.md LICENSE /tmp/medln/
+COPY medln /tmp/medln/medln
+COPY assets /tmp/medln/assets
+RUN pip install --no-deps /tmp/medln && rm -rf /tmp/medln
+
 RUN useradd --create-home --uid 1000 user
-USER user
+USER 1000
 ENV HOME=/home/user \
     GRADIO_SERVER_NAME=0.0.0.0 \
     GRADIO_SERVER_PORT=7860 \
@@ -37,12 +46,7 @@ ENV HOME=/home/user \
     HF_HOME=/home/user/.cache/huggingface
 WORKDIR /home/user/app
 
-# Only what the app needs (no virtual environment, tests or caches from the build context).
-COPY --chown=user app.py ./
-COPY --chown=user medln ./medln
-COPY --chown=user assets ./assets
-
 EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/', timeout=4)"
-CMD ["python", "app.py"]
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/', timeout=4)"]
+CMD ["medln", "app"]

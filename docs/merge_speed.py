@@ -1,5 +1,5 @@
 """Decode speed of a tuned LN adapter on the bundled model: through peft's LN-tuning wrapper,
-with the trained modules swapped in (what medln.serve does for the tuned answer), merged into
+with the trained modules swapped in (what medln.models does for the tuned answer), merged into
 a standalone model (merge_and_unload), and the plain base. Rounds are interleaved (the machine
 is shared and its load drifts); the ratios come from per-round medians.
 

@@ -16,7 +16,12 @@ import time
 from .config import (AskArgs, ConfigError, EvalArgs, Listing, ParamsArgs, ScoreArgs, TrainArgs, TrainConfig, add_command,
                      from_args, parse_command_line)
 
-COMMAND_MODULES: list[str] = ["make.pretrain", "compare_cli", "bench", "inspect", "merge"]  # modules defining add_cli(sub)
+COMMAND_MODULES: list[str] = ["compare.cli", "bench", "inspect", "merge", "hub", "launch"]  # modules defining add_cli(sub)
+# Builders (medln.make) are imported only when their own command runs: `medln --help` and
+# every other command never load them. name -> (module defining add_cli(sub), one-line help)
+BUILDER_COMMANDS: dict[str, tuple[str, str]] = {
+    "pretrain-tiny": ("make.pretrain", "build and pretrain the bundled medln-tiny backbone (source style)"),
+}
 
 
 def _print(obj, as_json: bool) -> None:
@@ -39,7 +44,7 @@ def cmd_backbones(args) -> None:
 
 
 def cmd_scopes(args) -> None:
-    from .scopes import SCOPES
+    from .methods import SCOPES
 
     rows = [{"name": s.name, "kind": s.kind, "targets": list(s.targets), "description": s.description,
              "default_lr": s.default_lr, "quant_4bit": s.quant_4bit} for s in SCOPES]
@@ -48,7 +53,7 @@ def cmd_scopes(args) -> None:
 
 def cmd_params(args) -> None:
     from .accounting import param_rows
-    from .scopes import get_scope
+    from .methods import get_scope
 
     if args.scope != "all":
         get_scope(args.scope)  # an unknown name is a usage error (exit 2), not a "skipped" row
@@ -68,6 +73,7 @@ def cmd_params(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from .metrics import METRICS
     from .runs import new_run_id
 
     cfg = from_args(args, TrainArgs).train_config()
@@ -95,8 +101,9 @@ def cmd_train(args) -> None:
             print(f"run: {record['run']} ({record['status']}, {record['steps_done']} steps, {record['train_s']:.1f} s)")
             for split in record["tuned"]:
                 b, t = record["base"][split], record["tuned"][split]
-                keys = [k for k in ("overall", "closed_accuracy", "open_recall", "bleu_4", "rouge_l") if t.get(k) is not None]
-                print(f"  {split:<12} " + "  ".join(f"{k} {b.get(k) or 0:.3f}->{t[k]:.3f}" for k in keys))
+                shown = [m for m in METRICS.values() if m.brief and t.get(m.name) is not None]
+                print(f"  {split:<12} " + "  ".join(f"{m.name} {m.format(b.get(m.name) or 0)}->{m.format(t[m.name])}"
+                                                    for m in shown))
         elif record["event"] == "step" and (record["step"] % 10 == 0 or record["step"] == 1):
             print(f"step {record['step']:>5}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
                   f"{record['samples_per_s']:.1f} samples/s", flush=True)
@@ -106,7 +113,8 @@ def _base_or_run(args):
     """(BaseSpec to answer with, RunInfo or None): a run decides its own base (medln.runs);
     a --backbone that contradicts it is a usage error, not a silently different model."""
     from .runs import BaseSpec
-    from .serve import canonical, require_run
+    from .answers import require_run
+    from .models import canonical
 
     if not args.adapter:
         return BaseSpec(args.backbone or "medln-tiny", args.quant, precision=args.precision), None
@@ -128,7 +136,8 @@ def cmd_ask(args) -> None:
     from .data.images import load_image
     from .evaluate import MAX_NEW_TOKENS
     from .prompts import check_question
-    from .serve import ModelCache, stream_answers
+    from .answers import stream_answers
+    from .models import ModelCache
 
     check_question(args.question)  # before loading anything
     base, run = _base_or_run(args)
@@ -173,14 +182,20 @@ def cmd_eval(args) -> None:
 
 
 def cmd_score(args) -> None:
-    from .metrics import score_files
+    from .scoring import score_files
 
     _print(score_files(args.task, args.pred, args.ref), args.json)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv` (default: this process's arguments): a builder command's real
+    options only when `argv` runs it, a one-line entry in the command list otherwise."""
+    argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="medln", description="LayerNorm fine-tuning of medical VLMs. "
                                 "Every command takes --config FILE (JSON/YAML) and shows its defaults in --help.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"medln {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     add_command(sub, "backbones", Listing, cmd_backbones, help="list the backbone registry")
     add_command(sub, "scopes", Listing, cmd_scopes, help="list the tuning scopes")
@@ -192,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     # Commands that live with their concept: each module has add_cli(subparsers).
     for module in COMMAND_MODULES:
         importlib.import_module(f"medln.{module}").add_cli(sub)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, text) in BUILDER_COMMANDS.items():
+        if name == command:
+            importlib.import_module(f"medln.{module}").add_cli(sub)
+        else:
+            sub.add_parser(name, help=text, description=text)
     return p
 
 
@@ -201,12 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     from .machine import free_memory
     from .memory import is_out_of_memory
     from .runs import RunError
-    from .scopes import ScopeError
+    from .hub import HubError
+    from .methods import ScopeError
 
     try:
-        args = parse_command_line(build_parser(), argv)
+        args = parse_command_line(build_parser(argv), argv)
         args.func(args)
-    except (BackboneError, ConfigError, DataError, RunError, ScopeError, FileNotFoundError, FileExistsError) as e:
+    except (BackboneError, ConfigError, DataError, HubError, RunError, ScopeError, FileNotFoundError,
+            FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

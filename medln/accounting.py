@@ -1,7 +1,7 @@
 """Parameter accounting before anything loads: per-scope trainable counts from config.json.
 
 The model is built on the meta device (no weights) and described as plain data
-(scopes.describe); the description is cached on disk keyed by the config's bytes and the
+(medln.structure.describe); the description is cached on disk keyed by the config's bytes and the
 transformers version, so a repeat query for a local config needs neither torch nor
 transformers (~0.1 s instead of ~4 s of imports on a 2-core machine).
 """
@@ -17,7 +17,9 @@ from pathlib import Path
 
 from . import __version__
 from .backbones import FAMILIES, resolve
-from .scopes import SCOPES, ModuleInfo, ScopeError, get_scope, select
+from .methods import SCOPES, ScopeError, get_scope, select
+from .methods.lora import RANK
+from .structure import ModuleInfo, describe
 
 
 def cache_dir() -> Path:
@@ -40,8 +42,7 @@ def structure(backbone: str) -> tuple[str, str, list[ModuleInfo], list[str]]:
         if cached.exists():
             data = json.loads(cached.read_text())
             return resolved.name, data["family"], [ModuleInfo(*m) for m in data["modules"]], data["dead"]
-    from .backbones import load_config
-    from .scopes import describe, meta_model
+    from .backbones import load_config, meta_model
 
     resolved, config, family = load_config(backbone)
     modules = describe(meta_model(config, family))
@@ -54,7 +55,7 @@ def structure(backbone: str) -> tuple[str, str, list[ModuleInfo], list[str]]:
     return resolved.name, family.name, modules, dead
 
 
-def param_rows(backbone: str, scopes: list[str] | None = None, quant: str = "none", lora_r: int = 8) -> list[dict]:
+def param_rows(backbone: str, scopes: list[str] | None = None, quant: str = "none", lora_r: int = RANK) -> list[dict]:
     """One row per scope: {backbone, scope, total, trainable, percent, dead, modules} or
     {backbone, scope, skipped: reason} for a combination that cannot run."""
     name, family_name, modules, dead = structure(backbone)

@@ -4,8 +4,8 @@
 - `attach(model, adapter_dir)`: a saved adapter onto a loaded base (one copy of the weights).
 - `make_portable(adapter_dir, base_name)`: adapter_config.json names the hub id or the
   bundled model's name, never the absolute path of the machine that trained it.
-- `write_card(...)`: the folder's README.md as a real model card, not peft's blank template.
 - `adapter_bytes(model)`: the adapter size every listing reports (train, compare, bench).
+The folder's README.md, a real model card rather than peft's blank template, is medln.card's.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import json
 from contextlib import nullcontext
 from pathlib import Path
 
-from . import DISCLAIMER
 
 
 def adapter_off(model, off: bool = True):
@@ -66,92 +65,8 @@ def make_portable(adapter_dir: Path, base_name: str) -> None:
     path = Path(adapter_dir) / "adapter_config.json"
     if not path.is_file():
         return
-    from .runs import write_json_atomic
+    from .storage import write_json_atomic
 
     config = json.loads(path.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base_name
     write_json_atomic(path, config)
-
-
-def _metrics_table(result: dict) -> str:
-    keys = ("n", "overall", "closed_accuracy", "open_recall", "bleu_4", "rouge_l", "meteor", "cider")
-    lines = ["| split | metric | base | tuned |", "|---|---|---:|---:|"]
-    for split, tuned in (result.get("tuned") or {}).items():
-        base = (result.get("base") or {}).get(split) or {}
-        for k in keys:
-            if tuned.get(k) is None:
-                continue
-            b = base.get(k)
-            fmt = (lambda v: f"{v:,}") if k == "n" else (lambda v: f"{v:.3f}")
-            lines.append(f"| {split} | {k} | {fmt(b) if b is not None else ''} | {fmt(tuned[k])} |")
-    return "\n".join(lines) if len(lines) > 2 else "(no evaluation split was scored)"
-
-
-def write_card(adapter_dir: Path, *, base_name: str, model_class: str, config: dict, start: dict,
-               result: dict, kept: tuple[str, ...] = ()) -> None:
-    """README.md of the adapter folder: what a stranger needs to use or judge it."""
-    scope, quant = config["scope"], config["quant"]
-    bundled = "/" not in base_name
-    where = (f"the model bundled with MedLN (`medln.backbones.resolve({base_name!r}).source`)" if bundled
-             else f"`{base_name}`")
-    load_base = (f'base_path = medln.backbones.resolve("{base_name}").source  # bundled with `pip install medln`'
-                 if bundled else f'base_path = "{base_name}"')
-    quant_note = ""
-    if quant == "4bit":
-        skip = ", ".join(f'"{m}"' for m in kept) if kept else ""
-        quant_note = ("\nTrained on a 4-bit (NF4) base. Load the base the same way: "
-                      "`BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\", bnb_4bit_use_double_quant=True"
-                      + (f", llm_int8_skip_modules=[{skip}, ...])` — the projections this scope trains "
-                         "stayed unquantized and must stay so." if kept else ")`.")
-                      + " `medln.runs.load_run(run_dir)` does this for you.\n")
-    peft_line = ("from peft import PeftModel\nmodel = PeftModel.from_pretrained(base, \"path/to/adapter\")"
-                 if is_peft_adapter(adapter_dir) else
-                 f"# scope 'full' saved a whole checkpoint: load it directly\n"
-                 f"model = {model_class}.from_pretrained(\"path/to/adapter\")")
-    text = f"""---
-library_name: peft
-base_model: {base_name}
-tags: [medln, medical, vision-language, {scope}]
----
-
-# MedLN adapter: {scope} on {base_name}
-
-> {DISCLAIMER}
-
-Fine-tuned with MedLN (LayerNorm tuning of medical vision-language
-models, after Chen et al., ACM MM 2024, arXiv:2404.16385).
-
-| | |
-|---|---|
-| base model | {where} ({start.get('family', '?')} family) |
-| scope | `{scope}`: {start.get('scope_description', '')} |
-| trainable parameters | {start.get('trainable', 0):,} of {start.get('total', 0):,} ({start.get('percent', 0):.4f} %) |
-| weights during training | {'4-bit NF4' if quant == '4bit' else 'full precision'} |
-| data | `{config['data']}`, split `{config['split']}` ({start.get('n_train', '?')} samples) |
-| steps | {result.get('steps_done', '?')} of {config['steps']} ({result.get('status', '?')}), batch {config['batch_size']} x {config['grad_accum']}, lr {start.get('lr', config.get('lr'))}, seed {config['seed']} |
-| adapter size | {result.get('adapter_bytes', 0):,} bytes |
-
-## Metrics (from eval.json; base = the same weights with the adapter off)
-
-{_metrics_table(result)}
-
-## Load it with plain peft
-
-```python
-import medln.backbones  # only needed to find a bundled base
-from transformers import AutoProcessor, {model_class}
-{load_base}
-processor = AutoProcessor.from_pretrained(base_path)
-base = {model_class}.from_pretrained(base_path)
-{peft_line}
-```
-{quant_note}
-Or with MedLN: `medln ask --adapter RUN_DIR --image IMG --question "..."`, or
-`medln.runs.load_run(RUN_DIR)` in Python (RUN_DIR is this folder's parent).
-
-## Limitations
-
-{DISCLAIMER} Small fine-tunes on small data sets learn the data set's style and vocabulary;
-answers on images unlike the training data can be confidently wrong.
-"""
-    (Path(adapter_dir) / "README.md").write_text(text, encoding="utf-8")

@@ -18,6 +18,9 @@ import typing
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 
+from .methods import default_lr, find_scope, scope_names
+from .methods.lora import ALPHA, RANK
+
 
 class ConfigError(ValueError):
     """Every problem with a config at once, one per line."""
@@ -85,10 +88,14 @@ class TrainConfig:
     warmup: float = _f(0.1, "fraction of steps with linear warm-up", min=0.0, max=1.0, open=("max",))
     weight_decay: float = _f(0.0, "AdamW weight decay", min=0.0, max=1.0)
     grad_checkpointing: bool = _f(False, "recompute activations in backward (less memory, ~30%% slower)")
+    compile: bool = _f(False, "torch.compile each transformer block for the training steps (regional; the first "
+                       "steps compile; generation stays eager): medln.kernels")
+    fused_norms: bool = _f(False, "RMSNorm through the fused torch.nn.functional.rms_norm op, where a probe shows it "
+                           "computes the same: medln.kernels")
     max_length: int = _f(512, "longest token sequence (prompt with image tokens + answer); longer records are refused",
                          min=8, max=32_768)
-    lora_r: int = _f(8, "LoRA rank (scope lora)", min=1, max=1024)
-    lora_alpha: int = _f(16, "LoRA alpha (scope lora)", min=1, max=4096)
+    lora_r: int = _f(RANK, "LoRA rank (scopes lora, ln-lora)", min=1, max=1024)
+    lora_alpha: int = _f(ALPHA, "LoRA alpha (scopes lora, ln-lora)", min=1, max=4096)
     ln_lr: float | None = _f(None, "learning rate of the norms in scope ln-lora (--lr sets the LoRA part's); "
                                    "default: the backbone's rate for scope ln", gt=0, lt=1)
     seed: int = _f(0, "random seed (data order, initialisation)", min=0, max=2**32 - 1)
@@ -98,13 +105,11 @@ class TrainConfig:
     trust_remote_code: bool = _f(False, "allow custom model code from the hub (off unless you trust the repo)")
 
     def validate(self) -> "TrainConfig":
-        from .scopes import find_scope, scope_names
-
         problems = []
         scope = find_scope(self.scope)
         if scope is None:
             problems.append(f"scope: unknown {self.scope!r} (choose from {', '.join(scope_names())})")
-        if scope is not None and scope.how.quant_4bit == "refuse" and self.quant == "4bit":
+        if scope is not None and scope.refuses_4bit and self.quant == "4bit":
             problems.append(f"scope {self.scope!r} with quant '4bit': 4-bit weights cannot be trained; use --quant none")
         problems += bound_problems(self)
         if len(problems) == 1:
@@ -115,15 +120,11 @@ class TrainConfig:
 
     @property
     def effective_lr(self) -> float:
-        from .scopes import default_lr
-
         return self.lr if self.lr is not None else default_lr(self.backbone, self.scope)
 
     @property
     def effective_ln_lr(self) -> float:
         """The norms' rate in scope ln-lora."""
-        from .scopes import default_lr
-
         return self.ln_lr if self.ln_lr is not None else default_lr(self.backbone, "ln")
 
     def to_dict(self) -> dict:

@@ -15,19 +15,9 @@ from .data.sample import Sample
 
 MAX_NEW_TOKENS = {"vqa": 16, "report": 96}
 
-# The headline metric of a split, in order of preference: VQA `overall` (closed and open items
-# alike), else a report metric (a report-only split has no `overall`).
-HEADLINE_METRICS = ("overall", "rouge_l", "bleu_4")
-
-
-def headline_metric(metrics: dict | None) -> str | None:
-    """The first of HEADLINE_METRICS a split's metrics hold."""
-    return next((m for m in HEADLINE_METRICS if (metrics or {}).get(m) is not None), None)
-
-
 def predict(bb: Backbone, model, samples: list[Sample], *, adapter: bool = True, batch_size: int = 16,
             progress=None) -> list[str]:
-    # Imported here: compare and the CLI's --help read HEADLINE_METRICS without numpy/PIL.
+    # Imported here: the CLI's --help imports this module without numpy/PIL.
     from .data.images import load_image
     from .prompts import batches, generate, question_text
 
@@ -50,7 +40,8 @@ def score(samples: list[Sample], preds: list[str], *, with_meteor: bool = False)
     """Flat metric dict: VQA keys (n, closed_accuracy, open_recall, overall, ...; n counts the report
     items instead when the split has no VQA item) and, when
     the split has report items, report keys (bleu_1..bleu_4, rouge_l, meteor, cider)."""
-    from .metrics import score_report, score_vqa
+    from .metrics import score_vqa
+    from .scoring import score_report
 
     result: dict = {}
     vqa = [(s, p) for s, p in zip(samples, preds) if s.task == "vqa"]

@@ -1,11 +1,8 @@
 """Where the weights moved: per module, layer and part (vision / connector / language model),
-how far a run's trained tensors went from the base model's.
-
-  norms (ln scopes, the norm half of ln-lora)  ‖Δγ‖/‖γ‖ for the gain, ‖Δβ‖ for the bias
-  whole projections (attn, ffn)                ‖ΔW‖/‖W‖
-  LoRA                                         ‖ΔW‖/‖W‖ with ΔW = B·A·alpha/r (peft's get_delta_weight)
-  IA³                                          ‖l − 1‖/‖1‖ (the learned scale against identity)
-  BEFT (bitfit)                                ‖Δb‖ (and ‖Δb‖/‖b‖)
+how far a run's trained tensors went from the base model's. Each tuning method says how its
+layers are read (medln.methods, `Method.moved`): norms ‖Δγ‖/‖γ‖ and ‖Δβ‖, whole projections
+‖ΔW‖/‖W‖, LoRA ‖B·A·alpha/r‖/‖W‖, IA³ ‖l − 1‖/‖1‖, BitFit ‖Δb‖; biases are read as absolute
+changes (medln.methods.ABSOLUTE_PARAMS), the rest relative to the base tensor.
 
 Everything is read from a peft model that holds the trained adapter beside its frozen
 originals (one base copy), so it runs at the end of training with no extra load, or on a
@@ -23,13 +20,15 @@ import math
 import re
 from pathlib import Path
 
+from .adapters import is_peft_adapter
 from .backbones import Family, part_of
 from .config import _f, add_command
-from .scopes import ScopeError, is_norm
+from .methods import ABSOLUTE_PARAMS, METHODS, ScopeError, methods_of
+from .runs import RunDir, load_run
+from .storage import write_json_atomic
 
 LAYER = re.compile(r"\.(?:layers|layer|blocks)\.(\d+)\.")
 PEFT_PREFIX = "base_model.model."
-BIAS_KINDS = ("bias", "beft")  # absolute change; the rest is relative
 INSPECT_JSON = "inspect.json"
 INSPECT_HTML = "inspect.html"
 
@@ -45,48 +44,10 @@ def _where(family: Family, module: str) -> tuple[str, int | None, str]:
     return part, None, module[len(prefix):] or module
 
 
-def _gain_offset(module) -> float:
-    """1.0 for RMSNorms that compute x * (1 + w) (Gemma's: identity is w = 0), else 0.0. Found by
-    running the module on a vector of ones (rms 1, so the output is the effective gain), not by
-    a table of class names."""
-    import torch
-
-    w = getattr(module, "weight", None)
-    if w is None or not type(module).__name__.endswith("RMSNorm"):
-        return 0.0
-    with torch.no_grad():
-        out = module(torch.ones(1, w.shape[-1], dtype=w.dtype, device=w.device)).float().flatten()
-    return 1.0 if torch.allclose(out, 1 + w.float().flatten(), rtol=1e-2, atol=1e-3) else 0.0
-
-
-def _norm(t) -> float:
-    return float(t.detach().float().norm())
-
-
 def _row(family, module, param, base, delta, numel) -> dict:
     part, layer, leaf = _where(family, module)
     return {"module": module, "part": part, "layer": layer, "leaf": leaf, "param": param, "numel": int(numel),
             "base_norm": base, "delta_norm": delta, "rel": delta / base if base else None}
-
-
-def _pairs(wrapper, adapter: str):
-    """(frozen original, trained copy) of an LN-tuning layer or a modules_to_save wrapper."""
-    if hasattr(wrapper, "ln_tuning_layers"):
-        base, tuned = wrapper.base_layer, wrapper.ln_tuning_layers[adapter]
-        if adapter in getattr(wrapper, "merged_adapters", ()):  # merged: peft swapped the two
-            base, tuned = tuned, base
-        return base, tuned
-    return wrapper.original_module, wrapper.modules_to_save[adapter]
-
-
-def _dense_weight(layer):
-    """The base weight of a (possibly 4-bit) linear layer, dequantized."""
-    w = layer.weight
-    if getattr(w, "quant_state", None) is not None:
-        import bitsandbytes.functional as F
-
-        return F.dequantize_4bit(w.data, w.quant_state)
-    return w
 
 
 def movement(model, family: Family, adapter: str | None = None) -> list[dict]:
@@ -99,28 +60,8 @@ def movement(model, family: Family, adapter: str | None = None) -> list[dict]:
     with torch.no_grad():
         for name, mod in model.named_modules():
             module = name[len(PEFT_PREFIX):] if name.startswith(PEFT_PREFIX) else name
-            if hasattr(mod, "ln_tuning_layers") or hasattr(mod, "modules_to_save") and hasattr(mod, "original_module"):
-                if adapter not in (getattr(mod, "ln_tuning_layers", None) or getattr(mod, "modules_to_save", {})):
-                    continue
-                base, tuned = _pairs(mod, adapter)
-                offset = _gain_offset(base) if is_norm(base) else 0.0
-                trained = dict(tuned.named_parameters(recurse=False))
-                for pname, b in base.named_parameters(recurse=False):
-                    if pname not in trained:
-                        continue
-                    kind = ("gain" if pname == "weight" else "bias") if is_norm(base) else pname
-                    ref = b.float() + offset if kind == "gain" else b.float()
-                    rows.append(_row(family, module, kind, _norm(ref), _norm(trained[pname].float() - b.float()), b.numel()))
-            elif hasattr(mod, "lora_A") and adapter in mod.lora_A:
-                delta = mod.get_delta_weight(adapter)
-                rows.append(_row(family, module, "lora", _norm(_dense_weight(mod.get_base_layer())), _norm(delta),
-                                 mod.lora_A[adapter].weight.numel() + mod.lora_B[adapter].weight.numel()))
-            elif hasattr(mod, "ia3_l") and adapter in mod.ia3_l:
-                l = mod.ia3_l[adapter]
-                rows.append(_row(family, module, "ia3", math.sqrt(l.numel()), _norm(l.float() - 1), l.numel()))
-            elif hasattr(mod, "beft_bias") and adapter in mod.beft_bias:
-                db, b = mod.beft_bias[adapter], mod.get_base_layer().bias
-                rows.append(_row(family, module, "beft", _norm(b) if b is not None else 0.0, _norm(db), db.numel()))
+            moved = next((m for m in (method.moved(mod, adapter) for method in METHODS.values()) if m is not None), [])
+            rows += [_row(family, module, t.param, t.base_norm, t.delta_norm, t.numel) for t in moved]
     return rows
 
 
@@ -129,7 +70,7 @@ def layer_profile(rows: list[dict], part: str = "llm") -> dict[int, float]:
     sqrt(Σ‖Δ‖²) / sqrt(Σ‖base‖²)."""
     acc: dict[int, list[float]] = {}
     for r in rows:
-        if r["part"] == part and r["layer"] is not None and r["param"] not in BIAS_KINDS and r["base_norm"]:
+        if r["part"] == part and r["layer"] is not None and r["param"] not in ABSOLUTE_PARAMS and r["base_norm"]:
             d, b = acc.setdefault(r["layer"], [0.0, 0.0]), r
             d[0] += b["delta_norm"] ** 2
             d[1] += b["base_norm"] ** 2
@@ -138,8 +79,8 @@ def layer_profile(rows: list[dict], part: str = "llm") -> dict[int, float]:
 
 def top_moved(rows: list[dict], n: int = 10) -> dict[str, list[dict]]:
     """The tensors that moved most: relative for gains/weights, absolute for biases."""
-    rel = sorted((r for r in rows if r["param"] not in BIAS_KINDS and r["rel"] is not None), key=lambda r: -r["rel"])
-    bias = sorted((r for r in rows if r["param"] in BIAS_KINDS), key=lambda r: -r["delta_norm"])
+    rel = sorted((r for r in rows if r["param"] not in ABSOLUTE_PARAMS and r["rel"] is not None), key=lambda r: -r["rel"])
+    bias = sorted((r for r in rows if r["param"] in ABSOLUTE_PARAMS), key=lambda r: -r["delta_norm"])
     keep = ("module", "param", "rel", "delta_norm")
     return {"relative": [{k: r[k] for k in keep} for r in rel[:n]], "bias": [{k: r[k] for k in keep} for r in bias[:n]]}
 
@@ -202,15 +143,13 @@ def compare(main: dict, other: dict) -> dict:
 
 def load_run_for_inspect(run_path: Path):
     """(backbone, peft model with the run's adapter), the base rebuilt as it was trained."""
-    from .adapters import is_peft_adapter
-    from .runs import RunDir, load_run
-
     run = RunDir(Path(run_path))
     if not is_peft_adapter(run.adapter_dir):
         raise FileNotFoundError(f"{run.path}: no peft adapter (scope 'full' saves whole weights; nothing to inspect)")
     peft_type = json.loads((run.adapter_dir / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type")
-    if peft_type in ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING"):
-        raise ScopeError(f"{run.path}: a soft prompt has no per-layer weights to inspect")
+    why = next((m.no_weights for m in methods_of(peft_type) if m.no_weights), None)
+    if why or peft_type in ("PREFIX_TUNING", "P_TUNING"):  # (the latter: peft's other prompt methods)
+        raise ScopeError(f"{run.path}: {why or 'a soft prompt'}: it has no per-layer weights to inspect")
     bb = load_run(run.path)
     return bb, bb.model
 
@@ -219,8 +158,6 @@ def inspect_run(run_path, *, others: list = (), force: bool = False, html: bool 
     """inspect.json (and inspect.html) for a finished run; other runs (seeds, a LoRA run) are
     compared with it. A run's own movement is computed once and read back afterwards."""
     import json
-
-    from .runs import RunDir, write_json_atomic
 
     def own(path) -> dict:
         run = RunDir(Path(path))
@@ -252,8 +189,6 @@ def inspect_run(run_path, *, others: list = (), force: bool = False, html: bool 
 
 def record_movement(run_path, model, family: Family, meta: dict) -> None:
     """inspect.json at the end of training, from the model still in memory (no reload)."""
-    from .runs import write_json_atomic
-
     if hasattr(model, "peft_config") and not getattr(model, "active_peft_config", None).is_prompt_learning:
         write_json_atomic(Path(run_path) / INSPECT_JSON, summarize(movement(model, family), meta))
 

@@ -1,13 +1,10 @@
 """Merge a run's adapter into the base weights and save a standalone model.
 
-peft's `merge_and_unload()` folds each adapter into the weights it modifies:
-  LN tuning (ln*, attn, ffn)   the trained copy of each module replaces the original (a swap: exact)
-  LoRA                         W += B·A·alpha/r
-  IA³                          W scaled by l (rows for k/v, columns for the MLP down-projection)
-  BEFT (bitfit)                b += Δb
-  modules_to_save (ln-lora)    the trained norm copies replace the originals
-The result is a plain transformers checkpoint (safetensors + processor) that loads anywhere,
-needs neither peft nor MedLN, and answers as the adapter did (tests/test_merge.py compares
+peft's `merge_and_unload()` folds each adapter into the weights it modifies; each tuning
+method says how (medln.methods, `Method.fold`: LN tuning swaps the trained copy in, LoRA adds
+B·A·alpha/r, IA³ scales W by l, BitFit adds Δb), and medln-merged.json records it. The
+result is a plain transformers checkpoint (safetensors + processor) that loads anywhere,
+needs neither peft nor MedLN, and answers as the adapter did (tests/test_inspect_merge.py compares
 greedy generations). A soft prompt (`prompt`) is extra input, not a weight change: there is
 nothing to merge. A `full` run already holds whole weights.
 
@@ -26,10 +23,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .config import _f, add_command
-from .scopes import ScopeError
+from .methods import METHODS, ScopeError, get_scope
+from .runs import RunDir, attach_run, base_spec
+from .storage import give_default_modes, write_json_atomic
 
 MERGED_JSON = "medln-merged.json"
-NOT_MERGEABLE = {"PROMPT_TUNING": "a soft prompt is extra input tokens, not a change to weights: nothing to merge",
+# peft types whose adapters change no weight: the methods' own reasons, and peft's prefix
+# tuning (not a MedLN scope, but an adapter of that kind may be handed to merge)
+NOT_MERGEABLE = {**{m.peft_type: f"{m.no_weights}: nothing to merge" for m in METHODS.values() if m.no_weights},
                  "PREFIX_TUNING": "prefix tuning adds key/value prefixes, not a change to weights: nothing to merge"}
 
 
@@ -68,10 +69,6 @@ def swapped_in(model, adapter: str | None = None):
 
 def merge_run(run_path, out, *, device: str | None = None) -> dict:
     """Write a standalone merged model of a finished run to `out`; returns what was written."""
-    import dataclasses
-
-    from .runs import RunDir, attach_run, base_spec, write_json_atomic
-
     run = RunDir(Path(run_path))
     adapter_cfg_path = run.adapter_dir / "adapter_config.json"
     if not run.adapter_dir.is_dir():
@@ -96,11 +93,16 @@ def merge_run(run_path, out, *, device: str | None = None) -> dict:
     bb.processor.save_pretrained(tmp)
     info = {"run": str(run.path), "scope": cfg.get("scope"), "peft_type": peft_type, "source": source,
             "trained_quant": cfg.get("quant", "none"),
+            "fold": get_scope(cfg["scope"]).method.fold if cfg.get("scope") else None,
             "note": ("trained on a 4-bit base: merged into the unquantized weights, so answers are the adapter's "
                      "on the full-precision base" if cfg.get("quant") == "4bit" else "answers equal the adapter's"),
             "dtype": str(next(merged.parameters()).dtype).replace("torch.", ""),
             "seconds": round(time.perf_counter() - t0, 2)}
     write_json_atomic(tmp / MERGED_JSON, info)
+    from .card import merged_card
+
+    merged_card(run.config(), run.eval() or {}, info).save(tmp / "README.md")
+    give_default_modes(tmp)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         out.rmdir()

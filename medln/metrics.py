@@ -1,4 +1,7 @@
-"""VQA and report-generation metrics: pure functions, no torch, no network.
+"""VQA and report-generation metrics: the METRICS table (every score a split gets, its
+direction, task, count, headline rank and format: the one list tables, summaries and the
+headline rule read) and the scorers, pure functions: no torch, no network, no files and no
+processes (METEOR's Java scorer and reading prediction files are medln.scoring).
 
 VQA follows LLaVA-Med's fixed eval script (`llava/eval/run_eval_batch.py` with
 `eval_metrics/glossary.py`); report metrics follow the COCO caption scorer
@@ -8,17 +11,72 @@ Med-VLM papers report. Deliberate departures are marked "Departure" below.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
 import re
-import shutil
-import subprocess
-import threading
 from collections import Counter
-from pathlib import Path
+from dataclasses import dataclass
 
-from medln.data.sample import DataError
+
+# ------------------------------------------------------------- the METRICS table
+
+@dataclass(frozen=True)
+class Metric:
+    """One score a split gets (a key of medln.evaluate.score's dict), and how every table,
+    summary and rule treats it. A new metric is one row of METRICS (plus its scorer)."""
+
+    name: str  # its key in a split's scores
+    label: str  # how a table row names it (the app, the model card)
+    short: str  # a column header (TABLE.md)
+    task: str  # "vqa" | "report": the items it is computed on
+    n_key: str  # the count it rests on
+    headline: int | None = None  # its rank in the headline rule (0 first); None: never the headline
+    brief: bool = False  # in one-line summaries: train's printout, TABLE.md's columns
+    spread: bool = False  # summarised over seeds in a comparison (mean ± sd, 95 % interval)
+    table: bool = True  # a row of the base-vs-tuned tables (the app, the adapter's model card)
+    higher_is_better: bool = True  # its direction: which end is best
+    fmt: str = ".3f"
+    hub: str | None = None  # its Hugging Face metric id in a model card's model-index; None: not listed
+
+    def format(self, value) -> str:
+        return "–" if value is None else format(value, self.fmt)
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    # Accuracy over every VQA item: a closed item by closed_correct, an open one by exact match.
+    Metric("overall", "VQA overall accuracy", "overall", "vqa", "n", headline=0, brief=True, spread=True, hub="accuracy"),
+    Metric("closed_accuracy", "closed (yes/no) accuracy", "closed acc.", "vqa", "n_closed", brief=True, spread=True, hub="accuracy"),
+    Metric("open_recall", "open recall", "open recall", "vqa", "n_open", brief=True, spread=True, hub="recall"),
+    Metric("open_exact_match", "open exact match", "open EM", "vqa", "n_open", spread=True, table=False),
+    Metric("open_f1", "open token F1", "open F1", "vqa", "n_open"),
+    Metric("bleu_4", "report BLEU-4", "BLEU-4", "report", "n_report", headline=2, brief=True, spread=True, hub="bleu"),
+    # A report-only split is judged on ROUGE-L (LCS-based: order-aware, less brittle than BLEU-4
+    # on short corpora), the metric report-generation papers lead with beside BLEU.
+    Metric("rouge_l", "report ROUGE-L", "ROUGE-L", "report", "n_report", headline=1, brief=True, spread=True, hub="rouge"),
+    Metric("meteor", "report METEOR", "METEOR", "report", "n_report", hub="meteor"),
+    Metric("cider", "report CIDEr-D", "CIDEr-D", "report", "n_report", hub="cider"),
+)}
+# The headline rule, one for every caller: a split is judged on the first of these it has.
+HEADLINE: tuple[str, ...] = tuple(sorted((m.name for m in METRICS.values() if m.headline is not None),
+                                         key=lambda name: METRICS[name].headline))
+
+
+def headline_metric(scores: dict | None) -> str | None:
+    """The metric a split's scores are judged on: the first of HEADLINE they hold."""
+    return next((m for m in HEADLINE if (scores or {}).get(m) is not None), None)
+
+
+def headline_for(tasks) -> str:
+    """The metric a split holding items of these tasks ("vqa", "report") will be judged on:
+    the same rule as headline_metric, before anything is scored."""
+    tasks = set(tasks)
+    return next((m for m in HEADLINE if METRICS[m].task in tasks), HEADLINE[0])
+
+
+def best(values: dict, metric: str):
+    """The key of `values` ({key: score}) with the best score on `metric`, by its direction."""
+    sign = -1 if metric in METRICS and not METRICS[metric].higher_is_better else 1
+    return max(values, key=lambda k: sign * values[k])
+
 
 # ---------------------------------------------------------------- VQA (LLaVA-Med)
 
@@ -98,7 +156,7 @@ def inferred_answer_type(answer: str) -> str:
     return "CLOSED" if normalize_answer(answer) in ("yes", "no") else "OPEN"
 
 
-def _answer_type(ref: dict, answer: str) -> str:
+def answer_type_of(ref: dict, answer: str) -> str:
     kind = ref.get("answer_type")
     if kind is None or kind == "":
         return inferred_answer_type(answer)
@@ -126,7 +184,7 @@ def score_vqa(preds: list[str], refs: list[dict]) -> dict:
     for i, (pred, ref) in enumerate(zip(preds, refs)):
         gt = str(ref["answer"])
         try:
-            kind = _answer_type(ref, gt)
+            kind = answer_type_of(ref, gt)
         except ValueError as e:
             raise ValueError(f"refs[{i}]: {e}") from None
         if kind == "CLOSED":
@@ -259,149 +317,9 @@ def cider_d(hyps: list[list[str]], refs: list[list[list[str]]], n: int = 4, sigm
     return sum(scores) / len(scores)
 
 
-def _meteor_jar() -> Path | None:
-    # pycocoevalcap (a namespace package) ships meteor-1.5.jar and its paraphrase table.
-    spec = importlib.util.find_spec("pycocoevalcap")
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        jar = Path(root) / "meteor" / "meteor-1.5.jar"
-        if jar.is_file() and (jar.parent / "data" / "paraphrase-en.gz").is_file():
-            return jar
-    return None
-
-
-def meteor(hyps: list[str], refs: list[list[str]], timeout: float = 600.0) -> tuple[float | None, str | None]:
-    """Corpus METEOR 1.5 exactly as pycocoevalcap's meteor.py gets it (same jar, same flags,
-    same SCORE/EVAL protocol). Returns (score, None), or (None, reason) when the jar or Java
-    is missing or fails; it never raises. Takes tokenised text joined by spaces."""
-    if not hyps:
-        return None, "no items"
-    jar = _meteor_jar()
-    if jar is None:
-        return None, ("METEOR skipped: needs the pycocoevalcap package, which bundles "
-                      "meteor-1.5.jar (pip install pycocoevalcap==1.2)")
-    java = shutil.which("java")
-    if java is None:
-        return None, "METEOR skipped: needs Java on PATH (apt-get install default-jre-headless)"
-    cmd = [java, "-jar", "-Xmx2G", jar.name, "-", "-", "-stdio", "-l", "en", "-norm"]
-    try:
-        proc = subprocess.Popen(cmd, cwd=jar.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, encoding="utf-8")
-    except OSError as e:
-        return None, f"METEOR skipped: could not start Java ({e})"
-    watchdog = threading.Timer(timeout, proc.kill)  # a hung JVM ends the read with "" below
-    watchdog.start()
-
-    def ask(line: str) -> str:
-        proc.stdin.write(line.replace("\n", " ") + "\n")
-        proc.stdin.flush()
-        return proc.stdout.readline().strip()
-
-    try:
-        # "|||" separates fields in the protocol; our tokens never contain "|".
-        stats = [ask(" ||| ".join(["SCORE", *rs, h])) for h, rs in zip(hyps, refs)]
-        ask(" ||| ".join(["EVAL", *stats]))  # first answer line: segment 1's score
-        for _ in range(len(hyps) - 1):
-            proc.stdout.readline()  # the other segment scores
-        return float(proc.stdout.readline()), None  # then the corpus score
-    except (OSError, ValueError) as e:
-        return None, f"METEOR failed: the Java process gave no score ({e})"
-    finally:
-        watchdog.cancel()
-        proc.kill()
-        proc.wait()
-
-
-def score_report(preds: list[str], refs: list[str | list[str]], *, with_meteor: bool = True) -> dict:
-    """BLEU-1..4, ROUGE-L, METEOR and CIDEr-D of generated reports, as COCO's scorer.
-
-    A ref is a report or a list of reports. METEOR starts a JVM (~7 s); it is None, with
-    `meteor_note` saying why, when skipped or unavailable. An empty corpus gives None."""
-    if len(preds) != len(refs):
-        raise ValueError(f"{len(preds)} predictions for {len(refs)} references")
-    ref_lists = [[r] if isinstance(r, str) else list(r) for r in refs]
-    if any(not rs for rs in ref_lists):
-        raise ValueError("every prediction needs at least one reference")
-    out = {"n": len(preds), "bleu_1": None, "bleu_2": None, "bleu_3": None, "bleu_4": None,
-           "rouge_l": None, "meteor": None, "cider": None, "meteor_note": "no items"}
-    if not preds:
-        return out
-    hyps = [tokenize(p) for p in preds]
-    rtoks = [[tokenize(r) for r in rs] for rs in ref_lists]
-    for k, b in enumerate(corpus_bleu(hyps, rtoks), 1):
-        out[f"bleu_{k}"] = b
-    out["rouge_l"], out["cider"] = rouge_l(hyps, rtoks), cider_d(hyps, rtoks)
-    if with_meteor:
-        out["meteor"], out["meteor_note"] = meteor([" ".join(h) for h in hyps],
-                                                   [[" ".join(r) for r in rs] for rs in rtoks])
-    else:
-        out["meteor_note"] = "METEOR not requested"
+def report_scores(hyps: list[list[str]], refs: list[list[list[str]]]) -> dict:
+    """BLEU-1..4, ROUGE-L and CIDEr-D of a non-empty tokenised corpus (METEOR, which needs
+    the reference jar, is added by medln.scoring.score_report)."""
+    out = {f"bleu_{k}": b for k, b in enumerate(corpus_bleu(hyps, refs), 1)}
+    out["rouge_l"], out["cider"] = rouge_l(hyps, refs), cider_d(hyps, refs)
     return out
-
-
-# ----------------------------------------------------------------------- files
-
-def _read_jsonl(path: Path, text_keys: tuple[str, ...]) -> dict[str, tuple[int, dict, object]]:
-    """id -> (line number, row, text) for a JSONL file; any bad line raises DataError."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
-    rows: dict[str, tuple[int, dict, object]] = {}
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}: line {lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-        if not isinstance(row.get("id"), (str, int)) or isinstance(row.get("id"), bool):
-            raise DataError(f"{where}: field 'id' is missing or not a string/integer")
-        key = str(row["id"])  # 7 and "7" join: files written by different tools disagree
-        if key in rows:
-            raise DataError(f"{where}: duplicate id {key!r} (first on line {rows[key][0]})")
-        field = next((k for k in text_keys if k in row), None)
-        text = row.get(field)
-        ok = isinstance(text, str) or (isinstance(text, (int, float)) and not isinstance(text, bool))
-        if field == "report" and isinstance(text, list):
-            ok = bool(text) and all(isinstance(t, str) for t in text)  # several references
-        if not ok:
-            names = " or ".join(map(repr, text_keys))
-            raise DataError(f"{where}: id {key!r}: field {names} is missing or not text")
-        rows[key] = (lineno, row, text if isinstance(text, list) else str(text))
-    return rows
-
-
-def score_files(task: str, pred_path, ref_path, *, with_meteor: bool = True) -> dict:
-    """Score a predictions JSONL ({id, prediction | answer}) against a references JSONL
-    ({id, answer, answer_type?, question_type?} for vqa, {id, report} for report).
-
-    The join on `id` is strict: an id on one side only is an error (naming the file, line
-    and id), since a silently shorter test set inflates or hides results."""
-    if task not in ("vqa", "report"):
-        raise ValueError(f"task must be 'vqa' or 'report', got {task!r}")
-    pred_path, ref_path = Path(pred_path), Path(ref_path)
-    # A report prediction may be keyed like its reference ('report'); 'prediction' wins when both are there.
-    preds = _read_jsonl(pred_path, ("prediction", "answer") if task == "vqa" else ("prediction", "report", "answer"))
-    refs = _read_jsonl(ref_path, ("answer",) if task == "vqa" else ("report",))
-    for have, have_path, other, other_path in ((refs, ref_path, preds, pred_path),
-                                               (preds, pred_path, refs, ref_path)):
-        missing = [k for k in have if k not in other]
-        if missing:
-            raise DataError(f"{have_path}: line {have[missing[0]][0]}: id {missing[0]!r} is not in "
-                            f"{other_path} ({len(missing)} id(s) only in {have_path.name})")
-    ids = list(refs)  # reference order
-    pred_texts = [preds[k][2] for k in ids]
-    if task == "report":
-        return score_report(pred_texts, [refs[k][2] for k in ids], with_meteor=with_meteor)
-    ref_rows = []
-    for k in ids:
-        lineno, row, answer = refs[k]
-        try:
-            _answer_type(row, answer)
-        except ValueError as e:
-            raise DataError(f"{ref_path}: line {lineno}: id {k!r}: field 'answer_type': {e}") from None
-        ref_rows.append({**row, "answer": answer})
-    return score_vqa(pred_texts, ref_rows)

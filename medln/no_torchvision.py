@@ -14,11 +14,17 @@ import functools
 from typing import Any
 
 
+def _video_processor_base():
+    """The class ProcessorMixin checks a video processor against: VideoProcessorMixin since
+    transformers 5.19, BaseVideoProcessor before."""
+    from transformers import video_processing_utils
+
+    return getattr(video_processing_utils, "VideoProcessorMixin", None) or video_processing_utils.BaseVideoProcessor
+
+
 @functools.cache
 def _image_only_video_processor_class():
-    from transformers.video_processing_utils import VideoProcessorMixin
-
-    class ImageOnlyVideoProcessor(VideoProcessorMixin):
+    class ImageOnlyVideoProcessor(_video_processor_base()):
         """Placeholder for Qwen2VLVideoProcessor when torchvision is missing; images only."""
 
         saved_as = "Qwen2VLVideoProcessor"
@@ -57,11 +63,11 @@ def allow_processors_without_torchvision() -> None:
     if is_torchvision_available():
         return
     import transformers
-    from transformers import video_processing_utils
     from transformers.models.auto import video_processing_auto
 
     if getattr(video_processing_auto.AutoVideoProcessor, "medln_stub", False):
         return
     _, loader = _image_only_video_processor_class()
-    setattr(transformers, "VideoProcessorMixin", video_processing_utils.VideoProcessorMixin)
+    base = _video_processor_base()
+    setattr(transformers, base.__name__, base)
     video_processing_auto.AutoVideoProcessor = loader

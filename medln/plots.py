@@ -13,24 +13,14 @@ from typing import Iterable
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-# The LayerNorm scopes in blues (the paper's method), the baselines in other hues.
-SCOPE_COLOURS: dict[str, str] = {
-    "ln": "#1d4ed8",
-    "ln-vision": "#60a5fa",
-    "ln-llm": "#0e7490",
-    "attn": "#d97706",
-    "ffn": "#16a34a",
-    "lora": "#db2777",
-    "full": "#4b5563",
-    "ia3": "#7c3aed",
-    "bitfit": "#92400e",
-    "prompt": "#65a30d",
-    "ln-lora": "#312e81",  # norms + LoRA: the darkest blue
-}
+from .methods import ABSOLUTE_PARAMS, PARAMS, SCOPES
+from .metrics import HEADLINE
+
+# Each scope's colour is on its registry line (medln.methods.registry).
+SCOPE_COLOURS: dict[str, str] = {s.name: s.colour for s in SCOPES if s.colour}
 _FALLBACK = ["#7c3aed", "#b45309", "#0f766e", "#be123c", "#4d7c0f"]
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=30, t=60, b=50), height=420)
 
-from .evaluate import HEADLINE_METRICS as FALLBACK_METRICS  # tried in order when the asked-for one is missing
 
 
 def scope_colour(scope: str) -> str:
@@ -49,8 +39,8 @@ def metric_value(metrics: dict | None, metric: str) -> float | None:
 
 
 def pick_metric(rows: list[dict], metric: str = "overall") -> str:
-    """`metric` if some trained row has it, else the first of FALLBACK_METRICS that one has."""
-    for name in (metric, *FALLBACK_METRICS):
+    """`metric` if some trained row has it, else the first headline metric one has (medln.metrics)."""
+    for name in (metric, *HEADLINE):
         if any(metric_value(r.get("tuned"), name) is not None for r in ran(rows)):
             return name
     return metric
@@ -272,8 +262,8 @@ def loss_curve_fig(records: Iterable[dict], *, group: str = "scope") -> go.Figur
 
 _PART_ORDER = ("vision", "connector", "llm", "other")
 _PART_TITLE = {"vision": "vision tower", "connector": "connector", "llm": "language model", "other": "other"}
-_BIAS = ("bias", "beft")  # absolute change; the rest relative
-_PARAM_MARK = {"gain": "γ", "bias": "β", "weight": "W", "lora": "ΔW (LoRA)", "ia3": "l (IA³)", "beft": "b (BEFT)"}
+_BIAS = ABSOLUTE_PARAMS  # absolute change; the rest relative
+_PARAM_MARK = {name: label for name, (label, _) in PARAMS.items()}
 
 
 def _grid(rows: list[dict]) -> tuple[list[str], list[str], list[list[float | None]], list[list[str]]]:

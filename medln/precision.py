@@ -9,7 +9,7 @@ training, generation and evaluation alike.
 What follows from the answer (see `Precision`): the dtype of the frozen weights and of the
 4-bit compute (bnb_4bit_compute_dtype), the autocast dtype of forward passes, and whether the
 loss is scaled (fp16's 5-bit exponent underflows small gradients; bf16 has fp32's range).
-Trained tensors stay fp32 whatever the precision (medln.scopes.apply_scope).
+Trained tensors stay fp32 whatever the precision (medln.methods.apply_scope).
 
 An explicit `accelerate launch --mixed_precision bf16|fp16` (or an `accelerate config` that
 sets it) reaches the process as ACCELERATE_MIXED_PRECISION and decides `auto`. accelerate

@@ -14,7 +14,7 @@ into adapter.tmp/ first, so a crash mid-write never leaves a half-written file t
 complete.
 
 `load_run(run_dir)` is the one way back from a folder to a model: the CLI, the app's model
-cache (medln.serve) and library users all rebuild the base from the recorded `base` and
+cache (medln.models) and library users all rebuild the base from the recorded `base` and
 attach the adapter through it, so nothing else re-derives how a run was trained.
 
 A run never deletes or overwrites what it did not create: `--out` must be new, empty, or a
@@ -33,6 +33,12 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .adapters import attach, is_peft_adapter, peft_targets
+from .backbones import default_dtype, load_backbone, model_class
+from .methods import METHODS, PEFT_TYPES, get_scope
+from .storage import give_default_modes, write_json_atomic
+from .structure import shape_of
 
 
 class RunError(ValueError):
@@ -91,15 +97,6 @@ def new_run_id(backbone: str, scope: str) -> str:
     return f"{stamp}-{slug}-{scope}-{os.urandom(2).hex()}"
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 @dataclass
 class RunDir:
     path: Path
@@ -140,6 +137,7 @@ class RunDir:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             model.save_pretrained(tmp, safe_serialization=True)
+            give_default_modes(tmp)
         except Exception as e:  # disk full, quota, file-size limit: safetensors raises its own type
             shutil.rmtree(tmp, ignore_errors=True)
             full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "os error 28" in str(e)
@@ -207,8 +205,6 @@ class BaseSpec:
 
     def effective_dtype(self, device: str | None = None) -> str:
         """The dtype a load on `device` (default: CUDA if present) uses."""
-        from .backbones import default_dtype
-
         device = device or _default_device()
         return self._recorded_dtype(device) or default_dtype(self.backbone, device, self.precision)
 
@@ -218,8 +214,6 @@ class BaseSpec:
         return None
 
     def load(self, device: str | None = None):
-        from .backbones import load_backbone
-
         device = device or _default_device()
         # Without a recorded dtype for this kind of device, load_backbone resolves the
         # precision itself: it knows the family (fp16_ok) from config.json.
@@ -238,9 +232,6 @@ class BaseSpec:
 def base_spec(run_dir: str | Path) -> BaseSpec:
     """The recorded base of a run. Runs written before `base` was recorded: rebuilt from their
     config (a 4-bit attn/ffn run kept exactly its adapter's target modules unquantized)."""
-    from .adapters import is_peft_adapter, peft_targets
-    from .scopes import get_scope
-
     run = RunDir(Path(run_dir))
     try:
         config = run.config()
@@ -260,16 +251,12 @@ def attach_run(backbone, run_dir: str | Path):
     """A run's tuned model on an already-loaded base (built from the run's BaseSpec): the peft
     adapter wraps it (one copy of the base weights; `adapters.adapter_off` gives base
     answers). Scope 'full' saved a whole checkpoint, which loads as a second model."""
-    from .adapters import attach, is_peft_adapter
-
     run = RunDir(Path(run_dir))
     if not run.adapter_dir.is_dir():
         raise RunError(f"{run.path} has no adapter/ folder (not a finished MedLN run?)")
     check_adapter(backbone.model, run.adapter_dir, family=backbone.family.name)
     if is_peft_adapter(run.adapter_dir):
         return attach(backbone.model, run.adapter_dir)
-    from .backbones import model_class
-
     device = next(backbone.model.parameters()).device
     return model_class(backbone.family).from_pretrained(run.adapter_dir, device_map={"": str(device)},
                                                         dtype=next(backbone.model.parameters()).dtype,
@@ -285,10 +272,9 @@ def load_run(run_dir: str | Path, *, device: str | None = None):
     return dataclasses.replace(bb, model=attach_run(bb, run_dir).eval())
 
 
-# peft's names in a saved adapter: <module>.<marker><param> (the adapter name is stripped)
-_MARKERS = (".ln_tuning_layers.", ".lora_A.", ".lora_B.")
-# the peft methods MedLN's scopes save (medln.scopes: ln*/attn/ffn, lora/ln-lora, ia3, bitfit, prompt)
-PEFT_TYPES = ("LN_TUNING", "LORA", "IA3", "BEFT", "PROMPT_TUNING")
+# peft's names in a saved adapter: <module>.<marker><param> (the adapter name is stripped); each
+# method says which markers its tensors carry and the shape each must have on this base
+_SHAPES = {marker: rule for m in METHODS.values() for marker, rule in m.saved_shapes.items()}
 
 
 def check_adapter(model, adapter_dir: str | Path, *, family: str | None = None) -> None:
@@ -330,7 +316,7 @@ def check_adapter(model, adapter_dir: str | Path, *, family: str | None = None) 
                        f"(first: {missing[0]}): it was trained on another model")
     for key, shape in _saved_shapes(adapter_dir / "adapter_model.safetensors").items():
         key = key.removeprefix("base_model.model.")
-        marker = next((m for m in _MARKERS if m in key), None)
+        marker = next((m for m in _SHAPES if m in key), None)
         if marker is None:
             continue
         name, param = key.split(marker, 1)
@@ -339,7 +325,7 @@ def check_adapter(model, adapter_dir: str | Path, *, family: str | None = None) 
             raise RunError(f"{adapter_dir}: the adapter holds weights for {name}, which this backbone does not "
                            "have: it was trained on another model")
         layer = getattr(layer, "base_layer", layer)  # already wrapped by peft
-        expected = _expected_shape(layer, marker, param, shape)
+        expected = _SHAPES[marker](layer, param, shape)
         if expected is not None and tuple(expected) != tuple(shape):
             raise RunError(f"{adapter_dir}: {name}{marker}{param} has shape {list(shape)} in the adapter but this "
                            f"backbone needs {list(expected)}: it was trained on another model size")
@@ -364,21 +350,6 @@ def _saved_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         raise RunError(f"{path}: unreadable safetensors file ({type(e).__name__}: {e})") from None
 
 
-def _shape(tensor) -> tuple[int, ...] | None:
-    if tensor is None:
-        return None
-    quant_state = getattr(tensor, "quant_state", None)  # bitsandbytes packs 4-bit weights two per byte
-    return tuple(quant_state.shape) if quant_state is not None else tuple(tensor.shape)
-
-
-def _expected_shape(layer, marker: str, param: str, saved: tuple[int, ...]):
-    if marker == ".ln_tuning_layers.":  # a trained copy of the whole module: same shapes
-        return _shape(getattr(layer, param.split(".")[-1], None))
-    if marker == ".lora_A.":  # (rank, in_features)
-        return (saved[0], getattr(layer, "in_features", saved[-1]))
-    return (getattr(layer, "out_features", saved[0]), saved[-1])  # lora_B: (out_features, rank)
-
-
 def _check_full(base, adapter_dir: Path) -> None:
     """A 'full' run's checkpoint: same model type and the same tensor shapes as the base."""
     try:
@@ -389,7 +360,7 @@ def _check_full(base, adapter_dir: Path) -> None:
     if not isinstance(config, dict) or config.get("model_type") != model_type:
         other = config.get("model_type") if isinstance(config, dict) else None
         raise RunError(f"{adapter_dir}: a checkpoint of a {other!r} model; this backbone is {model_type!r}")
-    own = {k: _shape(t) for k, t in base.state_dict().items()}
+    own = {k: shape_of(t) for k, t in base.state_dict().items()}
     for file in sorted(adapter_dir.glob("*.safetensors")):
         for key, shape in _saved_shapes(file).items():
             if own.get(key) is not None and own[key] != tuple(shape):

@@ -14,10 +14,14 @@ point it at a temporary folder; a server with its own volume may use it too).
 
 HF_HOME is read by huggingface_hub when it is first imported (gradio and transformers import
 it), so `configure()` must run before those imports: app.py calls it first thing.
+
+Every JSON record MedLN keeps (a run's config.json and eval.json, a sweep's results.json,
+inspect.json) is written by `write_json_atomic`: a crash never leaves half a file.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,3 +84,31 @@ def _inside(path: Path, root: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """JSON written to a temporary name, flushed to disk and renamed into place: a crash
+    mid-write never leaves a half-written file that looks complete (medln.runs' contract)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def give_default_modes(folder: Path) -> None:
+    """Files saved into `folder` get the mode any new file gets here (0666 less the umask:
+    0644 usually). safetensors >= 0.8 writes through a temporary file, which the Rust tempfile
+    crate creates 0600, and renames it into place (safetensors PR #764, issue #782): the
+    weights would be readable by their owner alone while every other file of the run is not."""
+    probe = folder / f".mode-probe-{os.getpid()}"
+    fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the mode the umask gives
+    try:
+        mode = os.fstat(fd).st_mode & 0o777
+    finally:
+        os.close(fd)
+        probe.unlink()
+    for file in folder.rglob("*"):
+        if file.is_file() and not file.is_symlink() and file.stat().st_mode & 0o777 != mode:
+            file.chmod(mode)

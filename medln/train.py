@@ -22,12 +22,14 @@ from typing import Iterator
 
 from .backbones import Backbone, resolve
 from .config import TrainConfig
+from .kernels import compile_blocks, eager_if, fuse_norms
 from .data.sample import Sample
 from .prompts import encode_for_training
 from .machine import peak_memory_gb, reset_peak
 from .precision import autocast_context, from_dtype, grad_scaler
+from .revisions import data_revision
 from .runs import BaseSpec
-from .scopes import Selection, apply_scope, get_scope, kept_unquantized, param_groups
+from .methods import Selection, apply_scope, get_scope, kept_unquantized
 
 EVENTS = {
     "start": "the run's set-up: backbone, scope, counts, notes (first record)",
@@ -79,6 +81,10 @@ def prepare(cfg: TrainConfig, *, device: str | None = None, backbone: Backbone |
     if cfg.grad_checkpointing:
         # Non-reentrant checkpointing needs no input that requires grad (frozen embeddings).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.fused_norms:  # after the scope: peft's LN-tuning copies of the norms are fused too
+        selection.notes += fuse_norms(model).notes
+    if cfg.compile:
+        selection.notes.append(f"torch.compile: {compile_blocks(model)} blocks (regional; generation runs eager)")
     return Tunable(backbone, model, selection, spec)
 
 
@@ -116,7 +122,7 @@ def make_accelerator(cfg: TrainConfig):
         gradient_accumulation_steps=cfg.grad_accum,
         mixed_precision="no",
         cpu=not torch.cuda.is_available(),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=get_scope(cfg.scope).how.wrap is None)],
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=get_scope(cfg.scope).method.peft_type is None)],
     )
 
 
@@ -134,8 +140,9 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
     precision = tunable.backbone.precision or from_dtype(tunable.backbone.dtype)
     scaler = grad_scaler(precision, acc.device.type)  # fp16 only; otherwise a pass-through
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = param_groups(model, get_scope(cfg.scope), cfg.effective_lr, cfg.effective_ln_lr)
-    optimizer = torch.optim.AdamW(groups, lr=cfg.effective_lr, weight_decay=cfg.weight_decay)
+    # The rate: cfg.lr as given, else the scope's default for this backbone (TrainConfig.effective_lr).
+    groups = get_scope(cfg.scope).method.param_groups(model, cfg.effective_lr, cfg.effective_ln_lr)
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.steps, cfg.warmup))
     loader = DataLoader(
         samples,
@@ -282,12 +289,15 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "skipped": loaded.skipped,
         "notes": sel.notes + list(getattr(tunable.backbone, "notes", [])) + notes + _precision_notes(tunable.backbone.precision),
     }
-    start["scope_description"] = get_scope(cfg.scope).description
+    start["scope_description"] = tunable.selection.scope.description
     base_spec = tunable.base or BaseSpec(cfg.backbone, cfg.quant)
     run = None
     if acc.is_main_process:
+        # What exactly was used: the hub commits, or content hashes of local model and data (medln.revisions)
+        revisions = {"backbone": resolve(base_spec.backbone).revision_record(),
+                     "data": data_revision(loaded)}
         run = RunDir.create(out, {"config": cfg.to_dict(), "base": base_spec.to_dict(), **start,
-                                  "source": tunable.backbone.source}, overwrite=overwrite)
+                                  "source": tunable.backbone.source, "revisions": revisions}, overwrite=overwrite)
     yield start
     try:
         yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, start, stop, base_metrics)
@@ -301,19 +311,21 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
 
 
 def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, base_metrics) -> Iterator[dict]:
-    from .adapters import adapter_bytes, make_portable, write_card
+    from .adapters import adapter_bytes, make_portable
+    from .card import write_adapter_card
     from .evaluate import evaluate
 
     sel = tunable.selection
 
     def run_eval(adapter: bool, skip: dict | None = None) -> dict:
         model = acc.unwrap_model(tunable.model)
-        return {split: (skip or {}).get(split) or evaluate(tunable.backbone, model, split_samples, adapter=adapter,
-                                                             batch_size=cfg.eval_batch_size)
-                for split, split_samples in eval_sets.items()}
+        with eager_if(cfg.compile):  # compiled blocks would recompile for every generated length
+            return {split: (skip or {}).get(split) or evaluate(tunable.backbone, model, split_samples, adapter=adapter,
+                                                                 batch_size=cfg.eval_batch_size)
+                    for split, split_samples in eval_sets.items()}
 
     base = None
-    if get_scope(cfg.scope).how.wrap is None and acc.is_main_process:
+    if sel.scope.method.peft_type is None and acc.is_main_process:
         base = run_eval(adapter=True, skip=base_metrics)  # full fine-tuning overwrites the weights: score them first
     status, steps_done, t0 = "completed", 0, time.perf_counter()
     for record in fit(tunable, cfg, samples, stop=stop, accelerator=acc):
@@ -354,8 +366,6 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, ba
         "base": base,
         "tuned": tuned,
     }
-    write_card(run.adapter_dir, base_name=tunable.backbone.portable_name or tunable.backbone.name,
-               model_class=tunable.backbone.family.model_class, config=cfg.to_dict(), start=start, result=result,
-               kept=tunable.base.keep if tunable.base else ())
+    write_adapter_card(run.adapter_dir, run.config(), result)
     run.write_eval(result)
     yield {"event": "done", "run": str(run.path), **result}

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-FAMILY_NAMES = ["llava", "blip", "idefics3", "qwen2_vl", "gemma3"]
+from medln.backbones import FAMILIES  # noqa: E402
+
+FAMILY_NAMES = list(FAMILIES)  # every family of the registry gets a tiny model and its tests
 
 # No hub: resolve() / check_access() must never wait on the network in tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -164,9 +166,9 @@ def llava_7b_config_dir(folder):
 @pytest.fixture(scope="session")
 def facts(tiny_model, train_samples):
     """facts(family): what an independent probe finds in that family's tiny model (norms that
-    get a gradient, dead norms, linears, totals; tests/test_scopes.py `probe`), once per session
+    get a gradient, dead norms, linears, totals; tests/test_methods.py `probe`), once per session
     for the scope tests old and new."""
-    from test_scopes import few, probe
+    from test_methods import few, probe
 
     cache: dict = {}
 
@@ -176,3 +178,40 @@ def facts(tiny_model, train_samples):
         return cache[family]
 
     return get
+
+
+def assert_one_line_error(proc, *needles: str):
+    """Exit 2 and ONE line on stderr that starts with `error:` and names the problem."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("note:")]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+    return errors[0]
+
+
+def adapter_run(tiny_model, family: str, folder: Path, **sizes) -> Path:
+    """A run folder holding an untrained adapter of `family` (peft's own files)."""
+
+    from medln.config import TrainConfig
+    from medln.make.tiny import build_tiny
+    from medln.train import prepare
+
+    path = build_tiny(family, folder / "model", **sizes) if sizes else tiny_model(family)
+    tunable = prepare(TrainConfig(backbone=str(path)), device="cpu")
+    tunable.model.save_pretrained(folder / "run" / "adapter")
+    # A finished run whose config names the bundled-size tiny model as its base: for a run of
+    # the smaller model that is a foreign adapter dropped into a run folder.
+    claimed = str(tiny_model(family))
+    (folder / "run" / "config.json").write_text(json.dumps({"config": {"scope": "ln", "backbone": claimed},
+                                                            "family": family}))
+    (folder / "run" / "eval.json").write_text("{}")
+    return folder / "run"
+
+
+def copy_dataset(dataset, tmp_path) -> Path:
+    import shutil
+
+    shutil.copytree(dataset.parent, tmp_path / "data")
+    return tmp_path / "data"

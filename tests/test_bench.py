@@ -27,7 +27,7 @@ from medln.bench import (
     synthetic_batch,
     training_flops,
 )
-from medln.scopes import count_from_config, get_scope
+from medln.methods import count_from_config, get_scope
 
 REAL = ["llava-7b", "smolvlm-256m", "qwen2-vl-2b", "medgemma-4b"]
 IMAGE_TOKENS = {"llava-7b": 576, "smolvlm-256m": 64, "qwen2-vl-2b": 576, "medgemma-4b": 256}

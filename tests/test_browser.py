@@ -208,7 +208,7 @@ def test_compare_scopes_at_both_widths(page, shots):
     pg.get_by_role("tab", name="3 · Compare scopes").click()
     assert "The paper claims" in pg.locator("#cmp-claims").inner_text()
     scopes = pg.locator("#cmp-scopes")
-    from medln.scopes import SCOPES
+    from medln.methods import SCOPES
 
     for name in (s.name for s in SCOPES if s.name not in ("ln", "lora")):  # two scopes: a short sweep
         scopes.get_by_label(name, exact=True).uncheck()

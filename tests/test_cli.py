@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from conftest import llava_7b_config_dir, run_cli
+from conftest import adapter_run, assert_one_line_error, llava_7b_config_dir, run_cli
 
 PARAM_KEYS = {"backbone", "scope", "total", "trainable", "percent", "dead", "modules"}
 
@@ -170,3 +170,53 @@ def test_other_user_errors(tiny_model, tmp_path):
                       "4-bit")
     assert_user_error(run_cli("ask", "--backbone", llava, "--image", tmp_path / "none.png", "--question", "Is it?"),
                       "none.png")
+
+
+# --------------------------------------------------------------------------- hostile input: one line, exit 2
+
+
+@pytest.fixture(scope="module")
+def cli_inputs(tiny_model, dataset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-errors")
+    (root / "latin1.jsonl").write_bytes(b'{"image": "images/img00.png", "question": "caf\xe9?", "answer": "a"}\n')
+    (root / "unknown").mkdir()
+    (root / "unknown" / "config.json").write_text('{"model_type": "florence9"}')
+    (root / "remote").mkdir()
+    (root / "remote" / "config.json").write_text(
+        '{"model_type": "custom_vlm", "auto_map": {"AutoConfig": "configuration_custom.CustomConfig"}}')
+    (root / "a-file").write_text("x")
+    garbage = adapter_run(tiny_model, "llava", root / "garbage")
+    (garbage / "adapter" / "adapter_config.json").write_text("not json")
+    small = adapter_run(tiny_model, "llava", root / "small", hidden_size=48, vision_hidden_size=48,
+                         intermediate_size=96, vision_intermediate_size=96)
+    return root, garbage, small
+
+
+@pytest.mark.parametrize("case", ["non-utf8", "unknown-model-type", "remote-code", "seed", "max-length",
+                                  "garbage-adapter", "other-shapes", "out-under-file", "lora-r", "long-question"])
+def test_cli_refusals_are_one_line(case, cli_inputs, tiny_model, dataset):
+    root, garbage, small = cli_inputs
+    llava, data = tiny_model("llava"), f"jsonl:{dataset}"
+    image = dataset.parent / "images" / "img00.png"
+    quick = ("--steps", "1", "--batch-size", "2", "--eval-split", "", "--ood-split", "")
+    args, needles = {
+        "non-utf8": (("train", "--backbone", llava, "--data", f"jsonl:{root / 'latin1.jsonl'}", "--out", root / "o1"),
+                     ["latin1.jsonl:1: not UTF-8 text (byte 0xe9"]),
+        "unknown-model-type": (("params", "--backbone", root / "unknown"), ["unsupported model_type 'florence9'"]),
+        "remote-code": (("train", "--backbone", root / "remote", "--data", data, *quick, "--out", root / "o2"),
+                        ["needs custom code", "--trust-remote-code"]),
+        "seed": (("train", "--backbone", llava, "--seed", "-1"), ["seed: must be >= 0, got -1"]),
+        "max-length": (("train", "--backbone", llava, "--data", data, "--max-length", "8", *quick, "--out", root / "o3"),
+                       ["exceed max_length=8", "raise --max-length", "image images/"]),
+        "garbage-adapter": (("ask", "--backbone", llava, "--adapter", garbage, "--image", image, "--question", "q?"),
+                            ["adapter_config.json: unreadable adapter config"]),
+        "other-shapes": (("ask", "--backbone", llava, "--adapter", small, "--image", image, "--question", "q?"),
+                         ["in the adapter but this backbone needs"]),
+        "out-under-file": (("train", "--backbone", llava, "--data", data, "--out", root / "a-file" / "run"),
+                           ["a-file is a file, not a folder"]),
+        "lora-r": (("params", "--backbone", llava, "--lora-r", "0"), ["lora_r: must be >= 1"]),
+        "long-question": (("ask", "--backbone", llava, "--image", image, "--question", "x" * 501),
+                          ["question is too long (501 characters; the limit is 500)"]),
+    }[case]
+    line = assert_one_line_error(run_cli(*args), *needles)
+    print(f"\n{case}: {line}")

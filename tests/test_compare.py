@@ -17,11 +17,11 @@ from PIL import Image
 
 import medln.evaluate
 import medln.train
-from medln.compare import compare, parse_scopes, retention, steady
+from medln.compare import CompareConfig, compare, parse_scopes, retention, steady
 from medln.config import TrainConfig
 from medln.plots import (cost_fig, loss_curve_fig, metric_vs_params_fig, pareto_front, retention_fig,
                          trainable_params_fig)
-from medln.scopes import ScopeError
+from medln.methods import ScopeError
 from medln.make.tiny import build_tiny
 
 ROW_FIELDS = ["scope", "trainable", "percent", "adapter_bytes", "step_s", "samples_per_s", "peak_mem_gb", "train_s",
@@ -69,9 +69,15 @@ def sweep(tmp_path_factory, base_cfg):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(medln.evaluate, "evaluate", counting)
         progress = []
-        records = list(compare(base_cfg, ["ln", "lora", "full"], out, progress=lambda f, m: progress.append(f)))
+        records = list(compare(options(base_cfg, ["ln", "lora", "full"], out), progress=lambda f, m: progress.append(f)))
     rows = {r["scope"]: r for r in records[-1]["rows"]}
     return {"out": out, "records": records, "rows": rows, "calls": calls, "progress": progress}
+
+
+def options(cfg: TrainConfig, scopes, out, **kw) -> CompareConfig:
+    """The sweep's options (compare() takes one dataclass): cfg's budget, the scopes, the folder."""
+    return CompareConfig(**cfg.to_dict(), scopes=scopes if isinstance(scopes, str) else ",".join(scopes), out=str(out),
+                         **kw)
 
 
 def test_full_under_4bit_is_a_skipped_row_with_the_reason(sweep):
@@ -135,14 +141,14 @@ def test_result_files(sweep):
 
 def test_existing_runs_are_not_overwritten(sweep, base_cfg):
     with pytest.raises(FileExistsError):
-        next(compare(base_cfg, ["ln"], sweep["out"]))
+        next(compare(options(base_cfg, ["ln"], sweep["out"])))
 
 
 def test_stop_during_a_scope_skips_the_rest(tmp_path, base_cfg):
     stop = threading.Event()
     cfg = TrainConfig(**{**base_cfg.to_dict(), "steps": 50, "ood_split": ""})
     records = []
-    for record in compare(cfg, ["ln-llm", "lora"], tmp_path, stop=stop):
+    for record in compare(options(cfg, ["ln-llm", "lora"], tmp_path), stop=stop):
         records.append(record)
         if record.get("step") == 1:
             stop.set()
@@ -163,7 +169,7 @@ def test_out_of_memory_and_runtime_errors_become_rows(tmp_path, monkeypatch, bas
         raise RuntimeError("boom")
 
     monkeypatch.setattr(medln.train, "train_run", failing)
-    records = list(compare(base_cfg, "ln,lora", tmp_path))
+    records = list(compare(options(base_cfg, "ln,lora", tmp_path)))
     rows = records[-1]["rows"]
     assert rows[0]["skipped"].startswith("out of memory") and "2.00 GiB" in rows[0]["skipped"]
     assert rows[0]["trainable"] == 10  # what was known before it failed is kept

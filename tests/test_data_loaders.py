@@ -5,6 +5,7 @@ No benchmark data: every JSON, parquet, XML, PNG/JPEG/TIFF and DICOM file is wri
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import socket
@@ -19,8 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from medln.data import hub, images, iu_xray, pathvqa, slake, vqa_rad
+from medln.data import hub, images, iu_xray, load_samples, pathvqa, slake, vqa_rad
 from medln.data.images import load_image
+from conftest import copy_dataset
 from medln.data.sample import DataError
 
 # --- builders -----------------------------------------------------------------------------------
@@ -610,3 +612,74 @@ def test_hf_falls_back_to_local_cache(offline_hub, tmp_path):
     assert any("local datasets cache" in note for note in loaded.notes)
     with pytest.raises(DataError, match=r"no split 'validation'; the dataset has (train, test|test, train)"):
         hub.load("someorg/tiny-set", "validation")
+
+
+# ------------------------------------------------------------------ detect(): which loader an upload needs
+
+def test_every_loader_that_reads_a_folder_detects_its_own_layout(tmp_path):
+    """The loader registry answers which format an extracted upload holds (medln.data.detect):
+    each loader's detect() finds its layout one folder down, as a zip would hold it, and the
+    specific layouts win over the generic JSONL they may also contain."""
+    from medln.data import LOADERS, detect
+
+    make_vqa_rad(tmp_path / "rad" / "VQA-RAD", RAD_RECORDS)
+    make_slake(tmp_path / "slake" / "Slake1.0", [slake_record(1)])
+    (tmp_path / "iu" / "iu_xray").mkdir(parents=True)
+    (tmp_path / "iu" / "iu_xray" / "annotation.json").write_text("{}")
+    write_parquet(tmp_path / "pathvqa" / "pvqa" / "data" / "train-00000-of-00001.parquet",
+                  [{"image": {"bytes": png_bytes(), "path": None}, "question": "q?", "answer": "no"}])
+    for name in ("train", "test", "source-test"):
+        (tmp_path / "sample" / "set").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "sample" / "set" / f"{name}.jsonl").write_text("{}\n")
+    (tmp_path / "jsonl" / "mine").mkdir(parents=True)
+    (tmp_path / "jsonl" / "mine" / "d.jsonl").write_text('{"split": "train"}\n{"split": "validation"}\n')
+    expected = {"vqa-rad": "rad/VQA-RAD", "slake": "slake/Slake1.0", "iu-xray": "iu/iu_xray", "pathvqa": "pathvqa/pvqa",
+                "sample": "sample/set", "jsonl": "jsonl/mine/d.jsonl"}
+    assert set(expected) == {k for k, m in LOADERS.items() if hasattr(importlib.import_module(m), "detect")}
+    for kind, where in expected.items():
+        found_kind, found = detect(tmp_path / where.split("/")[0])
+        assert (found_kind, found.path) == (kind, tmp_path / where), kind
+    assert detect(tmp_path / "sample")[1].ood_split == "source-test"  # the sample layout's retention split
+    assert detect(tmp_path / "jsonl")[1].eval_split == "validation"  # the splits its lines carry
+    (tmp_path / "rad" / "extra.jsonl").write_text("{}\n")
+    assert detect(tmp_path / "rad")[0] == "vqa-rad"  # a specific layout beats a stray JSONL
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no supported dataset found in the upload"):
+        detect(tmp_path / "empty", "the upload")
+
+
+# ------------------------------------------------------------------ containment: paths from records stay inside
+
+
+def _jsonl(folder: Path, image: str) -> Path:
+    path = folder / "probe.jsonl"
+    path.write_text(json.dumps({"image": image, "question": "q?", "answer": "a"}) + "\n")
+    return path
+
+
+def test_jsonl_images_must_resolve_inside_the_dataset_folder(dataset, tmp_path):
+    folder = copy_dataset(dataset, tmp_path)
+    outside = tmp_path / "secret.png"
+    outside.write_bytes((folder / "images" / "img00.png").read_bytes())  # a real image, outside
+    (folder / "images" / "link.png").symlink_to(outside)
+    for image in (str(outside), "/etc/no-such-file", "../secret.png", "images/../../secret.png", "images/link.png"):
+        with pytest.raises(DataError) as e:
+            load_samples(f"jsonl:{_jsonl(folder, image)}", "train")
+        msg = str(e.value)
+        assert "leads outside the dataset folder" in msg and f"{image!r}" in msg, msg
+        assert "not found" not in msg  # the same answer whether or not the file exists
+    assert load_samples(f"jsonl:{_jsonl(folder, 'images/img00.png')}", "train").samples  # inside: fine
+
+
+def test_folder_loaders_refuse_links_out_of_their_image_folder(tmp_path):
+    from medln.data.loaded import BadField, image_file
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    (tmp_path / "secret.jpg").write_bytes(b"x")
+    (images / "ok.jpg").write_bytes(b"x")
+    (images / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    assert image_file(images, "ok.jpg", "img_name") == (images / "ok.jpg").resolve()
+    for name in ("link.jpg", "../secret.jpg", str(tmp_path / "secret.jpg")):
+        with pytest.raises(BadField, match="leads outside the image folder"):
+            image_file(images, name, "img_name")

@@ -15,7 +15,7 @@ from medln.config import TrainConfig
 from medln.data.images import load_image
 from medln.prompts import generate
 from medln.runs import attach_run as load_run_model
-from medln.scopes import ScopeError
+from medln.methods import ScopeError
 from medln.train import fit, prepare, train_run
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Unsupported layer type:UserWarning"),
@@ -97,7 +97,7 @@ def test_gemma_style_gain_is_measured_against_one_plus_w():
     from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-    from medln.inspect import _gain_offset
+    from medln.methods.norm import gain_offset as _gain_offset
 
     g, ll = Gemma3RMSNorm(8), LlamaRMSNorm(8)
     torch.nn.init.normal_(g.weight, 0, 0.1)

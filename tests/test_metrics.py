@@ -1,18 +1,15 @@
-"""Metric tests. Expected values are worked out by hand in the comments, not copied from
-a run; the optional tests at the end check equivalence with pycocoevalcap itself."""
+"""medln.metrics: the scorers. Expected values are worked out by hand in the comments, not copied
+from a run; the optional tests at the end check equivalence with pycocoevalcap itself (and
+medln.scoring's METEOR with its jar)."""
 
-import json
 import math
 import shutil
 
 import pytest
 
-from medln import metrics
-from medln.data.sample import DataError
-from medln.metrics import (
-    closed_correct, exact_match, normalize_answer, open_recall, score_files, score_report,
-    score_vqa, token_f1, tokenize,
-)
+from medln import metrics, scoring
+from medln.metrics import closed_correct, exact_match, normalize_answer, open_recall, score_vqa, token_f1, tokenize
+from medln.scoring import score_report
 
 approx = lambda x: pytest.approx(x, abs=1e-6)  # noqa: E731
 
@@ -247,95 +244,6 @@ def test_tokenisation_makes_case_and_punctuation_irrelevant():
     assert got["rouge_l"] == approx(1.0)
 
 
-def test_score_report_empty_and_bad_input():
-    got = score_report([], [])
-    assert got["n"] == 0
-    assert all(got[k] is None for k in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "meteor", "cider"))
-    with pytest.raises(ValueError, match="at least one reference"):
-        score_report(["a"], [[]], with_meteor=False)
-    with pytest.raises(ValueError, match="1 predictions for 2"):
-        score_report(["a"], ["a", "b"], with_meteor=False)
-
-
-def test_meteor_is_none_with_a_reason_without_java_or_jar(monkeypatch):
-    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
-    monkeypatch.setattr(metrics, "_meteor_jar", lambda: metrics.Path("meteor-1.5.jar"))
-    got = score_report(["a b"], ["a b"])
-    assert got["meteor"] is None and "Java" in got["meteor_note"]
-    monkeypatch.setattr(metrics, "_meteor_jar", lambda: None)
-    assert "pycocoevalcap" in score_report(["a b"], ["a b"])["meteor_note"]
-
-
-# ------------------------------------------------------------------------ files
-
-
-def _write(path, rows):
-    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
-    return path
-
-
-def test_score_files_vqa_matches_score_vqa(tmp_path):
-    refs = _write(tmp_path / "refs.jsonl", [
-        {"id": 1, "answer": "yes", "answer_type": "CLOSED", "question_type": "PRES"},
-        {"id": "q2", "answer": 2, "answer_type": "OPEN"},   # integer answer
-        "",                                                  # blank lines are skipped
-    ])
-    preds = _write(tmp_path / "preds.jsonl", [
-        {"id": "q2", "answer": "two"},                       # "answer" accepted, any order
-        {"id": "1", "prediction": "Yes."},                   # 1 and "1" join
-    ])
-    got = score_files("vqa", preds, refs)
-    assert got == score_vqa(["Yes.", "two"], [{"answer": "yes", "answer_type": "CLOSED", "question_type": "PRES"},
-                                              {"answer": "2", "answer_type": "OPEN"}])
-    assert got["overall"] == 1.0 and "n_unmatched" not in got   # strict join: no partial results
-
-
-def test_score_files_report(tmp_path):
-    refs = _write(tmp_path / "refs.jsonl", [{"id": "a", "report": "the cat is on the mat"},
-                                            {"id": "b", "report": ["x y", "x y z"]}])
-    preds = _write(tmp_path / "preds.jsonl", [{"id": "a", "prediction": "the cat sat on the mat"},
-                                              {"id": "b", "prediction": "x y"}])
-    got = score_files("report", preds, refs, with_meteor=False)
-    assert got == score_report(["the cat sat on the mat", "x y"], ["the cat is on the mat", ["x y", "x y z"]],
-                               with_meteor=False)
-
-
-@pytest.mark.parametrize("pred_rows, ref_rows, bad_file, pieces", [
-    # malformed JSON on line 3 of the predictions
-    ([{"id": 1, "prediction": "a"}, {"id": 2, "prediction": "b"}, '{"id": 3, "prediction": '],
-     [{"id": 1, "answer": "a"}], "preds", ["line 3", "not valid JSON"]),
-    # a reference with no prediction: named by the references file, its line and id
-    ([{"id": "q1", "prediction": "a"}],
-     [{"id": "q1", "answer": "a"}, {"id": "q3", "answer": "b"}], "refs", ["line 2", "'q3'", "preds.jsonl"]),
-    # a prediction with no reference
-    ([{"id": "q1", "prediction": "a"}, {"id": "q9", "prediction": "b"}],
-     [{"id": "q1", "answer": "a"}], "preds", ["line 2", "'q9'", "refs.jsonl"]),
-    # duplicate id
-    ([{"id": "q1", "prediction": "a"}], [{"id": "q1", "answer": "a"}, {"id": "q1", "answer": "b"}],
-     "refs", ["line 2", "duplicate id 'q1'", "line 1"]),
-    # missing text field / missing id / not an object / bad answer_type
-    ([{"id": "q1", "text": "a"}], [{"id": "q1", "answer": "a"}], "preds", ["line 1", "'prediction'"]),
-    ([{"prediction": "a"}], [{"id": "q1", "answer": "a"}], "preds", ["line 1", "'id'"]),
-    ([[1, 2]], [{"id": "q1", "answer": "a"}], "preds", ["line 1", "JSON object"]),
-    ([{"id": "q1", "prediction": "a"}], [{"id": "q1", "answer": "a", "answer_type": "BOTH"}],
-     "refs", ["line 1", "answer_type"]),
-])
-def test_score_files_errors(tmp_path, pred_rows, ref_rows, bad_file, pieces):
-    preds = _write(tmp_path / "preds.jsonl", pred_rows)
-    refs = _write(tmp_path / "refs.jsonl", ref_rows)
-    with pytest.raises(DataError) as err:
-        score_files("vqa", preds, refs)
-    message = str(err.value)
-    assert message.startswith(str(tmp_path / f"{bad_file}.jsonl"))
-    for piece in pieces:
-        assert piece in message
-
-
-def test_score_files_rejects_unknown_task(tmp_path):
-    with pytest.raises(ValueError, match="task"):
-        score_files("caption", tmp_path / "p.jsonl", tmp_path / "r.jsonl")
-
-
 # ------------------------------------ equivalence with pycocoevalcap (optional package)
 
 HYPS = ["the heart is normal in size", "no pleural effusion", "", "mild cardiomegaly with edema",
@@ -381,6 +289,6 @@ def test_meteor_equals_pycocoevalcap():
     # expected value is what pycocoevalcap 1.2's own wrapper returns for this corpus,
     # Meteor().compute_score(gts, res)[0], pinned here so the test starts one JVM, not two
     # (each loads a 60 MB paraphrase table: ~10 s on two cores).
-    score, note = metrics.meteor(HYPS, REFS)
+    score, note = scoring.meteor(HYPS, REFS)
     assert note is None
     assert score == pytest.approx(0.3376301910017382, rel=1e-9)

@@ -1,8 +1,10 @@
-"""The package's shape: what the runtime imports, the family registry every family-keyed
-table follows, the packaging metadata, the CLI built from the config dataclasses."""
+"""The package's shape: no import cycles, no module past 400 lines, what the runtime and
+`medln --help` import, the registries every family- and scope-keyed table follows, the
+packaging metadata, the CLI built from the config dataclasses."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import os
@@ -15,10 +17,106 @@ import pytest
 from conftest import FAMILY_NAMES, REPO, run_cli
 
 
+def medln_modules() -> dict[str, object]:
+    """Dotted module name -> file, for every module of the medln package."""
+    out = {}
+    for f in sorted((REPO / "medln").rglob("*.py")):
+        parts = list(f.relative_to(REPO).with_suffix("").parts)
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the medln modules it imports, anywhere in the file (inside functions too).
+    `from X import name` counts as an import of X.name when that is a module, else of X."""
+    mods = medln_modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for name, f in mods.items():
+        package = name.split(".") if f.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package[: len(package) - node.level + 1] + [node.module or ""]).strip(".") \
+                    if node.level else node.module
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+            else:
+                continue
+            for t in targets:
+                while t and t not in mods:  # medln.x.Thing -> medln.x
+                    t = t.rpartition(".")[0]
+                if t and t != name:
+                    graph[name].add(t)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one member (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycles_among_medln_modules():
+    graph = import_graph()
+    assert cycles(graph) == []
+    # Nor between packages: medln.data, medln.ui, medln.compare, ... each taken as one node.
+    top = {m: ".".join(m.split(".")[:2]) for m in graph}
+    packages: dict[str, set[str]] = {}
+    for m, targets in graph.items():
+        packages.setdefault(top[m], set()).update(top[t] for t in targets if top[t] != top[m])
+    assert cycles(packages) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_module_is_longer_than_400_lines():
+    lines = {m: len(f.read_text(encoding="utf-8").splitlines()) for m, f in medln_modules().items()}
+    assert {m: n for m, n in lines.items() if n > 400} == {}
+
+
+def test_help_imports_no_builder():
+    """`medln --help` (and every command's --help but the builders' own) stays light: no
+    medln.make, no gradio, no torch."""
+    code = ("import sys\nfrom medln.__main__ import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('medln.make') or m.split('.')[0] in "
+            "('gradio', 'torch', 'transformers')))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_loading_a_backbone_imports_neither_gradio_nor_the_builders(tiny_model):
     """The core is usable without gradio, and asset builders (medln.make) never run at run time."""
     code = (
-        "import sys, medln, medln.train, medln.serve, medln.runs\n"
+        "import sys, medln, medln.train, medln.models, medln.answers, medln.runs\n"
         f"from medln.backbones import load_backbone\nload_backbone({str(tiny_model('llava'))!r})\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'gradio' or m.startswith('medln.make')"
         " or m.startswith('medln.ui'))\n"
@@ -29,26 +127,27 @@ def test_loading_a_backbone_imports_neither_gradio_nor_the_builders(tiny_model):
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_family_keyed_tables_follow_the_family_registry():
-    from medln.backbones import BACKBONES, FAMILIES
-    from medln.bench.inputs import IMAGE_BLOCKS
+def test_every_family_is_one_record_the_tables_follow():
+    """A family's tiny checkpoint and benchmark input block live in its Family record; the
+    checkpoint registry, the bench shapes and the test fixtures follow FAMILIES."""
+    from medln.backbones import BACKBONES, FAMILIES, TinySpec
     from medln.bench.shapes import SHAPES
-    from medln.make.tiny import TINY_SPECS
 
-    assert set(TINY_SPECS) == set(FAMILIES)
+    assert all(isinstance(f.tiny, TinySpec) and f.tiny.build_config and f.tiny.build_processor
+               for f in FAMILIES.values())
     # bench has real shapes of the decoder families only (no BLIP shape): each has its image block
-    assert {s.family for s in SHAPES.values()} <= set(IMAGE_BLOCKS) <= set(FAMILIES)
+    assert all(FAMILIES[s.family].image_block is not None for s in SHAPES.values())
     assert set(FAMILY_NAMES) == set(FAMILIES)  # the test fixtures build a tiny model of each
     assert {b.family for b in BACKBONES} <= set(FAMILIES)
 
 
 def test_every_scope_is_one_registry_line():
-    """Scopes are data: a kind from KINDS and targets every family can resolve."""
+    """Scopes are data: a method from METHODS and targets every family can resolve."""
     from medln.backbones import FAMILIES
-    from medln.scopes import KINDS, SCOPES
+    from medln.methods import METHODS, SCOPES
 
     for scope in SCOPES:
-        assert scope.kind in KINDS, scope
+        assert METHODS[scope.kind] is scope.method, scope
         for family in FAMILIES.values():
             for target in scope.targets:
                 assert target in family.parts or target in family.projections, (scope.name, family.name, target)
@@ -62,9 +161,33 @@ def test_pyproject_lists_every_package_and_ships_the_assets():
     assert setup["package-dir"]["medln.assets"] == "assets"
     assert project["project"]["scripts"]["medln"] == "medln.__main__:main"
     assert (REPO / "medln" / "py.typed").is_file()
-    runtime = (REPO / "requirements.txt").read_text()
-    assert "pytest" not in runtime and "playwright" not in runtime
     assert "-r requirements.txt" in (REPO / "requirements-dev.txt").read_text()
+
+
+def test_dependencies_are_tested_ranges_and_the_lock_sits_inside_them():
+    """pyproject declares ranges (a lower bound each: what .ci/lowest installs); requirements.txt
+    pins each core dependency and the app's gradio at one version inside its range (.ci/run)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert "dependencies" not in project.get("dynamic", [])
+    core = [Requirement(r) for r in project["dependencies"]]
+    app = [Requirement(r) for r in project["optional-dependencies"]["app"]]
+    assert set(project["optional-dependencies"]) == {"app", "ray", "trackers", "dev"}
+    for r in core + app:
+        assert any(s.operator == ">=" for s in r.specifier), f"{r}: no lower bound"
+        assert not any(s.operator in ("==", "===") for s in r.specifier), f"{r}: an exact pin"
+    names = {canonicalize_name(r.name) for r in core}
+    assert not names & {"gradio", "pycocotools", "pytest", "playwright"}  # app, never imported, dev
+    lock = {}
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            lock[canonicalize_name(name)] = version
+    assert set(lock) == names | {canonicalize_name(r.name) for r in app}
+    for r in core + app:
+        assert r.specifier.contains(lock[canonicalize_name(r.name)], prereleases=True), f"the lock's {r.name} is outside {r}"
 
 
 def test_every_command_option_comes_from_a_dataclass():
@@ -107,3 +230,14 @@ def test_pip_install_gives_a_working_medln_command(tmp_path):
     subprocess.run([venv / "bin" / "pip", "install", "-q", "--no-deps", "--no-build-isolation", REPO], check=True)
     proc = subprocess.run([venv / "bin" / "medln", "scopes", "--json"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0 and json.loads(proc.stdout)[0]["name"] == "ln"
+
+
+def test_docs_design_lists_every_module_in_one_line():
+    """docs/design.md's module list is the tree: every module of medln once, nothing that is gone."""
+    text = (REPO / "docs" / "design.md").read_text(encoding="utf-8")
+    listed = [line.split()[0] for line in text.splitlines() if line.startswith("medln/") and line.split()[0].endswith(".py")]
+    described = [line for line in text.splitlines() if line.startswith("medln/") and line.split()[0].endswith(".py")
+                 and len(line.split()) > 1]
+    tree = sorted(str(f.relative_to(REPO)) for f in medln_modules().values())
+    assert sorted(listed) == tree, (set(tree) - set(listed), set(listed) - set(tree))
+    assert len(described) == len(listed)  # each with its one-line description

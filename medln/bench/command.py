@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import ConfigError, _f
-from ..scopes import ScopeError, apply_scope, count_params, get_scope, select, select_in_model
-from .inputs import IMAGE_BLOCKS, image_tokens, synthetic_batch
+from ..methods import ScopeError, apply_scope, get_scope, select, select_in_model
+from ..methods.lora import RANK
+from ..structure import count_params
+from .inputs import image_block, image_tokens, synthetic_batch
 from ..adapters import adapter_bytes
+from ..kernels import fuse_norms
 from .measure import (build_model, compile_blocks, forward_flops, peak_tflops, quantize_4bit,
                       time_generation, time_training, training_flops, _free, _peak_gb, _reset_peak, _sync)
 from .shapes import SHAPES, shape_config
@@ -28,7 +31,8 @@ from .shapes import SHAPES, shape_config
 ROW_KEYS = ("shape", "scope", "quant", "batch", "seq", "step_s", "tokens_per_s", "peak_mem_gb", "mfu", "trainable",
             "adapter_bytes", "gen_tokens_per_s_base", "gen_tokens_per_s_tuned")
 EXTRA_KEYS = ("gen_first_token_s_base", "gen_first_token_s_tuned", "gen_peak_mem_gb_base", "gen_peak_mem_gb_tuned",
-              "total_params", "flops_per_step", "image_tokens", "loss", "sdpa", "compile", "grad_ckpt", "toy",
+              "total_params", "flops_per_step", "image_tokens", "loss", "sdpa", "compile", "grad_ckpt", "fused_norms",
+              "upcast_frozen", "toy",
               "lora_r", "steps", "warmup", "build_s", "notes", "skipped")
 
 
@@ -45,10 +49,14 @@ class BenchConfig:
     gen_tokens: int = _f(64, "new tokens per generation measurement (0: skip generation)")
     gen_batch: int = _f(1, "prompts per generation measurement")
     gen_text: int = _f(32, "text tokens after the image in a generation prompt")
-    lora_r: int = _f(8, "LoRA rank; LoRA targets every attention and MLP projection of the language model")
+    lora_r: int = _f(RANK, "LoRA rank; LoRA targets every attention and MLP projection of the language model")
     sdpa: bool = _f(True, "PyTorch scaled-dot-product attention (flash/memory-efficient kernels); off: eager")
     compile: bool = _f(False, "torch.compile each transformer block (regional) for the training steps")
     grad_ckpt: bool = _f(False, "gradient checkpointing (recompute activations in backward)")
+    compile_backend: str = _f("inductor", "torch.compile backend for --compile (eager: graph capture only, a CPU check)")
+    fused_norms: bool = _f(False, "RMSNorm through the fused torch.nn.functional.rms_norm op (medln.kernels)")
+    upcast_frozen: bool = _f(False, "cast every frozen non-4-bit tensor to fp32 first, as peft's "
+                             "prepare_model_for_kbit_training does: the 'before' of keeping frozen tensors in their dtype")
     toy: bool = _f(False, "toy widths (2 layers, width 64) with the shape's real image and sequence layout: CPU dry run")
     device: str = _f("", "cuda or cpu (default: cuda when available)")
     peak_tflops: float | None = _f(None, "peak dense bf16 TFLOP/s for MFU (default: from the device name)")
@@ -90,7 +98,7 @@ class BenchConfig:
         if not problems:  # every sequence must hold its shape's image
             for name in lists["shape"]:
                 shape, config, family = shape_config(name, toy=self.toy)
-                need = len(IMAGE_BLOCKS[family.name](config, shape).ids) + 3
+                need = len(image_block(shape, config, family).ids) + 3
                 problems += [f"seq: {t} is too short for {name} (one image takes {need - 3} tokens)"
                              for t in lists["seq"] if t < need]
         if problems:
@@ -121,7 +129,8 @@ def environment() -> dict:
 def _empty_row(shape: str, scope: str, quant: str, batch: int, seq: int, cfg: BenchConfig) -> dict:
     row = {k: None for k in ROW_KEYS + EXTRA_KEYS}
     row.update(shape=shape, scope=scope, quant=quant, batch=batch, seq=seq, sdpa=cfg.sdpa, compile=cfg.compile,
-               grad_ckpt=cfg.grad_ckpt, toy=cfg.toy, lora_r=cfg.lora_r, steps=cfg.steps, warmup=cfg.warmup, notes=[])
+               grad_ckpt=cfg.grad_ckpt, fused_norms=cfg.fused_norms, upcast_frozen=cfg.upcast_frozen, toy=cfg.toy,
+               lora_r=cfg.lora_r, steps=cfg.steps, warmup=cfg.warmup, notes=[])
     return row
 
 
@@ -141,7 +150,7 @@ def bench_row(cfg: BenchConfig, shape_name: str, scope_name: str, quant: str, ba
     precision = resolve_precision("bf16" if quant == "bf16" else "auto", device=str(device),
                                   fp16_ok=FAMILIES[SHAPES[shape_name].family].fp16_ok, model=shape_name)
     dtype = precision.dtype
-    quant_arg = "4bit" if quant == "4bit" else "none"  # medln.scopes' vocabulary
+    quant_arg = "4bit" if quant == "4bit" else "none"  # medln.methods' vocabulary
     mixed = precision.autocast
 
     def autocast():  # as train.fit: fp32 trained tensors, matmuls in the precision's dtype
@@ -154,7 +163,7 @@ def bench_row(cfg: BenchConfig, shape_name: str, scope_name: str, quant: str, ba
     try:
         scope = get_scope(scope_name)
         shape, config, family = shape_config(shape_name, toy=cfg.toy)
-        if scope.how.quant_4bit == "refuse" and quant_arg != "none":
+        if scope.refuses_4bit and quant_arg != "none":
             select([], [], family, scope, quant=quant_arg)  # scopes' own refusal, before anything is built
         torch.manual_seed(cfg.seed)
         t0 = time.perf_counter()
@@ -162,7 +171,7 @@ def bench_row(cfg: BenchConfig, shape_name: str, scope_name: str, quant: str, ba
         row["total_params"] = count_params(model)
         if quant == "4bit":
             keep = list(family.not_quantized)
-            if scope.trains_whole_linears:  # attn/ffn train whole projections: keep them bf16 (scopes.py)
+            if scope.trains_whole_linears:  # attn/ffn train whole projections: keep them bf16 (methods/whole_linear.py)
                 keep += select_in_model(model, config, family, scope).modules
             quantize_4bit(model, keep, dtype)
             _free(device)  # hand the bf16 blocks back to the driver
@@ -176,7 +185,7 @@ def bench_row(cfg: BenchConfig, shape_name: str, scope_name: str, quant: str, ba
         inputs = on_device(synthetic_batch(shape, config, family, batch, seq, seed=cfg.seed))
         fwd = forward_flops(model, inputs, autocast)
         if cfg.gen_tokens:
-            prompt_len = 1 + len(IMAGE_BLOCKS[family.name](config, shape).ids) + cfg.gen_text
+            prompt_len = 1 + len(image_block(shape, config, family).ids) + cfg.gen_text
             gen_inputs = on_device(synthetic_batch(shape, config, family, cfg.gen_batch, prompt_len, labels=False,
                                                    seed=cfg.seed + 1))
             base = time_generation(model, gen_inputs, new_tokens=cfg.gen_tokens, device=device, autocast=autocast,
@@ -184,6 +193,10 @@ def bench_row(cfg: BenchConfig, shape_name: str, scope_name: str, quant: str, ba
             row.update(gen_tokens_per_s_base=base["tokens_per_s"], gen_first_token_s_base=base["first_token_s"],
                        gen_peak_mem_gb_base=base["peak_mem_gb"])
 
+        if cfg.upcast_frozen:  # the QLoRA recipe's step (it freezes everything first; the scope then unfreezes)
+            from peft import prepare_model_for_kbit_training
+
+            prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         torch.manual_seed(cfg.seed)  # LoRA's A matrices
         model, selection = apply_scope(model, model.config, family, scope, quant=quant_arg, lora_r=cfg.lora_r)
         row["notes"] += selection.notes
@@ -193,8 +206,11 @@ def bench_row(cfg: BenchConfig, shape_name: str, scope_name: str, quant: str, ba
         row["flops_per_step"] = flops
         if cfg.grad_ckpt:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.fused_norms:
+            row["notes"] += fuse_norms(model).notes
         if cfg.compile:
-            row["notes"].append(f"compiled {compile_blocks(model)} blocks")
+            row["notes"].append(f"compiled {compile_blocks(model, backend=cfg.compile_backend)} blocks "
+                                f"({cfg.compile_backend})")
 
         _sync(device)
         _reset_peak(device)
@@ -276,7 +292,7 @@ def merge_results(paths: list[str]) -> dict:
         merged["config"].append(data.get("config"))
         for row in data["rows"]:
             key = tuple(row.get(k) for k in ("shape", "scope", "quant", "batch", "seq", "sdpa", "compile",
-                                             "grad_ckpt", "toy"))
+                                             "grad_ckpt", "fused_norms", "upcast_frozen", "toy"))
             if key in index:
                 merged["rows"][index[key]] = row
             else:

@@ -9,7 +9,8 @@ import math
 import time
 
 from ..backbones import Family, model_class, part_of
-from ..scopes import TuningScope
+from ..kernels import compile_blocks  # noqa: F401 - re-exported: the bench's --compile
+from ..methods import TuningScope
 
 
 def build_model(config, family: Family, device, dtype, *, sdpa: bool = True):
@@ -53,19 +54,6 @@ def quantize_4bit(model, skip, compute_dtype) -> int:
     return len(targets)
 
 
-def compile_blocks(model) -> int:
-    """Regional torch.compile: each block of every top-level layer list, compiled in place."""
-    import torch.nn as nn
-
-    done: list[str] = []
-    for name, m in model.named_modules():
-        if isinstance(m, nn.ModuleList) and len(m) > 1 and not any(name.startswith(d + ".") for d in done):
-            for i, block in enumerate(m):
-                block.compile()
-                done.append(f"{name}.{i}")
-    return len(done)
-
-
 # --------------------------------------------------------------------------- FLOPs and MFU
 
 # bf16 dense tensor-core peak, TFLOP/s (vendor data sheets); the first name contained in the
@@ -88,7 +76,7 @@ def forward_flops(model, inputs: dict, autocast) -> dict[str, int]:
     import torch
     import torch.nn as nn
 
-    from ..scopes import is_norm
+    from ..structure import is_norm
 
     flops: dict[str, int] = {}
     hooks = []

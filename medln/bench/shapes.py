@@ -8,7 +8,7 @@ from typing import Callable
 
 from ..backbones import FAMILIES
 from ..config import ConfigError
-from ..scopes import count_params
+from ..structure import count_params
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def shape_config(name: str, *, toy: bool = False):
 
 def meta_param_count(name: str) -> int:
     """Parameters of a shape, counted on the meta device (no memory; tied weights once)."""
-    from ..scopes import meta_model
+    from ..backbones import meta_model
 
     shape, config, family = shape_config(name)
     return count_params(meta_model(config, family))

@@ -1,25 +1,30 @@
 """Data specs (`KIND:PATH`, or `sample`) -> lists of Sample.
 
 The registry maps a spec's kind to its loader module; each loader has
-`load(path, split, *, skip_bad=False) -> Loaded`.
+`load(path, split, *, skip_bad=False) -> Loaded` and, when a folder can hold it,
+`detect(root) -> Found | None`: which layout an upload holds is asked of the loaders, in
+registry order (the specific layouts first, a bare JSONL last). A new format is one loader
+module and one line here.
 """
 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
-from .loaded import Loaded
+from .loaded import Found, Loaded
 from .sample import DataError, Sample
 
-# kind -> module (imported lazily: `datasets` and `pydicom` are slow to import)
+# kind -> module (imported lazily: `datasets` and `pydicom` are slow to import), in the order
+# detect() asks them: the specific layouts first, the sample layout, then any JSONL file
 LOADERS: dict[str, str] = {
-    "sample": "medln.data.bundled",
-    "jsonl": "medln.data.jsonl",
     "vqa-rad": "medln.data.vqa_rad",
     "slake": "medln.data.slake",
-    "pathvqa": "medln.data.pathvqa",
     "iu-xray": "medln.data.iu_xray",
-    "hf": "medln.data.hub",
+    "pathvqa": "medln.data.pathvqa",
+    "sample": "medln.data.bundled",
+    "jsonl": "medln.data.jsonl",
+    "hf": "medln.data.hub",  # a hub id: nothing to detect in a folder
 }
 
 
@@ -39,4 +44,16 @@ def load_samples(spec: str, split: str = "train", *, skip_bad: bool = False) -> 
     return module.load(path, split, skip_bad=skip_bad)
 
 
-__all__ = ["DataError", "Loaded", "Sample", "LOADERS", "load_samples", "parse_spec"]
+def detect(root: Path, where: str = "") -> tuple[str, Found]:
+    """(kind, what it found) for the dataset in folder `root` (`where`: how messages name it):
+    the first loader that recognises it."""
+    for kind, name in LOADERS.items():
+        found = getattr(importlib.import_module(name), "detect", lambda root: None)(Path(root))
+        if found is not None:
+            return kind, found
+    raise DataError(f"no supported dataset found{' in ' + where if where else ''}: expected a JSONL file "
+                    "(image, question, answer), train.jsonl + test.jsonl, or a VQA-RAD / SLAKE / PathVQA / "
+                    "IU-Xray folder")
+
+
+__all__ = ["DataError", "Found", "Loaded", "Sample", "LOADERS", "detect", "load_samples", "parse_spec"]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import ASSETS as MEDLN_ASSETS
 from . import jsonl
-from .loaded import Loaded
+from .loaded import Found, Loaded, find
 from .sample import DataError
 
 ASSETS = MEDLN_ASSETS / "sample"
@@ -61,6 +61,19 @@ def split_file(path: str, split: str) -> Path:
         where = f"sample:{path}" if path else "sample"
         raise DataError(f"{where}: unknown split {split!r}; valid splits: {', '.join(files)}")
     return root / files[split]
+
+
+def detect(root: Path) -> Found | None:
+    """A folder laid out as a target: train.jsonl beside test.jsonl (or a copy of the bundled
+    folder: scanner-train.jsonl beside scanner-test.jsonl), and source-test.jsonl, the
+    retention split, when present; anywhere in `root`."""
+    hits = [p for p in find(root, "train.jsonl") if (p.parent / "test.jsonl").is_file()]
+    hits += [p for p in find(root, SPLIT_FILES["train"]) if (p.parent / SPLIT_FILES["test"]).is_file()]
+    if not hits:
+        return None
+    folder = hits[0].parent
+    ood = "source-test" if (folder / "source-test.jsonl").is_file() else ""
+    return Found(folder, "JSONL splits (train.jsonl + test.jsonl)", "test", ood)
 
 
 def load(path: str, split: str, *, skip_bad: bool = False) -> Loaded:

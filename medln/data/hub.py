@@ -1,9 +1,11 @@
-"""`hf:DATASET_ID[:CONFIG]` — a dataset on the Hugging Face Hub, through `datasets`.
+"""`hf:DATASET_ID[@REVISION][:CONFIG]` — a dataset on the Hugging Face Hub, through `datasets`.
 
 Columns are mapped like the parquet layouts: `image` (or `images`, first one), `question`,
 `answer`, optional `answer_type` / `question_type` (else yes/no answers are CLOSED). A dataset
 with a `report` or `findings` (+ `impression`) column gives report samples instead.
 The split "validation" also matches a dataset split named "val" or "valid".
+`@REVISION` (a branch, tag or commit) goes to load_dataset(revision=...); the commit the data
+came from (datasets names its cache folder by it) is recorded in `Loaded.revision`.
 
 Offline it fails fast: `datasets` would otherwise retry the Hub for tens of seconds. We first
 send one HEAD request to the endpoint (HF_ENDPOINT, default huggingface.co) with a short
@@ -38,9 +40,10 @@ _TRUE = {"1", "ON", "YES", "TRUE"}
 
 def load(path: str, split: str, *, skip_bad: bool = False) -> Loaded:
     dataset_id, _, config = path.removeprefix("hf:").partition(":")
-    if not _DATASET_ID.match(dataset_id):
-        raise DataError(f"hf:{path}: expected hf:DATASET_ID[:CONFIG], e.g. hf:flaviagiammarino/vqa-rad")
-    where = f"hf:{dataset_id}" + (f":{config}" if config else "")
+    dataset_id, at, revision = dataset_id.partition("@")
+    if not _DATASET_ID.match(dataset_id) or (at and not re.fullmatch(r"[\w./-]+", revision)):
+        raise DataError(f"hf:{path}: expected hf:DATASET_ID[@REVISION][:CONFIG], e.g. hf:flaviagiammarino/vqa-rad")
+    where = f"hf:{dataset_id}" + (f"@{revision}" if revision else "") + (f":{config}" if config else "")
     cache_dir = datasets_cache_dir()
     offline_mode = _env_true("HF_HUB_OFFLINE") or _env_true("HF_DATASETS_OFFLINE")
     endpoint = os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
@@ -51,13 +54,23 @@ def load(path: str, split: str, *, skip_bad: bool = False) -> Loaded:
             f"{where}: {why} and the dataset is not in the local cache ({cache_dir}). Download it "
             "once with a connection, or point at a local copy (e.g. pathvqa:FOLDER, vqa-rad:FOLDER, jsonl:FILE)."
         )
-    dataset_dict = _load_dataset_dict(dataset_id, config or None, cache_dir, offline=offline, where=where)
+    dataset_dict = _load_dataset_dict(dataset_id, config or None, cache_dir, offline=offline, where=where,
+                                      revision=revision or None)
     names = [name for name in SPLIT_ALIASES.get(split, (split,)) if name in dataset_dict]
     if not names:
         raise DataError(f"{where}: no split {split!r}; the dataset has {', '.join(dataset_dict)}")
+    from medln.revisions import dataset_commit
+
+    commit = dataset_commit(dataset_dict[names[0]])
+    if offline and revision and commit and re.fullmatch(r"[0-9a-f]{40}", revision) and commit != revision:
+        # offline, datasets takes the latest cached copy whatever revision was asked for
+        raise DataError(f"{where}: offline, and the local cache holds commit {commit}, not {revision}")
     loaded = samples_from_dataset(dataset_dict[names[0]], split, where=where, skip_bad=skip_bad)
+    loaded.revision = {"source": "hub", "id": dataset_id, "config": config or None, "requested": revision or None,
+                       "commit": commit}
     if offline:
-        loaded.notes.append(f"loaded from the local datasets cache ({cache_dir}): the Hub was not used")
+        loaded.notes.append(f"loaded from the local datasets cache ({cache_dir}): the Hub was not used"
+                            + (f"; revision {revision} could not be checked there" if revision and not commit else ""))
     return loaded
 
 
@@ -185,13 +198,14 @@ def _token() -> str | bool:
     return hub_token() or False
 
 
-def _load_dataset_dict(dataset_id: str, config: str | None, cache_dir: Path, *, offline: bool, where: str):
+def _load_dataset_dict(dataset_id: str, config: str | None, cache_dir: Path, *, offline: bool, where: str,
+                       revision: str | None = None):
     import datasets
 
     token = _token()
     try:
         with _forced_offline(offline):
-            return datasets.load_dataset(dataset_id, config, cache_dir=str(cache_dir), token=token)
+            return datasets.load_dataset(dataset_id, config, cache_dir=str(cache_dir), token=token, revision=revision)
     except Exception as e:  # DatasetNotFoundError, ConnectionError, ValueError (config), ...
         message = f"{type(e).__name__}: {e}".splitlines()[0]
         if isinstance(token, str) and token:

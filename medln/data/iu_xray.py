@@ -21,12 +21,18 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from medln.data.loaded import BadField, Loaded, SplitBuilder, check_split, image_file, text
+from medln.data.loaded import BadField, Found, Loaded, SplitBuilder, check_split, find, image_file, text
 from medln.data.sample import DataError, Sample
 
 SPLITS = ("train", "validation", "test")
 R2GEN_KEYS = {"train": "train", "validation": "val", "test": "test"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".dcm")  # Open-I ships PNG; accept the others if converted
+
+
+def detect(root: Path) -> Found | None:
+    """R2Gen's annotation.json or Open-I's ecgen-radiology/ folder, anywhere in `root`."""
+    hits = find(root, "annotation.json") or find(root, "ecgen-radiology")
+    return Found(hits[0].parent, "IU-Xray (reports)") if hits else None
 
 
 def load(path: str, split: str, *, skip_bad: bool = False) -> Loaded:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .loaded import Loaded, contained
+from .loaded import Found, Loaded, contained, find
 from .sample import DataError, Sample
 
 
@@ -62,6 +62,39 @@ def inside(root: Path, name: str, where: str) -> Path:
     if not path.is_file():
         raise DataError(f"{where}: image file not found: {name} (relative to the dataset folder)")
     return path
+
+
+def detect(root: Path) -> Found | None:
+    """The first JSONL file anywhere in `root` (the most general format: tried last)."""
+    hits = find(root, "*.jsonl")
+    return found(hits[0]) if hits else None
+
+
+def found(path: Path) -> Found:
+    """A single JSONL file: its lines' `split` fields decide what trains and what is scored."""
+    splits: set[str] = set()
+    with Path(path).open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue  # load() reports malformed lines with their line number
+            if isinstance(obj, dict) and isinstance(obj.get("split"), str):
+                splits.add(obj["split"])
+    out = Found(Path(path), f"JSONL ({Path(path).name})")
+    if not splits:
+        out.notes.append("the file has no 'split' field: base and tuned are scored on training records")
+    elif "train" not in splits:
+        raise DataError(f"{Path(path).name}: the records carry split fields ({', '.join(sorted(splits))}) but none "
+                        "is 'train'")
+    elif "test" in splits:
+        out.eval_split = "test"
+    elif "validation" in splits:
+        out.eval_split = "validation"
+    else:
+        out.eval_split = ""
+        out.notes.append("no 'test' or 'validation' records: no base/tuned scores")
+    return out
 
 
 def load(path: str, split: str | None = None, *, skip_bad: bool = False) -> Loaded:

@@ -31,12 +31,25 @@ SPLITS = ("train", "validation", "test")
 
 
 @dataclass
+class Found:
+    """A dataset a loader recognised in a folder (an extracted upload): the PATH of its data
+    spec, how to name it, which splits to score (eval: base vs tuned; ood: retention) and notes."""
+
+    path: Path
+    label: str
+    eval_split: str = "test"
+    ood_split: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Loaded:
     """The samples of one split, the bad records skipped (id, reason), and notes."""
 
     samples: list[Sample]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. "12 Chinese records left out"
+    revision: dict | None = None  # where the data came from, for the run record (medln.hub: an hf: commit)
 
 
 class BadField(Exception):
@@ -82,6 +95,15 @@ class SplitBuilder:
             why = f" (all {len(self.skipped)} records were bad; first: {self.skipped[0][1]})" if self.skipped else ""
             raise DataError(f"{self.where}: split {self.split!r} is empty{why}")
         return Loaded(self.samples, self.skipped, self.notes)
+
+
+def find(root: Path, pattern: str, depth: int = 3) -> list[Path]:
+    """Files or folders matching `pattern` at `root` or up to `depth` folders below it (an
+    upload's zip may hold the dataset in a folder of its own)."""
+    found = []
+    for d in range(depth + 1):
+        found += sorted(Path(root).glob("/".join(["*"] * d + [pattern])))
+    return found
 
 
 # --- field helpers (raise BadField) ---------------------------------------------------------

@@ -16,10 +16,12 @@ from typing import Iterator
 
 from medln.data.loaded import (
     BadField,
+    Found,
     Loaded,
     SplitBuilder,
     check_split,
     closed_if_yes_no,
+    find,
     image_file,
     text,
 )
@@ -27,6 +29,12 @@ from medln.data.sample import DataError, Sample
 
 SPLITS = ("train", "validation", "test")
 VQA_COLUMNS = ("image", "question", "answer")
+
+
+def detect(root: Path) -> Found | None:
+    """A data/ folder of train-*.parquet shards (image, question, answer), anywhere in `root`."""
+    hits = [p for p in find(root, "data") if p.is_dir() and any(p.glob("train-*.parquet"))]
+    return Found(hits[0].parent, "parquet image/question/answer (PathVQA layout)") if hits else None
 
 
 def load(path: str, split: str, *, skip_bad: bool = False) -> Loaded:

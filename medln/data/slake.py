@@ -12,12 +12,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medln.data.loaded import (BadField, Loaded, SplitBuilder, answer_type, check_split, image_file,
+from medln.data.loaded import (BadField, Found, Loaded, SplitBuilder, answer_type, check_split, find, image_file,
                                read_json_records, text)
 from medln.data.sample import DataError, Sample
 
 SPLITS = ("train", "validation", "test")
 FILES = {"train": "train.json", "validation": "validate.json", "test": "test.json"}
+
+
+def detect(root: Path) -> Found | None:
+    """train.json beside an imgs/ folder, anywhere in `root`."""
+    hits = [p for p in find(root, "train.json") if (p.parent / "imgs").is_dir()]
+    return Found(hits[0].parent, "SLAKE") if hits else None
 
 
 def load(path: str, split: str, *, skip_bad: bool = False) -> Loaded:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medln.data.loaded import (BadField, Loaded, SplitBuilder, answer_type, check_split, image_file,
+from medln.data.loaded import (BadField, Found, Loaded, SplitBuilder, answer_type, check_split, find, image_file,
                                read_json_records, text)
 from medln.data.pathvqa import load_parquet_split
 from medln.data.sample import DataError, Sample
@@ -28,6 +28,12 @@ JSON_NAME = "VQA_RAD Dataset Public.json"
 IMAGE_FOLDER = "VQA_RAD Image Folder"
 TEST_PHRASES = ("test_freeform", "test_para")
 TRAIN_PHRASES = ("freeform", "para")
+
+
+def detect(root: Path) -> Found | None:
+    """The public release's JSON file, anywhere in `root`."""
+    hits = find(root, JSON_NAME)
+    return Found(hits[0].parent, "VQA-RAD (public release)") if hits else None
 
 
 def load(path: str, split: str, *, skip_bad: bool = False) -> Loaded:

@@ -83,14 +83,14 @@ def base_scores(backbone: str, splits: dict[str, list]) -> dict:
 
 
 def _grid(centre: float, points: int) -> list[float]:
-    from ..tuning import Grid
+    from ..compare.tuning import Grid
 
     return Grid(points=points).initial(centre)
 
 
 def choose_lr(a) -> dict:
-    from ..scopes import default_lr
-    from ..tuning import Grid, best_rate, next_rate
+    from ..methods.registry import default_lr
+    from ..compare.tuning import Grid, best_rate, next_rate
 
     train, val = _load(a.target, "train"), _load(a.target, "validation")
     steps = int(a.steps.split(",")[0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from medln import DISCLAIMER, __version__
 from medln.backbones import BACKBONES
-from medln.scopes import SCOPES
+from medln.methods import SCOPES
 
 
 PAPER = ("Chen et al., *Efficiency in Focus: LayerNorm as a "
@@ -58,7 +58,7 @@ def scopes_md(backbone: str = "medln-tiny") -> str:
     """The scopes with the learning rate the Fine-tune tab fills in for `backbone` (the app's
     default backbone), beside the generic default every other backbone gets."""
     from medln.backbones import BACKBONES_BY_NAME
-    from medln.scopes import default_lr
+    from medln.methods import default_lr
 
     from .errors import web_words
 
@@ -87,8 +87,8 @@ def measured_html() -> str:
         res = json.loads(COMMITTED.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return views.claims_html(None)
-    try:  # the comparison's generated verdict, where the core has one (medln.summary)
-        from medln.summary import verdict_from_file
+    try:  # the comparison's generated verdict, where the core has one (medln.compare.summary)
+        from medln.compare.summary import verdict_from_file
 
         verdict = verdict_from_file(COMMITTED)
     except ImportError:

@@ -23,7 +23,9 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from medln import DISCLAIMER
-from medln.backbones import ASSETS
+from medln import ASSETS
+
+from medln.config import TrainConfig
 
 from . import ask as ask_tab
 from . import finetune as ft
@@ -51,6 +53,7 @@ def register(ctx: AppContext) -> None:
     """Add the endpoints to the Blocks being built (call inside `with gr.Blocks()`)."""
 
     s = ctx.settings
+    D = TrainConfig()  # every default the endpoints show is TrainConfig's
 
     def fail(e: Exception, doing: str):
         raise gr.Error(user_message(e, doing=doing), print_exception=False) from None
@@ -58,27 +61,24 @@ def register(ctx: AppContext) -> None:
     def session_of(request: gr.Request | None) -> str:
         return api_session(getattr(request, "session_hash", None))
 
-    def param_counts(backbone: str = s.default_backbone, quant: str = "none") -> list[dict]:
+    def param_counts(backbone: str = s.default_backbone, quant: str = D.quant) -> list[dict]:
         """Per-scope trainable parameters of a backbone, from its config.json (nothing loads)."""
         from medln.accounting import param_rows
 
         try:
-            if quant not in ("none", "4bit"):
-                raise UserError(f"quant must be none or 4bit, got {quant!r}")
+            TrainConfig(backbone=backbone, quant=quant).validate()  # quant's values: TrainConfig's own
             return param_rows(backbone.strip(), quant=quant)
         except Exception as e:
             fail(e, "counting parameters")
 
-    def finetune(backbone: str = s.default_backbone, scope: str = ft.DEFAULTS.scope, steps: int = ft.DEFAULTS.steps,
-                 lr: float | None = None, batch_size: int = ft.DEFAULTS.batch_size, quant: str = "none",
+    def finetune(backbone: str = s.default_backbone, scope: str = D.scope, steps: int = D.steps,
+                 lr: float | None = D.lr, batch_size: int = D.batch_size, quant: str = D.quant,
                  data: str = "sample", eval_limit: int = s.eval_limit, dataset_file: FileData | None = None,
-                 precision: str = "auto", request: gr.Request = None) -> dict:
+                 precision: str = D.precision, request: gr.Request = None) -> dict:
         """Start a fine-tune in the background; poll /job for progress (on a ZeroGPU Space the call
         returns when the job has finished). `data`: "sample", "hf:DATASET_ID", or pass `dataset_file`
         (a .zip or .jsonl, via handle_file). `precision`: auto, bf16, fp16 or fp32."""
         try:
-            if quant not in ("none", "4bit"):
-                raise UserError(f"quant must be none or 4bit, got {quant!r}")
             if dataset_file is not None:
                 source, upload, hub = "upload", _uploaded(dataset_file, "dataset_file"), ""
             elif data.startswith("hf:"):
@@ -87,8 +87,9 @@ def register(ctx: AppContext) -> None:
                 source, upload, hub = "sample", None, ""
             else:
                 raise UserError("data must be 'sample' or 'hf:DATASET_ID' (or upload dataset_file)")
-            job = ft.start(ctx, session_of(request), backbone, scope, quant == "4bit", steps, lr, batch_size,
-                           source, upload, hub, eval_limit, ft.DEFAULTS.seed, precision)
+            fields = {"backbone": backbone, "scope": scope, "quant": quant, "steps": steps, "lr": lr,
+                      "batch_size": batch_size, "eval_limit": eval_limit, "precision": precision}
+            job = ft.start(ctx, session_of(request), fields, source, upload, hub)
             return job.snapshot()
         except Exception as e:
             fail(e, "starting the fine-tune")
@@ -112,7 +113,7 @@ def register(ctx: AppContext) -> None:
 
     def runs(request: gr.Request = None) -> list[dict]:
         """This session's finished runs (newest first): ids to pass to /ask and /report."""
-        from ..serve import session_runs
+        from medln.answers import session_runs
 
         return [{"run_id": r.run_id, "scope": r.scope, "backbone": r.backbone, "quant": r.quant,
                  "steps_done": r.steps_done, "label": r.label}

@@ -100,31 +100,27 @@ def build_app(settings: Settings | None = None, **overrides):
         gr.HTML(f'<div class="medln-disclaimer">⚠️ {DISCLAIMER}</div>')
         with gr.Tabs():
             with gr.Tab("1 · Fine-tune", id="finetune"):
-                finetune.build(ctx)
+                ctx.finetune = finetune.build(ctx)
             with gr.Tab("2 · Ask", id="ask") as ask_tab:
-                ask.build(ctx)
+                ctx.ask = ask.build(ctx)
             with gr.Tab("3 · Compare scopes", id="compare"):
-                compare.build(ctx)
+                ctx.compare = compare.build(ctx)
             with gr.Tab("4 · About", id="about"):
                 about.build(ctx)
         api.register(ctx)
-        _wire_polling(ctx, demo, ask_tab)
+        _wire(ctx, demo, ask_tab)
     demo.medln = ctx  # tests and app.py reach the context through the app
     return demo
 
 
-def _wire_polling(ctx: AppContext, demo, ask_tab) -> None:
+def _wire(ctx: AppContext, demo, ask_tab) -> None:
+    """The events that cross tabs, all here: the timer polls both jobs (and refreshes the Ask
+    tab's run list when a fine-tune finishes), the page load fills every tab, and opening the
+    Ask tab re-reads the session's runs."""
     import gradio as gr
 
-    ft_poll, ft_inputs = ctx.components["ft_poll"]
-    ft_outputs = ctx.components["ft_poll_outputs"]
-    cmp_poll, cmp_inputs, cmp_outputs = ctx.components["cmp_poll"]
-    on_refresh, refresh_in, refresh_out = ctx.components["ask_refresh"]
-    on_params, params_in, params_out = ctx.components["ft_params"]
-    on_estimate, est_in, est_out = ctx.components["ft_estimate"]
-    cmp_estimate, cmp_est_in, cmp_est_out = ctx.components["cmp_estimate"]
-    cmp_params, cmp_params_in, cmp_params_out = ctx.components["cmp_params"]
-    run_dd = ctx.components["ask_run"]
+    ft, ask_, cmp = ctx.finetune, ctx.ask, ctx.compare
+    private = dict(api_visibility="private", queue=False)
 
     def init_session(session):
         try:
@@ -132,10 +128,10 @@ def _wire_polling(ctx: AppContext, demo, ask_tab) -> None:
         except ValueError:
             return new_session_id()
 
-    @quiet(lambda: (gr.skip(),) * (len(ft_outputs) + 1))
+    @quiet(lambda: (gr.skip(),) * (len(ft.poll.outputs) + 1))
     def poll(session, ft_seen, ask_run):
         """One tick: the fine-tune panel, and the Ask tab's run list when a run just finished."""
-        out = list(ft_poll(session, ft_seen))
+        out = list(ft.poll.fn(session, ft_seen))
         job = ctx.jobs.latest_of(session, "finetune") if session else None
         finished_now = job is not None and job.result is not None and (
             ft_seen is None or ft_seen[0] != job.id or ft_seen[1] != job.version) and not job.active
@@ -146,18 +142,13 @@ def _wire_polling(ctx: AppContext, demo, ask_tab) -> None:
             out[-1] = gr.update(choices=choices, value=value)
         return tuple(out)
 
-    timer = ctx.components["ft_timer"]
     # Polling must never wait behind training or generation: no queue, no concurrency limit.
-    timer.tick(poll, [*ft_inputs, run_dd], [*ft_outputs, run_dd], api_visibility="private", queue=False,
-               show_progress="hidden")
-    timer.tick(cmp_poll, cmp_inputs, cmp_outputs, api_visibility="private", queue=False, show_progress="hidden")
-    load = demo.load(init_session, ctx.session, ctx.session, api_visibility="private", queue=False)
-    load.then(on_params, params_in, params_out, api_visibility="private", queue=False) \
-        .then(on_estimate, est_in, est_out, api_visibility="private", queue=False) \
-        .then(cmp_params, cmp_params_in, cmp_params_out, api_visibility="private", queue=False) \
-        .then(cmp_estimate, cmp_est_in, cmp_est_out, api_visibility="private", queue=False) \
-        .then(on_refresh, refresh_in, refresh_out, api_visibility="private", queue=False)
-    ask_tab.select(on_refresh, refresh_in, refresh_out, api_visibility="private", queue=False)
+    ft.timer.tick(poll, [*ft.poll.inputs, ask_.run], [*ft.poll.outputs, ask_.run], show_progress="hidden", **private)
+    ft.timer.tick(cmp.poll.fn, cmp.poll.inputs, cmp.poll.outputs, show_progress="hidden", **private)
+    load = demo.load(init_session, ctx.session, ctx.session, **private)
+    for h in (ft.params, ft.estimate, cmp.params, cmp.estimate, ask_.refresh):
+        load = load.then(h.fn, h.inputs, h.outputs, **private)
+    ask_tab.select(ask_.refresh.fn, ask_.refresh.inputs, ask_.refresh.outputs, **private)
 
 
 def launch_kwargs(demo) -> dict:
@@ -201,8 +192,9 @@ def warm_up(demo) -> None:
     threading.Thread(target=work, name="medln-warm-up", daemon=True).start()
 
 
-def main() -> None:
+def main(**launch) -> None:
+    """Build and serve the app; `launch` adds launch() arguments (server_name, server_port, share)."""
     logging.basicConfig(level=os.environ.get("MEDLN_LOG", "INFO"), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     demo = build_app()
     warm_up(demo)
-    queue(demo).launch(**launch_kwargs(demo))
+    queue(demo).launch(**launch_kwargs(demo), **launch)

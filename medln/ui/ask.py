@@ -1,6 +1,6 @@
 """Tab 2, Ask: an image (upload PNG/JPEG/TIFF/DICOM, or a bundled example) and a question,
 or "Generate report"; the base and the tuned answer side by side, streamed, from one copy
-of the base weights (medln.serve). "Tuned" is one of this browser session's runs.
+of the base weights (medln.answers, medln.models). "Tuned" is one of this browser session's runs.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from medln.evaluate import MAX_NEW_TOKENS
 from medln.prompts import check_question
 
 from . import views
-from .context import AppContext
+from .context import AppContext, AskTab, Handler
 from .downloads import served_copy
 from .errors import UserError, user_message
 from .gpu import on_gpu
-from ..serve import RunInfo, session_runs, stream_answers
+from medln.answers import RunInfo, session_runs, stream_answers
 from .uploads import IMAGE_SUFFIXES, check_image_upload
 
 ASK_TOKENS = 3 * MAX_NEW_TOKENS["vqa"]  # a free question may want a sentence, not one word
@@ -118,7 +118,7 @@ def tuned_label(ctx: AppContext, session: str | None, run_id: str | None) -> str
 
 # ------------------------------------------------------------------ layout and wiring
 
-def build(ctx: AppContext):
+def build(ctx: AppContext) -> AskTab:
     from medln.data import bundled
 
     # Synthetic first (the bundled model's own domain), then the real, attributed images.
@@ -219,7 +219,5 @@ def build(ctx: AppContext):
     ask_btn.click(make_answer(False), [ctx.session, image_path, question, run], outs, **common)
     question.submit(make_answer(False), [ctx.session, image_path, question, run], outs, **common)
     report_btn.click(make_answer(True), [ctx.session, image_path, question, run], outs, **common)
-    ctx.components["ask_run"] = run
-    ctx.components["ask_tuned"] = tuned_out
-    ctx.components["ask_refresh"] = (on_refresh, [ctx.session, run], [run, tuned_out])
+    return AskTab(run, Handler(on_refresh, [ctx.session, run], [run, tuned_out]))
 

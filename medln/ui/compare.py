@@ -6,18 +6,22 @@ retention and time / memory per scope.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import time
 from pathlib import Path
 
+from medln.compare.options import CompareConfig
 from medln.config import TrainConfig
-from medln.scopes import SCOPES
+from medln.metrics import METRICS
+from medln.methods import SCOPES
 
 from . import views
-from .context import AppContext
+from .context import AppContext, CompareTab, Handler
 from .downloads import served_copy
 from .errors import UserError, private_errors, quiet, user_message, web_words
-from .finetune import DATA_SOURCES, DEFAULTS, backbone_choices, build_config, train_records
+from .finetune import DATA_SOURCES, DEFAULTS, backbone_choices, train_records
+from .form import build_config, config_fields
 from .jobs import Job
 from .uploads import DataChoice, prepare_dataset
 
@@ -36,18 +40,20 @@ def scope_on_gpu(cfg: TrainConfig, out, **kwargs):
     return train_records(cfg.to_dict(), str(out), **kwargs)
 
 
-def compare_records(cfg_dict: dict, scopes: list[str], out: str, stop=None):
+def compare_records(options: dict, stop=None):
     """medln.compare.compare, folded into records a Job understands. The sweep itself (tables,
-    files, figures) runs here; each scope's training is a GPU call (scope_on_gpu)."""
+    files, figures) runs here; each scope's training is a GPU call (scope_on_gpu).
+    `options`: a CompareConfig as a dict (plain data: it may cross to a GPU worker)."""
     from medln.compare import compare
 
-    cfg = TrainConfig.from_dict(cfg_dict)
+    cfg = CompareConfig.from_dict(options)
+    scopes = [s for s in cfg.scopes.split(",") if s]
     index, of, scope = 0, len(scopes), scopes[0] if scopes else ""
 
     def where() -> str:
         return f"scope {index + 1}/{of} · {scope}"
 
-    for rec in compare(cfg, scopes, out, stop=stop, run_scope=scope_on_gpu):
+    for rec in compare(cfg, stop=stop, run_scope=scope_on_gpu):
         event = rec.get("event")
         if event == "scope_start":
             index, of, scope = rec["index"], rec["of"], rec["scope"]
@@ -70,14 +76,14 @@ def compare_records(cfg_dict: dict, scopes: list[str], out: str, stop=None):
 def estimate_for(ctx: AppContext, cfg: TrainConfig, scopes: list[str]):
     """(Estimate or None, answers scored) for a comparison: the sum over its scopes; `full`
     under 4-bit is skipped and costs nothing. None when a scope has no recorded speed."""
-    from medln.scopes import get_scope
+    from medln.methods import get_scope
 
     from . import eta
 
     n_items = eta.scored_items(cfg.data, [cfg.eval_split, cfg.ood_split], cfg.eval_limit)
     per_scope, missing = [], []
     for name in scopes:
-        if cfg.quant == "4bit" and get_scope(name).how.quant_4bit == "refuse":
+        if cfg.quant == "4bit" and get_scope(name).refuses_4bit:
             continue
         speed = ctx.jobs.speed.lookup(cfg.backbone, name, cfg.quant, cfg.batch_size) if ctx.jobs.speed else None
         est = eta.estimate(speed, cfg.steps, n_items // 2 if n_items else None)  # base is scored once
@@ -102,7 +108,7 @@ def estimate_view(ctx: AppContext, backbone, scopes, quant4, steps, batch_size, 
     try:
         data = (DataChoice("sample", "test", "source-test") if data_source == "sample"
                 else DataChoice("upload", "test", ""))
-        cfg = build_config(backbone, "ln", quant4, steps, None, batch_size, data, eval_limit, 0)
+        cfg = build_config(config_fields(backbone, "ln", quant4, steps, None, batch_size, eval_limit, 0), data)
     except Exception:
         return ""
     est, n_items = estimate_for(ctx, cfg, list(scopes))
@@ -114,16 +120,19 @@ def start(ctx: AppContext, session: str, backbone, scopes, quant4, steps, batch_
           hub_id, eval_limit) -> Job:
     if not scopes:
         raise UserError("choose at least one scope to compare")
-    build_config(backbone, "ln", quant4, steps, None, batch_size, DataChoice("sample"), eval_limit, 0)
+    # checked (once) before an upload is touched, so a bad number fails fast
+    cfg = build_config(config_fields(backbone, "ln", quant4, steps, None, batch_size, eval_limit, 0), DataChoice("sample"))
     data = prepare_dataset(data_source, data_file, hub_id, ctx.settings.session_dir(session) / "uploads",
                            max_upload_bytes=ctx.settings.max_upload_bytes,
                            max_unzip_bytes=ctx.settings.max_unzip_bytes)
-    cfg = build_config(backbone, "ln", quant4, steps, None, batch_size, data, eval_limit, 0)
+    cfg = dataclasses.replace(cfg, data=data.spec, eval_split=data.eval_split, ood_split=data.ood_split)
     out = ctx.settings.session_dir(session) / "compare" / time.strftime("%Y%m%d-%H%M%S")
     scopes = list(scopes)
 
+    options = CompareConfig.from_dict({**cfg.to_dict(), "scopes": ",".join(scopes), "out": str(out)}).validate()
+
     def run(job: Job):
-        records = compare_records(cfg.to_dict(), scopes, str(out), stop=job.stop)
+        records = compare_records(options.to_dict(), stop=job.stop)
         return private_errors(records, ctx.settings.session_dir(session))
 
     quant = " · 4-bit" if cfg.quant == "4bit" else " · full precision"
@@ -146,7 +155,7 @@ def table_rows(rows: list[dict]) -> list[list]:
             out.append([r["scope"], "–", "–", "–", "–", "–", "–", "–", "–", "–", "skipped: " + web_words(r["skipped"])])
             continue
         metric = r.get("metric") or "overall"
-        n_key = "n" if metric == "overall" else "n_report"
+        n_key = METRICS[metric].n_key if metric in METRICS else "n"
         tuned, ood = r.get("tuned") or {}, r.get("ood_tuned") or {}
         b, t = (r.get("base") or {}).get(metric), tuned.get(metric)
         change = "–" if b is None or t is None else f"{b:.3f} → {t:.3f} ({metric})"
@@ -195,7 +204,7 @@ def param_figure(backbone: str, quant4: bool):
 
 # ------------------------------------------------------------------ layout and wiring
 
-def build(ctx: AppContext):
+def build(ctx: AppContext) -> CompareTab:
     import gradio as gr
 
     s = ctx.settings
@@ -306,11 +315,10 @@ def build(ctx: AppContext):
     est_inputs = [backbone, scopes, quant4, steps, batch, data_source, eval_limit]
     for comp in est_inputs:
         comp.change(on_estimate, est_inputs, estimate, api_visibility="private", queue=False)
-    ctx.components["cmp_estimate"] = (on_estimate, est_inputs, estimate)
-    ctx.components["cmp_params"] = (on_params, [backbone, quant4], params_plot)
-    ctx.components["cmp_poll"] = (on_poll, [ctx.session, seen],
-                                  [status, table, params_plot, metric_plot, retention_plot, cost_plot, loss_plot,
-                                   download, start_btn, stop_btn, notice, seen, claims])
+    return CompareTab(Handler(on_poll, [ctx.session, seen], [status, table, params_plot, metric_plot, retention_plot,
+                                                             cost_plot, loss_plot, download, start_btn, stop_btn,
+                                                             notice, seen, claims]),
+                      Handler(on_params, [backbone, quant4], [params_plot]), Handler(on_estimate, est_inputs, [estimate]))
 
 
 def notice_for(job: Job):
@@ -318,7 +326,7 @@ def notice_for(job: Job):
 
     if job.state == "failed" and job.error:
         return views.notice_html(web_words(job.error), error=True)
-    if not job.active and (job.result or {}).get("verdict"):  # generated from the measured rows (medln.summary)
+    if not job.active and (job.result or {}).get("verdict"):  # generated from the measured rows (medln.compare.summary)
         return views.notice_html(job.result["verdict"])
     return gr.skip() if job.active else ""  # a finished job's "Started ..." notice goes
 

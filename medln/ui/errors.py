@@ -28,7 +28,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from medln.config import ConfigError
     from medln.data.sample import DataError
     from medln.runs import RunError
-    from medln.scopes import ScopeError
+    from medln.methods import ScopeError
 
     return (UserError, BackboneError, ConfigError, DataError, RunError, ScopeError)
 

@@ -8,19 +8,21 @@ only lays the widgets out and wires them.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from medln.backbones import BACKBONES, BACKBONES_BY_NAME
 from medln.config import TrainConfig
 from medln.runs import new_run_id
-from medln.scopes import SCOPES, find_scope, get_scope
+from medln.methods import SCOPES, default_lr, get_scope
 
 from . import views
-from .context import AppContext
+from .context import AppContext, FinetuneTab, Handler
 from .downloads import adapter_zip, merged_zip, served_copy
-from .errors import UserError, private_errors, quiet, user_message, web_words
+from .errors import private_errors, quiet, user_message, web_words
 from .gpu import fine_tune_seconds, on_gpu
 from .jobs import Job
+from .form import build_config, config_fields
 from .uploads import DataChoice, prepare_dataset
 
 DEFAULTS = TrainConfig()  # the single source of truth for every default shown here
@@ -56,10 +58,13 @@ def backbone_info(backbone: str) -> str:
 
 def scope_info(scope: str, backbone: str = "") -> tuple[float, str]:
     """(default learning rate, description) of a scope on a backbone."""
-    from medln.scopes import default_lr
-
     s, lr = get_scope(scope), default_lr((backbone or "").strip(), scope)
     return lr, f"{s.description}. Default learning rate {lr:g}."
+
+
+def lr_hint(scope: str, backbone: str = "") -> str:
+    """What an empty learning-rate field means: the scope's default on this backbone."""
+    return f"empty: the default for {scope} on this backbone, {scope_info(scope, backbone)[0]:g}"
 
 
 def param_view(backbone: str, scope: str, quant4: bool) -> tuple[list[list], str, str, bool]:
@@ -80,7 +85,7 @@ def quant_note(scope: str, quant4: bool) -> tuple[str, bool]:
     s = get_scope(scope)
     if not quant4:
         return "Unquantized weights in the run's precision (auto: fp32 on a CPU, bf16 or fp16 on a GPU).", True
-    if s.how.quant_4bit == "refuse":
+    if s.refuses_4bit:
         return (f"⚠️ **{scope} + 4-bit cannot run**: 4-bit weights cannot be trained. Untick 4-bit or pick another "
                 "scope.", False)
     cpu = ""
@@ -100,37 +105,6 @@ def quant_note(scope: str, quant4: bool) -> tuple[str, bool]:
 CPU_4BIT_COST = ("and, measured for the bundled model on a 2-core CPU, is not slower than full precision "
                  "(median step time 4-bit / full 0.67–0.73, interleaved runs on a loaded machine). Larger models "
                  "may differ.")
-
-
-def build_config(backbone: str, scope: str, quant4: bool, steps, lr, batch_size, data: DataChoice,
-                 eval_limit, seed, precision: str = "auto") -> TrainConfig:
-    """Widget values -> a validated TrainConfig (ConfigError lists every problem)."""
-    lr = None if lr in (None, "") else lr
-    if isinstance(lr, (int, float)) and find_scope(scope) and lr == scope_info(scope, backbone)[0]:
-        lr = None  # "the scope's default": the saved config says so
-    if not isinstance(backbone, str) or not backbone.strip():
-        raise UserError("choose a backbone")
-    cfg = TrainConfig(
-        backbone=backbone.strip(),
-        scope=scope,
-        quant="4bit" if quant4 else "none",
-        steps=_whole(steps),
-        lr=lr,
-        batch_size=_whole(batch_size),
-        data=data.spec,
-        eval_split=data.eval_split,
-        ood_split=data.ood_split,
-        eval_limit=_whole(eval_limit or 0),
-        seed=_whole(seed or 0),
-        precision=precision or "auto",
-    )
-    return cfg.validate()  # types and ranges from the config's own bounds, as for the CLI
-
-
-def _whole(value):
-    """Number widgets send 12.0 for 12; anything else goes to validate() as it is, which names
-    the field and what it got (a string, 1.5, 10**9) instead of int() failing or truncating."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def gpu_seconds(cfg_dict: dict, out: str, stop=None, base_metrics=None, extra_eval=None, train_samples=None) -> int:
@@ -184,33 +158,32 @@ def estimate_view(ctx: AppContext, backbone, scope, quant4, steps, batch_size, d
     try:
         data = (DataChoice("sample", "test", "source-test") if data_source == "sample"
                 else DataChoice("upload", "test", ""))
-        cfg = build_config(backbone, scope, quant4, steps, None, batch_size, data, eval_limit, 0)
+        cfg = build_config(config_fields(backbone, scope, quant4, steps, None, batch_size, eval_limit, 0), data)
     except Exception:
         return ""  # the Start button reports the problem
     est, n_items = estimate_for(ctx, cfg)
     return views.estimate_html(est, n_items=n_items)
 
 
-def start(ctx: AppContext, session: str, backbone, scope, quant4, steps, lr, batch_size, data_source,
-          data_file, hub_id, eval_limit, seed, precision="auto") -> Job:
-    """The Start button (and the /finetune API): prepare the data, build the config, submit."""
-    # check the config before touching an upload, so a bad number fails fast
-    build_config(backbone, scope, quant4, steps, lr, batch_size, DataChoice("sample"), eval_limit, seed, precision)
+def start(ctx: AppContext, session: str, fields: dict, data_source, data_file, hub_id) -> Job:
+    """The Start button and the /finetune API: TrainConfig `fields` (config_fields() of the
+    form's widgets, or the API's arguments) and where the data comes from -> a submitted job."""
+    # the config is checked (once) before an upload is touched, so a bad number fails fast
+    cfg = build_config(fields, DataChoice("sample"))
     data = prepare_dataset(data_source, data_file, hub_id, ctx.settings.session_dir(session) / "uploads",
                            max_upload_bytes=ctx.settings.max_upload_bytes,
                            max_unzip_bytes=ctx.settings.max_unzip_bytes)
-    cfg = build_config(backbone, scope, quant4, steps, lr, batch_size, data, eval_limit, seed, precision)
+    cfg = dataclasses.replace(cfg, data=data.spec, eval_split=data.eval_split, ood_split=data.ood_split)
     return start_job(ctx, session, cfg, data)
 
 
 def form_values(config: dict) -> tuple:
     """A job's config -> the values of the form widgets (backbone, scope, 4-bit, steps, lr,
-    batch, samples scored, seed, precision): a reloaded page shows what is actually running."""
-    from medln.scopes import default_lr
-
+    batch, samples scored, seed, precision): a reloaded page shows what is actually running
+    (an lr of None, the scope's default, as the empty field it came from)."""
     lr = config.get("lr")
-    lr = lr if lr is not None else default_lr(config["backbone"], config["scope"])
-    return (config["backbone"], config["scope"], config.get("quant") == "4bit", config["steps"], lr,
+    return (config["backbone"], config["scope"], config.get("quant") == "4bit", config["steps"],
+            "" if lr is None else f"{lr:g}",
             config["batch_size"], config.get("eval_limit", 0), config.get("seed", 0), config.get("precision", "auto"))
 
 
@@ -226,13 +199,13 @@ def movement_update(run_path: Path | None):
 
 # ------------------------------------------------------------------ layout and wiring
 
-def build(ctx: AppContext):
+def build(ctx: AppContext) -> FinetuneTab:
     import gradio as gr
 
     from medln.plots import loss_curve_fig
 
     s = ctx.settings
-    default_lr, default_desc = scope_info(DEFAULTS.scope, DEFAULTS.backbone)
+    _, default_desc = scope_info(DEFAULTS.scope, s.default_backbone)
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=360):
             gr.Markdown("### 1 · Model and tuning scope")
@@ -257,7 +230,10 @@ def build(ctx: AppContext):
                 # No minimum/maximum on these widgets: Gradio's own range message does not
                 # name the field; TrainConfig.validate() does, and lists every problem at once.
                 steps = gr.Number(value=DEFAULTS.steps, precision=0, label="Steps", elem_id="ft-steps")
-                lr = gr.Number(value=default_lr, label="Learning rate", elem_id="ft-lr")
+                # Empty: the scope's default (the saved config says "default", not a number). A
+                # text box: Gradio's Number cannot be empty (it sends 0).
+                lr = gr.Textbox(value="", label="Learning rate", elem_id="ft-lr", max_lines=1,
+                                placeholder=lr_hint(DEFAULTS.scope, s.default_backbone))
                 batch = gr.Number(value=DEFAULTS.batch_size, precision=0, label="Batch size", elem_id="ft-batch")
             gr.Markdown("### 3 · Data")
             data_source = gr.Radio(DATA_SOURCES, value="sample", label="Dataset", elem_id="ft-data")
@@ -299,15 +275,16 @@ def build(ctx: AppContext):
         return rows, summary, note, gr.update(interactive=ok)
 
     def on_scope(scope_v, backbone_v):
-        lr_v, desc = scope_info(scope_v, backbone_v)
-        return lr_v, desc
+        return gr.update(placeholder=lr_hint(scope_v, backbone_v)), scope_info(scope_v, backbone_v)[1]
 
     def on_data(src):
         return gr.update(visible=src == "upload"), gr.update(visible=src == "hub")
 
-    def on_start(session, *values):
+    def on_start(session, backbone_v, scope_v, quant_v, steps_v, lr_v, batch_v, eval_limit_v, seed_v, precision_v,
+                 data_source_v, data_file_v, hub_id_v):
         try:
-            job = start(ctx, session, *values)
+            fields = config_fields(backbone_v, scope_v, quant_v, steps_v, lr_v, batch_v, eval_limit_v, seed_v, precision_v)
+            job = start(ctx, session, fields, data_source_v, data_file_v, hub_id_v)
         except Exception as e:
             return views.notice_html(web_words(user_message(e)), error=True), gr.skip(), gr.skip()
         if ctx.jobs.inline:  # ZeroGPU: it ran in this request and has finished; the poll drew the buttons
@@ -370,8 +347,8 @@ def build(ctx: AppContext):
     backbone.change(lambda b: backbone_info(b or ""), backbone, backbone_md, api_visibility="private", queue=False)
     for comp in param_inputs:
         comp.change(on_params, param_inputs, param_outputs, api_visibility="private", concurrency_limit=4)
-    # The default learning rate depends on both; `.input` (the user's own change), so a page
-    # reloaded during a job keeps the job's learning rate when the poll refills the form.
+    # The default learning rate (the empty field's hint) depends on both; `.input` (the user's
+    # own change), so a page reloaded during a job keeps the job's form when the poll refills it.
     for comp in (scope, backbone):
         comp.input(on_scope, [scope, backbone], [lr, scope_md], api_visibility="private", queue=False)
     data_source.change(on_data, data_source, [data_file, hub_id], api_visibility="private", queue=False)
@@ -381,16 +358,12 @@ def build(ctx: AppContext):
     est_inputs = [backbone, scope, quant4, steps, batch, data_source, eval_limit]
     for comp in est_inputs:
         comp.change(on_estimate, est_inputs, estimate, api_visibility="private", queue=False)
-    start_btn.click(on_start, [ctx.session, backbone, scope, quant4, steps, lr, batch, data_source, data_file,
-                               hub_id, eval_limit, seed, precision], [notice, start_btn, stop_btn],
+    start_btn.click(on_start, [ctx.session, *form, data_source, data_file, hub_id], [notice, start_btn, stop_btn],
                     api_visibility="private", concurrency_limit=4)
     stop_btn.click(on_stop, ctx.session, notice, api_visibility="private", queue=False)
     merge_btn.click(on_merge, ctx.session, [notice, merged_dl], api_visibility="private", concurrency_limit=1)
-    ctx.components["ft_poll_outputs"] = [status, loss_plot, metrics, result_md, download, movement_plot, start_btn,
-                                         stop_btn, notice, seen, *form]
-    ctx.components["ft_estimate"] = (on_estimate, est_inputs, estimate)
-    ctx.components["ft_timer"] = timer
-    ctx.components["ft_params"] = (on_params, param_inputs, param_outputs)
-    ctx.components["ft_poll"] = (on_poll, [ctx.session, seen])
-    return timer
+    poll_outputs = [status, loss_plot, metrics, result_md, download, movement_plot, start_btn, stop_btn, notice, seen,
+                    *form]
+    return FinetuneTab(timer, Handler(on_poll, [ctx.session, seen], poll_outputs),
+                       Handler(on_params, param_inputs, param_outputs), Handler(on_estimate, est_inputs, [estimate]))
 

@@ -9,7 +9,6 @@ lies about its sizes (a zip bomb) is stopped at the cap too.
 
 from __future__ import annotations
 
-import json
 import shutil
 import stat
 import uuid
@@ -17,7 +16,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from medln.data import load_samples
+from medln.data import Found, detect, jsonl, load_samples
 from medln.data.sample import DataError
 
 from .errors import UserError
@@ -112,57 +111,17 @@ def safe_extract(zip_path: Path, dest: Path, *, max_bytes: int, max_members: int
 
 # ------------------------------------------------------------------ format detection
 
-def _find(root: Path, pattern: str, depth: int = 3) -> list[Path]:
-    found = []
-    for d in range(depth + 1):
-        found += sorted(root.glob("/".join(["*"] * d + [pattern])))
-    return found
-
-
 def detect_format(root: Path) -> DataChoice:
-    """Which supported layout an extracted upload holds (see medln.data for the formats)."""
-    if hits := _find(root, "VQA_RAD Dataset Public.json"):
-        return DataChoice(f"vqa-rad:{hits[0].parent}", "test", label="VQA-RAD (public release)")
-    if hits := [p for p in _find(root, "train.json") if (p.parent / "imgs").is_dir()]:
-        return DataChoice(f"slake:{hits[0].parent}", "test", label="SLAKE")
-    if hits := _find(root, "annotation.json") or _find(root, "ecgen-radiology"):
-        return DataChoice(f"iu-xray:{hits[0].parent}", "test", label="IU-Xray (reports)")
-    if hits := [p for p in _find(root, "data") if p.is_dir() and any(p.glob("train-*.parquet"))]:
-        return DataChoice(f"pathvqa:{hits[0].parent}", "test", label="parquet image/question/answer (PathVQA layout)")
-    if hits := [p for p in _find(root, "train.jsonl") if (p.parent / "test.jsonl").is_file()]:
-        folder = hits[0].parent
-        ood = "source-test" if (folder / "source-test.jsonl").is_file() else ""
-        return DataChoice(f"sample:{folder}", "test", ood, label="JSONL splits (train.jsonl + test.jsonl)")
-    if hits := _find(root, "*.jsonl"):
-        return jsonl_choice(hits[0])
-    raise UserError("no supported dataset found in the zip: expected a JSONL file (image, question, answer), "
-                    "train.jsonl + test.jsonl, or a VQA-RAD / SLAKE / PathVQA / IU-Xray folder")
+    """Which supported layout an extracted upload holds: asked of the loaders (medln.data.detect)."""
+    try:
+        kind, found = detect(root, "the zip")
+    except DataError as e:
+        raise UserError(str(e)) from None
+    return _choice(kind, found)
 
 
-def jsonl_choice(path: Path) -> DataChoice:
-    """A single JSONL: its lines' `split` fields decide what trains and what is scored."""
-    splits: set[str] = set()
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue  # the loader reports malformed lines with their line number
-            if isinstance(obj, dict) and isinstance(obj.get("split"), str):
-                splits.add(obj["split"])
-    choice = DataChoice(f"jsonl:{path}", label=f"JSONL ({path.name})")
-    if not splits:
-        choice.notes.append("the file has no 'split' field: base and tuned are scored on training records")
-    elif "train" not in splits:
-        raise UserError(f"{path.name}: the records carry split fields ({', '.join(sorted(splits))}) but none is 'train'")
-    elif "test" in splits:
-        choice.eval_split = "test"
-    elif "validation" in splits:
-        choice.eval_split = "validation"
-    else:
-        choice.eval_split = ""
-        choice.notes.append("no 'test' or 'validation' records: no base/tuned scores")
-    return choice
+def _choice(kind: str, found: Found) -> DataChoice:
+    return DataChoice(f"{kind}:{found.path}", found.eval_split, found.ood_split, list(found.notes), found.label)
 
 
 def prepare_dataset(source: str, upload: str | Path | None, hub_id: str, uploads_dir: Path, *,
@@ -197,7 +156,10 @@ def prepare_dataset(source: str, upload: str | Path | None, hub_id: str, uploads
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / "data.jsonl"
         shutil.copyfile(upload, target)
-        choice = jsonl_choice(target)
+        try:
+            choice = _choice("jsonl", jsonl.found(target))
+        except DataError as e:
+            raise UserError(str(e)) from None
         choice.label = upload.name
     if validate:
         check_loads(choice, folder, upload.name, lone_jsonl=suffix == ".jsonl")

@@ -6,22 +6,11 @@ from __future__ import annotations
 import html
 
 from medln import DISCLAIMER
-from medln.compare_report import format_bytes as fmt_bytes  # one formatter for CLI and app
+from medln.compare.report import format_bytes as fmt_bytes  # one formatter for CLI and app
+from medln.metrics import METRICS
 
 from .errors import web_words
 
-# Metrics shown in the base-vs-tuned table, in this order: key, display name, and the key of
-# the count it rests on (medln.evaluate.score / medln.metrics).
-METRICS = [
-    ("overall", "VQA overall accuracy", "n"),
-    ("closed_accuracy", "closed (yes/no) accuracy", "n_closed"),
-    ("open_recall", "open recall", "n_open"),
-    ("open_f1", "open token F1", "n_open"),
-    ("bleu_4", "report BLEU-4", "n_report"),
-    ("rouge_l", "report ROUGE-L", "n_report"),
-    ("meteor", "report METEOR", "n_report"),
-    ("cider", "report CIDEr-D", "n_report"),
-]
 METRIC_HEADERS = ["split", "metric", "n", "base", "tuned", "change"]
 MIN_N = 20  # a metric on fewer items is shown greyed, with its n: too few to read much into
 FEW_NOTE = f"Rows resting on fewer than {MIN_N} items are greyed: too few to read much into."
@@ -105,7 +94,7 @@ def measured_claims(rows: list[dict]) -> dict[str, str]:
     metric = ln.get("metric") or "overall"
     out = {}
     value = lambda r: (r.get("tuned") or {}).get(metric)  # noqa: E731
-    n = (ln.get("tuned") or {}).get("n") if metric == "overall" else (ln.get("tuned") or {}).get("n_report")
+    n = (ln.get("tuned") or {}).get(METRICS[metric].n_key if metric in METRICS else "n")
     scored = [r for r in others if value(r) is not None]
     if value(ln) is not None and scored:
         best = max(scored, key=value)
@@ -138,7 +127,7 @@ def measured_claims(rows: list[dict]) -> dict[str, str]:
 
 def claims_html(rows: list[dict] | None, *, where: str = "this run", verdict: str | None = None) -> str:
     """The paper's claims beside what `where` measured, never the claim as a fact. `verdict`:
-    the comparison's own generated verdict (medln.summary), shown instead of ours when given."""
+    the comparison's own generated verdict (medln.compare.summary), shown instead of ours when given."""
     measured = measured_claims(rows or [])
     left = "".join(f"<li>{html.escape(text)}</li>" for _, text in PAPER_CLAIMS)
     if verdict:
@@ -169,10 +158,6 @@ def estimate_html(est, *, what: str = "this fine-tune", n_items: int | None = No
             f"({' + '.join(parts)}); {html.escape(est.source)}.</div>")
 
 
-def _num(v) -> str:
-    return "–" if v is None else f"{v:.3f}"
-
-
 def metric_n(metrics: dict | None, n_key: str) -> int | None:
     n = (metrics or {}).get(n_key)
     return int(n) if isinstance(n, (int, float)) else None
@@ -186,12 +171,13 @@ def metric_rows(result: dict | None) -> list[list]:
     base, tuned = result.get("base") or {}, result.get("tuned") or {}
     for split in tuned:
         b, t = base.get(split, {}), tuned.get(split, {})
-        for key, name, n_key in METRICS:
+        for m in (m for m in METRICS.values() if m.table):
+            key, n_key = m.name, m.n_key
             if t.get(key) is None and b.get(key) is None:
                 continue
             change = None if t.get(key) is None or b.get(key) is None else t[key] - b[key]
             n = metric_n(t, n_key) if metric_n(t, n_key) is not None else metric_n(b, n_key)
-            rows.append([split, name, "–" if n is None else n, _num(b.get(key)), _num(t.get(key)),
+            rows.append([split, m.label, "–" if n is None else n, m.format(b.get(key)), m.format(t.get(key)),
                          "–" if change is None else f"{change:+.3f}"])
     return rows
 

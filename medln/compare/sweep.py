@@ -1,0 +1,351 @@
+"""Sweep tuning scopes on one backbone and one dataset with the same budget: a table and plots.
+
+Every scope trains with the same seed, steps, batch and data (each with its own default
+learning rate unless --lr is given: LayerNorm-only needs a far higher one than LoRA, docs/design.md
+"Traps") into OUT/runs/<scope>/, an ordinary run folder. The sweep writes
+
+  results.json   one row per scope, the shared config, the backbone, wall time, the machine
+  results.csv    the same rows, flat columns (nested metrics become base_overall, tuned_...)
+  figures.html   trainable parameters, metric vs parameters (Pareto front), retention, cost;
+                 plotly.js embedded once, so it opens offline (PNG files too when kaleido is
+                 installed)
+
+The base model is scored once and its metrics reused for every scope that loads the same
+base weights (under 4-bit, attn/ffn keep their projections unquantized: a different base
+model, scored on its own). Retention is the tuned out-of-domain score as a fraction of the
+base model's (the paper's claim: LN-tuning keeps zero-shot / OOD ability), on the data's
+held-out source-style split (--ood-split) or on a second dataset (--ood SPEC).
+
+A scope that cannot run (full under 4-bit, out of memory, any runtime failure) becomes a
+row with `skipped`: reason, and the sweep goes on. `compare()` is a generator of progress
+records, so the app can show progress and stop it (stop flag checked every micro-batch).
+
+A sweep is a list of cells (medln.compare.cells: scope, seed, rate, split), each run through
+the one helper `run_cell`. Its phases are functions: `choose_rates` (validation cells, with
+--tune-lr), `run_cells` (every scope x seed, scored on test and the out-of-domain set) and
+`finish` (reference rows, summary, verdict, the files).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ..config import ConfigError, TrainConfig
+from ..data import load_samples
+from ..evaluate import subsample
+from ..machine import machine_info
+from ..methods import SCOPES, ScopeError, get_scope
+from ..metrics import headline_for
+from ..storage import write_json_atomic
+from .cells import Cell, Lane, base_key, cell_score, empty_row, reason, run_cell
+from .options import CompareConfig
+from .protocol import reference_rows, split_validation
+from .report import write_csv, write_figures, write_table
+from .summary import summarize_rows, verdict
+from .tuning import Grid, reusable_tuning, tune_scope
+
+ALL_SCOPES: list[str] = [s.name for s in SCOPES]
+OOD_KEY = "ood"  # evaluation-set name of a second dataset given with ood=SPEC
+
+
+def parse_scopes(text: str | list[str] | None) -> list[str]:
+    """'ln,lora' or ['ln', 'lora'] (or 'all' / None) -> validated names, duplicates dropped."""
+    if text is None or text == "all":
+        return list(ALL_SCOPES)
+    names = text.split(",") if isinstance(text, str) else list(text)
+    out: list[str] = []
+    for name in (n.strip() for n in names):
+        if name and name not in out:
+            get_scope(name)  # ScopeError names the valid ones
+            out.append(name)
+    if not out:
+        raise ScopeError("no scopes given")
+    return out
+
+
+@dataclass
+class Sweep:
+    """A sweep under way: its options, data, and everything results.json records."""
+
+    cfg: TrainConfig  # the shared budget every cell starts from
+    scopes: list[str]
+    seeds: list[int]
+    out: Path
+    grid: Grid
+    tune_lr: bool
+    runner: Callable  # what trains one run: train_run, or the app's GPU call
+    stop: object = None
+    progress: Callable[[float, str], None] | None = None
+    command: str | None = None
+    tuned: dict | None = None  # an earlier sweep's "tuning" record (lrs_from)
+    train: list = field(default_factory=list)
+    val_tune: list = field(default_factory=list)  # the validation items rates are chosen on
+    val_info: dict = field(default_factory=dict)
+    extra_eval: dict | None = None
+    ood_info: dict = field(default_factory=dict)
+    unrunnable: dict[str, str] = field(default_factory=dict)  # scope -> why it cannot run at all
+    lrs: dict[str, float] = field(default_factory=dict)  # the rate each scope runs at
+    tuning: dict[str, dict] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)  # scopes whose chosen rate comes from `tuned`
+    rows: list[dict] = field(default_factory=list)
+    bases: dict[tuple, dict] = field(default_factory=dict)  # base_key -> {split: metrics}
+    references: dict = field(default_factory=dict)
+    backbone: str = ""
+    status: str = "completed"
+    machine: dict = field(default_factory=machine_info)
+    started: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
+    t0: float = field(default_factory=time.perf_counter)
+
+    @property
+    def runnable(self) -> list[str]:
+        return [s for s in self.scopes if s not in self.unrunnable]
+
+    def results(self, final: bool) -> dict:
+        import torch
+
+        from ..plots import pick_metric
+
+        cfg, tuned = self.cfg, self.tuned
+        res = {
+            "command": self.command, "backbone": self.backbone, "data": cfg.data, "eval_split": cfg.eval_split,
+            "ood": self.ood_info, "splits": {"train": {"split": cfg.split, "n": len(self.train)},
+                                             "validation": self.val_info, "test": {"split": cfg.eval_split}},
+            "scopes": self.scopes, "seeds": self.seeds, "quant": cfg.quant, "steps": cfg.steps,
+            "config": {k: v for k, v in cfg.to_dict().items() if k not in ("scope", "seed", "lr")},
+            "lr_source": (_tuned_source([s for s in self.tuning if not self.tuning[s].get("reused")], self.reused,
+                                        tuned.get("reused_from") if tuned else None)
+                          if self.tune_lr else
+                          f"tuned on validation (--tune-lr) by an earlier sweep, reused ({tuned.get('reused_from')})"
+                          if tuned else
+                          f"given (--lr {cfg.lr:g})" if cfg.lr is not None else "the backbone's registry defaults"),
+            "tuning": {"grid": self.grid.describe(), "seed": self.seeds[0], "split": self.val_info,
+                       "n": len(self.val_tune), "scopes": self.tuning,
+                       **({"reused_from": tuned.get("reused_from")} if self.reused else {})}
+                      if self.tune_lr else tuned,
+            "metric": pick_metric(self.rows),
+            "memory_measure": ("torch.cuda.max_memory_allocated during training" if torch.cuda.is_available() else
+                               "process peak resident memory (VmHWM) during training, model included"),
+            "status": self.status if final else "running", "started": self.started,
+            "wall_s": round(time.perf_counter() - self.t0, 3), "machine": self.machine, "rows": self.rows,
+        }
+        if final:
+            res["references"] = self.references
+            res["summary"] = summarize_rows(self.rows, self.scopes, res["metric"])
+            res["verdict"] = verdict(res)
+        return res
+
+    def save(self) -> None:
+        """results.json, rewritten after every run: an interrupted sweep keeps what it finished."""
+        write_json_atomic(self.out / "results.json", self.results(final=False))
+
+
+def compare(options: CompareConfig, *, stop=None, progress: Callable[[float, str], None] | None = None,
+            command: str | None = None, run_scope: Callable[..., Iterator[dict]] | None = None) -> Iterator[dict]:
+    """Train each of `options.scopes` with the shared budget, once per seed, into
+    out/runs/<scope>/seed<k>/; with `tune_lr`, first choose each scope's rate on the
+    validation split (medln.compare.tuning; runs in out/tune/<scope>/) — test is never read then.
+
+    `options.ood`: a data spec whose eval split is the out-of-domain set (default: the
+    `ood_split` split of the training data). `options.lrs_from`: an earlier sweep's
+    results.json on the same backbone, data and budget: its chosen rates are used.
+    `stop`: anything with is_set(). `progress(fraction, message)`: optional callback.
+    `run_scope`: what trains one run, called as train_run is (the app passes a ZeroGPU call).
+
+    Yields {"event": "compare_start"}, with tune_lr per scope {"event": "tune_start"}, the
+    tuning runs' records (event "tune_run"), {"event": "tune_done"}, then per scope and seed
+    {"event": "scope_start"}, that run's records (train_run's, tagged with "scope" and
+    "seed"; its start/done renamed run_start/run_done), {"event": "scope_done" or
+    "scope_skipped", "row": ...}; at the end {"event": "done", "rows", "summary",
+    "references", "verdict", "results", ...}.
+    """
+    sweep = start(options, stop=stop, progress=progress, command=command, run_scope=run_scope)
+    yield {"event": "compare_start", "scopes": sweep.scopes, "seeds": sweep.seeds, "out": str(sweep.out),
+           "backbone": sweep.cfg.backbone, "data": sweep.cfg.data, "ood": sweep.ood_info, "steps": sweep.cfg.steps,
+           "quant": sweep.cfg.quant, "tune_lr": sweep.tune_lr}
+    yield from choose_rates(sweep)
+    yield from run_cells(sweep, test_cells(sweep))
+    yield from finish(sweep)
+
+
+def start(options: CompareConfig, *, stop=None, progress=None, command=None, run_scope=None) -> Sweep:
+    """Check the options, load the training data (and validation, and the out-of-domain set)."""
+    scopes = parse_scopes(options.scopes)
+    seeds = list(dict.fromkeys(options.seed_list()))
+    grid = options.grid()
+    # The shared fields, checked once ('ln' runs under any quant; each scope is checked again).
+    cfg = dataclasses.replace(options.train_config(), scope="ln").validate()
+    out = Path(options.out)
+    taken = [s for s in scopes if (out / "runs" / s).exists()]
+    if taken:
+        raise FileExistsError(f"{out} already holds runs for {', '.join(taken)}; choose another --out")
+    tuned = None
+    if options.lrs_from:
+        try:
+            earlier = json.loads(Path(options.lrs_from).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--lrs-from {options.lrs_from}: {e}") from None
+        tuned = reusable_tuning(earlier, cfg.to_dict(), options.lrs_from, grid if options.tune_lr else None)
+    if run_scope is None:
+        from ..train import train_run as run_scope
+    sweep = Sweep(cfg, scopes, seeds, out, grid, options.tune_lr, run_scope, stop, progress, command, tuned,
+                  backbone=cfg.backbone)
+    if sweep.tune_lr:
+        sweep.train, validation, sweep.val_info = split_validation(cfg)
+    else:
+        sweep.train = load_samples(cfg.data, cfg.split, skip_bad=cfg.skip_bad).samples
+        validation, sweep.val_info = [], {"source": None, "n": 0, "text": "not used: learning rates not tuned here"}
+    # Tuning scores the headline metric only: VQA items when there are any (no report generation).
+    sweep.val_tune = subsample([s for s in validation if s.task == "vqa"] or validation, cfg.eval_limit)
+    if sweep.tune_lr and tuned and (tuned.get("seed") != seeds[0] or tuned.get("n") != len(sweep.val_tune)
+                                    or (tuned.get("split") or {}).get("n") != sweep.val_info.get("n")):
+        raise ConfigError(f"{tuned.get('reused_from')}: tuned with seed {tuned.get('seed')} on {tuned.get('n')} "
+                          f"validation items; this sweep has seed {seeds[0]} and {len(sweep.val_tune)}")
+    out.mkdir(parents=True, exist_ok=True)
+    sweep.ood_info = {"data": cfg.data, "split": cfg.ood_split or None, "key": cfg.ood_split or None}
+    if options.ood:
+        samples = subsample(load_samples(options.ood, cfg.eval_split or "test", skip_bad=cfg.skip_bad).samples,
+                            cfg.eval_limit)  # as train_run limits its own splits
+        sweep.extra_eval = {OOD_KEY: samples}
+        sweep.ood_info = {"data": options.ood, "split": cfg.eval_split or "test", "key": OOD_KEY, "n": len(samples)}
+        sweep.cfg = dataclasses.replace(cfg, ood_split="")  # the second dataset replaces it
+    # Scopes that cannot run at all (full under 4-bit) are one skipped row, not tried per seed.
+    for scope in scopes:
+        try:
+            dataclasses.replace(sweep.cfg, scope=scope).validate()
+        except (ConfigError, ScopeError) as e:
+            sweep.unrunnable[scope] = reason(e)
+    return sweep
+
+
+def choose_rates(sweep: Sweep) -> Iterator[dict]:
+    """Phase 1: each scope's rate, chosen on validation cells (the test split is not loaded
+    here), or taken from an earlier sweep's choice (lrs_from)."""
+    tuned = sweep.tuned
+    if tuned and not sweep.tune_lr:
+        sweep.lrs = {scope: rec["chosen"] for scope, rec in (tuned.get("scopes") or {}).items() if rec.get("chosen")}
+        sweep.val_info = tuned.get("split") or sweep.val_info
+    if not sweep.tune_lr:
+        return
+    if tuned:
+        # Tune only what the earlier sweep lacks; its rates came from the same grid, seed and
+        # validation items (checked in start() and in tuning.reusable_tuning), so the effort is equal.
+        for scope in sweep.runnable:
+            rec = (tuned.get("scopes") or {}).get(scope)
+            if rec and rec.get("chosen"):
+                sweep.tuning[scope], sweep.lrs[scope] = {**rec, "reused": True}, rec["chosen"]
+                sweep.reused.append(scope)
+    lane = Lane(sweep.runner, sweep.stop, sweep.train, {"validation": sweep.val_tune})
+    seed = sweep.seeds[0]
+    for scope in (s for s in sweep.runnable if s not in sweep.reused):
+        if sweep.stop is not None and sweep.stop.is_set():
+            break
+        centre = dataclasses.replace(sweep.cfg, scope=scope).effective_lr
+        yield {"event": "tune_start", "scope": scope, "centre": centre, "n": len(sweep.val_tune)}
+
+        def run_one(lr: float, scope=scope):
+            cell = Cell(scope, seed, lr, "validation", sweep.out / "tune" / scope / f"lr{lr:g}", tuning=True)
+
+            def watch(record, cfg):
+                if sweep.progress and record.get("event") == "step" and record["step"] == cfg.steps:
+                    sweep.progress(0.0, f"tuning {scope}: lr {lr:g} trained")
+
+            row = yield from run_cell(sweep.cfg, cell, lane, watch=watch)
+            if row["skipped"]:
+                yield {"event": "tune_run", "run_event": "failed", "scope": scope, "lr": lr, "reason": row["skipped"]}
+            score = cell_score(row)
+            yield {"event": "tune_point", "scope": scope, "lr": lr, "score": score}
+            return score
+
+        record = yield from tune_scope(run_one, centre, sweep.grid, stop=sweep.stop)
+        key = base_key(dataclasses.replace(sweep.cfg, scope=scope))
+        record.update(centre=centre, metric=headline_for(s.task for s in sweep.val_tune),
+                      split=sweep.val_info.get("split"), n=len(sweep.val_tune),
+                      base=(lane.bases.get(key) or {}).get("validation"))
+        sweep.tuning[scope] = record
+        if record["chosen"] is not None:
+            sweep.lrs[scope] = record["chosen"]
+        yield {"event": "tune_done", "scope": scope, **record}
+        sweep.save()
+
+
+def test_cells(sweep: Sweep) -> list[Cell]:
+    """Every scope x seed at its rate, scored on the test split, seed by seed (a scope that
+    cannot run at all keeps its place: run_cells records it once, as a skipped row)."""
+    return [Cell(scope, seed, sweep.lrs.get(scope, sweep.cfg.lr), sweep.cfg.eval_split,
+                 sweep.out / "runs" / scope / f"seed{seed}")
+            for seed in sweep.seeds for scope in sweep.scopes]
+
+
+def run_cells(sweep: Sweep, cells: list[Cell]) -> Iterator[dict]:
+    """Phase 2: run the cells one by one, each scored once on test (and the out-of-domain
+    set): a row per cell. Once stopped, the cells left become "stopped before it ran" rows."""
+    lane = Lane(sweep.runner, sweep.stop, sweep.train, sweep.extra_eval, sweep.bases, sweep.ood_info["key"])
+    done = 0
+    for cell in cells:
+        scope, seed = cell.scope, cell.seed
+        if scope in sweep.unrunnable:
+            if seed == sweep.seeds[0]:
+                row = empty_row(scope, sweep.unrunnable[scope])
+                sweep.rows.append(row)
+                yield {"event": "scope_skipped", "scope": scope, "reason": row["skipped"], "row": row}
+            continue
+        if sweep.stop is not None and sweep.stop.is_set():
+            sweep.status = "stopped"
+            sweep.rows.append(empty_row(scope, "stopped before it ran", seed))
+            continue
+        if sweep.progress:
+            sweep.progress(done / len(cells), f"{scope} (seed {seed}): loading")
+        yield {"event": "scope_start", "scope": scope, "seed": seed, "index": done, "of": len(cells)}
+
+        def watch(record, cfg, done=done, scope=scope, seed=seed):
+            if record.get("event") == "start":
+                sweep.backbone = record["backbone"]
+            elif record.get("event") == "step" and sweep.progress:
+                sweep.progress((done + record["step"] / cfg.steps) / len(cells),
+                               f"{scope} (seed {seed}): step {record['step']}/{cfg.steps}, loss {record['loss']:.4f}")
+
+        row = yield from run_cell(sweep.cfg, cell, lane, watch=watch)
+        sweep.rows.append(row)
+        done += 1
+        sweep.save()
+        if row["skipped"]:
+            yield {"event": "scope_skipped", "scope": scope, "seed": seed, "reason": row["skipped"], "row": row}
+        else:
+            yield {"event": "scope_done", "scope": scope, "seed": seed, "row": row}
+        if row["status"] == "stopped":  # train_run saved and scored what it had; the rest do not run
+            sweep.status = "stopped"
+
+
+def finish(sweep: Sweep) -> Iterator[dict]:
+    """Phase 3: the reference rows (the base model, and a model that never looks at the
+    image), the summary and verdict, and the files: results.json, results.csv, TABLE.md,
+    figures.html."""
+    sweep.references.update(reference_rows(sweep.cfg, sweep.train, sweep.bases, sweep.extra_eval,
+                                           sweep.ood_info["key"]))
+    final = sweep.results(final=True)
+    out = sweep.out
+    write_json_atomic(out / "results.json", final)
+    write_csv(out / "results.csv", sweep.rows)
+    write_table(out / "TABLE.md", final)
+    figures = write_figures(out, sweep.rows, final)
+    if sweep.progress:
+        sweep.progress(1.0, "done")
+    yield {"event": "done", "status": sweep.status, "results": str(out / "results.json"),
+           "csv": str(out / "results.csv"), "figures": [str(p) for p in figures], "wall_s": final["wall_s"],
+           "metric": final["metric"], "rows": sweep.rows, "summary": final["summary"],
+           "references": sweep.references, "verdict": final["verdict"]}
+
+
+def _tuned_source(here: list[str], reused: list[str], source: str | None) -> str:
+    """lr_source of a --tune-lr sweep, saying which scopes were tuned by this sweep."""
+    if not reused:
+        return "tuned on validation (--tune-lr)"
+    if not here:
+        return f"tuned on validation (--tune-lr) by an earlier sweep with the same grid ({source}); none here"
+    return (f"tuned on validation (--tune-lr); {', '.join(here)} here, the others by an earlier sweep with the "
+            f"same grid ({source})")

@@ -1,0 +1,117 @@
+"""Equal-effort learning-rate tuning, on validation data only.
+
+Every scope gets the same-size log grid around its default rate (half-decade steps). While
+the best validation score sits on an edge of the grid, one more rate is tried past that
+edge, up to a cap on the number of rates per scope, so no scope is judged at a rate the
+grid merely failed to reach, and no scope gets more tries than another unless its optimum
+lies further out (the record says how far each went and whether the cap stopped it).
+
+`tune_scope` is a generator: it yields the progress records of the runs it starts and
+returns (StopIteration value) the record kept in results.json:
+    {"grid": [rates tried, ascending], "scores": {rate: validation score}, "chosen": rate,
+     "metric": name, "split": "validation", "n": items, "capped": bool}
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Generator
+
+
+@dataclass(frozen=True)
+class Grid:
+    points: int = 3  # rates in the initial grid, centred on the scope's default
+    step: float = math.sqrt(10)  # ratio between neighbouring rates (half a decade)
+    cap: int = 6  # most rates tried per scope, extensions included
+
+    def initial(self, centre: float) -> list[float]:
+        half = (self.points - 1) / 2
+        return [_round(centre * self.step ** (i - half)) for i in range(self.points)]
+
+    def describe(self) -> dict:
+        return {"points": self.points, "step": round(self.step, 4), "cap": self.cap,
+                "rule": "log grid centred on the scope's default rate; one rate past an edge while the best "
+                        "validation score sits on it, up to the cap"}
+
+
+def _round(lr: float) -> float:
+    """Three significant digits: rates read as 3.16e-03, not 0.0031622776601683794."""
+    return float(f"{lr:.3g}")
+
+
+def best_rate(scores: dict[float, float | None]) -> float:
+    """Highest score; failed runs (None) count as worst; ties go to the lower rate."""
+    return max(sorted(scores), key=lambda lr: -math.inf if scores[lr] is None else scores[lr])
+
+
+def next_rate(scores: dict[float, float | None], grid: Grid) -> float | None:
+    """The rate past the edge the best sits on, or None when the best is inside the grid."""
+    rates = sorted(scores)
+    best = best_rate(scores)
+    if best == rates[-1]:
+        nxt = _round(rates[-1] * grid.step)
+        return nxt if nxt < 1 else None  # TrainConfig takes rates in (0, 1)
+    if best == rates[0]:
+        return _round(rates[0] / grid.step)
+    return None
+
+
+RunOne = Callable[[float], Generator[dict, None, "float | None"]]
+
+
+def tune_scope(run_one: RunOne, centre: float, grid: Grid = Grid(), *, stop=None) -> Generator[dict, None, dict]:
+    """Try the grid around `centre` with `run_one(lr)` (a generator of progress records that
+    returns the validation score), extending past edges as described above."""
+    scores: dict[float, float | None] = {}
+    for lr in grid.initial(centre):
+        if stop is not None and stop.is_set():
+            break
+        scores[lr] = yield from run_one(lr)
+    while len(scores) < grid.cap and not (stop is not None and stop.is_set()):
+        nxt = next_rate(scores, grid) if scores else None
+        if nxt is None or nxt in scores:
+            break
+        scores[nxt] = yield from run_one(nxt)
+    if not scores:
+        return {"grid": [], "scores": {}, "chosen": None, "capped": False}
+    return {"grid": sorted(scores), "scores": {str(lr): scores[lr] for lr in sorted(scores)},
+            "chosen": best_rate(scores), "capped": next_rate(scores, grid) is not None}
+
+
+__all__ = ["Grid", "best_rate", "next_rate", "tune_scope"]
+
+
+# What an earlier sweep's rates are only comparable under: the same model, data and budget.
+REUSE_KEYS = ("backbone", "data", "split", "quant", "precision", "steps", "batch_size", "grad_accum", "warmup",
+              "weight_decay", "max_length", "lora_r", "lora_alpha", "ln_lr")
+
+
+def reusable_tuning(results: dict, config: dict, source: str, grid: Grid | None = None) -> dict:
+    """The "tuning" record of an earlier `compare --tune-lr` results.json, checked against
+    this sweep's `config` (TrainConfig.to_dict()): a rate chosen for another model, data or
+    budget says nothing here, so any difference is refused, naming the field. With `grid`
+    (this sweep tunes the scopes the record lacks), the grids must match too: equal effort.
+    """
+    from ..config import ConfigError
+
+    tuned = results.get("tuning")
+    if not tuned or not tuned.get("scopes"):
+        raise ConfigError(f"{source}: no 'tuning' record (run compare --tune-lr first)")
+    # The options as given (results["backbone"] is the resolved name, a path for a local folder);
+    # the top-level copies only where an older file lacks "config".
+    before = {"data": results.get("data"), "quant": results.get("quant"), "steps": results.get("steps"),
+              **(results.get("config") or {})}
+    before.setdefault("backbone", results.get("backbone"))
+    for key in REUSE_KEYS:
+        if key in before and before[key] != config.get(key):
+            raise ConfigError(f"{source}: its rates were tuned with {key}={before[key]!r}, this sweep has "
+                              f"{key}={config.get(key)!r}; tune again (--tune-lr) or match it")
+    if grid is not None and tuned.get("grid") and {k: v for k, v in tuned["grid"].items() if k != "rule"} != \
+            {k: v for k, v in grid.describe().items() if k != "rule"}:
+        raise ConfigError(f"{source}: its grid {tuned['grid']} differs from this sweep's (--grid-points, --grid-cap); "
+                          "every scope must get the same-size grid")
+    if grid is not None:  # a scope whose tuning was stopped part-way had less effort: tune it again here
+        tuned = {**tuned, "scopes": {scope: rec for scope, rec in tuned["scopes"].items()
+                                     if len(rec.get("grid") or []) >= grid.points}}
+    return {**tuned, "reused_from": source}

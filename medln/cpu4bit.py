@@ -1,0 +1,72 @@
+"""bitsandbytes' CPU 4-bit kernels, and keeping a loaded model's 4-bit layers as they were loaded.
+
+On a CPU, bitsandbytes 0.50 runs a 4-bit layer (nn/modules.py Linear4bit.forward,
+autograd/_functions.py matmul_4bit) one of two ways:
+  dequant     the NF4 weight is dequantized to the compute dtype (fp32 on a CPU: exact) and
+              torch's linear runs. Any CPU; always while training or when the input needs a
+              gradient.
+  avx512bf16  where the CPU has AVX512-BF16 (the native has_avx512bf16_cpu(), read into
+              Linear4bit.support_avx512bf16_for_cpu when the layer is built), the first
+              eval-mode forward whose input needs no gradient REPACKS the layer's weight in
+              place (functional._convert_weight_packed_for_cpu: a tiled nibble layout, the
+              double-quantized scales folded and rounded to bf16), and every later call runs the
+              fused gemv_4bit: input and NF4 codebook in bf16, fp32 sums per 64-element block,
+              output rounded to bf16 (csrc/cpu_ops.cpp).
+
+The trap (issue 26): Linear4bit._save_to_state_dict turns a packed layer back IN PLACE
+(_convert_weight_packed_for_cpu_inverse), and that inverse is lossy: the bf16 scales are
+quantized again to 8 bits around a new offset (the double quantization), so the next forward
+packs different scales. peft calls model.state_dict() whenever it loads an adapter
+(set_peft_model_state_dict -> _remap_adapter_state_dict_for_load), so on such a CPU a cached
+4-bit base answered differently after each adapter it loaded (logits 2-3e-3 off on the tiny
+model): the app's tuned answers were not the run's. `keep_packed` makes a layer's state_dict()
+leave the layer as it found it, so the packing state of a model depends only on how it was
+loaded, not on what read its weights since.
+"""
+
+from __future__ import annotations
+
+_STASH = "_medln_packed"  # the packed weight and quant state, kept across one state_dict() call
+
+
+def cpu_4bit_kernel() -> str:
+    """The path an inference forward of a 4-bit layer built here takes on this CPU."""
+    try:
+        from bitsandbytes.functional import has_avx512bf16
+    except ImportError:
+        return "dequant"
+    return "avx512bf16" if has_avx512bf16() else "dequant"
+
+
+def keep_packed(model) -> int:
+    """Make every bitsandbytes Linear4bit of `model` come out of state_dict() unchanged (its
+    saved tensors are bitsandbytes' unpacked form, as before); returns how many layers."""
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return 0
+    layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
+    for layer in layers:
+        if not getattr(layer, "_medln_keeps_packed", False):
+            layer.register_state_dict_pre_hook(_stash)
+            layer.register_state_dict_post_hook(_restore)
+            layer._medln_keeps_packed = True
+    return len(layers)
+
+
+def _stash(module, prefix, keep_vars) -> None:
+    state = getattr(module.weight, "quant_state", None)
+    if getattr(state, "packing_format_for_cpu", False):
+        # the inverse rebinds weight.data and rewrites the quant state's fields; the packed
+        # tensors themselves are only read, so references to them restore the layer exactly
+        setattr(module, _STASH, (module.weight.data, state, dict(vars(state))))
+
+
+def _restore(module, state_dict, prefix, local_metadata) -> None:
+    stash = module.__dict__.pop(_STASH, None)
+    if stash is not None:
+        data, state, fields = stash
+        vars(state).clear()
+        vars(state).update(fields)
+        module.weight.data = data
+        module.weight.quant_state = module.quant_state = state

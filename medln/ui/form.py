@@ -1,0 +1,48 @@
+"""The forms' widget values -> a validated TrainConfig: the Fine-tune and Compare forms and the
+/finetune endpoint build their config here, through TrainConfig.from_dict, so they take the
+config's own field names, types and ranges (every problem listed, as for the CLI)."""
+
+from __future__ import annotations
+
+from medln.config import TrainConfig
+
+from .errors import UserError
+from .uploads import DataChoice
+
+
+def config_fields(backbone, scope, quant4, steps, lr, batch_size, eval_limit, seed, precision="auto") -> dict:
+    """The form's widgets -> TrainConfig fields: the 4-bit box becomes a quant value, number
+    widgets' 12.0 becomes 12, and an empty learning-rate field is None: the scope's default."""
+    return {"backbone": backbone, "scope": scope, "quant": "4bit" if quant4 else "none", "steps": _whole(steps),
+            "lr": _rate(lr), "batch_size": _whole(batch_size),
+            "eval_limit": _whole(eval_limit or 0), "seed": _whole(seed or 0), "precision": precision or "auto"}
+
+
+def build_config(fields: dict, data: DataChoice) -> TrainConfig:
+    """TrainConfig fields (the form's, or /finetune's) and a data choice -> a validated
+    TrainConfig, by TrainConfig.from_dict: unknown fields, types and ranges are refused there,
+    every problem listed, as for the CLI."""
+    backbone = fields.get("backbone")
+    if not isinstance(backbone, str) or not backbone.strip():
+        raise UserError("choose a backbone")
+    data_fields = {"data": data.spec, "eval_split": data.eval_split, "ood_split": data.ood_split}
+    return TrainConfig.from_dict({**fields, "backbone": backbone.strip(), **data_fields}).validate()
+
+
+def _rate(value):
+    """The learning-rate field: empty (or blank) is None, the scope's default; text that reads
+    as a number is that number; anything else goes to validate() as it is, which names it."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value.strip()
+    return value
+
+
+def _whole(value):
+    """Number widgets send 12.0 for 12; anything else goes to validate() as it is, which names
+    the field and what it got (a string, 1.5, 10**9) instead of int() failing or truncating."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
