@@ -6,7 +6,10 @@ Heavy imports (torch, transformers) happen inside the functions that need them.
 
 from pathlib import Path as _Path
 
+from .logs import silence_known_noise as _silence_known_noise
+
 __version__ = "0.1.0"
+_silence_known_noise()  # before peft, transformers or bitsandbytes loads (medln.logs says which and why)
 
 
 def _assets() -> _Path:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import sys
 import time
 
 from .config import (AskArgs, ConfigError, EvalArgs, Listing, ParamsArgs, ScoreArgs, TrainArgs, TrainConfig, add_command,
                      from_args, parse_command_line)
 
+log = logging.getLogger("medln.cli")  # diagnostics: stderr through medln.logs.console, not print
 COMMAND_MODULES: list[str] = ["compare.cli", "bench", "inspect", "merge", "hub", "launch"]  # modules defining add_cli(sub)
 # Builders (medln.make) are imported only when their own command runs: `medln --help` and
 # every other command never load them. name -> (module defining add_cli(sub), one-line help)
@@ -67,27 +69,42 @@ def cmd_params(args) -> None:
             else:
                 print(f"{r['scope']:<10} {r['trainable']:>14,} / {r['total']:,} ({r['percent']:.4f} %)  "
                       f"dead={r['dead']:,}  modules={len(r['modules'])}")
-        print(f"({time.perf_counter() - t0:.2f} s)", file=sys.stderr)
+        log.info("(%.2f s)", time.perf_counter() - t0)
         return
     _print(rows[0] if args.scope != "all" else rows, True)
 
 
 def cmd_train(args) -> None:
     from .metrics import METRICS
+    from .progress import Bars
     from .runs import new_run_id
 
     cfg = from_args(args, TrainArgs).train_config()
     out = args.out or f"runs/{new_run_id(cfg.backbone, cfg.scope)}"
     from .train import train_run
 
+    bars = Bars.for_args(args)
+    score_bar = bars.score_records()  # scoring reported as records rather than through the callback
+    steps = None  # the training bar: from the start record on, drawn by the main process only
     main = None
-    for record in train_run(cfg, out, overwrite=args.overwrite):
+    for record in bars.through(train_run(cfg, out, overwrite=args.overwrite, score_progress=bars.scoring)):
         if main is None:  # train_run's Accelerator has set up the (possibly distributed) state by now
             from accelerate import PartialState
 
             main = PartialState().is_main_process
         if not main:  # under `accelerate launch` only the main process prints
             continue
+        if record.get("event") == "start":
+            steps = bars.bar(cfg.steps, "training", "step")
+        elif record.get("event") == "step" and steps is not None:
+            steps.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+            steps.update()
+            if record["step"] == cfg.steps:
+                steps.close()  # training is over: the scoring bars come next
+        elif steps is not None:
+            steps.close()  # stopped early, or done: the bar ends where training did (closing twice is harmless)
+        if record.get("event") == "score":
+            score_bar(record)
         if args.json:
             print(json.dumps(record), flush=True)
         elif record.get("event") == "start":
@@ -96,7 +113,9 @@ def cmd_train(args) -> None:
                   f"lr={record['lr']:g}: trains {record['trainable']:,} of {record['total']:,} parameters "
                   f"({record['percent']:.4f} %), dead norms {record['dead']:,}; {record['n_train']} samples", flush=True)
             for note in record["notes"]:
-                print(f"  note: {note}")
+                log.info("note: %s", note)  # a diagnostic: stderr, hidden by --quiet
+        elif record.get("event") == "stopped":
+            print(f"stopped after step {record['step']}: the adapter trained so far is saved and scored", flush=True)
         elif record.get("event") == "done":
             print(f"run: {record['run']} ({record['status']}, {record['steps_done']} steps, {record['train_s']:.1f} s)")
             for split in record["tuned"]:
@@ -104,9 +123,6 @@ def cmd_train(args) -> None:
                 shown = [m for m in METRICS.values() if m.brief and t.get(m.name) is not None]
                 print(f"  {split:<12} " + "  ".join(f"{m.name} {m.format(b.get(m.name) or 0)}->{m.format(t[m.name])}"
                                                     for m in shown))
-        elif record["event"] == "step" and (record["step"] % 10 == 0 or record["step"] == 1):
-            print(f"step {record['step']:>5}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
-                  f"{record['samples_per_s']:.1f} samples/s", flush=True)
 
 
 def _base_or_run(args):
@@ -164,27 +180,57 @@ def cmd_eval(args) -> None:
 
     from .data import load_samples
     from .evaluate import evaluate, subsample
+    from .progress import Bars
     from .runs import load_run
 
     base, run = _base_or_run(args)
+    loaded = load_samples(args.data, args.split, skip_bad=args.skip_bad)  # bad data before the model loads
     bb = load_run(run.path) if run else base.load()
-    loaded = load_samples(args.data, args.split, skip_bad=args.skip_bad)
-    samples = subsample(loaded.samples, args.limit)
+    samples = subsample(loaded.samples, args.eval_limit)
     # Predictions go into the run folder, or where --predictions says: never into the current folder unasked.
     predictions = Path(args.predictions) if args.predictions else (run.path / f"predictions-{args.split}.jsonl" if run else None)
-    result = evaluate(bb, bb.model, samples, batch_size=args.batch_size, predictions_path=predictions,
-                      with_meteor=args.meteor)
+    bars = Bars.for_args(args)
+    result = evaluate(bb, bb.model, samples, batch_size=args.eval_batch_size, predictions_path=predictions,
+                      with_meteor=args.meteor, progress=bars.scoring(f"{'tuned' if run else 'base'} {args.split}"))
     if predictions is not None:
         result["predictions"] = str(predictions)
     if loaded.skipped:
         result["skipped"] = loaded.skipped
-    _print(result, args.json)
+    if args.json:
+        _print(result, True)
+    else:
+        _print_scores(result)
+
+
+def _print_scores(result: dict) -> None:
+    """A split's scores as eval prints them: one metric a line with the count it rests on."""
+    from .metrics import METRICS
+
+    shown = [m for m in METRICS.values() if result.get(m.name) is not None]
+    width = max((len(m.label) for m in shown), default=0)
+    for m in shown:
+        n = result.get(m.n_key, result.get("n"))  # score --task report: one task, its count is n
+        print(f"{m.label:<{width}}  {m.format(result[m.name])}  (n = {n})")
+    types = result.get("by_question_type") or {}
+    if types:
+        print("accuracy by question type: " + ", ".join(f"{t} {METRICS['overall'].format(r['accuracy'])} (n = {r['n']})"
+                                                       for t, r in types.items()))
+    if result.get("n_report") and result.get("meteor") is None and result.get("meteor_note"):
+        print(f"METEOR: {result['meteor_note']}")
+    for record_id, reason in result.get("skipped", []):
+        print(f"skipped {record_id}: {reason}")
+    if result.get("predictions"):
+        print(f"predictions: {result['predictions']}")
 
 
 def cmd_score(args) -> None:
     from .scoring import score_files
 
-    _print(score_files(args.task, args.pred, args.ref), args.json)
+    result = score_files(args.task, args.predictions, args.references)
+    if args.json:
+        _print(result, True)
+    else:
+        _print_scores(result)  # as eval prints them: one metric a line with its n
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -225,8 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     from .hub import HubError
     from .methods import ScopeError
 
+    from .logs import console
+    from .progress import bars_wanted, library_bars_off
+
     try:
         args = parse_command_line(build_parser(argv), argv)
+        if getattr(args, "_console_log", False):
+            console(quiet=args.quiet)
+            if not bars_wanted(quiet=args.quiet, as_json=bool(getattr(args, "json", False))):
+                library_bars_off()
         args.func(args)
     except (BackboneError, ConfigError, DataError, HubError, RunError, ScopeError, FileNotFoundError,
             FileExistsError) as e:

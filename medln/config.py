@@ -30,7 +30,9 @@ def _f(default=MISSING, help: str = "", **meta):
     """A documented field; without a default it is a required flag. Numbers carry their valid
     range: `min`/`max` (inclusive unless named in `open`). validate(), the CLI, the app's widgets
     and its API all read the range from here (`bounds`), so no caller can be looser than another.
-    `positional=True`: a command-line argument, not a flag; `flag="--with"`: another flag name."""
+    `positional=True`: a command-line argument, not a flag; `flag="--with"`: another flag name;
+    `aliases=("--limit",)`: old names that still work, hidden from --help (one name per option
+    across commands; the old spelling is kept for scripts and --config files)."""
     return field(default=default, metadata={"help": help, **meta})
 
 
@@ -203,8 +205,9 @@ class EvalArgs:
     precision: str = like(AskArgs, "precision")
     data: str = like(TrainConfig, "data")
     split: str = _f("test", "split to predict and score")
-    limit: int = _f(0, "at most N samples, evenly spaced (0: all)", min=0)
-    batch_size: int = _f(16, "batch size for generation", min=1)
+    eval_limit: int = like(TrainConfig, "eval_limit", help="score at most N samples, evenly spaced per task (0: all)",
+                           aliases=("--limit",))
+    eval_batch_size: int = like(TrainConfig, "eval_batch_size", aliases=("--batch-size",))
     meteor: bool = _f(True, "score METEOR (it starts a Java process)")
     predictions: str = _f("", "predictions JSONL to write (default: RUN/predictions-SPLIT.jsonl with --adapter, else none)")
     skip_bad: bool = like(TrainConfig, "skip_bad")
@@ -214,8 +217,8 @@ class EvalArgs:
 @dataclass(kw_only=True)
 class ScoreArgs:
     task: str = _f(help="what the files hold", choices=("vqa", "report"))
-    pred: str = _f(help="predictions JSONL (id, prediction)")
-    ref: str = _f(help="references JSONL (id, answer, ...)")
+    predictions: str = _f(help="predictions JSONL (id, prediction)", aliases=("--pred",))  # eval's name for that file
+    references: str = _f(help="references JSONL (id, answer, ...)", aliases=("--ref",))
     json: bool = _f(False, "print JSON")
 
 
@@ -269,15 +272,26 @@ def add_arguments(parser, cls=TrainConfig, only: tuple[str, ...] | None = None, 
             if "choices" in f.metadata:
                 kw["choices"] = f.metadata["choices"]
         parser.add_argument(flag, **kw)
+        for alias in f.metadata.get("aliases", ()):  # hidden; its default must not overwrite the flag's
+            parser.add_argument(alias, **{**kw, "help": argparse.SUPPRESS, "default": argparse.SUPPRESS})
 
 
-def add_command(sub, name: str, cls, func, *, help: str, exclude: tuple[str, ...] = ()):
-    """A subcommand whose flags are `cls`'s fields, plus --config FILE."""
+def aliases(cls) -> dict[str, str]:
+    """Old option names -> field names, as --config keys spell them ("limit" -> "eval_limit")."""
+    return {a.lstrip("-").replace("-", "_"): f.name for f in dataclasses.fields(cls) for a in f.metadata.get("aliases", ())}
+
+
+def add_command(sub, name: str, cls, func, *, help: str, exclude: tuple[str, ...] = (), quiet: bool = True):
+    """A subcommand whose flags are `cls`'s fields, plus --config FILE and (unless quiet=False)
+    --quiet; its diagnostics go to the console log (medln.logs) unless it says otherwise."""
     p = sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
     add_arguments(p, cls, exclude=exclude)
     p.add_argument("--config", metavar="FILE",
                    help="JSON or YAML of option values (a run's config.json too); flags given here override it")
-    p.set_defaults(func=func, _options=cls, _parser=p)
+    if quiet:
+        p.add_argument("--quiet", action="store_true",
+                       help="no progress bars; only warnings and errors on stderr")
+    p.set_defaults(func=func, _options=cls, _parser=p, _console_log=quiet)
     return p
 
 
@@ -303,6 +317,8 @@ def read_config_file(path: str, cls) -> dict:
     names = {f.name for f in dataclasses.fields(cls)}
     if isinstance(data.get("config"), dict) and "config" not in names:  # a run folder's config.json
         data = data["config"]
+    old = aliases(cls)
+    data = {old.get(k, k) if k not in names else k: v for k, v in data.items()}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"--config {path}: unknown options {', '.join(unknown)}")

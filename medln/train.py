@@ -15,10 +15,9 @@ a record happens to have.
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .backbones import Backbone, resolve
 from .config import TrainConfig
@@ -52,15 +51,6 @@ class Tunable:
     base: BaseSpec | None = None
 
 
-def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def prepare(cfg: TrainConfig, *, device: str | None = None, backbone: Backbone | None = None) -> Tunable:
     """Load the backbone (unless given) and apply the scope. Under 4-bit the attn/ffn scopes
     keep their projections unquantized, so their names are known before loading (meta count)."""
@@ -75,7 +65,9 @@ def prepare(cfg: TrainConfig, *, device: str | None = None, backbone: Backbone |
     device_kind = next(backbone.model.parameters()).device.type
     spec = BaseSpec(spec.backbone, backbone.quant, spec.keep, backbone.dtype,
                     "cuda" if device_kind == "cuda" else "cpu", spec.trust_remote_code, cfg.precision)
-    seed_everything(cfg.seed)  # LoRA's A matrices are initialised from the global RNG
+    from transformers import set_seed
+
+    set_seed(cfg.seed)  # Python, numpy and torch (every device): LoRA's A matrices come from the global RNG
     model, selection = apply_scope(backbone.model, backbone.model.config, backbone.family, scope, quant=cfg.quant,
                                    lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
     if cfg.grad_checkpointing:
@@ -133,9 +125,10 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
     """
     import torch
     from torch.utils.data import DataLoader
+    from transformers import set_seed
 
     acc = accelerator or make_accelerator(cfg)
-    seed_everything(cfg.seed)
+    set_seed(cfg.seed)
     model = tunable.model
     precision = tunable.backbone.precision or from_dtype(tunable.backbone.dtype)
     scaler = grad_scaler(precision, acc.device.type)  # fp16 only; otherwise a pass-through
@@ -233,7 +226,8 @@ def _precision_notes(precision) -> list[str]:
 
 def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tunable | None = None,
               base_metrics: dict | None = None, extra_eval: dict[str, list[Sample]] | None = None,
-              train_samples: list[Sample] | None = None, overwrite: bool = False) -> Iterator[dict]:
+              train_samples: list[Sample] | None = None, overwrite: bool = False,
+              score_progress: Callable[[str], Callable[[int, int], None] | None] | None = None) -> Iterator[dict]:
     """The whole `train` command as a generator: load data, apply the scope, train, save the
     adapter, evaluate base and tuned. Yields {"event": "start"}, the step records, then
     {"event": "done", ...}. Only the main process writes the run folder.
@@ -242,7 +236,9 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
     model are reused, not scored again; `extra_eval` {name: samples} adds evaluation sets
     (e.g. a second, out-of-domain dataset); `train_samples` replaces the cfg.split split
     (e.g. train without the slice a sweep carved off for validation). `overwrite` replaces an
-    existing MedLN run in `out` (never a folder MedLN did not write; see medln.runs)."""
+    existing MedLN run in `out` (never a folder MedLN did not write; see medln.runs).
+    `score_progress(label)` gives the callback, progress(done, total), that scoring "base test",
+    "tuned test", ... reports to (medln.progress.Bars.scoring), or None for none."""
     from .data import DataError, load_samples
     from .evaluate import subsample
     from .runs import RunDir, check_out
@@ -300,7 +296,8 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
                                   "source": tunable.backbone.source, "revisions": revisions}, overwrite=overwrite)
     yield start
     try:
-        yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, start, stop, base_metrics)
+        yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, start, stop, base_metrics,
+                                    score_progress)
     except BaseException as e:  # recorded where the run's readers look, then raised as it was
         if run is not None:
             if not run.adapter_dir.exists():
@@ -310,23 +307,28 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         raise
 
 
-def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, base_metrics) -> Iterator[dict]:
+def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, base_metrics,
+                     score_progress=None) -> Iterator[dict]:
     from .adapters import adapter_bytes, make_portable
     from .card import write_adapter_card
     from .evaluate import evaluate
 
     sel = tunable.selection
 
-    def run_eval(adapter: bool, skip: dict | None = None) -> dict:
+    def run_eval(adapter: bool, which: str, skip: dict | None = None) -> dict:
         model = acc.unwrap_model(tunable.model)
+
+        def progress(split: str):
+            return score_progress(f"{which} {split}") if score_progress else None
+
         with eager_if(cfg.compile):  # compiled blocks would recompile for every generated length
             return {split: (skip or {}).get(split) or evaluate(tunable.backbone, model, split_samples, adapter=adapter,
-                                                                 batch_size=cfg.eval_batch_size)
+                                                                 batch_size=cfg.eval_batch_size, progress=progress(split))
                     for split, split_samples in eval_sets.items()}
 
     base = None
     if sel.scope.method.peft_type is None and acc.is_main_process:
-        base = run_eval(adapter=True, skip=base_metrics)  # full fine-tuning overwrites the weights: score them first
+        base = run_eval(adapter=True, which="base", skip=base_metrics)  # full fine-tuning overwrites the weights: score them first
     status, steps_done, t0 = "completed", 0, time.perf_counter()
     for record in fit(tunable, cfg, samples, stop=stop, accelerator=acc):
         if run:
@@ -351,9 +353,9 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, ba
     record_movement(run.path, model, tunable.backbone.family, {"run": str(run.path), "scope": cfg.scope,
                                                                 "seed": cfg.seed, "backbone": tunable.backbone.name})
     if base is None:
-        base = run_eval(adapter=False, skip=base_metrics)
+        base = run_eval(adapter=False, which="base", skip=base_metrics)
     yield {"event": "eval", "which": "base", "metrics": base}
-    tuned = run_eval(adapter=True)
+    tuned = run_eval(adapter=True, which="tuned")
     yield {"event": "eval", "which": "tuned", "metrics": tuned}
     result = {
         "status": status,

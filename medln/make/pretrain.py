@@ -83,7 +83,9 @@ def pretrain_tiny(out: Path = OUT, *, studies: int = 4000, steps: int = 2500, ba
 
     from ..backbones import load_backbone
     from ..config import TrainConfig
-    from ..train import Tunable, fit, seed_everything
+    from transformers import set_seed
+
+    from ..train import Tunable, fit
     from .task import source_stream
     from .tiny import build_tiny
 
@@ -97,7 +99,7 @@ def pretrain_tiny(out: Path = OUT, *, studies: int = 4000, steps: int = 2500, ba
     bb.model.requires_grad_(True)
     n_params = sum(p.numel() for p in bb.model.parameters())
     log(f"medln-tiny: {n_params:,} parameters")
-    seed_everything(seed)
+    set_seed(seed)
     cfg = TrainConfig(backbone=str(out), scope="full", steps=steps, lr=lr, batch_size=batch_size, warmup=0.05,
                       seed=seed, weight_decay=0.01)
     tunable = Tunable(bb, bb.model, None)
