@@ -1,6 +1,6 @@
 """Is an image of the kind the bundled demo model was trained on? A measured check.
 
-`medln-tiny` (4.8 M parameters) has only ever seen MedLN's synthetic phantoms
+`medln-tiny` (1.6 M parameters) has only ever seen MedLN's synthetic phantoms
 (medln.make.task): on a real radiograph or CT it answers fluently and wrongly ("axial MRI
 of the head, large right mass"). So when the backbone is the demo model, every answer
 surface runs `check_image` and, when the image is not a phantom, says so with the reason.

@@ -70,7 +70,7 @@ def scopes_md(backbone: str = "medln-tiny") -> str:
     return ("### Tuning scopes\n\n"
             f"The learning rate the *Fine-tune* tab fills in depends on the backbone: for {name} (this "
             "app's default) the rates chosen on its validation split by `compare --tune-lr` "
-            "(docs/compare-medln-tiny/tuning.json), for other "
+            "(docs/compare-medln-tiny/results.json, 'tuning'), for other "
             "backbones the generic default of the scope. The Fine-tune tab always shows the one it will use.\n\n"
             f"| scope | trains | learning rate on {name} | generic default | under 4-bit |\n|---|---|---|---|---|\n"
             + rows)
