@@ -102,6 +102,17 @@ def test_no_module_is_longer_than_400_lines():
     assert {m: n for m, n in lines.items() if n > 400} == {}
 
 
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise():
+    """Spinning OpenMP threads made torch 6-9x slower on a shared CPU (medln/__init__.py):
+    importing medln sets the passive policy before torch can load; a user's own value stays."""
+    code = "import os, medln; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                              env={**env, **({"OMP_WAIT_POLICY": given} if given else {})})
+        assert proc.stdout.strip() == expected, proc.stderr[-2000:]
+
+
 def test_help_imports_no_builder():
     """`medln --help` (and every command's --help but the builders' own) stays light: no
     medln.make, no gradio, no torch."""
@@ -219,7 +230,7 @@ def test_a_saved_config_replays_exactly(tiny_model, dataset, tmp_path):
     yaml_file = tmp_path / "run.yaml"
     yaml_file.write_text(f"backbone: {tiny_model('llava')}\ndata: jsonl:{dataset}\nsteps: 5\nbogus: 1\n")
     proc = run_cli("train", "--config", yaml_file, "--out", tmp_path / "c")
-    assert proc.returncode == 2 and "unknown options bogus" in proc.stderr
+    assert proc.returncode == 2 and "unknown option 'bogus' for `medln train`" in proc.stderr
     assert not (tmp_path / "c").exists()
 
 
