@@ -18,7 +18,7 @@ from .config import (AskArgs, ConfigError, EvalArgs, Listing, ParamsArgs, ScoreA
                      from_args, parse_command_line)
 
 log = logging.getLogger("medln.cli")  # diagnostics: stderr through medln.logs.console, not print
-COMMAND_MODULES: list[str] = ["compare.cli", "bench", "inspect", "merge", "hub", "launch"]  # modules defining add_cli(sub)
+COMMAND_MODULES: list[str] = ["compare.cli", "bench", "bench.ask", "inspect", "merge", "hub", "launch"]  # modules defining add_cli(sub)
 # Builders (medln.make) are imported only when their own command runs: `medln --help` and
 # every other command never load them. name -> (module defining add_cli(sub), one-line help)
 BUILDER_COMMANDS: dict[str, tuple[str, str]] = {
@@ -87,7 +87,7 @@ def cmd_train(args) -> None:
     score_bar = bars.score_records()  # scoring reported as records rather than through the callback
     steps = None  # the training bar: from the start record on, drawn by the main process only
     main = None
-    for record in bars.through(train_run(cfg, out, overwrite=args.overwrite, score_progress=bars.scoring)):
+    for record in bars.through(train_run(cfg, out, overwrite=args.overwrite)):
         if main is None:  # train_run's Accelerator has set up the (possibly distributed) state by now
             from accelerate import PartialState
 
@@ -114,15 +114,32 @@ def cmd_train(args) -> None:
                   f"({record['percent']:.4f} %), dead norms {record['dead']:,}; {record['n_train']} samples", flush=True)
             for note in record["notes"]:
                 log.info("note: %s", note)  # a diagnostic: stderr, hidden by --quiet
+            log.info("%s", scored_line(record))  # what is scored and how to change it: stderr, as the notes
         elif record.get("event") == "stopped":
             print(f"stopped after step {record['step']}: the adapter trained so far is saved and scored", flush=True)
         elif record.get("event") == "done":
-            print(f"run: {record['run']} ({record['status']}, {record['steps_done']} steps, {record['train_s']:.1f} s)")
+            cached = f"; base answers of {', '.join(record['base_cached'])} from the cache" if record.get("base_cached") else ""
+            print(f"run: {record['run']} ({record['status']}, {record['steps_done']} steps, training "
+                  f"{record['train_s']:.1f} s, evaluation {record.get('eval_s', 0):.1f} s{cached})")
             for split in record["tuned"]:
                 b, t = record["base"][split], record["tuned"][split]
                 shown = [m for m in METRICS.values() if m.brief and t.get(m.name) is not None]
                 print(f"  {split:<12} " + "  ".join(f"{m.name} {m.format(b.get(m.name) or 0)}->{m.format(t[m.name])}"
                                                     for m in shown))
+
+
+def scored_line(start: dict) -> str:
+    """What base and tuned are scored on, and how to change it (train's start record)."""
+    items = start.get("eval_items") or {}
+    if not items:
+        return "scoring: none (no evaluation split)"
+    parts = ", ".join(f"{v['scored']} of {v['of']} {split}" for split, v in items.items())
+    from .config import EVAL_LIMIT
+
+    limit = start.get("eval_limit")
+    how = (f"--eval-limit {limit} per split{', the default, as in the app' if limit == EVAL_LIMIT else ''}; "
+           "--eval-limit 0 scores all" if limit else "--eval-limit 0: every item")
+    return f"scoring base and tuned on {parts} items ({how})"
 
 
 def _base_or_run(args):
@@ -150,13 +167,17 @@ def _base_or_run(args):
 def cmd_ask(args) -> None:
     from .backbones import REPORT_PROMPT
     from .data.images import load_image
-    from .evaluate import MAX_NEW_TOKENS
+    from .generation import MAX_NEW_TOKENS
     from .prompts import check_question
     from .answers import stream_answers
     from .models import ModelCache
 
     check_question(args.question)  # before loading anything
     base, run = _base_or_run(args)
+    if run is not None:  # peft attaches the adapter; bitsandbytes only where weights are 4-bit
+        from .adapters import import_peft
+
+        import_peft(quantized=base.quant == "4bit")
     image = load_image(args.image, where=args.image)
     task = "vqa" if args.question else "report"
     base_answer = tuned_answer = ""
@@ -189,9 +210,19 @@ def cmd_eval(args) -> None:
     samples = subsample(loaded.samples, args.eval_limit)
     # Predictions go into the run folder, or where --predictions says: never into the current folder unasked.
     predictions = Path(args.predictions) if args.predictions else (run.path / f"predictions-{args.split}.jsonl" if run else None)
+    key = None
+    if run is None:  # the base model: its answers may be cached already (medln.prediction_cache)
+        from .backbones import resolve
+        from .prediction_cache import base_key
+
+        key = base_key(bb, base, backbone_revision=resolve(base.backbone).revision_record(), split=args.split,
+                       limit=args.eval_limit, samples=samples, batch_size=args.eval_batch_size)
+    log.info("scoring %d of %d %s items (--eval-limit %d%s)", len(samples), len(loaded.samples), args.split,
+             args.eval_limit, "; --eval-limit 0 scores all" if args.eval_limit else ": every item")
     bars = Bars.for_args(args)
     result = evaluate(bb, bb.model, samples, batch_size=args.eval_batch_size, predictions_path=predictions,
-                      with_meteor=args.meteor, progress=bars.scoring(f"{'tuned' if run else 'base'} {args.split}"))
+                      with_meteor=args.meteor, base_key=key,
+                      progress=bars.scoring(f"{'tuned' if run else 'base'} {args.split}"))
     if predictions is not None:
         result["predictions"] = str(predictions)
     if loaded.skipped:
@@ -250,10 +281,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     add_command(sub, "ask", AskArgs, cmd_ask, help="answer a question about an image (or write a report)")
     add_command(sub, "eval", EvalArgs, cmd_eval, help="predict and score a data split")
     add_command(sub, "score", ScoreArgs, cmd_score, help="score a predictions JSONL against references (joined on id)")
-    # Commands that live with their concept: each module has add_cli(subparsers).
-    for module in COMMAND_MODULES:
-        importlib.import_module(f"medln.{module}").add_cli(sub)
     command = next((a for a in argv if not a.startswith("-")), None)
+    # Commands that live with their concept: each module has add_cli(subparsers). A command
+    # defined above needs none of them: `ask` does not pay for importing compare and bench.
+    if command not in sub.choices:
+        for module in COMMAND_MODULES:
+            importlib.import_module(f"medln.{module}").add_cli(sub)
     for name, (module, text) in BUILDER_COMMANDS.items():
         if name == command:
             importlib.import_module(f"medln.{module}").add_cli(sub)

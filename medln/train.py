@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 from .backbones import Backbone, resolve
 from .config import TrainConfig
@@ -26,6 +26,7 @@ from .data.sample import Sample
 from .prompts import encode_for_training
 from .machine import peak_memory_gb, reset_peak
 from .precision import autocast_context, from_dtype, grad_scaler
+from . import prediction_cache
 from .revisions import data_revision
 from .runs import BaseSpec
 from .methods import Selection, apply_scope, get_scope, kept_unquantized
@@ -34,6 +35,7 @@ EVENTS = {
     "start": "the run's set-up: backbone, scope, counts, notes (first record)",
     "step": "one optimizer step: loss, lr, throughput, memory",
     "stopped": "the stop flag ended training early (the adapter is still saved and scored)",
+    "score": "one batch of answers scored: which model, split, done of total, answers left in the run",
     "eval": "base or tuned metrics of every evaluation split",
     "failed": "an error ended the run; `error` says which (written to metrics.jsonl, then raised)",
     "done": "the run is saved and scored: eval.json's content (last record)",
@@ -226,8 +228,7 @@ def _precision_notes(precision) -> list[str]:
 
 def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tunable | None = None,
               base_metrics: dict | None = None, extra_eval: dict[str, list[Sample]] | None = None,
-              train_samples: list[Sample] | None = None, overwrite: bool = False,
-              score_progress: Callable[[str], Callable[[int, int], None] | None] | None = None) -> Iterator[dict]:
+              train_samples: list[Sample] | None = None, overwrite: bool = False) -> Iterator[dict]:
     """The whole `train` command as a generator: load data, apply the scope, train, save the
     adapter, evaluate base and tuned. Yields {"event": "start"}, the step records, then
     {"event": "done", ...}. Only the main process writes the run folder.
@@ -237,8 +238,8 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
     (e.g. a second, out-of-domain dataset); `train_samples` replaces the cfg.split split
     (e.g. train without the slice a sweep carved off for validation). `overwrite` replaces an
     existing MedLN run in `out` (never a folder MedLN did not write; see medln.runs).
-    `score_progress(label)` gives the callback, progress(done, total), that scoring "base test",
-    "tuned test", ... reports to (medln.progress.Bars.scoring), or None for none."""
+    Scoring reports itself as "score" records, one per generated batch (a progress bar's
+    source: medln.progress.Bars.score_records)."""
     from .data import DataError, load_samples
     from .evaluate import subsample
     from .runs import RunDir, check_out
@@ -253,15 +254,20 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         loaded = load_samples(cfg.data, cfg.split, skip_bad=cfg.skip_bad)  # bad data, too, before torch is imported
     acc = accelerator or make_accelerator(cfg)
     eval_sets: dict[str, list[Sample]] = {}
+    eval_items: dict[str, dict] = {}  # split -> {"scored": n, "of": the split's size}
     notes: list[str] = []
     for split in filter(None, (cfg.eval_split, cfg.ood_split)):
         try:
-            eval_sets[split] = subsample(load_samples(cfg.data, split, skip_bad=cfg.skip_bad).samples, cfg.eval_limit)
+            whole = load_samples(cfg.data, split, skip_bad=cfg.skip_bad).samples
         except DataError as e:
             if split == cfg.eval_split:
                 raise
             notes.append(f"no out-of-domain evaluation: {e}")
+            continue
+        eval_sets[split] = subsample(whole, cfg.eval_limit)
+        eval_items[split] = {"scored": len(eval_sets[split]), "of": len(whole)}
     eval_sets.update(extra_eval or {})
+    eval_items.update({name: {"scored": len(s), "of": len(s)} for name, s in (extra_eval or {}).items()})
     tunable = tunable or prepare(cfg, device=str(acc.device))
     cfg, memory_note = fit_memory(cfg, tunable, loaded.samples, acc)
     notes += [memory_note] if memory_note else []
@@ -283,21 +289,25 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "n_modules": len(sel.modules),
         "n_train": len(loaded.samples),
         "skipped": loaded.skipped,
+        "eval_items": eval_items,  # what base and tuned are scored on (--eval-limit per split)
+        "eval_limit": cfg.eval_limit,
         "notes": sel.notes + list(getattr(tunable.backbone, "notes", [])) + notes + _precision_notes(tunable.backbone.precision),
     }
     start["scope_description"] = tunable.selection.scope.description
     base_spec = tunable.base or BaseSpec(cfg.backbone, cfg.quant)
-    run = None
+    run, base_keys = None, {}
     if acc.is_main_process:
         # What exactly was used: the hub commits, or content hashes of local model and data (medln.revisions)
-        revisions = {"backbone": resolve(base_spec.backbone).revision_record(),
-                     "data": data_revision(loaded)}
+        revisions = {"backbone": resolve(base_spec.backbone).revision_record(), "data": data_revision(loaded)}
+        # The base's answers are cached under everything they depend on (medln.prediction_cache)
+        base_keys = prediction_cache.base_keys(tunable.backbone, base_spec, revisions["backbone"], eval_sets,
+                                               limit=cfg.eval_limit, batch_size=cfg.eval_batch_size,
+                                               fused_norms=cfg.fused_norms)
         run = RunDir.create(out, {"config": cfg.to_dict(), "base": base_spec.to_dict(), **start,
                                   "source": tunable.backbone.source, "revisions": revisions}, overwrite=overwrite)
     yield start
     try:
-        yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, start, stop, base_metrics,
-                                    score_progress)
+        yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, stop, base_metrics, base_keys)
     except BaseException as e:  # recorded where the run's readers look, then raised as it was
         if run is not None:
             if not run.adapter_dir.exists():
@@ -307,28 +317,36 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         raise
 
 
-def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, base_metrics,
-                     score_progress=None) -> Iterator[dict]:
+def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, stop, base_metrics, base_keys) -> Iterator[dict]:
     from .adapters import adapter_bytes, make_portable
     from .card import write_adapter_card
-    from .evaluate import evaluate
+    from .evaluate import Scoring, scored
 
     sel = tunable.selection
+    metrics: dict[str, dict] = {"base": {k: v for k, v in (base_metrics or {}).items() if v}, "tuned": {}}
+    eval_s, cached = 0.0, []
 
-    def run_eval(adapter: bool, which: str, skip: dict | None = None) -> dict:
+    def parts(which: str, adapter: bool) -> list:
         model = acc.unwrap_model(tunable.model)
+        return [(which, split, Scoring(tunable.backbone, model, split_samples, adapter=adapter,
+                                       batch_size=cfg.eval_batch_size,
+                                       base_key=base_keys.get(split) if which == "base" else None))
+                for split, split_samples in eval_sets.items() if split not in metrics[which]]
 
-        def progress(split: str):
-            return score_progress(f"{which} {split}") if score_progress else None
-
+    def run_eval(which: str, adapter: bool, later: int = 0) -> Iterator[dict]:
+        nonlocal eval_s
+        t0, todo = time.perf_counter(), parts(which, adapter)
         with eager_if(cfg.compile):  # compiled blocks would recompile for every generated length
-            return {split: (skip or {}).get(split) or evaluate(tunable.backbone, model, split_samples, adapter=adapter,
-                                                                 batch_size=cfg.eval_batch_size, progress=progress(split))
-                    for split, split_samples in eval_sets.items()}
+            yield from scored(todo, later=later)
+        for _, split, scoring in todo:
+            metrics[which][split] = scoring.metrics
+            cached.extend([split] if scoring.cached else [])
+        eval_s += time.perf_counter() - t0
 
-    base = None
-    if sel.scope.method.peft_type is None and acc.is_main_process:
-        base = run_eval(adapter=True, which="base", skip=base_metrics)  # full fine-tuning overwrites the weights: score them first
+    tuned_items = sum(len(s) for s in eval_sets.values())
+    base_first = sel.scope.method.peft_type is None and acc.is_main_process
+    if base_first:  # full fine-tuning overwrites the weights: score them first
+        yield from run_eval("base", adapter=True, later=tuned_items)
     status, steps_done, t0 = "completed", 0, time.perf_counter()
     for record in fit(tunable, cfg, samples, stop=stop, accelerator=acc):
         if run:
@@ -352,15 +370,19 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, ba
     # Where the weights moved (inspect.json): cheap with the model in memory, read by `inspect` and the app.
     record_movement(run.path, model, tunable.backbone.family, {"run": str(run.path), "scope": cfg.scope,
                                                                 "seed": cfg.seed, "backbone": tunable.backbone.name})
-    if base is None:
-        base = run_eval(adapter=False, which="base", skip=base_metrics)
+    if not base_first:
+        yield from run_eval("base", adapter=False, later=tuned_items)
+    base = {split: metrics["base"][split] for split in eval_sets if split in metrics["base"]}
     yield {"event": "eval", "which": "base", "metrics": base}
-    tuned = run_eval(adapter=True, which="tuned")
+    yield from run_eval("tuned", adapter=True)
+    tuned = metrics["tuned"]
     yield {"event": "eval", "which": "tuned", "metrics": tuned}
     result = {
         "status": status,
         "steps_done": steps_done,
         "train_s": round(train_s, 3),
+        "eval_s": round(eval_s, 3),  # scoring base and tuned (base answers read from the cache count as read)
+        "base_cached": cached,  # splits whose base answers came from the prediction cache (medln.prediction_cache)
         "trainable": sel.trainable,
         "total": sel.total,
         "percent": round(sel.percent, 6),

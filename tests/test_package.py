@@ -108,6 +108,17 @@ def test_no_module_is_longer_than_400_lines():
     assert all(lines.get(m, 0) > 400 for m in BEING_SPLIT), "split: remove it from BEING_SPLIT"
 
 
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise():
+    """Spinning OpenMP threads made torch 6-9x slower on a shared CPU (medln/__init__.py):
+    importing medln sets the passive policy before torch can load; a user's own value stays."""
+    code = "import os, medln; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                              env={**env, **({"OMP_WAIT_POLICY": given} if given else {})})
+        assert proc.stdout.strip() == expected, proc.stderr[-2000:]
+
+
 def test_help_imports_no_builder():
     """`medln --help` (and every command's --help but the builders' own) stays light: no
     medln.make, no gradio, no torch."""
