@@ -35,6 +35,7 @@ def cmd_compare(args) -> None:
     previous = signal.signal(signal.SIGINT, on_interrupt)
     bars = Bars.for_args(args)
     cells = seeds = None  # the bar of scored runs (scope x seed), from compare_start on
+    score_bar = bars.score_records()  # and each run's answers scored out of n, from its "score" records
     try:
         command = "python -m medln " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         for record in bars.through(compare(cfg, stop=stop, command=command)):
@@ -46,6 +47,10 @@ def cmd_compare(args) -> None:
                 cells.update(1 if "seed" in record else seeds)  # a scope that cannot run skips all its seeds at once
             elif event == "done" and cells is not None:
                 cells.close()
+            elif event == "score":
+                score_bar({**record, "which": f"[{record['scope']} seed {record['seed']}] {record['which']}"})
+            elif event == "tune_run" and record.get("run_event") == "score":
+                score_bar({**record, "which": f"[{record['scope']} lr {record['lr']:g}] {record['which']}"})
             if args.json:
                 print(json.dumps(record, default=str), flush=True)
             elif event == "compare_start":
