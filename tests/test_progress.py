@@ -151,6 +151,8 @@ def test_score_records_draw_the_same_bars(capsys):
             on({"event": "score", "which": which, "split": split, "done": done, "total": 16})
     err = capsys.readouterr().err
     assert "scoring base test" in err and "scoring tuned test" in err and "16/16" in err
+    on({"event": "score", "which": "base", "split": "cached", "done": 16, "total": 16, "cached": True})
+    assert "cached" not in capsys.readouterr().err  # read from the cache at once: no bar
     off = Bars(False).score_records()
     off({"event": "score", "which": "base", "split": "test", "done": 1, "total": 2})
     assert capsys.readouterr().err == ""
