@@ -300,3 +300,7 @@ def test_meteor_equals_pycocoevalcap():
     score, note = scoring.meteor(HYPS, REFS)
     assert note is None
     assert score == pytest.approx(0.3376301910017382, rel=1e-9)
+    # The JVM stays for the process's next call (medln.scoring._JVM), which scores alike.
+    pid = scoring._JVM.proc.pid
+    assert scoring.meteor(HYPS[:1], REFS[:1])[0] is not None and scoring._JVM.proc.pid == pid
+    assert scoring.meteor(HYPS, REFS) == (score, None) and scoring._JVM.proc.pid == pid
