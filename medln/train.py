@@ -228,23 +228,26 @@ def _precision_notes(precision) -> list[str]:
 
 def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tunable | None = None,
               base_metrics: dict | None = None, extra_eval: dict[str, list[Sample]] | None = None,
-              train_samples: list[Sample] | None = None, overwrite: bool = False) -> Iterator[dict]:
+              train_samples: list[Sample] | None = None, overwrite: bool = False, report_to: str = "none",
+              run_name: str | None = None, group: str | None = None) -> Iterator[dict]:
     """The whole `train` command as a generator: load data, apply the scope, train, save the
     adapter, evaluate base and tuned. Yields {"event": "start"}, the step records, then
     {"event": "done", ...}. Only the main process writes the run folder.
 
-    For sweeps (medln.compare): `base_metrics` {split: metrics} already known for this base
-    model are reused, not scored again; `extra_eval` {name: samples} adds evaluation sets
-    (e.g. a second, out-of-domain dataset); `train_samples` replaces the cfg.split split
-    (e.g. train without the slice a sweep carved off for validation). `overwrite` replaces an
-    existing MedLN run in `out` (never a folder MedLN did not write; see medln.runs).
-    Scoring reports itself as "score" records, one per generated batch (a progress bar's
-    source: medln.progress.Bars.score_records)."""
+    For sweeps (medln.compare): `base_metrics` {split: metrics} already known for this base model are
+    reused, not scored again; `extra_eval` {name: samples} adds evaluation sets (e.g. a second,
+    out-of-domain dataset); `train_samples` replaces the cfg.split split (e.g. train without the slice a
+    sweep carved off for validation). `overwrite` replaces an existing MedLN run in `out` (never a
+    folder MedLN did not write; see medln.runs). Scoring reports itself as "score" records, one per
+    generated batch (Bars.score_records); `report_to`: a tracker (medln.trackers) mirrors the records."""
     from .data import DataError, load_samples
     from .evaluate import subsample
     from .runs import RunDir, check_out
+    from .trackers import check, mirrored
 
+    t_start = time.perf_counter()
     cfg.validate()
+    check(report_to)  # a tracker that is not installed: one line, before anything loads
     check_out(out, overwrite=overwrite)  # before anything loads: a bad --out costs nothing
     if train_samples is not None:
         from .data.loaded import Loaded
@@ -306,8 +309,9 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         run = RunDir.create(out, {"config": cfg.to_dict(), "base": base_spec.to_dict(), **start,
                                   "source": tunable.backbone.source, "revisions": revisions}, overwrite=overwrite)
     yield start
-    try:
-        yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, stop, base_metrics, base_keys)
+    records = _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, stop, base_metrics, base_keys, t_start)
+    try:  # a tracker mirrors what the main process records (the run folder stays the source of truth)
+        yield from mirrored(records, report_to, run and run.path, cfg.to_dict(), start, run_name=run_name, group=group)
     except BaseException as e:  # recorded where the run's readers look, then raised as it was
         if run is not None:
             if not run.adapter_dir.exists():
@@ -317,7 +321,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         raise
 
 
-def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, stop, base_metrics, base_keys) -> Iterator[dict]:
+def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, stop, base_metrics, base_keys, t_start) -> Iterator[dict]:
     from .adapters import adapter_bytes, make_portable
     from .card import write_adapter_card
     from .evaluate import Scoring, scored
@@ -389,6 +393,7 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, stop, base_metr
         "adapter_bytes": adapter_bytes(model),  # the saved tensors (adapter_model.safetensors less its header)
         "base": base,
         "tuned": tuned,
+        "wall_s": round(time.perf_counter() - t_start, 3),  # the whole run: loading, training, scoring
     }
     write_adapter_card(run.adapter_dir, run.config(), result)
     run.write_eval(result)

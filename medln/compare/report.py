@@ -32,24 +32,42 @@ def flat_row(row: dict) -> dict:
     return flat
 
 
-SWEEP_FILES = ("results.json", "results.csv", "TABLE.md", "figures.html", "runs", "tune")
+SWEEP_FILES = ("sweep.json", "results.json", "results.csv", "TABLE.md", "figures.html", "runs", "tune")
 
 
-def check_sweep_out(out: Path) -> None:
+def check_sweep_out(out: Path, *, resume: bool = False) -> None:
     """A sweep writes into a new or empty --out only: never beside files it did not write
-    (its own names included: an earlier sweep's results are not replaced either)."""
+    (its own names included: an earlier sweep's results are not replaced either). `resume`
+    (finishing a sweep in its own folder): the folder must hold that sweep's sweep.json and
+    nothing but what a sweep writes; whether its options match is the sweep record's check."""
     out = Path(out)
     for parent in (out, *out.parents):
         if parent.exists():
             if not parent.is_dir():
                 raise FileExistsError(f"--out {out}: {parent} is a file, not a folder")
             break
+    if out.is_symlink():
+        raise FileExistsError(f"--out {out}: a link; give the folder itself")
     held = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()) if out.is_dir() else []
+    if resume:
+        if not (out / "sweep.json").is_file() or (out / "sweep.json").is_symlink():
+            raise FileNotFoundError(f"--out {out}: no sweep.json there, so no sweep to resume (a new sweep needs "
+                                    "no --resume)")
+        foreign = [h for h in held if h.rstrip("/") not in SWEEP_FILES and not _own_extra(h)]
+        if foreign:
+            raise FileExistsError(f"--out {out} holds files a sweep does not write ({', '.join(h[:60] for h in foreign[:5])}"
+                                  f"{', ...' if len(foreign) > 5 else ''}); a resumed sweep writes only beside its own")
+        return
     if held:
         earlier = " (an earlier sweep's)" if any(h.rstrip("/") in SWEEP_FILES for h in held) else ""
         raise FileExistsError(f"--out {out} already holds files{earlier} ({', '.join(h[:60] for h in held[:5])}"
                               f"{', ...' if len(held) > 5 else ''}); choose a new or empty folder: a sweep never "
                               "writes beside files, so nothing there is replaced")
+
+
+def _own_extra(name: str) -> bool:
+    """The figures' PNGs and the atomic writes' temporary files (.NAME.*.tmp) are a sweep's own too."""
+    return (name.endswith(".png") and "/" not in name) or (name.startswith(".") and name.endswith(".tmp"))
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -232,6 +250,10 @@ def table_md(results: dict) -> str:
                      + "".join(f"{_value(t, m.name)} | " for m in columns) + f"{_value(o, metric)} | | | |")
     if refs.get("blind"):
         lines += ["", f"Image-blind baseline: {refs['blind'].get('rule')}; fitted on {refs['blind'].get('fitted_on')}."]
+    if results.get("missing"):  # collect on a partial sweep folder (medln.compare.jobs)
+        missing, planned = results["missing"], len(results.get("scopes") or []) * len(seeds)
+        lines += ["", f"Missing cells ({len(missing)} of {planned}), no finished run: "
+                  + ", ".join(f"`{m}`" for m in missing) + ". Run them (`compare --resume`, or `--cell`), then collect again."]
     tuning = results.get("tuning")
     if tuning and tuning.get("scopes"):
         g = tuning.get("grid") or {}
