@@ -46,16 +46,18 @@ def test_metric_table_shows_n_and_greys_rows_on_few_items():
     assert "medln-few" not in next(r for r in views.metric_table_html(_result(25)).split("<tr") if "BLEU-4" in r)
 
 
-def test_default_evaluation_scores_enough_reports_and_closed_questions():
+def test_default_evaluation_scores_the_whole_fixed_split_with_enough_closed_questions():
+    """The bundled scored splits are the fixed scored set (docs/experiment.md): the app's
+    default limit takes all of each (VQA only: reports are pretraining-only since v3)."""
     from medln.data import load_samples
     from medln.evaluate import subsample
     from medln.ui.settings import Settings
 
     limit = Settings().eval_limit
     for split in ("test", "source-test"):
-        picked = subsample(load_samples("sample", split).samples, limit)
-        assert len(picked) == limit
-        assert sum(s.task == "report" for s in picked) >= views.MIN_N, split
+        every = load_samples("sample", split).samples
+        picked = subsample(every, limit)
+        assert picked == every
         assert sum(s.task == "vqa" and s.answer_type == "CLOSED" for s in picked) >= views.MIN_N, split
 
 
@@ -133,10 +135,12 @@ def test_bundled_model_falls_back_to_the_committed_speed(tmp_path):
     sp = eta.SpeedBook(tmp_path / "none.json").lookup("medln-tiny", "ln", "4bit", 8)
     row = next(r for r in COMMITTED if r["scope"] == "ln")
     assert sp.step_s == pytest.approx(row["step_s"]) and sp.item_s and "docs/compare-medln-tiny" in sp.source
-    assert eta.scored_items("sample", ["test", "source-test"], 200) == 800
     from medln.data import load_samples
 
-    n_test = len(load_samples("sample", "test").samples)
+    sizes = {split: len(load_samples("sample", split).samples) for split in ("test", "source-test")}
+    assert eta.scored_items("sample", ["test", "source-test"], 100) == 400  # limit below both sizes
+    assert eta.scored_items("sample", ["test", "source-test"], 1000) == 2 * sum(sizes.values())
+    n_test = sizes["test"]
     assert eta.scored_items("sample", ["test", ""], 0) == 2 * n_test
     assert eta.scored_items("jsonl:x", ["test"], 0) is None
 
@@ -262,7 +266,7 @@ def test_ask_warns_beside_both_answers_on_images_the_demo_model_does_not_know(tm
     images = REPO / "assets" / "sample" / "images"
     warning = ask.domain_warning(ctx, None, images / "real-chest_xray_pa.png", None)
     assert "not one of the synthetic phantoms" in warning and "phantoms" in warning and "llava-med" in warning
-    assert ask.domain_warning(ctx, None, images / "test-0006.png", None) == ""
+    assert ask.domain_warning(ctx, None, images / "scanner-test-0006.png", None) == ""
     other = AppContext.create(runs_root=tmp_path, default_backbone="some/real-model")
     assert ask.domain_warning(other, None, images / "real-chest_xray_pa.png", None) == ""
 
@@ -282,7 +286,7 @@ def test_the_api_answers_carry_the_same_warning_and_the_disclaimer(tmp_path):
         base, tuned, notice = c.predict(handle_file(str(images / "real-chest_xray_pa.png")),
                                         "What imaging modality is this?", "", api_name="/ask")
         assert base and tuned == "" and "not one of the synthetic phantoms" in notice and notice.endswith(DISCLAIMER)
-        base, _, notice = c.predict(handle_file(str(images / "test-0006.png")), "", api_name="/report")
+        base, _, notice = c.predict(handle_file(str(images / "scanner-test-0006.png")), "", api_name="/report")
         assert base and notice == DISCLAIMER
 
 
