@@ -73,7 +73,6 @@ def cmd_params(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .metrics import METRICS
     from .runs import new_run_id
 
     cfg = from_args(args, TrainArgs).train_config()
@@ -99,14 +98,33 @@ def cmd_train(args) -> None:
                 print(f"  note: {note}")
         elif record.get("event") == "done":
             print(f"run: {record['run']} ({record['status']}, {record['steps_done']} steps, {record['train_s']:.1f} s)")
-            for split in record["tuned"]:
-                b, t = record["base"][split], record["tuned"][split]
-                shown = [m for m in METRICS.values() if m.brief and t.get(m.name) is not None]
-                print(f"  {split:<12} " + "  ".join(f"{m.name} {m.format(b.get(m.name) or 0)}->{m.format(t[m.name])}"
-                                                    for m in shown))
+            print(scores_text(record))
         elif record["event"] == "step" and (record["step"] % 10 == 0 or record["step"] == 1):
             print(f"step {record['step']:>5}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
                   f"{record['samples_per_s']:.1f} samples/s", flush=True)
+
+
+def scores_text(result: dict) -> str:
+    """train's summary: base, tuned, the image-blind row and the probe ceiling on the same
+    items, with n, and split by question phrasing where the records say it (medln.references)."""
+    from .metrics import METRICS
+    from .references import COLUMN_LABELS, COLUMNS, NO_PHRASING, has_phrasing, score_table
+
+    rows = score_table(result, brief=True)
+    if not rows:
+        return "  (no evaluation split was scored)"
+    head = f"  {'split':<12} {'phrasing':<9} {'metric':<16} {'n':>5} " + " ".join(f"{COLUMN_LABELS[c]:>13}" for c in COLUMNS)
+    lines = [head]
+    for r in rows:
+        m = METRICS[r["metric"]]
+        lines.append(f"  {r['split']:<12} {r['phrasing']:<9} {r['metric']:<16} {'–' if r['n'] is None else r['n']:>5} "
+                     + " ".join(f"{m.format(r[c]):>13}" for c in COLUMNS))
+    about = result.get("references") or {}
+    lines.append(f"  image-blind: {about.get('blind', 'not computed')}; fitted on the training data's {about.get('fitted_on', '?')}")
+    lines.append(f"  probe ceiling: {about.get('ceiling', 'not computed')}")
+    if not has_phrasing(result):
+        lines.append(f"  by phrasing: {NO_PHRASING}")
+    return "\n".join(lines)
 
 
 def _base_or_run(args):
@@ -151,12 +169,18 @@ def cmd_ask(args) -> None:
         pass
     answer = tuned_answer if run else base_answer
     from . import DISCLAIMER
+    from pathlib import Path
+
+    from .domain import check_image, is_demo_backbone, warning
 
     out = {"answer": answer, "backbone": base.backbone, "adapter": args.adapter or None, "disclaimer": DISCLAIMER}
+    if is_demo_backbone(base.backbone):  # as the app says beside its answers (medln.domain: a measured check)
+        out["warning"] = warning(check_image(image), Path(base.backbone).name) or None
     if args.json:
         print(json.dumps(out))
-    else:
+    else:  # the same warnings as --json, after the answer (a script that wants the answer alone reads --json)
         print(answer)
+        print(f"⚠ {DISCLAIMER}" + (f" {out['warning']}" if out.get("warning") else ""))
 
 
 def cmd_eval(args) -> None:

@@ -35,6 +35,7 @@ EVENTS = {
     "start": "the run's set-up: backbone, scope, counts, notes (first record)",
     "step": "one optimizer step: loss, lr, throughput, memory",
     "stopped": "the stop flag ended training early (the adapter is still saved and scored)",
+    "references": "the image-blind row and the probe ceiling on every evaluation split (before training)",
     "eval": "base or tuned metrics of every evaluation split",
     "failed": "an error ended the run; `error` says which (written to metrics.jsonl, then raised)",
     "done": "the run is saved and scored: eval.json's content (last record)",
@@ -300,7 +301,12 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
                                   "source": tunable.backbone.source, "revisions": revisions}, overwrite=overwrite)
     yield start
     try:
-        yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, start, stop, base_metrics)
+        refs = None
+        if run is not None and eval_sets:  # before training: the vision tower is still the base's
+            refs = _references(cfg, tunable, loaded.samples, eval_sets, revisions["backbone"])
+            yield {"event": "references", **refs}
+        yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, start, stop, base_metrics,
+                                    refs=refs)
     except BaseException as e:  # recorded where the run's readers look, then raised as it was
         if run is not None:
             if not run.adapter_dir.exists():
@@ -310,7 +316,24 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         raise
 
 
-def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, base_metrics) -> Iterator[dict]:
+def _references(cfg, tunable, samples, eval_sets, revision) -> dict:
+    """The image-blind row and the probe ceiling on the items base and tuned are scored on
+    (medln.references), fitted on what this run trains on; the ceiling's strength is chosen
+    on the data's own validation split when it has one."""
+    from .data import DataError, load_samples
+    from .evaluate import subsample
+    from .references import reference_rows
+
+    try:
+        validation = subsample(load_samples(cfg.data, "validation", skip_bad=True).samples, cfg.eval_limit)
+    except DataError:
+        validation = None
+    return reference_rows(samples, eval_sets, backbone=tunable.backbone, validation=validation,
+                          backbone_revision=revision)
+
+
+def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, base_metrics, *,
+                     refs: dict | None = None) -> Iterator[dict]:
     from .adapters import adapter_bytes, make_portable
     from .card import write_adapter_card
     from .evaluate import evaluate
@@ -365,6 +388,8 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, ba
         "adapter_bytes": adapter_bytes(model),  # the saved tensors (adapter_model.safetensors less its header)
         "base": base,
         "tuned": tuned,
+        # beside them, on the same items: the question alone, and a probe on the frozen image features
+        **({"blind": refs["blind"], "ceiling": refs["ceiling"], "references": refs["about"]} if refs else {}),
     }
     write_adapter_card(run.adapter_dir, run.config(), result)
     run.write_eval(result)
