@@ -31,7 +31,8 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
 
 # The package itself (its dependencies are the lock installed above, so --no-deps): the image
 # has the `medln` command, and the app runs from site-packages like any installed copy.
-COPY pyproject.toml README.md LICENSE /tmp/medln/
+COPY pyproject.toml LICENSE /tmp/medln/
+COPY docs/pypi.md /tmp/medln/docs/pypi.md
 COPY medln /tmp/medln/medln
 COPY assets /tmp/medln/assets
 RUN pip install --no-deps /tmp/medln && rm -rf /tmp/medln

@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import sys
 import time
 
 from .config import (AskArgs, ConfigError, EvalArgs, Listing, ParamsArgs, ScoreArgs, TrainArgs, TrainConfig, add_command,
                      from_args, parse_command_line)
 
-COMMAND_MODULES: list[str] = ["compare.cli", "bench", "inspect", "merge", "hub", "launch"]  # modules defining add_cli(sub)
+log = logging.getLogger("medln.cli")  # diagnostics: stderr through medln.logs.console, not print
+COMMAND_MODULES: list[str] = ["compare.cli", "bench", "bench.ask", "inspect", "merge", "hub", "launch"]  # modules defining add_cli(sub)
 # Builders (medln.make) are imported only when their own command runs: `medln --help` and
 # every other command never load them. name -> (module defining add_cli(sub), one-line help)
 BUILDER_COMMANDS: dict[str, tuple[str, str]] = {
@@ -67,26 +69,45 @@ def cmd_params(args) -> None:
             else:
                 print(f"{r['scope']:<10} {r['trainable']:>14,} / {r['total']:,} ({r['percent']:.4f} %)  "
                       f"dead={r['dead']:,}  modules={len(r['modules'])}")
-        print(f"({time.perf_counter() - t0:.2f} s)", file=sys.stderr)
+        log.info("(%.2f s)", time.perf_counter() - t0)
         return
     _print(rows[0] if args.scope != "all" else rows, True)
 
 
 def cmd_train(args) -> None:
+    from .progress import Bars
     from .runs import new_run_id
 
     cfg = from_args(args, TrainArgs).train_config()
     out = args.out or f"runs/{new_run_id(cfg.backbone, cfg.scope)}"
     from .train import train_run
 
+    bars = Bars.for_args(args)
+    score_bar = bars.score_records()  # scoring reported as records rather than through the callback
+    steps = None  # the training bar: from the start record on, drawn by the main process only
     main = None
-    for record in train_run(cfg, out, overwrite=args.overwrite):
+    for record in bars.through(train_run(cfg, out, overwrite=args.overwrite)):
         if main is None:  # train_run's Accelerator has set up the (possibly distributed) state by now
             from accelerate import PartialState
 
             main = PartialState().is_main_process
         if not main:  # under `accelerate launch` only the main process prints
             continue
+        if record.get("event") == "start":
+            steps = bars.bar(cfg.steps, "training", "step")
+        elif record.get("event") == "step" and steps is not None:
+            steps.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+            steps.update()
+            if record["step"] == cfg.steps:
+                steps.close()  # training is over: the scoring bars come next
+        elif record.get("event") == "references":  # before the first step: the training bar stays open
+            about = record.get("about") or {}
+            log.info("image-blind row and probe ceiling: %s", "from the cache" if about.get("cached")
+                     else f"computed in {about.get('seconds', 0):.1f} s (cached for the next run)")
+        elif steps is not None:
+            steps.close()  # stopped early, or done: the bar ends where training did (closing twice is harmless)
+        if record.get("event") == "score":
+            score_bar(record)
         if args.json:
             print(json.dumps(record), flush=True)
         elif record.get("event") == "start":
@@ -95,13 +116,29 @@ def cmd_train(args) -> None:
                   f"lr={record['lr']:g}: trains {record['trainable']:,} of {record['total']:,} parameters "
                   f"({record['percent']:.4f} %), dead norms {record['dead']:,}; {record['n_train']} samples", flush=True)
             for note in record["notes"]:
-                print(f"  note: {note}")
+                log.info("note: %s", note)  # a diagnostic: stderr, hidden by --quiet
+            log.info("%s", scored_line(record))  # what is scored and how to change it: stderr, as the notes
+        elif record.get("event") == "stopped":
+            print(f"stopped after step {record['step']}: the adapter trained so far is saved and scored", flush=True)
         elif record.get("event") == "done":
-            print(f"run: {record['run']} ({record['status']}, {record['steps_done']} steps, {record['train_s']:.1f} s)")
+            cached = f"; base answers of {', '.join(record['base_cached'])} from the cache" if record.get("base_cached") else ""
+            print(f"run: {record['run']} ({record['status']}, {record['steps_done']} steps, training "
+                  f"{record['train_s']:.1f} s, evaluation {record.get('eval_s', 0):.1f} s{cached})")
             print(scores_text(record))
-        elif record["event"] == "step" and (record["step"] % 10 == 0 or record["step"] == 1):
-            print(f"step {record['step']:>5}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
-                  f"{record['samples_per_s']:.1f} samples/s", flush=True)
+
+
+def scored_line(start: dict) -> str:
+    """What base and tuned are scored on, and how to change it (train's start record)."""
+    items = start.get("eval_items") or {}
+    if not items:
+        return "scoring: none (no evaluation split)"
+    parts = ", ".join(f"{v['scored']} of {v['of']} {split}" for split, v in items.items())
+    from .config import EVAL_LIMIT
+
+    limit = start.get("eval_limit")
+    how = (f"--eval-limit {limit} per split{', the default, as in the app' if limit == EVAL_LIMIT else ''}; "
+           "--eval-limit 0 scores all" if limit else "--eval-limit 0: every item")
+    return f"scoring base and tuned on {parts} items ({how})"
 
 
 def scores_text(result: dict) -> str:
@@ -152,13 +189,17 @@ def _base_or_run(args):
 def cmd_ask(args) -> None:
     from .backbones import REPORT_PROMPT
     from .data.images import load_image
-    from .evaluate import MAX_NEW_TOKENS
+    from .generation import MAX_NEW_TOKENS
     from .prompts import check_question
     from .answers import stream_answers
     from .models import ModelCache
 
     check_question(args.question)  # before loading anything
     base, run = _base_or_run(args)
+    if run is not None:  # peft attaches the adapter; bitsandbytes only where weights are 4-bit
+        from .adapters import import_peft
+
+        import_peft(quantized=base.quant == "4bit")
     image = load_image(args.image, where=args.image)
     task = "vqa" if args.question else "report"
     base_answer = tuned_answer = ""
@@ -188,27 +229,67 @@ def cmd_eval(args) -> None:
 
     from .data import load_samples
     from .evaluate import evaluate, subsample
+    from .progress import Bars
     from .runs import load_run
 
     base, run = _base_or_run(args)
+    loaded = load_samples(args.data, args.split, skip_bad=args.skip_bad)  # bad data before the model loads
     bb = load_run(run.path) if run else base.load()
-    loaded = load_samples(args.data, args.split, skip_bad=args.skip_bad)
-    samples = subsample(loaded.samples, args.limit)
+    samples = subsample(loaded.samples, args.eval_limit)
     # Predictions go into the run folder, or where --predictions says: never into the current folder unasked.
     predictions = Path(args.predictions) if args.predictions else (run.path / f"predictions-{args.split}.jsonl" if run else None)
-    result = evaluate(bb, bb.model, samples, batch_size=args.batch_size, predictions_path=predictions,
-                      with_meteor=args.meteor)
+    key = None
+    if run is None:  # the base model: its answers may be cached already (medln.prediction_cache)
+        from .backbones import resolve
+        from .prediction_cache import base_key
+
+        key = base_key(bb, base, backbone_revision=resolve(base.backbone).revision_record(), split=args.split,
+                       limit=args.eval_limit, samples=samples, batch_size=args.eval_batch_size)
+    log.info("scoring %d of %d %s items (--eval-limit %d%s)", len(samples), len(loaded.samples), args.split,
+             args.eval_limit, "; --eval-limit 0 scores all" if args.eval_limit else ": every item")
+    bars = Bars.for_args(args)
+    result = evaluate(bb, bb.model, samples, batch_size=args.eval_batch_size, predictions_path=predictions,
+                      with_meteor=args.meteor, base_key=key,
+                      progress=bars.scoring(f"{'tuned' if run else 'base'} {args.split}"))
     if predictions is not None:
         result["predictions"] = str(predictions)
     if loaded.skipped:
         result["skipped"] = loaded.skipped
-    _print(result, args.json)
+    if args.json:
+        _print(result, True)
+    else:
+        _print_scores(result)
+
+
+def _print_scores(result: dict) -> None:
+    """A split's scores as eval prints them: one metric a line with the count it rests on."""
+    from .metrics import METRICS
+
+    shown = [m for m in METRICS.values() if result.get(m.name) is not None]
+    width = max((len(m.label) for m in shown), default=0)
+    for m in shown:
+        n = result.get(m.n_key, result.get("n"))  # score --task report: one task, its count is n
+        print(f"{m.label:<{width}}  {m.format(result[m.name])}  (n = {n})")
+    types = result.get("by_question_type") or {}
+    if types:
+        print("accuracy by question type: " + ", ".join(f"{t} {METRICS['overall'].format(r['accuracy'])} (n = {r['n']})"
+                                                       for t, r in types.items()))
+    if result.get("n_report") and result.get("meteor") is None and result.get("meteor_note"):
+        print(f"METEOR: {result['meteor_note']}")
+    for record_id, reason in result.get("skipped", []):
+        print(f"skipped {record_id}: {reason}")
+    if result.get("predictions"):
+        print(f"predictions: {result['predictions']}")
 
 
 def cmd_score(args) -> None:
     from .scoring import score_files
 
-    _print(score_files(args.task, args.pred, args.ref), args.json)
+    result = score_files(args.task, args.predictions, args.references)
+    if args.json:
+        _print(result, True)
+    else:
+        _print_scores(result)  # as eval prints them: one metric a line with its n
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -228,10 +309,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     add_command(sub, "ask", AskArgs, cmd_ask, help="answer a question about an image (or write a report)")
     add_command(sub, "eval", EvalArgs, cmd_eval, help="predict and score a data split")
     add_command(sub, "score", ScoreArgs, cmd_score, help="score a predictions JSONL against references (joined on id)")
-    # Commands that live with their concept: each module has add_cli(subparsers).
-    for module in COMMAND_MODULES:
-        importlib.import_module(f"medln.{module}").add_cli(sub)
     command = next((a for a in argv if not a.startswith("-")), None)
+    # Commands that live with their concept: each module has add_cli(subparsers). A command
+    # defined above needs none of them: `ask` does not pay for importing compare and bench.
+    if command not in sub.choices:
+        for module in COMMAND_MODULES:
+            importlib.import_module(f"medln.{module}").add_cli(sub)
     for name, (module, text) in BUILDER_COMMANDS.items():
         if name == command:
             importlib.import_module(f"medln.{module}").add_cli(sub)
@@ -249,8 +332,15 @@ def main(argv: list[str] | None = None) -> int:
     from .hub import HubError
     from .methods import ScopeError
 
+    from .logs import console
+    from .progress import bars_wanted, library_bars_off
+
     try:
         args = parse_command_line(build_parser(argv), argv)
+        if getattr(args, "_console_log", False):
+            console(quiet=args.quiet)
+            if not bars_wanted(quiet=args.quiet, as_json=bool(getattr(args, "json", False))):
+                library_bars_off()
         args.func(args)
     except (BackboneError, ConfigError, DataError, HubError, RunError, ScopeError, FileNotFoundError,
             FileExistsError) as e:

@@ -70,3 +70,26 @@ def make_portable(adapter_dir: Path, base_name: str) -> None:
     config = json.loads(path.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base_name
     write_json_atomic(path, config)
+
+
+def import_peft(*, quantized: bool) -> None:
+    """Import peft now; for a process that loads no 4-bit weights, without bitsandbytes.
+    peft imports bitsandbytes at import time whenever it is installed (peft.helpers: ~4 s on
+    a quiet 2-core machine, for nothing when no weight is quantized). Marking it missing for
+    the duration of the import makes that optional import fail; the marker is removed after,
+    and peft's cached "is bitsandbytes there" answers are cleared, so 4-bit still works in
+    this process (only peft.helpers' dequantizing kappa helper, unused by MedLN, stays without)."""
+    import sys
+
+    if quantized or "peft" in sys.modules or "bitsandbytes" in sys.modules:
+        return
+    sys.modules["bitsandbytes"] = None  # `import bitsandbytes` raises ImportError while set
+    try:
+        import peft  # noqa: F401
+    finally:
+        if sys.modules.get("bitsandbytes", 0) is None:
+            del sys.modules["bitsandbytes"]
+        from peft import import_utils
+
+        import_utils.is_bnb_available.cache_clear()
+        import_utils.is_bnb_4bit_available.cache_clear()

@@ -22,6 +22,12 @@ from .methods import default_lr, find_scope, scope_names
 from .methods.lora import ALPHA, RANK
 
 
+# How many samples per split base and tuned are scored on by default, in the CLI (train, eval,
+# compare) and the app alike: 200 (stratified by task) gives the bundled test splits 23 reports
+# and 57 closed questions, so every report row rests on more than 20 items (medln.ui.views.MIN_N).
+EVAL_LIMIT = 200
+
+
 class ConfigError(ValueError):
     """Every problem with a config at once, one per line."""
 
@@ -30,7 +36,9 @@ def _f(default=MISSING, help: str = "", **meta):
     """A documented field; without a default it is a required flag. Numbers carry their valid
     range: `min`/`max` (inclusive unless named in `open`). validate(), the CLI, the app's widgets
     and its API all read the range from here (`bounds`), so no caller can be looser than another.
-    `positional=True`: a command-line argument, not a flag; `flag="--with"`: another flag name."""
+    `positional=True`: a command-line argument, not a flag; `flag="--with"`: another flag name;
+    `aliases=("--limit",)`: old names that still work, hidden from --help (one name per option
+    across commands; the old spelling is kept for scripts and --config files)."""
     return field(default=default, metadata={"help": help, **meta})
 
 
@@ -80,7 +88,7 @@ class TrainConfig:
     precision: str = _f("auto", "compute precision: auto (bf16 on a GPU with bf16, else fp16 with a gradient scaler; "
                         "fp32 on a CPU; an explicit accelerate --mixed_precision decides auto), bf16, fp16, fp32",
                         choices=("auto", "bf16", "fp16", "fp32"))
-    steps: int = _f(200, "optimizer steps (the default: ~30 s for medln-tiny on 2 CPU cores)", min=1, max=100_000)
+    steps: int = _f(200, "optimizer steps", min=1, max=100_000)
     lr: float | None = _f(None, "peak learning rate; default: the backbone's measured one for the scope, else the scope's own",
                           min=0.0, max=1.0, open=("min", "max"))
     batch_size: int = _f(8, "samples per micro-batch (per process)", min=1, max=512)
@@ -99,7 +107,8 @@ class TrainConfig:
     ln_lr: float | None = _f(None, "learning rate of the norms in scope ln-lora (--lr sets the LoRA part's); "
                                    "default: the backbone's rate for scope ln", gt=0, lt=1)
     seed: int = _f(0, "random seed (data order, initialisation)", min=0, max=2**32 - 1)
-    eval_limit: int = _f(0, "evaluate at most this many samples per split (0: all)", min=0, max=1_000_000)
+    eval_limit: int = _f(EVAL_LIMIT, "score base and tuned on at most this many samples per split, evenly spaced "
+                         "within each task (the app's default too; 0: all)", min=0, max=1_000_000)
     eval_batch_size: int = _f(16, "batch size for generation", min=1, max=512)
     skip_bad: bool = _f(False, "skip bad data records (reported), instead of failing on the first")
     trust_remote_code: bool = _f(False, "allow custom model code from the hub (off unless you trust the repo)")
@@ -203,8 +212,9 @@ class EvalArgs:
     precision: str = like(AskArgs, "precision")
     data: str = like(TrainConfig, "data")
     split: str = _f("test", "split to predict and score")
-    limit: int = _f(0, "at most N samples, evenly spaced (0: all)", min=0)
-    batch_size: int = _f(16, "batch size for generation", min=1)
+    eval_limit: int = like(TrainConfig, "eval_limit", aliases=("--limit",),
+                           help="score at most N samples, evenly spaced per task (train's and the app's default; 0: all)")
+    eval_batch_size: int = like(TrainConfig, "eval_batch_size", aliases=("--batch-size",))
     meteor: bool = _f(True, "score METEOR (it starts a Java process)")
     predictions: str = _f("", "predictions JSONL to write (default: RUN/predictions-SPLIT.jsonl with --adapter, else none)")
     skip_bad: bool = like(TrainConfig, "skip_bad")
@@ -214,8 +224,8 @@ class EvalArgs:
 @dataclass(kw_only=True)
 class ScoreArgs:
     task: str = _f(help="what the files hold", choices=("vqa", "report"))
-    pred: str = _f(help="predictions JSONL (id, prediction)")
-    ref: str = _f(help="references JSONL (id, answer, ...)")
+    predictions: str = _f(help="predictions JSONL (id, prediction)", aliases=("--pred",))  # eval's name for that file
+    references: str = _f(help="references JSONL (id, answer, ...)", aliases=("--ref",))
     json: bool = _f(False, "print JSON")
 
 
@@ -269,15 +279,26 @@ def add_arguments(parser, cls=TrainConfig, only: tuple[str, ...] | None = None, 
             if "choices" in f.metadata:
                 kw["choices"] = f.metadata["choices"]
         parser.add_argument(flag, **kw)
+        for alias in f.metadata.get("aliases", ()):  # hidden; its default must not overwrite the flag's
+            parser.add_argument(alias, **{**kw, "help": argparse.SUPPRESS, "default": argparse.SUPPRESS})
 
 
-def add_command(sub, name: str, cls, func, *, help: str, exclude: tuple[str, ...] = ()):
-    """A subcommand whose flags are `cls`'s fields, plus --config FILE."""
+def aliases(cls) -> dict[str, str]:
+    """Old option names -> field names, as --config keys spell them ("limit" -> "eval_limit")."""
+    return {a.lstrip("-").replace("-", "_"): f.name for f in dataclasses.fields(cls) for a in f.metadata.get("aliases", ())}
+
+
+def add_command(sub, name: str, cls, func, *, help: str, exclude: tuple[str, ...] = (), quiet: bool = True):
+    """A subcommand whose flags are `cls`'s fields, plus --config FILE and (unless quiet=False)
+    --quiet; its diagnostics go to the console log (medln.logs) unless it says otherwise."""
     p = sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
     add_arguments(p, cls, exclude=exclude)
     p.add_argument("--config", metavar="FILE",
                    help="JSON or YAML of option values (a run's config.json too); flags given here override it")
-    p.set_defaults(func=func, _options=cls, _parser=p)
+    if quiet:
+        p.add_argument("--quiet", action="store_true",
+                       help="no progress bars; only warnings and errors on stderr")
+    p.set_defaults(func=func, _options=cls, _parser=p, _console_log=quiet)
     return p
 
 
@@ -303,6 +324,8 @@ def read_config_file(path: str, cls) -> dict:
     names = {f.name for f in dataclasses.fields(cls)}
     if isinstance(data.get("config"), dict) and "config" not in names:  # a run folder's config.json
         data = data["config"]
+    old = aliases(cls)
+    data = {old.get(k, k) if k not in names else k: v for k, v in data.items()}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"--config {path}: unknown options {', '.join(unknown)}")

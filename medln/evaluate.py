@@ -1,4 +1,5 @@
-"""predict() and evaluate(): greedy answers for samples, scored with medln.metrics.
+"""predict() and evaluate(): greedy answers for samples (medln.generation), scored with
+medln.metrics; the base model's answers come from medln.prediction_cache when it holds them.
 
 Base answers come from the same weights as tuned answers: a peft model's
 `disable_adapter()` context runs the frozen originals (docs/design.md: one copy in memory).
@@ -8,32 +9,36 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterator
 
 from .adapters import adapter_off
 from .backbones import Backbone
 from .data.sample import PHRASINGS, Sample
+from .generation import MAX_NEW_TOKENS, answering  # noqa: F401 (MAX_NEW_TOKENS: ask's length)
+from . import prediction_cache
 
-MAX_NEW_TOKENS = {"vqa": 16, "report": 96}
+
+def predicting(bb: Backbone, model, samples: list[Sample], *, adapter: bool = True, batch_size: int = 16,
+               into: list) -> Iterator[tuple[int, int]]:
+    """Greedy answers into `into`, in the order of `samples`, batched by task and length, each
+    image encoded once (medln.generation); yields (answered, total) after every batch."""
+    # Imported here: the CLI's --help imports this module without numpy/PIL.
+    from .data.images import load_image
+
+    model.eval()
+    with adapter_off(model, off=not adapter):
+        yield from answering(bb, model, samples, batch_size=batch_size, into=into,
+                             load=lambda s: load_image(s.image, where=s.where))
+
 
 def predict(bb: Backbone, model, samples: list[Sample], *, adapter: bool = True, batch_size: int = 16,
             progress=None) -> list[str]:
-    # Imported here: the CLI's --help imports this module without numpy/PIL.
-    from .data.images import load_image
-    from .prompts import batches, generate, question_text
-
-    model.eval()
+    """The answers; `progress(done, total)` is called after every generated batch."""
     preds: list[str] = []
-    with adapter_off(model, off=not adapter):
-        for task in ("vqa", "report"):
-            idx = [i for i, s in enumerate(samples) if s.task == task]
-            for chunk in batches(idx, batch_size):
-                images = [load_image(samples[i].image, where=samples[i].where) for i in chunk]
-                questions = [question_text(samples[i]) for i in chunk]
-                answers = generate(bb, model, images, questions, max_new_tokens=MAX_NEW_TOKENS[task])
-                preds.extend(zip(chunk, answers))
-                if progress:
-                    progress(len(preds), len(samples))
-    return [a for _, a in sorted(preds, key=lambda t: t[0])]
+    for done, total in predicting(bb, model, samples, adapter=adapter, batch_size=batch_size, into=preds):
+        if progress:
+            progress(done, total)
+    return preds
 
 
 def score(samples: list[Sample], preds: list[str], *, with_meteor: bool = False, by_phrasing: bool = True) -> dict:
@@ -84,12 +89,58 @@ def subsample(samples: list[Sample], n: int) -> list[Sample]:
     return [samples[i] for i in sorted(picked)]
 
 
+class Scoring:
+    """One split scored, step by step: iterating yields (answered, total) after every
+    generated batch; then `metrics` holds the scores, and `cached` says whether the answers
+    came from the base-prediction cache (`base_key`: these are the base model's answers, read
+    from and written to medln.prediction_cache)."""
+
+    def __init__(self, bb: Backbone, model, samples: list[Sample], *, adapter: bool = True, batch_size: int = 16,
+                 base_key: dict | None = None, predictions_path: Path | None = None, with_meteor: bool = False):
+        self.bb, self.model, self.samples, self.adapter, self.batch_size = bb, model, samples, adapter, batch_size
+        self.base_key, self.predictions_path, self.with_meteor = base_key, predictions_path, with_meteor
+        self.metrics: dict | None = None
+        self.cached = False
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        preds = prediction_cache.load(self.base_key, self.samples)
+        self.cached = preds is not None
+        if preds is None:
+            preds = []
+            yield from predicting(self.bb, self.model, self.samples, adapter=self.adapter,
+                                  batch_size=self.batch_size, into=preds)
+            prediction_cache.save(self.base_key, self.samples, preds)
+        else:
+            yield len(self.samples), len(self.samples)
+        if self.predictions_path is not None:
+            with Path(self.predictions_path).open("w", encoding="utf-8") as f:
+                for s, p in zip(self.samples, preds):
+                    f.write(json.dumps({"id": s.id, "task": s.task, "question": s.question, "prediction": p,
+                                        "answer": s.answer}) + "\n")
+        self.metrics = score(self.samples, preds, with_meteor=self.with_meteor)
+
+
 def evaluate(bb: Backbone, model, samples: list[Sample], *, adapter: bool = True, batch_size: int = 16,
-             predictions_path: Path | None = None, progress=None, with_meteor: bool = False) -> dict:
-    preds = predict(bb, model, samples, adapter=adapter, batch_size=batch_size, progress=progress)
-    if predictions_path is not None:
-        with Path(predictions_path).open("w", encoding="utf-8") as f:
-            for s, p in zip(samples, preds):
-                f.write(json.dumps({"id": s.id, "task": s.task, "question": s.question, "prediction": p,
-                                    "answer": s.answer}) + "\n")
-    return score(samples, preds, with_meteor=with_meteor)
+             predictions_path: Path | None = None, progress=None, with_meteor: bool = False,
+             base_key: dict | None = None) -> dict:
+    """A split's scores; `progress(done, total)` after every generated batch (once, at the
+    end, when `base_key` finds the base's answers cached)."""
+    scoring = Scoring(bb, model, samples, adapter=adapter, batch_size=batch_size, base_key=base_key,
+                      predictions_path=predictions_path, with_meteor=with_meteor)
+    for done, total in scoring:
+        if progress:
+            progress(done, total)
+    return scoring.metrics
+
+
+def scored(parts: list[tuple[str, str, Scoring]], *, later: int = 0) -> Iterator[dict]:
+    """Score each (which, split, Scoring) in turn, yielding a "score" record after every
+    generated batch (medln.train.EVENTS): `left` counts the answers still to come in the run,
+    these parts' and `later` more, so a reader can tell how much scoring remains."""
+    sizes = [len(scoring.samples) for _, _, scoring in parts]
+    for k, (which, split, scoring) in enumerate(parts):
+        ahead = sum(sizes[k + 1:]) + later
+        for done, total in scoring:
+            yield {"event": "score", "which": which, "split": split, "done": done, "total": total,
+                   "left": total - done + ahead, "cached": scoring.cached}
+

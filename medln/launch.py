@@ -44,4 +44,5 @@ def cmd_app(args) -> None:
 
 
 def add_cli(sub) -> None:
-    add_command(sub, "app", AppArgs, cmd_app, help="start the Gradio app (the same as app.py and the Space)")
+    add_command(sub, "app", AppArgs, cmd_app, quiet=False,  # the app logs as medln.ui.app sets up
+                help="start the Gradio app (the same as app.py and the Space)")

@@ -4,14 +4,14 @@ headline rule read) and the scorers, pure functions: no torch, no network, no fi
 processes (METEOR's Java scorer and reading prediction files are medln.scoring).
 
 VQA follows LLaVA-Med's fixed eval script (`llava/eval/run_eval_batch.py` with
-`eval_metrics/glossary.py`); report metrics follow the COCO caption scorer
-(`pycocoevalcap` 1.2: bleu_scorer.py, rouge.py, cider_scorer.py, meteor.py), the numbers
-Med-VLM papers report. Deliberate departures are marked "Departure" below.
+`eval_metrics/glossary.py`); report metrics are the COCO caption scorer's own (`pycocoevalcap`
+1.2: BLEU, ROUGE-L and CIDEr-D here, METEOR's jar in medln.scoring), the numbers Med-VLM papers
+report, on a pure-Python approximation of its Java tokenizer. Deliberate departures are marked
+"Departure" below.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -226,100 +226,27 @@ def tokenize(text: str) -> list[str]:
     return [t for t in _TOKEN.findall(text) if t not in _DROPPED]
 
 
-def _ngram_counts(words: list[str], n: int) -> Counter:
-    return Counter(tuple(words[i:i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1))
-
-
-# The scorers below take a non-empty corpus of tokenised hypotheses, hyps[i] = [word, ...],
-# and their references, refs[i] = [[word, ...], ...] (at least one per item).
-
-def corpus_bleu(hyps: list[list[str]], refs: list[list[list[str]]], n: int = 4) -> list[float]:
-    """BLEU-1..n as bleu_scorer.py computes it (option 'closest'): clipped n-gram counts and
-    lengths summed over the corpus, then one geometric mean and one brevity penalty."""
-    tiny, small = 1e-15, 1e-9  # COCO's constants: a zero count gives ~0, not a crash
-    test_len = ref_len = 0
-    guess, correct = [0] * n, [0] * n
-    for hyp, rs in zip(hyps, refs):
-        max_ref = Counter()
-        for r in rs:
-            max_ref |= _ngram_counts(r, n)  # clip by the most any one reference has
-        for gram, count in _ngram_counts(hyp, n).items():
-            correct[len(gram) - 1] += min(count, max_ref[gram])
-        for k in range(n):
-            guess[k] += max(0, len(hyp) - k)
-        test_len += len(hyp)
-        # "closest" reference length; ties go to the shorter (min over (distance, length))
-        ref_len += min((abs(len(r) - len(hyp)), len(r)) for r in rs)[1]
-    ratio = (test_len + tiny) / (ref_len + small)
-    penalty = math.exp(1 - 1 / ratio) if ratio < 1 else 1.0
-    scores, product = [], 1.0
-    for k in range(n):
-        product *= (correct[k] + tiny) / (guess[k] + small)
-        scores.append(product ** (1 / (k + 1)) * penalty)
-    return scores
-
-
-def _lcs(a: list[str], b: list[str]) -> int:
-    """Length of the longest common subsequence (dynamic programme, one row at a time)."""
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b, 1):
-            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
-        prev = cur
-    return prev[-1]
-
-
-def rouge_l(hyps: list[list[str]], refs: list[list[list[str]]], beta: float = 1.2) -> float:
-    """ROUGE-L as rouge.py: per sentence F_beta from the best precision and the best recall
-    over its references (they may come from different references), then the mean."""
-    scores = []
-    for hyp, rs in zip(hyps, refs):
-        lcs = [_lcs(r, hyp) for r in rs]
-        p = max((m / len(hyp) if hyp else 0.0) for m in lcs)
-        r = max((m / len(ref) if ref else 0.0) for m, ref in zip(lcs, rs))
-        scores.append((1 + beta**2) * p * r / (r + beta**2 * p) if p and r else 0.0)
-    return sum(scores) / len(scores)
-
-
-def cider_d(hyps: list[list[str]], refs: list[list[list[str]]], n: int = 4, sigma: float = 6.0) -> float:
-    """CIDEr-D as cider_scorer.py: tf-idf n-gram vectors (document frequency from this
-    corpus's references), clipped cosine, Gaussian length penalty, mean over n=1..4 and
-    over references, times 10, then the mean over the corpus."""
-    ref_counts = [[_ngram_counts(r, n) for r in rs] for rs in refs]
-    df = Counter(g for rcs in ref_counts for g in set().union(*rcs))
-    log_n = math.log(len(hyps))  # so an n-gram in every item's references weighs 0
-
-    def vectorise(counts: Counter):
-        vec, norm, length = [{} for _ in range(n)], [0.0] * n, 0
-        for gram, tf in counts.items():
-            k = len(gram) - 1
-            vec[k][gram] = tf * (log_n - math.log(max(1.0, df[gram])))
-            norm[k] += vec[k][gram] ** 2
-            if k == 1:  # COCO's `if n == 1` tests the 0-based index: it counts bigrams
-                length += tf
-        return vec, [math.sqrt(x) for x in norm], length
-
-    scores = []
-    for hyp, rcs in zip(hyps, ref_counts):
-        vh, nh, lh = vectorise(_ngram_counts(hyp, n))
-        total = 0.0
-        for rc in rcs:
-            vr, nr, lr = vectorise(rc)
-            penalty = math.exp(-((lh - lr) ** 2) / (2 * sigma**2))
-            for k in range(n):
-                # "clipping": a hypothesis n-gram is credited at most its reference weight
-                val = sum(min(w, vr[k].get(g, 0.0)) * vr[k].get(g, 0.0) for g, w in vh[k].items())
-                if nh[k] and nr[k]:
-                    val /= nh[k] * nr[k]
-                total += val * penalty
-        scores.append(10.0 * total / n / len(rcs))
-    return sum(scores) / len(scores)
-
+# The report scorers are COCO's own (pycocoevalcap 1.2: bleu_scorer.py, rouge.py,
+# cider_scorer.py), given our tokens joined by spaces (they split on spaces), so their quirks
+# are the reference's: BLEU's "closest" reference length with ties to the shorter and its
+# 1e-15 / 1e-9 smoothing (a corpus without a 4-gram match scores ~1e-5, not 0), ROUGE-L's best
+# precision and best recall taken over the references separately, CIDEr-D's document frequency
+# from this corpus's references (one item: every weight is 0) and its length penalty counting
+# bigrams. tests/test_metrics.py works each out by hand and pins the numbers.
 
 def report_scores(hyps: list[list[str]], refs: list[list[list[str]]]) -> dict:
-    """BLEU-1..4, ROUGE-L and CIDEr-D of a non-empty tokenised corpus (METEOR, which needs
-    the reference jar, is added by medln.scoring.score_report)."""
-    out = {f"bleu_{k}": b for k, b in enumerate(corpus_bleu(hyps, refs), 1)}
-    out["rouge_l"], out["cider"] = rouge_l(hyps, refs), cider_d(hyps, refs)
+    """BLEU-1..4, ROUGE-L and CIDEr-D of a non-empty tokenised corpus: hyps[i] = [word, ...],
+    refs[i] = [[word, ...], ...] (at least one reference each). METEOR, which needs the
+    reference jar, is added by medln.scoring.score_report."""
+    # Imported here: the CLI's --help imports this module, and pycocoevalcap's scorers import numpy.
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    res = {i: [" ".join(h)] for i, h in enumerate(hyps)}
+    gts = {i: [" ".join(r) for r in rs] for i, rs in enumerate(refs)}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)  # verbose=0: it prints its counts otherwise
+    out = {f"bleu_{k}": float(b) for k, b in enumerate(bleu, 1)}
+    out["rouge_l"] = float(Rouge().compute_score(gts, res)[0])
+    out["cider"] = float(Cider().compute_score(gts, res)[0])  # n = 4, sigma = 6: CIDEr-D
     return out

@@ -7,6 +7,7 @@ metrics themselves are pure functions in medln.metrics.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import shutil
@@ -41,40 +42,66 @@ def meteor(hyps: list[str], refs: list[list[str]], timeout: float = 600.0) -> tu
     java = shutil.which("java")
     if java is None:
         return None, "METEOR skipped: needs Java on PATH (apt-get install default-jre-headless)"
-    cmd = [java, "-jar", "-Xmx2G", jar.name, "-", "-", "-stdio", "-l", "en", "-norm"]
-    try:
-        proc = subprocess.Popen(cmd, cwd=jar.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, encoding="utf-8")
-    except OSError as e:
-        return None, f"METEOR skipped: could not start Java ({e})"
-    watchdog = threading.Timer(timeout, proc.kill)  # a hung JVM ends the read with "" below
-    watchdog.start()
+    with _JVM.lock:  # one JVM per process, one caller at a time (the protocol is a dialogue)
+        try:
+            proc = _JVM.running(java, jar)
+        except OSError as e:
+            return None, f"METEOR skipped: could not start Java ({e})"
+        watchdog = threading.Timer(timeout, proc.kill)  # a hung JVM ends the read with "" below
+        watchdog.start()
 
-    def ask(line: str) -> str:
-        proc.stdin.write(line.replace("\n", " ") + "\n")
-        proc.stdin.flush()
-        return proc.stdout.readline().strip()
+        def ask(line: str) -> str:
+            proc.stdin.write(line.replace("\n", " ") + "\n")
+            proc.stdin.flush()
+            return proc.stdout.readline().strip()
 
-    try:
-        # "|||" separates fields in the protocol; our tokens never contain "|".
-        stats = [ask(" ||| ".join(["SCORE", *rs, h])) for h, rs in zip(hyps, refs)]
-        ask(" ||| ".join(["EVAL", *stats]))  # first answer line: segment 1's score
-        for _ in range(len(hyps) - 1):
-            proc.stdout.readline()  # the other segment scores
-        return float(proc.stdout.readline()), None  # then the corpus score
-    except (OSError, ValueError) as e:
-        return None, f"METEOR failed: the Java process gave no score ({e})"
-    finally:
-        watchdog.cancel()
-        proc.kill()
-        proc.wait()
+        try:
+            # "|||" separates fields in the protocol; our tokens never contain "|".
+            stats = [ask(" ||| ".join(["SCORE", *rs, h])) for h, rs in zip(hyps, refs)]
+            ask(" ||| ".join(["EVAL", *stats]))  # first answer line: segment 1's score
+            for _ in range(len(hyps) - 1):
+                proc.stdout.readline()  # the other segment scores
+            return float(proc.stdout.readline()), None  # then the corpus score
+        except (OSError, ValueError) as e:
+            _JVM.stop()  # in an unknown state: the next call starts a fresh one
+            return None, f"METEOR failed: the Java process gave no score ({e})"
+        finally:
+            watchdog.cancel()
+
+
+class _JVM:
+    """The METEOR Java process, started once and kept for the process's later calls, as
+    pycocoevalcap's Meteor keeps its own: the JVM's start (~7 s quiet, ~20 s under load) is
+    most of scoring a split's reports. Each call is a full SCORE... EVAL exchange, so calls
+    share nothing but the process; it is stopped at exit."""
+
+    lock = threading.Lock()
+    proc: subprocess.Popen | None = None
+
+    @classmethod
+    def running(cls, java: str, jar: Path) -> subprocess.Popen:
+        if cls.proc is None or cls.proc.poll() is not None:
+            cmd = [java, "-jar", "-Xmx2G", jar.name, "-", "-", "-stdio", "-l", "en", "-norm"]
+            cls.proc = subprocess.Popen(cmd, cwd=jar.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, text=True, encoding="utf-8")
+            if not getattr(cls, "_registered", False):
+                atexit.register(cls.stop)
+                cls._registered = True
+        return cls.proc
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.proc is not None:
+            cls.proc.kill()
+            cls.proc.wait()
+            cls.proc = None
 
 
 def score_report(preds: list[str], refs: list[str | list[str]], *, with_meteor: bool = True) -> dict:
     """BLEU-1..4, ROUGE-L, METEOR and CIDEr-D of generated reports, as COCO's scorer.
 
     A ref is a report or a list of reports. METEOR starts a JVM (~7 s); it is None, with
-    `meteor_note` saying why, when skipped or unavailable. An empty corpus gives None."""
+    `meteor_note` saying why, when skipped or unavailable (the JVM is then kept for later calls). An empty corpus gives None."""
     if len(preds) != len(refs):
         raise ValueError(f"{len(preds)} predictions for {len(refs)} references")
     ref_lists = [[r] if isinstance(r, str) else list(r) for r in refs]

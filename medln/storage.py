@@ -72,6 +72,13 @@ def resolve(env=None) -> Storage:
     return Storage(runs, None, "on this machine's disk: runs stay until you delete them")
 
 
+def cache_root(env=None) -> Path:
+    """MedLN's own cache folder (MEDLN_CACHE, else ~/.cache/medln): parameter counts, the
+    base model's predictions (medln.prediction_cache), the app's speed book."""
+    env = os.environ if env is None else env
+    return Path(env.get("MEDLN_CACHE") or Path.home() / ".cache" / "medln")
+
+
 def hf_cache(env=None) -> Path:
     """The Hugging Face cache folder that downloads go to (HF_HOME, else ~/.cache/huggingface)."""
     env = os.environ if env is None else env

@@ -15,7 +15,6 @@ a record happens to have.
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -27,6 +26,7 @@ from .data.sample import Sample
 from .prompts import encode_for_training
 from .machine import peak_memory_gb, reset_peak
 from .precision import autocast_context, from_dtype, grad_scaler
+from . import prediction_cache
 from .revisions import data_revision
 from .runs import BaseSpec
 from .methods import Selection, apply_scope, get_scope, kept_unquantized
@@ -36,6 +36,7 @@ EVENTS = {
     "step": "one optimizer step: loss, lr, throughput, memory",
     "stopped": "the stop flag ended training early (the adapter is still saved and scored)",
     "references": "the image-blind row and the probe ceiling on every evaluation split (before training)",
+    "score": "one batch of answers scored: which model, split, done of total, answers left in the run",
     "eval": "base or tuned metrics of every evaluation split",
     "failed": "an error ended the run; `error` says which (written to metrics.jsonl, then raised)",
     "done": "the run is saved and scored: eval.json's content (last record)",
@@ -53,15 +54,6 @@ class Tunable:
     base: BaseSpec | None = None
 
 
-def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def prepare(cfg: TrainConfig, *, device: str | None = None, backbone: Backbone | None = None) -> Tunable:
     """Load the backbone (unless given) and apply the scope. Under 4-bit the attn/ffn scopes
     keep their projections unquantized, so their names are known before loading (meta count)."""
@@ -76,7 +68,9 @@ def prepare(cfg: TrainConfig, *, device: str | None = None, backbone: Backbone |
     device_kind = next(backbone.model.parameters()).device.type
     spec = BaseSpec(spec.backbone, backbone.quant, spec.keep, backbone.dtype,
                     "cuda" if device_kind == "cuda" else "cpu", spec.trust_remote_code, cfg.precision)
-    seed_everything(cfg.seed)  # LoRA's A matrices are initialised from the global RNG
+    from transformers import set_seed
+
+    set_seed(cfg.seed)  # Python, numpy and torch (every device): LoRA's A matrices come from the global RNG
     model, selection = apply_scope(backbone.model, backbone.model.config, backbone.family, scope, quant=cfg.quant,
                                    lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
     if cfg.grad_checkpointing:
@@ -134,9 +128,10 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
     """
     import torch
     from torch.utils.data import DataLoader
+    from transformers import set_seed
 
     acc = accelerator or make_accelerator(cfg)
-    seed_everything(cfg.seed)
+    set_seed(cfg.seed)
     model = tunable.model
     precision = tunable.backbone.precision or from_dtype(tunable.backbone.dtype)
     scaler = grad_scaler(precision, acc.device.type)  # fp16 only; otherwise a pass-through
@@ -243,7 +238,9 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
     model are reused, not scored again; `extra_eval` {name: samples} adds evaluation sets
     (e.g. a second, out-of-domain dataset); `train_samples` replaces the cfg.split split
     (e.g. train without the slice a sweep carved off for validation). `overwrite` replaces an
-    existing MedLN run in `out` (never a folder MedLN did not write; see medln.runs)."""
+    existing MedLN run in `out` (never a folder MedLN did not write; see medln.runs).
+    Scoring reports itself as "score" records, one per generated batch (a progress bar's
+    source: medln.progress.Bars.score_records)."""
     from .data import DataError, load_samples
     from .evaluate import subsample
     from .runs import RunDir, check_out
@@ -258,15 +255,20 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         loaded = load_samples(cfg.data, cfg.split, skip_bad=cfg.skip_bad)  # bad data, too, before torch is imported
     acc = accelerator or make_accelerator(cfg)
     eval_sets: dict[str, list[Sample]] = {}
+    eval_items: dict[str, dict] = {}  # split -> {"scored": n, "of": the split's size}
     notes: list[str] = []
     for split in filter(None, (cfg.eval_split, cfg.ood_split)):
         try:
-            eval_sets[split] = subsample(load_samples(cfg.data, split, skip_bad=cfg.skip_bad).samples, cfg.eval_limit)
+            whole = load_samples(cfg.data, split, skip_bad=cfg.skip_bad).samples
         except DataError as e:
             if split == cfg.eval_split:
                 raise
             notes.append(f"no out-of-domain evaluation: {e}")
+            continue
+        eval_sets[split] = subsample(whole, cfg.eval_limit)
+        eval_items[split] = {"scored": len(eval_sets[split]), "of": len(whole)}
     eval_sets.update(extra_eval or {})
+    eval_items.update({name: {"scored": len(s), "of": len(s)} for name, s in (extra_eval or {}).items()})
     tunable = tunable or prepare(cfg, device=str(acc.device))
     cfg, memory_note = fit_memory(cfg, tunable, loaded.samples, acc)
     notes += [memory_note] if memory_note else []
@@ -288,15 +290,20 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "n_modules": len(sel.modules),
         "n_train": len(loaded.samples),
         "skipped": loaded.skipped,
+        "eval_items": eval_items,  # what base and tuned are scored on (--eval-limit per split)
+        "eval_limit": cfg.eval_limit,
         "notes": sel.notes + list(getattr(tunable.backbone, "notes", [])) + notes + _precision_notes(tunable.backbone.precision),
     }
     start["scope_description"] = tunable.selection.scope.description
     base_spec = tunable.base or BaseSpec(cfg.backbone, cfg.quant)
-    run = None
+    run, base_keys = None, {}
     if acc.is_main_process:
         # What exactly was used: the hub commits, or content hashes of local model and data (medln.revisions)
-        revisions = {"backbone": resolve(base_spec.backbone).revision_record(),
-                     "data": data_revision(loaded)}
+        revisions = {"backbone": resolve(base_spec.backbone).revision_record(), "data": data_revision(loaded)}
+        # The base's answers are cached under everything they depend on (medln.prediction_cache)
+        base_keys = prediction_cache.base_keys(tunable.backbone, base_spec, revisions["backbone"], eval_sets,
+                                               limit=cfg.eval_limit, batch_size=cfg.eval_batch_size,
+                                               fused_norms=cfg.fused_norms)
         run = RunDir.create(out, {"config": cfg.to_dict(), "base": base_spec.to_dict(), **start,
                                   "source": tunable.backbone.source, "revisions": revisions}, overwrite=overwrite)
     yield start
@@ -305,7 +312,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         if run is not None and eval_sets:  # before training: the vision tower is still the base's
             refs = _references(cfg, tunable, loaded.samples, eval_sets, revisions["backbone"])
             yield {"event": "references", **refs}
-        yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, start, stop, base_metrics,
+        yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, stop, base_metrics, base_keys,
                                     refs=refs)
     except BaseException as e:  # recorded where the run's readers look, then raised as it was
         if run is not None:
@@ -332,24 +339,37 @@ def _references(cfg, tunable, samples, eval_sets, revision) -> dict:
                           backbone_revision=revision)
 
 
-def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, base_metrics, *,
+def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, stop, base_metrics, base_keys, *,
                      refs: dict | None = None) -> Iterator[dict]:
     from .adapters import adapter_bytes, make_portable
     from .card import write_adapter_card
-    from .evaluate import evaluate
+    from .evaluate import Scoring, scored
 
     sel = tunable.selection
+    metrics: dict[str, dict] = {"base": {k: v for k, v in (base_metrics or {}).items() if v}, "tuned": {}}
+    eval_s, cached = 0.0, []
 
-    def run_eval(adapter: bool, skip: dict | None = None) -> dict:
+    def parts(which: str, adapter: bool) -> list:
         model = acc.unwrap_model(tunable.model)
-        with eager_if(cfg.compile):  # compiled blocks would recompile for every generated length
-            return {split: (skip or {}).get(split) or evaluate(tunable.backbone, model, split_samples, adapter=adapter,
-                                                                 batch_size=cfg.eval_batch_size)
-                    for split, split_samples in eval_sets.items()}
+        return [(which, split, Scoring(tunable.backbone, model, split_samples, adapter=adapter,
+                                       batch_size=cfg.eval_batch_size,
+                                       base_key=base_keys.get(split) if which == "base" else None))
+                for split, split_samples in eval_sets.items() if split not in metrics[which]]
 
-    base = None
-    if sel.scope.method.peft_type is None and acc.is_main_process:
-        base = run_eval(adapter=True, skip=base_metrics)  # full fine-tuning overwrites the weights: score them first
+    def run_eval(which: str, adapter: bool, later: int = 0) -> Iterator[dict]:
+        nonlocal eval_s
+        t0, todo = time.perf_counter(), parts(which, adapter)
+        with eager_if(cfg.compile):  # compiled blocks would recompile for every generated length
+            yield from scored(todo, later=later)
+        for _, split, scoring in todo:
+            metrics[which][split] = scoring.metrics
+            cached.extend([split] if scoring.cached else [])
+        eval_s += time.perf_counter() - t0
+
+    tuned_items = sum(len(s) for s in eval_sets.values())
+    base_first = sel.scope.method.peft_type is None and acc.is_main_process
+    if base_first:  # full fine-tuning overwrites the weights: score them first
+        yield from run_eval("base", adapter=True, later=tuned_items)
     status, steps_done, t0 = "completed", 0, time.perf_counter()
     for record in fit(tunable, cfg, samples, stop=stop, accelerator=acc):
         if run:
@@ -373,15 +393,19 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, start, stop, ba
     # Where the weights moved (inspect.json): cheap with the model in memory, read by `inspect` and the app.
     record_movement(run.path, model, tunable.backbone.family, {"run": str(run.path), "scope": cfg.scope,
                                                                 "seed": cfg.seed, "backbone": tunable.backbone.name})
-    if base is None:
-        base = run_eval(adapter=False, skip=base_metrics)
+    if not base_first:
+        yield from run_eval("base", adapter=False, later=tuned_items)
+    base = {split: metrics["base"][split] for split in eval_sets if split in metrics["base"]}
     yield {"event": "eval", "which": "base", "metrics": base}
-    tuned = run_eval(adapter=True)
+    yield from run_eval("tuned", adapter=True)
+    tuned = metrics["tuned"]
     yield {"event": "eval", "which": "tuned", "metrics": tuned}
     result = {
         "status": status,
         "steps_done": steps_done,
         "train_s": round(train_s, 3),
+        "eval_s": round(eval_s, 3),  # scoring base and tuned (base answers read from the cache count as read)
+        "base_cached": cached,  # splits whose base answers came from the prediction cache (medln.prediction_cache)
         "trainable": sel.trainable,
         "total": sel.total,
         "percent": round(sel.percent, 6),

@@ -1,9 +1,18 @@
 """medln.backbones: loading in 4-bit on a CPU keeps the layers bitsandbytes' CPU kernel cannot
-pack unquantized, and says so."""
+pack unquantized, and says so; offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE alone)
+sends no request."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
+
+from conftest import REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unsupported layer type:UserWarning")
 
@@ -28,3 +37,59 @@ def test_4bit_on_a_cpu_keeps_the_layers_its_kernel_cannot_pack(tmp_path):
     for layer in quantized:
         _convert_weight_packed_for_cpu(layer.weight.data.clone(), __import__("copy").deepcopy(layer.weight.quant_state))
     assert "kept unquantized" in bb.notes[0] and "divisible by 32" in bb.notes[0]
+
+
+class Counting(BaseHTTPRequestHandler):
+    """A stand-in Hub that answers 404 to everything and counts what reached it."""
+
+    seen: list[str] = []
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self):
+        Counting.seen.append(f"{self.command} {self.path}")
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD = do_POST = _answer
+
+
+def medln_with(env_extra: dict, *args, tmp_path) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """`python -m medln ARGS` with no offline variable of its own but `env_extra`, a fresh Hub
+    cache and HF_ENDPOINT at the counting stand-in; returns the process and the requests."""
+    Counting.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Counting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+           and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}", HF_HOME=str(tmp_path / "hf"), NO_PROXY="127.0.0.1",
+               HF_TOKEN="", **env_extra)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "medln", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=300)
+    finally:
+        server.shutdown()
+        server.server_close()
+    return proc, list(Counting.seen)
+
+
+@pytest.mark.parametrize("variable", ["TRANSFORMERS_OFFLINE", "HF_HUB_OFFLINE"])
+def test_either_offline_variable_alone_sends_no_request(variable, tmp_path):
+    proc, seen = medln_with({variable: "1"}, "params", "--backbone", "someone/some-vlm", tmp_path=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert seen == []
+    assert proc.stderr.startswith("error: cannot load someone/some-vlm: offline mode is set (HF_HUB_OFFLINE or "
+                                  "TRANSFORMERS_OFFLINE) and the model is not in the local cache"), proc.stderr[-3000:]
+    data, seen = medln_with({variable: "1"}, "eval", "--data", "hf:someone/some-set", tmp_path=tmp_path)
+    assert data.returncode == 2 and seen == [], data.stderr[-3000:]
+    assert "hf:someone/some-set: offline mode is set" in data.stderr
+
+
+def test_without_offline_mode_medln_asks_the_hub(tmp_path):
+    """The control: the same command online reaches the stand-in (so the test above can fail)."""
+    proc, seen = medln_with({}, "params", "--backbone", "someone/some-vlm", tmp_path=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert seen and seen[0].startswith("HEAD /")  # MedLN's probe first

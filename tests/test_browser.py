@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("MEDLN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
+# A real browser on a real app (~70 s): CI runs it (.ci/run), `python -m pytest -q` does not.
+pytestmark = pytest.mark.slow
 WIDE = {"width": 1400, "height": 1000}
 NARROW = {"width": 390, "height": 844}
 IMAGES = REPO / "assets" / "sample" / "images"

@@ -97,7 +97,8 @@ def test_train_json_prints_one_object_per_record(cli_run):
     assert records[0]["event"] == "start" and records[-1]["event"] == "done"
     steps = [r for r in records if r["event"] == "step"]
     assert [r["step"] for r in steps] == [1, 2]
-    assert [r["event"] for r in records] == ["start", "references", "step", "step", "eval", "eval", "done"]
+    # one item per split and model: one "score" record each (medln.train.EVENTS)
+    assert [r["event"] for r in records] == ["start", "references", "step", "step", "score", "eval", "score", "eval", "done"]
     assert records[-1]["status"] == "completed" and records[-1]["run"] == str(out)
     assert {p.name for p in out.iterdir()} == {"config.json", "metrics.jsonl", "eval.json", "adapter", "inspect.json"}
     assert [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] == steps
@@ -132,6 +133,73 @@ def test_ask_plain_text_says_what_json_says(tmp_path):
     assert lines[0] == reply["answer"]
     assert DISCLAIMER in lines[1] and "not for clinical use" in reply["disclaimer"]
     assert reply["warning"] and "synthetic phantoms" in reply["warning"] and reply["warning"] in lines[1]
+
+
+# What `ask` must not import: 4-bit support without 4-bit weights, the app, the other commands'
+# modules, training and metrics stacks. transformers 5 itself imports torch.distributed.tensor
+# (modeling_utils -> core_model_loading), flash-attention and continuous batching
+# (activations -> hub_kernels) for any model class: a plain transformers + peft script imports
+# them too (bench/ask_peer.py; `medln bench-ask` compares the two), so they are not listed.
+ASK_MUST_NOT_IMPORT = ("bitsandbytes", "gradio", "medln.ui", "medln.compare", "medln.bench", "medln.train",
+                       "medln.metrics", "nltk", "matplotlib", "pandas", "scipy", "sklearn")
+
+ASK_PROBE = """
+import json, sys
+from unittest import mock
+import medln.runs
+loads = []
+original = medln.runs.BaseSpec.load
+with mock.patch.object(medln.runs.BaseSpec, "load", lambda self, *a, **k: loads.append(1) or original(self, *a, **k)):
+    from medln.__main__ import main
+    code = main(sys.argv[1:])
+from peft import import_utils
+print(json.dumps({"code": code, "loads": len(loads), "bnb_usable": import_utils.is_bnb_available(),
+                  "modules": sorted(k for k, v in sys.modules.items() if v is not None)}))
+"""
+
+
+def test_ask_imports_only_what_answering_needs(cli_run, tiny_model, dataset):
+    import subprocess
+    import sys
+
+    out, _ = cli_run
+    image = dataset.parent / "images" / "img00.png"
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", ASK_PROBE, "ask", "--adapter", str(out),
+                           "--image", str(image), "--question", "Is there a pleural effusion?"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    probe = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert probe["code"] == 0 and probe["loads"] == 1  # the base is loaded once, the adapter attached to it
+    imported = [m for m in probe["modules"] if any(m == f or m.startswith(f + ".") for f in ASK_MUST_NOT_IMPORT)]
+    slow = sorted((line for line in proc.stderr.splitlines() if any(m in line for m in imported)),
+                  key=lambda line: -int(line.split("|")[1]))
+    assert not imported, f"ask imported {imported[:10]}; slowest: {slow[:5]}"
+    assert "peft" in probe["modules"] and probe["bnb_usable"]  # peft without bitsandbytes, 4-bit still possible
+
+
+def test_ask_attaches_the_adapter_to_the_one_loaded_copy(cli_run):
+    from safetensors import safe_open
+
+    from medln.answers import require_run
+    from medln.models import ModelCache
+
+    run = require_run(cli_run[0])
+    cache = ModelCache(max_models=1)
+    e = cache.entry(run.base)
+    base = {p.data_ptr() for p in e.backbone.model.parameters()}
+    with cache.hold(e):  # the entry's lock, as answering takes it
+        model, _ = e.use(run.adapter_dir)
+        new = sum(p.numel() for p in model.parameters() if p.data_ptr() not in base)
+    with safe_open(str(run.adapter_dir / "adapter_model.safetensors"), "pt") as f:
+        saved = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+    assert len(cache) == 1 and 0 < new <= saved  # only the adapter's own tensors are new: no second copy
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 # --------------------------------------------------------------------------- user errors: exit 2, no traceback
@@ -239,3 +307,18 @@ def test_cli_refusals_are_one_line(case, cli_inputs, tiny_model, dataset):
     }[case]
     line = assert_one_line_error(run_cli(*args), *needles)
     print(f"\n{case}: {line}")
+
+
+def test_bench_ask_runs_the_peer_on_the_runs_own_base(cli_run, tiny_model, dataset):
+    import argparse
+
+    from medln.bench.ask import PEER, commands
+
+    out, _ = cli_run
+    args = argparse.Namespace(adapter=str(out), image="x.png", question="Q?")
+    ask, peer = commands(args)
+    assert ask[1:] == ["-m", "medln", "ask", "--adapter", str(out), "--image", "x.png", "--question", "Q?"]
+    assert peer[1] == str(PEER) and PEER.exists()
+    assert peer[peer.index("--model") + 1] == str(tiny_model("llava"))
+    assert peer[peer.index("--adapter") + 1] == str(out / "adapter")
+    assert "{question}" in peer[peer.index("--prompt") + 1]

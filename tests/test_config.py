@@ -29,3 +29,59 @@ def test_every_numeric_field_has_one_range_that_validate_enforces():
     for bad in ("12", 1.5, True, float("nan")):
         with pytest.raises(ConfigError, match="steps: must be a whole number"):
             TrainConfig(steps=bad).validate()
+
+
+# ------------------------------------------------------------- one name per option, old names hidden
+
+
+def _visible_flags(command: str) -> dict[str, str]:
+    """flag -> dest of what `medln COMMAND --help` lists."""
+    import argparse
+
+    from medln.__main__ import build_parser
+
+    sub = next(a for a in build_parser([command])._actions if isinstance(a, argparse._SubParsersAction))
+    return {s: a.dest for a in sub.choices[command]._actions if a.help != argparse.SUPPRESS
+            for s in a.option_strings if s.startswith("--")}
+
+
+def test_an_option_has_one_name_across_commands():
+    flags = {c: _visible_flags(c) for c in ("train", "compare", "eval", "ask", "params", "bench", "score", "inspect",
+                                            "merge", "push", "backbones", "scopes", "app")}
+    names: dict[str, set[str]] = {}  # dest -> the flags that set it, over every command
+    for command_flags in flags.values():
+        for flag, dest in command_flags.items():
+            if not flag.startswith("--no-"):
+                names.setdefault(dest, set()).add(flag)
+    assert {d: f for d, f in names.items() if len(f) > 1} == {}
+    # the concepts that had two names: the scoring limit and batch, gradient checkpointing
+    assert {"--eval-limit", "--eval-batch-size"} <= set(flags["eval"]) & set(flags["train"]) & set(flags["compare"])
+    assert "--grad-checkpointing" in flags["bench"] and "--grad-checkpointing" in flags["train"]
+    assert not {"--limit", "--batch-size"} & set(flags["eval"]) and "--grad-ckpt" not in flags["bench"]
+    # the predictions file: eval writes it, score reads it
+    assert flags["eval"]["--predictions"] == flags["score"]["--predictions"] == "predictions"
+    assert not {"--pred", "--ref"} & set(flags["score"])
+
+
+def test_old_names_still_work_hidden(tmp_path):
+    import json
+
+    from medln.__main__ import build_parser
+    from medln.config import parse_command_line
+
+    def parse(*argv):
+        argv = [str(a) for a in argv]
+        return parse_command_line(build_parser(argv), argv)
+
+    args = parse("eval", "--limit", 2, "--batch-size", 3)
+    assert (args.eval_limit, args.eval_batch_size) == (2, 3)
+    assert (parse("eval").eval_limit, parse("eval").eval_batch_size) == (0, 16)  # the aliases set no default
+    assert parse("eval", "--eval-limit", 5).eval_limit == 5
+    file = tmp_path / "eval.json"
+    file.write_text(json.dumps({"limit": 7, "batch_size": 4}))  # an old --config file
+    args = parse("eval", "--config", file)
+    assert (args.eval_limit, args.eval_batch_size) == (7, 4)
+    assert parse("bench", "--grad-ckpt").grad_ckpt is True and parse("bench", "--no-grad-ckpt").grad_ckpt is False
+    assert parse("bench", "--grad-checkpointing").grad_ckpt is True and parse("bench").grad_ckpt is False
+    args = parse("score", "--task", "vqa", "--pred", "p.jsonl", "--ref", "r.jsonl")
+    assert (args.predictions, args.references) == ("p.jsonl", "r.jsonl")

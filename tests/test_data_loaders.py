@@ -160,6 +160,61 @@ def test_dicom_rescale_then_window(tmp_path):
     assert pixel(out, (1, 1))[0] <= 1  # -160 HU: the window's lower edge
 
 
+def _hand_window(values, center, width, function):
+    """MedLN's earlier hand-written DICOM windowing (PS3.3 C.11.2.1.2), kept as the reference
+    that pydicom's apply_windowing, which replaced it, must equal."""
+    if function == "SIGMOID":
+        with np.errstate(over="ignore"):
+            y = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    elif function == "LINEAR_EXACT":
+        y = (values - (center - width / 2)) / width
+    else:
+        y = (values - (center - 0.5)) / max(width - 1, 1e-9) + 0.5
+    return np.round(np.clip(y, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+def test_dicom_window_is_pydicoms_and_equals_the_hand_written_one(function):
+    """Equal on 4,001 values x 6 windows; the one exception is LINEAR_EXACT at an exact tie
+    (the grey level is k + 1/2: its formula's floating-point steps differ from pydicom's by an
+    ulp, and the rounding goes the other way), 1 grey level, checked with exact fractions."""
+    from fractions import Fraction
+
+    from pydicom.dataset import Dataset
+
+    values = np.linspace(-2000.0, 2000.0, 4001)  # 4,001 modality values, a step of 1 (HU-like)
+    windows = [(40, 400), (-600, 1500), (127.5, 256), (0, 1), (37.3, 2.5), (1000, 4000)]
+    ties = 0
+    for center, width in windows:
+        ds = Dataset()
+        ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = center, width, function
+        got = images._window(values, ds)
+        assert got is not None and got.dtype == np.uint8
+        want = _hand_window(values, center, width, function)
+        for i in np.nonzero(got != want)[0]:
+            c, w = Fraction(ds.WindowCenter), Fraction(ds.WindowWidth)
+            exact = (Fraction(values[i]) - (c - w / 2)) / w * 255
+            assert function == "LINEAR_EXACT" and exact % 1 == Fraction(1, 2), (center, width, values[i])
+            assert abs(int(got[i]) - int(want[i])) == 1
+            ties += 1
+    assert ties <= 5  # 5 of 24,006 values here
+
+
+def test_dicom_window_that_cannot_apply_stretches_the_image():
+    from pydicom.dataset import Dataset
+
+    values = np.array([[0.0, 50.0], [100.0, 200.0]])
+    for tags in ({"WindowCenter": 40, "WindowWidth": 0.5},  # LINEAR needs a width >= 1
+                 {"WindowCenter": 40, "WindowWidth": 0, "VOILUTFunction": "SIGMOID"},
+                 {"WindowCenter": 40, "WindowWidth": 100, "VOILUTFunction": "GAMMA"},  # not a DICOM function
+                 {"WindowCenter": 40}):  # no width
+        ds = Dataset()
+        for keyword, value in tags.items():
+            setattr(ds, keyword, value)
+        assert images._window(values, ds) is None, tags
+        assert images._voi_to_uint8(values, ds).tolist() == [[0, 64], [128, 255]]  # min..max stretched
+
+
 def test_dicom_monochrome1_is_inverted(tmp_path):
     arr = np.array([[0, 1000], [500, 1000]], dtype=np.uint16)
     out = load_image(write_dicom(tmp_path / "cr.dcm", arr, photometric="MONOCHROME1", bits_stored=10))
@@ -535,6 +590,11 @@ def offline_hub(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    import huggingface_hub.constants
+
+    # huggingface_hub read HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE (conftest sets them) at import:
+    # its constant is what MedLN follows (medln.data.hub.offline_mode)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     for proxy in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
         monkeypatch.delenv(proxy, raising=False)
     monkeypatch.setenv("HF_TOKEN", "hf_secret_do_not_print")
@@ -552,7 +612,9 @@ def test_hf_fails_fast_when_hub_unreachable(offline_hub):
 
 
 def test_hf_offline_mode_without_cache(offline_hub, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as HF_HUB_OFFLINE=1 at import
     start = time.monotonic()
     with pytest.raises(DataError, match=r"offline mode is set"):
         hub.load("someone/some-set:config", "test")

@@ -39,6 +39,7 @@ def launch(tiny_model, dataset, out, scope: str):
 
 # ln: the peft LN-tuning wrapper under DDP; full: parameters without a gradient (LLaVA's
 # vision layers after vision_feature_layer) need find_unused_parameters.
+@pytest.mark.slow  # two accelerate processes per scope (~30 s): CI runs it (.ci/run), `python -m pytest -q` does not
 @pytest.mark.parametrize("scope", ["ln", "full"])
 def test_train_under_accelerate_launch_two_cpu_processes(scope, tiny_model, dataset, tmp_path):
     out = tmp_path / "run"

@@ -108,6 +108,17 @@ def test_no_module_is_longer_than_400_lines():
     assert all(lines.get(m, 0) > 400 for m in BEING_SPLIT), "split: remove it from BEING_SPLIT"
 
 
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise():
+    """Spinning OpenMP threads made torch 6-9x slower on a shared CPU (medln/__init__.py):
+    importing medln sets the passive policy before torch can load; a user's own value stays."""
+    code = "import os, medln; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                              env={**env, **({"OMP_WAIT_POLICY": given} if given else {})})
+        assert proc.stdout.strip() == expected, proc.stderr[-2000:]
+
+
 def test_help_imports_no_builder():
     """`medln --help` (and every command's --help but the builders' own) stays light: no
     medln.make, no gradio, no torch."""
@@ -247,3 +258,45 @@ def test_docs_design_lists_every_module_in_one_line():
     tree = sorted(str(f.relative_to(REPO)) for f in medln_modules().values())
     assert sorted(listed) == tree, (set(tree) - set(listed), set(listed) - set(tree))
     assert len(described) == len(listed)  # each with its one-line description
+
+
+def test_readme_is_short_and_every_relative_link_in_it_and_docs_resolves():
+    """README.md at most 220 lines (the rest is in docs/, linked); no link to a moved file."""
+    import re
+
+    readme = REPO / "README.md"
+    assert len(readme.read_text(encoding="utf-8").splitlines()) <= 220
+    broken = []
+    for page in [readme, *sorted((REPO / "docs").glob("*.md"))]:
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            path = target.split("#")[0]
+            if path and not re.match(r"[a-z][a-z0-9+.-]*:", path) and not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(REPO)}: {target}")
+    assert broken == []
+
+
+def test_readme_commands_parse_with_the_options_each_command_lists():
+    """Every `medln ...` line of the README's code blocks parses, with the names --help shows
+    (not a hidden old spelling), and the test command is the one CI runs."""
+    import argparse
+    import re
+    import shlex
+
+    from medln.__main__ import build_parser
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = "\n".join(re.findall(r"```bash\n(.*?)```", text, flags=re.S)).replace("\\\n", " ")
+    lines = [re.sub(r"\s#.*$", "", line).strip() for line in blocks.splitlines()]
+    commands = [shlex.split(part.strip())[1:] for line in lines for part in line.split("&&")
+                if part.strip().startswith("medln ")]
+    assert len(commands) >= 12, commands
+    for argv in commands:
+        if argv == ["--version"]:
+            continue
+        parser = build_parser(argv)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[argv[0]]
+        shown = {s for a in sub._actions if a.help != argparse.SUPPRESS for s in a.option_strings}
+        assert {a for a in argv if a.startswith("--")} <= shown, argv
+        parser.parse_args(argv)  # SystemExit (a usage error) fails the test
+    assert "python -m pytest -q" in text and "python -m pytest -q" in (REPO / ".ci" / "run").read_text(encoding="utf-8")

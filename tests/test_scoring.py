@@ -114,3 +114,18 @@ def test_score_accepts_report_predictions_keyed_report_and_eval_counts_report_it
     reports = [Sample(id=str(i), image=Path("x.png"), answer="no acute findings.", task="report") for i in range(3)]
     result = score(reports, ["no acute findings."] * 3)
     assert result["n"] == 3 == result["n_report"]
+
+
+def test_score_command_prints_one_metric_a_line_with_its_n(tmp_path):
+    from conftest import run_cli
+
+    ref, pred = tmp_path / "ref.jsonl", tmp_path / "pred.jsonl"
+    ref.write_text('{"id": 1, "report": "no acute findings."}\n{"id": 2, "report": "mild cardiomegaly."}\n')
+    pred.write_text('{"id": 1, "report": "no acute findings."}\n{"id": 2, "report": "normal heart."}\n')
+    out = run_cli("score", "--task", "report", "--predictions", pred, "--references", ref)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("report BLEU-4") and line.endswith("(n = 2)") for line in lines), out.stdout
+    assert "None" not in out.stdout and "{" not in out.stdout  # no Python dict or None printed
+    old = run_cli("score", "--task", "report", "--pred", pred, "--ref", ref, "--json")  # the old names, hidden
+    assert old.returncode == 0 and json.loads(old.stdout)["n"] == 2

@@ -55,6 +55,11 @@ class Family:
     # else why not (tests/test_methods.py checks both against real-token prefixes).
     prompt_refusal: str | None = None
     fp16_ok: bool = True  # False: activations overflow fp16 (NaNs); medln.precision refuses fp16
+    # How `get_image_features` lays out one image's features, so scoring encodes an image once
+    # for all its questions (medln.generation): "list" (one tensor per image), "batch" (a tensor
+    # whose first dim is the image); None: every question encodes its image (Idefics3 splits
+    # images into tiles; Qwen2-VL's M-RoPE needs the grid beside the features; BLIP has no such path).
+    image_features: str | None = None
 
 
 # The projection groups of a Llama-style decoder (LLaVA's Llama/Mistral, SmolVLM, Qwen2, Gemma 3).

@@ -117,6 +117,7 @@ FAMILY = Family(
     ),
     image_block=image_block,
     nested_images=True,
+    image_features="batch",
     dead_norms=dead_head,
     not_quantized=("lm_head", "multi_modal_projector"),
     prompt_refusal="Gemma 3 lets image tokens attend to each other through token_type_ids, which peft's "

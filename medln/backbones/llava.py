@@ -95,4 +95,5 @@ FAMILY = Family(
     prompt="USER: <image>\n{question} ASSISTANT:",
     dead_norms=dead_vision_layers,
     not_quantized=("lm_head", "multi_modal_projector"),
+    image_features="list",
 )

@@ -24,11 +24,12 @@ def hf_token() -> str | None:
 
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Answers in seconds instead of a long retry loop. An HTTP probe, not a TCP connect:
-    some networks accept every connection and then stay silent (medln.data.hub)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    from ..data.hub import hub_reachable as answers
+    some networks accept every connection and then stay silent (medln.data.hub). In offline
+    mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE: medln.data.hub.offline_mode) it sends nothing."""
+    from ..data.hub import hub_reachable as answers, offline_mode
 
+    if offline_mode():
+        return False
     return answers(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), timeout)
 
 
@@ -52,10 +53,13 @@ def check_access(resolved: Resolved) -> dict:
 
 
 def offline_message(resolved: Resolved) -> str:
+    from ..data.hub import offline_mode
+
+    why = ("offline mode is set (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)" if offline_mode()
+           else "the Hugging Face Hub is not reachable from here")
     return (
-        f"cannot load {resolved.source}: the Hugging Face Hub is not reachable from here and the "
-        "model is not in the local cache. Use the bundled 'medln-tiny', a local folder, or run "
-        "where the network is available."
+        f"cannot load {resolved.source}: {why} and the model is not in the local cache. Use the bundled "
+        "'medln-tiny', a local folder, or run where the network is available."
     )
 
 

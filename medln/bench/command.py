@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import re
 import statistics
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import ConfigError, _f
+from ..logs import console
 from ..methods import ScopeError, apply_scope, get_scope, select, select_in_model
 from ..methods.lora import RANK
 from ..structure import count_params
@@ -25,6 +27,8 @@ from ..kernels import fuse_norms
 from .measure import (build_model, compile_blocks, forward_flops, peak_tflops, quantize_4bit,
                       time_generation, time_training, training_flops, _free, _peak_gb, _reset_peak, _sync)
 from .shapes import SHAPES, shape_config
+
+log = logging.getLogger("medln.bench")
 
 # The columns of every row (the contract); rows also carry the extras in EXTRA_KEYS.
 # The columns of every row (the contract); rows also carry the extras in EXTRA_KEYS.
@@ -52,7 +56,8 @@ class BenchConfig:
     lora_r: int = _f(RANK, "LoRA rank; LoRA targets every attention and MLP projection of the language model")
     sdpa: bool = _f(True, "PyTorch scaled-dot-product attention (flash/memory-efficient kernels); off: eager")
     compile: bool = _f(False, "torch.compile each transformer block (regional) for the training steps")
-    grad_ckpt: bool = _f(False, "gradient checkpointing (recompute activations in backward)")
+    grad_ckpt: bool = _f(False, "gradient checkpointing (recompute activations in backward)", flag="--grad-checkpointing",
+                         aliases=("--grad-ckpt",))  # train's name for it; rows keep the key grad_ckpt
     compile_backend: str = _f("inductor", "torch.compile backend for --compile (eager: graph capture only, a CPU check)")
     fused_norms: bool = _f(False, "RMSNorm through the fused torch.nn.functional.rms_norm op (medln.kernels)")
     upcast_frozen: bool = _f(False, "cast every frozen non-4-bit tensor to fp32 first, as peft's "
@@ -331,7 +336,7 @@ def cmd_bench(args) -> None:
         merged = merge_results(args.merge)
         path = results_path(args.out, merged["device"])
         write_results(merged, path)
-        print(f"wrote {path}: {len(merged['rows'])} rows from {len(args.merge)} files", file=sys.stderr)
+        log.info("wrote %s: %d rows from %d files", path, len(merged["rows"]), len(args.merge))
         return
     names = {f.name for f in dataclasses.fields(BenchConfig)}
     cfg = BenchConfig(**{k: v for k, v in vars(args).items() if k in names})
@@ -340,7 +345,7 @@ def cmd_bench(args) -> None:
     if args.json:
         print(json.dumps(result), flush=True)
     if cfg.out:
-        print(f"wrote {results_path(cfg.out, result['device'])}", file=sys.stderr)
+        log.info("wrote %s", results_path(cfg.out, result["device"]))
 
 
 @dataclass
@@ -368,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     add_cli(parser.add_subparsers(dest="command"))
     try:
         args = parse_command_line(parser, ["bench", *(sys.argv[1:] if argv is None else argv)])
+        console(quiet=args.quiet)
         args.func(args)
     except (ConfigError, ScopeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

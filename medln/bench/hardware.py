@@ -1,7 +1,7 @@
 """Which registry backbone fits which Hugging Face Space GPU, and how fast a step should be:
 COMPUTED from the published model shapes, not measured (no GPU was available to this work).
 
-    python -m medln.bench.hardware            # the Markdown table in README ("Space hardware")
+    python -m medln.bench.hardware            # the Markdown table in docs/hardware.md
     python -m medln.bench.hardware --json     # every intermediate figure
 
 Every model is built on the meta device from its published hyper-parameters (medln.bench's

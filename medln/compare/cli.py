@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shlex
 import sys
 from pathlib import Path
 
 from ..config import _f, add_command, from_args
+from ..progress import Bars
 from .options import CompareConfig
 from .report import table_md
 from .sweep import compare
@@ -28,13 +30,22 @@ def cmd_compare(args) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print("stopping after the current step (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+        logging.getLogger("medln.compare").warning("stopping after the current step (Ctrl-C again to abort)")
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
+    bars = Bars.for_args(args)
+    cells = seeds = None  # the bar of scored runs (scope x seed), from compare_start on
     try:
         command = "python -m medln " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        for record in compare(cfg, stop=stop, command=command):
+        for record in bars.through(compare(cfg, stop=stop, command=command)):
             event = record.get("event")
+            if event == "compare_start":
+                cells = bars.bar(len(record["scopes"]) * len(record["seeds"]), "compare", "cell")
+                seeds = len(record["seeds"])
+            elif event in ("scope_done", "scope_skipped") and cells is not None:
+                cells.update(1 if "seed" in record else seeds)  # a scope that cannot run skips all its seeds at once
+            elif event == "done" and cells is not None:
+                cells.close()
             if args.json:
                 print(json.dumps(record, default=str), flush=True)
             elif event == "compare_start":
@@ -69,6 +80,8 @@ def cmd_compare(args) -> None:
                 print(f"[{record['scope']}] step {record['step']:>5}  loss {record['loss']:.4f}  "
                       f"{record['samples_per_s']:.1f} samples/s", flush=True)
     finally:
+        if cells is not None:
+            cells.close()
         signal.signal(signal.SIGINT, previous)
 
 

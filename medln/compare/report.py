@@ -5,8 +5,8 @@ TABLE.md (protocol, per-scope spread, reference rows, chosen rates, verdict), fi
 from __future__ import annotations
 
 import csv
+import logging
 import os
-import sys
 from html import escape as html_escape
 from pathlib import Path
 
@@ -100,7 +100,7 @@ def write_figures(out: Path, rows: list[dict], results: dict | None = None) -> l
                 fig.write_image(out / f"{name}.png")
                 written.append(out / f"{name}.png")
             except Exception as e:  # kaleido needs a browser; PNGs are a bonus, the HTML is the output
-                print(f"note: no PNG export ({type(e).__name__}: {e})", file=sys.stderr)
+                logging.getLogger("medln.compare").warning("no PNG export (%s: %s)", type(e).__name__, e)
                 break
     return written
 

@@ -3,7 +3,7 @@
 `summarize_rows` gives each scope mean ± sd and a 95 % interval per metric over its seeds,
 on the target test split and on the out-of-domain split, and whether it is within noise of
 the best scope (medln.compare.stats). `verdict(results)` turns a results.json dict into the text
-the README, the Compare tab and the About tab show: every claim in it is computed from the
+docs/results.md, the Compare tab and the About tab show: every claim in it is computed from the
 numbers beside it, none is written by hand. Pure functions: no torch, no gradio.
 """
 

@@ -9,9 +9,10 @@ came from (datasets names its cache folder by it) is recorded in `Loaded.revisio
 
 Offline it fails fast: `datasets` would otherwise retry the Hub for tens of seconds. We first
 send one HEAD request to the endpoint (HF_ENDPOINT, default huggingface.co) with a short
-timeout, in a thread so a hanging DNS lookup cannot block us. Unreachable, or HF_HUB_OFFLINE /
-HF_DATASETS_OFFLINE set: we load from the local `datasets` cache with offline mode forced, or
-raise a DataError that says what to do. The token (hub_token: HF_TOKEN, the older
+timeout, in a thread so a hanging DNS lookup cannot block us. Unreachable, or offline mode set
+(`offline_mode`: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE, as huggingface_hub reads them; or
+HF_DATASETS_OFFLINE), and no request is sent: we load from the local `datasets` cache with
+offline mode forced, or raise a DataError that says what to do. The token (hub_token: HF_TOKEN, the older
 HUGGING_FACE_HUB_TOKEN, or the one `hf auth login` saved) never appears in a message.
 """
 
@@ -45,11 +46,11 @@ def load(path: str, split: str, *, skip_bad: bool = False) -> Loaded:
         raise DataError(f"hf:{path}: expected hf:DATASET_ID[@REVISION][:CONFIG], e.g. hf:flaviagiammarino/vqa-rad")
     where = f"hf:{dataset_id}" + (f"@{revision}" if revision else "") + (f":{config}" if config else "")
     cache_dir = datasets_cache_dir()
-    offline_mode = _env_true("HF_HUB_OFFLINE") or _env_true("HF_DATASETS_OFFLINE")
+    offline_set = offline_mode() or _env_true("HF_DATASETS_OFFLINE")
     endpoint = os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
-    offline = offline_mode or not hub_reachable(endpoint)
+    offline = offline_set or not hub_reachable(endpoint)
     if offline and not _in_cache(cache_dir, dataset_id):
-        why = "offline mode is set (HF_HUB_OFFLINE)" if offline_mode else f"the Hugging Face Hub ({endpoint}) is not reachable"
+        why = OFFLINE_SET if offline_set else f"the Hugging Face Hub ({endpoint}) is not reachable"
         raise DataError(
             f"{where}: {why} and the dataset is not in the local cache ({cache_dir}). Download it "
             "once with a connection, or point at a local copy (e.g. pathvqa:FOLDER, vqa-rad:FOLDER, jsonl:FILE)."
@@ -132,6 +133,18 @@ def _report_row(row: dict, record_id: str, image_count: int, where: str) -> Samp
 
 
 # --- reaching the Hub, or not -----------------------------------------------------------------
+
+OFFLINE_SET = "offline mode is set (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE or HF_DATASETS_OFFLINE)"
+
+
+def offline_mode() -> bool:
+    """Offline mode exactly as huggingface_hub decides it, and through it transformers:
+    HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE, read once when huggingface_hub is imported
+    (huggingface_hub.constants.HF_HUB_OFFLINE). Set, MedLN sends no request either."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
 
 
 def hub_reachable(endpoint: str, timeout: float = CONNECT_TIMEOUT_S) -> bool:

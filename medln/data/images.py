@@ -10,7 +10,7 @@ image (a decompression bomb) is refused without allocating it.
 
 DICOM is rendered the way a viewer shows it (DICOM PS3.3 C.11): Modality LUT (rescale
 slope/intercept) first, then the VOI LUT (window centre/width, or a VOI LUT table) mapped to
-0..255; without a VOI the frame's own min..max is stretched. MONOCHROME1 is inverted (0 is
+0..255, both by pydicom; without a usable VOI the frame's own min..max is stretched. MONOCHROME1 is inverted (0 is
 white), a multi-frame object yields its middle frame, and colour (RGB, YBR converted to RGB by
 pydicom, PALETTE COLOR) is kept.
 """
@@ -198,31 +198,36 @@ def _voi_to_uint8(values: np.ndarray, ds) -> np.ndarray:
         out = apply_voi_lut(values, ds, prefer_lut=True)
         bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
         return _scale_to_uint8(out, 2**bits - 1)
-    center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
-    function = str(ds.get("VOILUTFunction", "LINEAR")).strip().upper()
-    if center is not None and width is not None and width > 0:
-        # DICOM PS3.3 C.11.2.1.2 (LINEAR needs width >= 1; LINEAR_EXACT and SIGMOID width > 0).
-        if function == "SIGMOID":
-            y = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
-        elif function == "LINEAR_EXACT":
-            y = (values - (center - width / 2)) / width
-        elif width >= 1:
-            y = (values - (center - 0.5)) / max(width - 1, 1e-9) + 0.5
-        else:
-            y = None
-        if y is not None:
-            return np.round(np.clip(y, 0.0, 1.0) * 255).astype(np.uint8)
-    return _stretch(values)
+    windowed = _window(values, ds)
+    return windowed if windowed is not None else _stretch(values)
 
 
-def _first(value) -> float | None:
-    """WindowCenter / WindowWidth may be multi-valued (several presets): use the first."""
-    if value is not None and not isinstance(value, (str, bytes, int, float)):
-        value = value[0] if len(value) else None  # pydicom MultiValue
-    try:
-        return float(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
+def _window(values: np.ndarray, ds) -> np.ndarray | None:
+    """The first window (centre / width / VOI LUT function, DICOM PS3.3 C.11.2.1.2) applied by
+    pydicom's apply_windowing, to 0..255; None without a usable one (absent, unreadable, a
+    width the function does not allow, an unknown function), and the image is stretched instead.
+
+    `values` already went through the Modality LUT, so pydicom is given the window alone, on an
+    unsigned 8-bit output range: its output is the 0..255 grey level itself (given the whole
+    dataset it would map the window onto the stored pixels' rescaled range)."""
+    from pydicom.dataset import Dataset
+    from pydicom.pixels import apply_windowing
+
+    if "WindowCenter" not in ds or "WindowWidth" not in ds:
         return None
+    window = Dataset()
+    window.PhotometricInterpretation, window.BitsStored, window.PixelRepresentation = "MONOCHROME2", 8, 0
+    try:
+        for keyword in ("WindowCenter", "WindowWidth", "VOILUTFunction"):
+            if keyword in ds:
+                window[keyword] = ds[keyword]  # as read: several values mean several presets (index 0 is used)
+        with np.errstate(over="ignore"):  # SIGMOID far from the centre: exp overflows to inf, the level to 0 (right)
+            out = apply_windowing(values, window)
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError):
+        return None  # pydicom refuses: width < 1 (LINEAR) or <= 0, an unknown function, an empty value
+    if out is values:  # nothing applied
+        return None
+    return np.round(np.clip(out, 0.0, 255.0)).astype(np.uint8)
 
 
 # --- pixel helpers -----------------------------------------------------------------------------

@@ -66,8 +66,10 @@ def pretrain_tiny(out: Path = OUT, *, studies: int = 2000, steps: int = 600, bat
     from ..backbones import load_backbone
     from ..config import TrainConfig
     from .synth import source_stream
+    from transformers import set_seed
+
+    from ..train import Tunable, fit
     from .tiny import build_tiny
-    from ..train import Tunable, fit, seed_everything
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
@@ -79,7 +81,7 @@ def pretrain_tiny(out: Path = OUT, *, studies: int = 2000, steps: int = 600, bat
     bb.model.requires_grad_(True)
     n_params = sum(p.numel() for p in bb.model.parameters())
     log(f"medln-tiny: {n_params:,} parameters")
-    seed_everything(seed)
+    set_seed(seed)
     cfg = TrainConfig(backbone=str(out), scope="full", steps=steps, lr=lr, batch_size=batch_size, warmup=0.05,
                       seed=seed, weight_decay=0.01)
     tunable = Tunable(bb, bb.model, None)

@@ -185,5 +185,5 @@ diagnosis or treatment.
 ### Scripting
 
 This app is also an API: `gradio_client` can call `/param_counts`, `/finetune`, `/job`, `/stop`,
-`/runs`, `/ask` and `/report` (see "Use via API" at the bottom of the page, and the README).
+`/runs`, `/ask` and `/report` (see "Use via API" at the bottom of the page, and docs/app.md in the repository).
 """)

@@ -28,6 +28,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medln.config import EVAL_LIMIT
+
 
 def _int(name: str, default: int) -> int:
     try:
@@ -54,10 +56,8 @@ class Settings:
     max_models: int = 2
     max_model_gb: float = 0.0
     secret: str = field(default_factory=lambda: secrets.token_hex(16))
-    # UI defaults that are not TrainConfig fields: how much to evaluate in a demo fine-tune.
-    # 200 items per split (stratified by task) gives the bundled test splits 23 reports and
-    # 57 closed questions: every report row rests on more than views.MIN_N (20) items.
-    eval_limit: int = 200
+    # How much a demo fine-tune scores per split: the CLI's default (medln.config.EVAL_LIMIT).
+    eval_limit: int = EVAL_LIMIT
     poll_s: float = 1.0
     storage: str = ""  # where runs live and whether they survive a restart (medln.storage), for About
 
