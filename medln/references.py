@@ -60,6 +60,22 @@ def reference_rows(train: list[Sample], evals: dict[str, list[Sample]], *, backb
     return out
 
 
+def run_references(cfg, backbone, train: list[Sample], evals: dict[str, list[Sample]], revision: dict) -> dict | None:
+    """A training run's reference rows (medln.train): on the items base and tuned are scored
+    on, fitted on what the run trains on; the ceiling's strength is chosen on the data's own
+    validation split when it has one (a sweep's carved slice is not one: the default then)."""
+    from .data import DataError, load_samples
+    from .evaluate import subsample
+
+    if not evals:
+        return None
+    try:
+        validation = subsample(load_samples(cfg.data, "validation", skip_bad=True).samples, cfg.eval_limit)
+    except (DataError, OSError):
+        validation = None
+    return reference_rows(train, evals, backbone=backbone, validation=validation, backbone_revision=revision)
+
+
 def _ceiling(out: dict, train, evals, backbone, validation) -> str:
     """Fill out["ceiling"]; return what it is, or "n/a: why"."""
     from .probe import FeatureCache, fit_probe, score_probe
@@ -155,4 +171,4 @@ def for_split(refs: dict | None, split: str) -> dict:
 
 
 __all__ = ["BLIND_RULE", "COLUMNS", "COLUMN_LABELS", "NO_PHRASING", "cache_folder", "for_split", "has_phrasing",
-           "reference_rows", "score_table"]
+           "reference_rows", "run_references", "score_table"]

@@ -26,6 +26,7 @@ from .data.sample import Sample
 from .prompts import encode_for_training
 from .machine import peak_memory_gb, reset_peak
 from .precision import autocast_context, from_dtype, grad_scaler
+from .references import run_references
 from . import prediction_cache
 from .revisions import data_revision
 from .runs import BaseSpec
@@ -308,12 +309,9 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
                                   "source": tunable.backbone.source, "revisions": revisions}, overwrite=overwrite)
     yield start
     try:
-        refs = None
-        if run is not None and eval_sets:  # before training: the vision tower is still the base's
-            refs = _references(cfg, tunable, loaded.samples, eval_sets, revisions["backbone"])
-            yield {"event": "references", **refs}
-        yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, stop, base_metrics, base_keys,
-                                    refs=refs)
+        refs = run_references(cfg, tunable.backbone, loaded.samples, eval_sets, revisions["backbone"]) if run else None
+        yield from ([{"event": "references", **refs}] if refs else [])  # before training: the base's vision tower
+        yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, stop, base_metrics, base_keys, refs)
     except BaseException as e:  # recorded where the run's readers look, then raised as it was
         if run is not None:
             if not run.adapter_dir.exists():
@@ -323,24 +321,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         raise
 
 
-def _references(cfg, tunable, samples, eval_sets, revision) -> dict:
-    """The image-blind row and the probe ceiling on the items base and tuned are scored on
-    (medln.references), fitted on what this run trains on; the ceiling's strength is chosen
-    on the data's own validation split when it has one."""
-    from .data import DataError, load_samples
-    from .evaluate import subsample
-    from .references import reference_rows
-
-    try:
-        validation = subsample(load_samples(cfg.data, "validation", skip_bad=True).samples, cfg.eval_limit)
-    except DataError:
-        validation = None
-    return reference_rows(samples, eval_sets, backbone=tunable.backbone, validation=validation,
-                          backbone_revision=revision)
-
-
-def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, stop, base_metrics, base_keys, *,
-                     refs: dict | None = None) -> Iterator[dict]:
+def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, stop, base_metrics, base_keys, refs=None) -> Iterator[dict]:
     from .adapters import adapter_bytes, make_portable
     from .card import write_adapter_card
     from .evaluate import Scoring, scored
@@ -412,7 +393,6 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, stop, base_metr
         "adapter_bytes": adapter_bytes(model),  # the saved tensors (adapter_model.safetensors less its header)
         "base": base,
         "tuned": tuned,
-        # beside them, on the same items: the question alone, and a probe on the frozen image features
         **({"blind": refs["blind"], "ceiling": refs["ceiling"], "references": refs["about"]} if refs else {}),
     }
     write_adapter_card(run.adapter_dir, run.config(), result)
