@@ -15,7 +15,8 @@ import sys
 import time
 
 from .config import (AskArgs, ConfigError, EvalArgs, Listing, ParamsArgs, ScoreArgs, TrainArgs, TrainConfig, add_command,
-                     from_args, parse_command_line)
+                     from_args)
+from .config_files import parse_command_line
 
 log = logging.getLogger("medln.cli")  # diagnostics: stderr through medln.logs.console, not print
 COMMAND_MODULES: list[str] = ["compare.cli", "bench", "bench.ask", "inspect", "merge", "hub", "launch"]  # modules defining add_cli(sub)
@@ -331,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     from .runs import RunError
     from .hub import HubError
     from .methods import ScopeError
+    from .tensorfile import TensorFileError
+    from .userfiles import FileError
 
     from .logs import console
     from .progress import bars_wanted, library_bars_off
@@ -342,9 +345,14 @@ def main(argv: list[str] | None = None) -> int:
             if not bars_wanted(quiet=args.quiet, as_json=bool(getattr(args, "json", False))):
                 library_bars_off()
         args.func(args)
-    except (BackboneError, ConfigError, DataError, HubError, RunError, ScopeError, FileNotFoundError,
-            FileExistsError) as e:
+    except (BackboneError, ConfigError, DataError, HubError, RunError, ScopeError, FileError, TensorFileError,
+            FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system refused (permissions, a folder where a file goes, a full disk)
+        if is_out_of_memory(e) or e.filename is None:
+            raise
+        print(f"error: {e.filename}: {e.strerror or type(e).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

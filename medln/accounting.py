@@ -19,6 +19,7 @@ from . import __version__
 from .backbones import FAMILIES, resolve
 from .methods import SCOPES, ScopeError, get_scope, select
 from .methods.lora import RANK
+from .storage import write_text_atomic
 from .structure import ModuleInfo, describe
 
 
@@ -40,18 +41,19 @@ def structure(backbone: str) -> tuple[str, str, list[ModuleInfo], list[str]]:
         config_bytes = (Path(resolved.source) / "config.json").read_bytes()
         cached = cache_dir() / f"{_key(config_bytes)}.json"
         if cached.exists():
-            data = json.loads(cached.read_text())
-            return resolved.name, data["family"], [ModuleInfo(*m) for m in data["modules"]], data["dead"]
+            try:
+                data = json.loads(cached.read_text(encoding="utf-8"))
+                return resolved.name, data["family"], [ModuleInfo(*m) for m in data["modules"]], data["dead"]
+            except (OSError, ValueError, KeyError, TypeError):  # a damaged cache entry is rebuilt, not trusted
+                pass
     from .backbones import load_config, meta_model
 
     resolved, config, family = load_config(backbone)
     modules = describe(meta_model(config, family))
     dead = family.dead_norms(config)
     if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"family": family.name, "modules": [astuple(m) for m in modules], "dead": dead}))
-        os.replace(tmp, cached)
+        cached.parent.mkdir(parents=True, exist_ok=True)  # a unique temporary name: two requests may write at once
+        write_text_atomic(cached, json.dumps({"family": family.name, "modules": [astuple(m) for m in modules], "dead": dead}))
     return resolved.name, family.name, modules, dead
 
 

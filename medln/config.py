@@ -20,6 +20,9 @@ from pathlib import Path
 
 from .methods import default_lr, find_scope, scope_names
 from .methods.lora import ALPHA, RANK
+from .userfiles import short
+
+MAX_TEXT = 4096  # any text option (a path, a data spec, a list of scopes) unless its field says `max_len`
 
 
 # How many samples per split base and tuned are scored on by default, in the CLI (train, eval,
@@ -36,6 +39,7 @@ def _f(default=MISSING, help: str = "", **meta):
     """A documented field; without a default it is a required flag. Numbers carry their valid
     range: `min`/`max` (inclusive unless named in `open`). validate(), the CLI, the app's widgets
     and its API all read the range from here (`bounds`), so no caller can be looser than another.
+    Text carries `max_len` (default MAX_TEXT): a 100,000-character value is named, not tried.
     `positional=True`: a command-line argument, not a flag; `flag="--with"`: another flag name;
     `aliases=("--limit",)`: old names that still work, hidden from --help (one name per option
     across commands; the old spelling is kept for scripts and --config files)."""
@@ -49,10 +53,12 @@ def bounds(name: str, cls=None) -> dict:
 
 
 def check_field(f: dataclasses.Field, value) -> str | None:
-    """The problem with `value` for field `f` (choices, type and range), or None."""
+    """The problem with `value` for field `f` (choices, length and range), or None."""
     meta = f.metadata
     if "choices" in meta and value not in meta["choices"]:
-        return f"{f.name}: must be one of {', '.join(map(str, meta['choices']))}, got {value!r}"
+        return f"{f.name}: must be one of {', '.join(map(str, meta['choices']))}, got {short(value)}"
+    if isinstance(value, str) and len(value) > meta.get("max_len", MAX_TEXT):
+        return f"{f.name}: at most {meta.get('max_len', MAX_TEXT):,} characters, got {len(value):,}"
     if "min" not in meta and "max" not in meta:
         return None
     if value is None and f.default is None:
@@ -60,24 +66,58 @@ def check_field(f: dataclasses.Field, value) -> str | None:
     whole = isinstance(meta.get("min", meta.get("max")), int) and not isinstance(meta.get("min", meta.get("max")), bool)
     if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value != value:
         kind = "a whole number" if whole else "a number"
-        return f"{f.name}: must be {kind}, got {value!r}"
+        return f"{f.name}: must be {kind}, got {short(value)}"
     opened = meta.get("open", ())
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and (value <= lo if "min" in opened else value < lo):
-        return f"{f.name}: must be {'>' if 'min' in opened else '>='} {lo}, got {value}"
+        return f"{f.name}: must be {'>' if 'min' in opened else '>='} {lo}, got {short(value)}"
     if hi is not None and (value >= hi if "max" in opened else value > hi):
-        return f"{f.name}: must be {'<' if 'max' in opened else '<='} {hi}, got {value}"
+        return f"{f.name}: must be {'<' if 'max' in opened else '<='} {hi}, got {short(value)}"
     return None
 
 
+KIND_WORDS = {str: "text", int: "a whole number", float: "a number", bool: "true or false"}
+
+
+def type_problem(name: str, tp, value) -> str | None:
+    """The problem with `value` for a field annotated `tp` (str, int, float, bool, X | None,
+    tuple[str, ...]): a list where text belongs, text where a number does, ... or None."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if type(None) in typing.get_args(tp):
+        if value is None:
+            return None
+        tp = args[0]
+    if typing.get_origin(tp) in (list, tuple):
+        item = typing.get_args(tp)[0]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, item) for v in value):
+            return None
+        return f"{name}: must be a list of {KIND_WORDS.get(item, item.__name__)}, got {short(value)}"
+    ok = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          str: lambda v: isinstance(v, str)}.get(tp)
+    if ok is None or ok(value):
+        return None
+    return f"{name}: must be {KIND_WORDS[tp]}, got {short(value)}"
+
+
 def bound_problems(obj) -> list[str]:
-    """Every field of a config dataclass outside its metadata rules."""
-    return [p for f in dataclasses.fields(obj) if (p := check_field(f, getattr(obj, f.name)))]
+    """Every field of a config dataclass of the wrong type or outside its metadata rules."""
+    hints = typing.get_type_hints(type(obj))
+    problems = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        problem = type_problem(f.name, hints[f.name], value)
+        if problem is None and (f.default is not MISSING or value is not None):
+            problem = check_field(f, value)
+        if problem:
+            problems.append(problem)
+    return problems
 
 
 @dataclass
 class TrainConfig:
-    backbone: str = _f("medln-tiny", "registry name (see `backbones`), hub id owner/name, or local folder")
+    backbone: str = _f("medln-tiny", "registry name (see `backbones`), hub id owner/name, or local folder",
+                       max_len=1024)
     scope: str = _f("ln", "tuning scope (see `scopes`)")
     data: str = _f("sample", "data spec: sample, jsonl:PATH, vqa-rad:PATH, slake:PATH, pathvqa:PATH, iu-xray:PATH, hf:ID")
     split: str = _f("train", "split to train on")
@@ -114,13 +154,12 @@ class TrainConfig:
     trust_remote_code: bool = _f(False, "allow custom model code from the hub (off unless you trust the repo)")
 
     def validate(self) -> "TrainConfig":
-        problems = []
-        scope = find_scope(self.scope)
-        if scope is None:
-            problems.append(f"scope: unknown {self.scope!r} (choose from {', '.join(scope_names())})")
+        problems = bound_problems(self)  # types first: a list where a name belongs is named, not looked up
+        scope = find_scope(self.scope) if isinstance(self.scope, str) else None
+        if scope is None and isinstance(self.scope, str) and len(self.scope) <= MAX_TEXT:
+            problems.insert(0, f"scope: unknown {short(self.scope)} (choose from {', '.join(scope_names())})")
         if scope is not None and scope.refuses_4bit and self.quant == "4bit":
             problems.append(f"scope {self.scope!r} with quant '4bit': 4-bit weights cannot be trained; use --quant none")
-        problems += bound_problems(self)
         if len(problems) == 1:
             raise ConfigError(f"invalid config: {problems[0]}")
         if problems:
@@ -146,10 +185,12 @@ class TrainConfig:
 
 def from_dict(cls, d: dict):
     """A dataclass from a dict, refusing unknown keys (a typo must not be ignored)."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"expected a mapping of option names to values, got {short(d)}")
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - names
+    unknown = sorted(short(k, 40) if not isinstance(k, str) else k[:40] for k in set(d) - names)
     if unknown:
-        raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))} (known: {', '.join(sorted(names))})")
+        raise ConfigError(f"unknown config keys: {', '.join(unknown[:10])} (known: {', '.join(sorted(names))})")
     return cls(**d)
 
 
@@ -302,36 +343,6 @@ def add_command(sub, name: str, cls, func, *, help: str, exclude: tuple[str, ...
     return p
 
 
-def read_config_file(path: str, cls) -> dict:
-    """Option values from a JSON/YAML file. A run's config.json holds them under "config"."""
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"--config {path}: cannot read it ({e.strerror})") from None
-    try:
-        if file.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as e:  # JSONDecodeError / YAMLError: one line naming the file
-        raise ConfigError(f"--config {path}: not valid {'YAML' if file.suffix in ('.yaml', '.yml') else 'JSON'}: "
-                          f"{str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {path}: expected a mapping of option names to values")
-    names = {f.name for f in dataclasses.fields(cls)}
-    if isinstance(data.get("config"), dict) and "config" not in names:  # a run folder's config.json
-        data = data["config"]
-    old = aliases(cls)
-    data = {old.get(k, k) if k not in names else k: v for k, v in data.items()}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"--config {path}: unknown options {', '.join(unknown)}")
-    return data
-
-
 def from_args(args, cls=TrainConfig):
     """The dataclass the parsed flags describe (validated when it has validate())."""
     names = {f.name for f in dataclasses.fields(cls)}
@@ -342,22 +353,3 @@ def from_args(args, cls=TrainConfig):
     if problems:
         raise ConfigError("invalid options:\n  " + "\n  ".join(problems))
     return obj
-
-
-def parse_command_line(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """Flags over --config values over the dataclass defaults; required options are checked
-    last, since the file may hold them."""
-    args = parser.parse_args(argv)
-    if getattr(args, "config", None):
-        args._parser.set_defaults(**read_config_file(args.config, args._options))
-        args = parser.parse_args(argv)
-    options = getattr(args, "_options", None)
-    missing = [f.name for f in dataclasses.fields(options) if f.default is MISSING and getattr(args, f.name) is None] \
-        if options else []
-    if missing:
-        def name(m: str) -> str:
-            meta = next(f for f in dataclasses.fields(options) if f.name == m).metadata
-            return m.upper() if meta.get("positional") else meta.get("flag") or "--" + m.replace("_", "-")
-
-        raise ConfigError(f"{args.command}: missing " + ", ".join(name(m) for m in missing))
-    return args

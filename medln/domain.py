@@ -61,7 +61,7 @@ def image_features(image) -> dict[str, float]:
     from PIL import Image
 
     w, h = image.size
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+    rgb = np.asarray(image.convert("RGB"))  # uint8 (max >= min: no wrap): a 64-Mpixel upload as float32 is 768 MB
     g = np.asarray(image.convert("L").resize((GRID, GRID), Image.BILINEAR), dtype=np.float32)
     hist = np.bincount(g.astype(np.uint8).ravel(), minlength=256) / g.size
     p = hist[hist > 0]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .config import _f, add_command
 from .revisions import HubError
+from .userfiles import short
 
 __all__ = ["HubError", "push_run", "add_cli"]
 
@@ -30,10 +31,16 @@ def push_run(run_path, repo_id: str, *, merged: bool = False, private: bool = Fa
     from .runs import RunDir, RunError
 
     run = RunDir(Path(run_path))
-    if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", repo_id):
-        raise HubError(f"--repo-id {repo_id!r}: expected owner/name")
+    if not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
+        raise HubError(f"--repo-id {short(repo_id)}: expected owner/name (letters, digits, '.', '_', '-'; "
+                       "at most 96 characters each)")
+    if revision and (not REVISION.fullmatch(revision) or ".." in revision or revision.endswith((".lock", "/"))
+                     or "//" in revision):
+        raise HubError(f"--revision {short(revision)}: expected a branch name (letters, digits, '.', '_', '-', '/'; "
+                       "at most 128 characters)")
     if not run.complete:
         raise RunError(f"{run.path}: not a finished MedLN run (it needs adapter/ and eval.json)")
+    _check_plain_files(run.adapter_dir)
     from .data.hub import hub_token
 
     token = hub_token()
@@ -47,6 +54,26 @@ def push_run(run_path, repo_id: str, *, merged: bool = False, private: bool = Fa
         except Exception as e:  # HfHubHTTPError, connection errors: one line, token masked
             message = f"{type(e).__name__}: {e}".replace(token, "***").splitlines()[0]
             raise HubError(f"push to {repo_id} failed: {message}") from None
+
+
+REPO_ID = re.compile(r"[A-Za-z0-9][\w.\-]{0,95}/[A-Za-z0-9][\w.\-]{0,95}")
+REVISION = re.compile(r"[A-Za-z0-9][\w.\-/]{0,127}")
+
+
+def _check_plain_files(adapter_dir: Path) -> None:
+    """Only the run's own files go up: a link (to ~/.ssh, say) or a device in adapter/ would
+    upload whatever it points at; refused, named, before anything is read or sent."""
+    from .runs import RunError
+
+    import os
+
+    paths = [adapter_dir]
+    for folder, dirs, files in os.walk(adapter_dir):  # links to folders are listed, never followed
+        paths += [Path(folder) / name for name in sorted(dirs + files)]
+    for path in paths:
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            kind = "a link" if path.is_symlink() else "not a plain file"
+            raise RunError(f"{path}: {kind} inside the run's adapter/; push uploads only the run's own files")
 
 
 def _staged(run, scratch: Path, *, merged: bool, repo_id: str) -> Path:

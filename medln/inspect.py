@@ -15,22 +15,23 @@ language-model layer by Spearman rank correlation.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 from pathlib import Path
 
-from .adapters import is_peft_adapter
-from .backbones import Family, part_of
+from .adapters import is_peft_adapter, read_adapter_config
+from .backbones import Family, part_of, resolve
 from .config import _f, add_command
 from .methods import ABSOLUTE_PARAMS, METHODS, ScopeError, methods_of
-from .runs import RunDir, load_run
-from .storage import write_json_atomic
+from .runs import RunDir, RunError, base_spec, load_run
+from .storage import write_json_atomic, write_text_atomic
+from .userfiles import FileError, Record, load_json, short
 
 LAYER = re.compile(r"\.(?:layers|layer|blocks)\.(\d+)\.")
 PEFT_PREFIX = "base_model.model."
 INSPECT_JSON = "inspect.json"
 INSPECT_HTML = "inspect.html"
+MAX_INSPECT_BYTES = 64 * 2**20
 
 
 def _where(family: Family, module: str) -> tuple[str, int | None, str]:
@@ -141,12 +142,62 @@ def compare(main: dict, other: dict) -> dict:
 # ------------------------------------------------------------------ run folders
 
 
+def read_inspect(path: Path) -> dict:
+    """An inspect.json checked field by field (it may have been edited, or be another file
+    altogether): FileError naming the field otherwise."""
+    rec = Record(load_json(path, max_bytes=MAX_INSPECT_BYTES), str(path))
+    rows = rec.get("rows", list, max_len=1_000_000)
+    for i, row in enumerate(rows):
+        r = Record(row, str(path), f"rows[{i}]")
+        for key in ("module", "part", "leaf", "param"):
+            r.get(key, str, max_len=1024)
+        r.get("layer", int, None, optional=True)
+        r.get("numel", int, 0, lo=0)
+        for key in ("base_norm", "delta_norm"):
+            r.get(key, float, lo=0)
+        r.get("rel", float, None, optional=True, lo=0)
+    top = rec.sub("top")
+    for kind in ("relative", "bias"):
+        for i, row in enumerate(top.get(kind, list)):
+            r = Record(row, str(path), f"top.{kind}[{i}]")
+            r.get("module", str, max_len=1024)
+            r.get("param", str, max_len=64)
+            r.get("rel", float, optional=kind == "bias")
+            r.get("delta_norm", float)
+    _check_layers(rec.sub("layers"))
+    others = rec.sub("others", optional=True)
+    for run in (others.keys() if others else ()):
+        _check_layers(others.sub(run))
+    for i, row in enumerate(rec.get("compare", list, [], max_len=1000)):
+        r = Record(row, str(path), f"compare[{i}]")
+        for key in ("run", "scope"):
+            r.get(key, str, None, optional=True, max_len=4096)
+        r.get("same_scope", bool, False)
+        for key in ("spearman_tensors", "spearman_llm_layers", "top_overlap"):
+            r.get(key, float, None, optional=True)
+    rec.get("n_tensors", int, len(rows), lo=0)
+    for key in ("run", "scope", "backbone"):
+        rec.get(key, str, None, optional=True, max_len=4096)
+    rec.get("seed", int, None, optional=True)
+    return rec.data
+
+
+def _check_layers(layers: Record) -> None:
+    """{part: {"<layer>": relative change}}"""
+    for part in layers.keys():
+        profile = layers.sub(part)
+        for layer in profile.keys():
+            if not layer.isdigit() or len(layer) > 6:
+                profile.fail(layer, "a layer number is expected as the key")
+            profile.get(layer, float)
+
+
 def load_run_for_inspect(run_path: Path):
     """(backbone, peft model with the run's adapter), the base rebuilt as it was trained."""
     run = RunDir(Path(run_path))
     if not is_peft_adapter(run.adapter_dir):
         raise FileNotFoundError(f"{run.path}: no peft adapter (scope 'full' saves whole weights; nothing to inspect)")
-    peft_type = json.loads((run.adapter_dir / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type")
+    peft_type = read_adapter_config(run.adapter_dir)["peft_type"]
     why = next((m.no_weights for m in methods_of(peft_type) if m.no_weights), None)
     if why or peft_type in ("PREFIX_TUNING", "P_TUNING"):  # (the latter: peft's other prompt methods)
         raise ScopeError(f"{run.path}: {why or 'a soft prompt'}: it has no per-layer weights to inspect")
@@ -154,36 +205,75 @@ def load_run_for_inspect(run_path: Path):
     return bb, bb.model
 
 
+def _finished_run(path) -> RunDir:
+    """A run folder to inspect: a folder with a readable config.json and an adapter/."""
+    run = RunDir(Path(path))
+    if not run.path.is_dir():
+        raise RunError(f"{run.path}: not a folder (inspect takes a run folder)")
+    run.config()  # checked: FileNotFoundError / FileError name the problem
+    if not run.adapter_dir.is_dir():
+        raise RunError(f"{run.path} has no adapter/ folder (not a finished MedLN run?)")
+    return run
+
+
+def _same_base(run: RunDir, other: RunDir) -> None:
+    """`--with` compares runs of one backbone only: tensors of another model share no names."""
+    def source(r: RunDir) -> str:
+        backbone = base_spec(r.path).backbone
+        try:
+            return resolve(backbone).source
+        except Exception:  # unresolvable here: compare as recorded
+            return backbone
+
+    a, b = source(run), source(other)
+    if a != b:
+        raise RunError(f"--with {other.path}: trained on {short(b, 80)}, but {run.path} on {short(a, 80)}: movement "
+                       "is compared between runs of the same backbone only")
+
+
 def inspect_run(run_path, *, others: list = (), force: bool = False, html: bool = True) -> dict:
     """inspect.json (and inspect.html) for a finished run; other runs (seeds, a LoRA run) are
-    compared with it. A run's own movement is computed once and read back afterwards."""
-    import json
+    compared with it. A run's own movement is computed once and read back afterwards. Files
+    are written into `run_path` only: a run given in `others` is read, never written (its
+    movement is computed in memory when it has no inspect.json of its own)."""
+    run = _finished_run(run_path)
+    others_runs = [_finished_run(o) for o in others]
+    for other in others_runs:
+        _same_base(run, other)
+    targets = [run.path / INSPECT_JSON] + ([run.path / INSPECT_HTML] if html else [])
+    for target in targets:  # refused before minutes of work, not after
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            raise RunError(f"{target} exists and is not a regular file; move it away (inspect writes its result there)")
 
-    def own(path) -> dict:
-        run = RunDir(Path(path))
-        cached = run.path / INSPECT_JSON
-        if cached.exists() and not force:
-            return json.loads(cached.read_text(encoding="utf-8"))
-        bb, model = load_run_for_inspect(run.path)
-        cfg = run.config().get("config", {})
-        result = summarize(movement(model, bb.family), {"run": str(run.path), "scope": cfg.get("scope"),
+    def own(r: RunDir, *, write: bool, refresh: bool) -> dict:
+        cached = r.path / INSPECT_JSON
+        if cached.is_file() and not refresh:
+            try:
+                return read_inspect(cached)
+            except FileError as e:
+                raise FileError(f"{e}; {'--force recomputes it' if write else 'inspect that run itself first'}") from None
+        bb, model = load_run_for_inspect(r.path)
+        cfg = r.config().get("config", {})
+        result = summarize(movement(model, bb.family), {"run": str(r.path), "scope": cfg.get("scope"),
                                                          "seed": cfg.get("seed"), "backbone": bb.name})
-        write_json_atomic(cached, result)
+        if write:
+            write_json_atomic(cached, result)
         return result
 
-    main = own(run_path)
-    if others:
-        main["compare"] = [compare(main, own(o)) for o in others]
-        main["others"] = {str(o): own(o)["layers"] for o in others}
-        write_json_atomic(Path(run_path) / INSPECT_JSON, main)
+    main = own(run, write=True, refresh=force)
+    if others_runs:
+        computed = [own(o, write=False, refresh=force) for o in others_runs]
+        main["compare"] = [compare(main, c) for c in computed]
+        main["others"] = {str(o.path): c["layers"] for o, c in zip(others_runs, computed)}
+        write_json_atomic(run.path / INSPECT_JSON, main)
     if html:
         from .plots import movement_fig, profile_fig
 
         figs = [movement_fig(main), profile_fig(main)]
         body = "".join(f.to_html(full_html=False, include_plotlyjs=(i == 0), default_width="100%")
                        for i, f in enumerate(figs))
-        (Path(run_path) / INSPECT_HTML).write_text(f"<html><head><meta charset='utf-8'><title>MedLN inspect</title>"
-                                                   f"</head><body>{body}</body></html>", encoding="utf-8")
+        write_text_atomic(run.path / INSPECT_HTML, "<html><head><meta charset='utf-8'><title>MedLN inspect</title>"
+                                                   f"</head><body>{body}</body></html>")
     return main
 
 
@@ -194,15 +284,17 @@ def record_movement(run_path, model, family: Family, meta: dict) -> None:
 
 
 def inspect_figure(run_path):
-    """The heatmap of a run from its inspect.json (None when the run has none): for the app."""
-    import json
-
+    """The heatmap of a run from its inspect.json (None when the run has none, or an unusable one): for the app."""
     path = Path(run_path) / INSPECT_JSON
-    if not path.exists():
+    if not path.is_file():
+        return None
+    try:
+        result = read_inspect(path)
+    except FileError:
         return None
     from .plots import movement_fig
 
-    return movement_fig(json.loads(path.read_text(encoding="utf-8")))
+    return movement_fig(result)
 
 
 def cmd_inspect(args) -> None:
@@ -223,7 +315,7 @@ def cmd_inspect(args) -> None:
     for c in result.get("compare", []):
         print(f"  vs {c['scope']} seed {c['seed']} ({c['run']}): spearman tensors {c['spearman_tensors']}, "
               f"llm layers {c['spearman_llm_layers']}, top-10 overlap {c.get('top_overlap')}")
-    print(f"  wrote {Path(args.run) / INSPECT_JSON} and {INSPECT_HTML}")
+    print(f"  wrote {Path(args.run) / INSPECT_JSON} and {INSPECT_HTML} (runs given with --with are only read)")
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -32,6 +32,19 @@ def launch(*, host: str | None = None, port: int | None = None, share: bool = Fa
     main(**options, **({"share": True} if share else {}))
 
 
+def main() -> int:
+    """app.py's entry point: the app, or a bad setting (MEDLN_*, a missing gradio) as one line
+    on stderr and exit status 2, as `medln app` gives it."""
+    import sys
+
+    try:
+        launch()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 @dataclasses.dataclass(kw_only=True)
 class AppArgs:
     host: str = _f("", "address to listen on (0.0.0.0: every interface); default GRADIO_SERVER_NAME, else 127.0.0.1")

@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from .adapters import is_peft_adapter, read_adapter_config
+from .backbones import resolve
 from .config import _f, add_command
 from .methods import METHODS, ScopeError, get_scope
-from .runs import RunDir, attach_run, base_spec
+from .runs import RunDir, RunError, attach_run, base_spec
 from .storage import give_default_modes, write_json_atomic
 
 MERGED_JSON = "medln-merged.json"
@@ -67,46 +72,87 @@ def swapped_in(model, adapter: str | None = None):
             setattr(parent, child, wrapper)
 
 
-def merge_run(run_path, out, *, device: str | None = None) -> dict:
-    """Write a standalone merged model of a finished run to `out`; returns what was written."""
+def check_merge_out(out: Path, run: RunDir, base_source: str | None = None, *, in_run: bool = False) -> None:
+    """Refuse an --out that would lose or mix files, before anything loads: one that is a
+    file or lies under one, a folder that is not empty, or one inside the run itself (or
+    inside the local base model it would be read from)."""
+    out = Path(out)
+    for parent in (out, *out.parents):
+        if parent.is_symlink() and parent == out:
+            raise RunError(f"--out {out} is a symbolic link; give a new folder")
+        if parent.exists():
+            if not parent.is_dir():
+                raise RunError(f"--out {out}: {parent} is a file, not a folder")
+            break
+    if out.is_dir() and any(out.iterdir()):
+        raise FileExistsError(f"--out {out} exists and is not empty; choose another --out (nothing in it is replaced)")
+    resolved = out.resolve()
+    inside = [("the run", run.path)] * (not in_run) + ([("the base model", Path(base_source))] if base_source else [])
+    for what, folder in inside:
+        if resolved == folder.resolve() or folder.resolve() in resolved.parents:
+            raise RunError(f"--out {out} is inside {what} ({folder}); the merged model goes in a folder of its own")
+
+
+def merge_run(run_path, out, *, device: str | None = None, in_run: bool = False) -> dict:
+    """Write a standalone merged model of a finished run to `out`; returns what was written.
+    `in_run`: `out` may lie inside the run folder (the app keeps RUN/merged; the CLI never does).
+    The model is built in a fresh, uniquely named scratch folder beside `out` (removed on
+    every exit path) and renamed into place whole: `out` holds a complete model or nothing."""
     run = RunDir(Path(run_path))
-    adapter_cfg_path = run.adapter_dir / "adapter_config.json"
+    if not run.path.is_dir():
+        raise RunError(f"{run.path}: not a folder (merge takes a run folder)")
+    config = run.config()
     if not run.adapter_dir.is_dir():
         raise FileNotFoundError(f"{run.path} has no adapter/ folder (not a finished MedLN run?)")
-    if not adapter_cfg_path.exists():
+    if not is_peft_adapter(run.adapter_dir):
         raise ScopeError(f"{run.path}: scope 'full' already saved whole weights in {run.adapter_dir}; load that folder")
-    peft_type = json.loads(adapter_cfg_path.read_text(encoding="utf-8")).get("peft_type", "")
+    peft_type = read_adapter_config(run.adapter_dir)["peft_type"]
     if peft_type in NOT_MERGEABLE:
         raise ScopeError(f"{run.path}: {NOT_MERGEABLE[peft_type]}")
+    spec = base_spec(run.path)
+    try:
+        resolved = resolve(spec.backbone)
+    except Exception:  # loading says why
+        resolved = None
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; choose another --out")
-    config = run.config()
+    check_merge_out(out, run, resolved.source if resolved is not None and resolved.local else None, in_run=in_run)
     cfg = config.get("config", {})
-    source = base_spec(run.path).backbone
     t0 = time.perf_counter()
-    # Unquantized even for a 4-bit run: merging into NF4 weights would re-quantize them.
-    bb = dataclasses.replace(base_spec(run.path), quant="none", keep=()).load(device)
-    merged = merge_model(attach_run(bb, run.path))
-    tmp = out.with_name(f".{out.name}.tmp")
-    merged.save_pretrained(tmp, safe_serialization=True)
-    bb.processor.save_pretrained(tmp)
-    info = {"run": str(run.path), "scope": cfg.get("scope"), "peft_type": peft_type, "source": source,
-            "trained_quant": cfg.get("quant", "none"),
-            "fold": get_scope(cfg["scope"]).method.fold if cfg.get("scope") else None,
-            "note": ("trained on a 4-bit base: merged into the unquantized weights, so answers are the adapter's "
-                     "on the full-precision base" if cfg.get("quant") == "4bit" else "answers equal the adapter's"),
-            "dtype": str(next(merged.parameters()).dtype).replace("torch.", ""),
-            "seconds": round(time.perf_counter() - t0, 2)}
-    write_json_atomic(tmp / MERGED_JSON, info)
-    from .card import merged_card
-
-    merged_card(run.config(), run.eval() or {}, info).save(tmp / "README.md")
-    give_default_modes(tmp)
+    made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".merging", dir=out.parent))
+    try:
+        # Unquantized even for a 4-bit run: merging into NF4 weights would re-quantize them.
+        bb = dataclasses.replace(spec, quant="none", keep=()).load(device)
+        merged = merge_model(attach_run(bb, run.path))
+        merged.save_pretrained(tmp, safe_serialization=True)
+        bb.processor.save_pretrained(tmp)
+        info = {"run": str(run.path), "scope": cfg.get("scope"), "peft_type": peft_type, "source": spec.backbone,
+                "trained_quant": cfg.get("quant", "none"),
+                "fold": get_scope(cfg["scope"]).method.fold if cfg.get("scope") else None,
+                "note": ("trained on a 4-bit base: merged into the unquantized weights, so answers are the adapter's "
+                         "on the full-precision base" if cfg.get("quant") == "4bit" else "answers equal the adapter's"),
+                "dtype": str(next(merged.parameters()).dtype).replace("torch.", ""),
+                "seconds": round(time.perf_counter() - t0, 2)}
+        write_json_atomic(tmp / MERGED_JSON, info)
+        from .card import merged_card
+
+        merged_card(config, run.eval() or {}, info).save(tmp / "README.md")
+        give_default_modes(tmp)
+        probe = tmp / ".mode-probe"  # mkdtemp makes it 0700: the model folder gets the mode any new folder gets
+        probe.mkdir()
+        tmp.chmod(probe.stat().st_mode & 0o777)
+        probe.rmdir()
+        check_merge_out(out, run, in_run=in_run)  # still new or empty (rename replaces an empty folder only)
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:  # parents this call created, now empty again
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     info["out"] = str(out)
     info["bytes"] = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     return info

@@ -31,14 +31,18 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .adapters import attach, is_peft_adapter, peft_targets
+from .adapters import attach, is_peft_adapter, peft_targets, read_adapter_config
 from .backbones import default_dtype, load_backbone, model_class
+from .backbones.load import BUILD_LOCK
 from .methods import METHODS, PEFT_TYPES, get_scope
 from .storage import give_default_modes, write_json_atomic
+from .run_records import read_eval, read_run_config
 from .structure import shape_of
+from .tensorfile import TensorFileError, shapes as tensor_shapes
+from .userfiles import FileError, load_json, short
 
 
 class RunError(ValueError):
@@ -155,7 +159,7 @@ class RunDir:
     # ----------------------------------------------------------------- reading
 
     def config(self) -> dict:
-        return json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+        return read_run_config(self.path)  # checked field by field: a run folder is data (medln.run_records)
 
     def metrics(self) -> list[dict]:
         path = self.path / "metrics.jsonl"
@@ -170,8 +174,7 @@ class RunDir:
         return rows
 
     def eval(self) -> dict | None:
-        path = self.path / "eval.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        return read_eval(self.path)
 
     @property
     def complete(self) -> bool:
@@ -226,17 +229,15 @@ class BaseSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "BaseSpec":
-        return cls(**{**d, "keep": tuple(d.get("keep") or ())})
+        known = {f.name for f in fields(cls)}  # a newer version's extra fields are not ours to pass
+        return cls(**{k: v for k, v in d.items() if k in known and k != "keep"}, keep=tuple(d.get("keep") or ()))
 
 
 def base_spec(run_dir: str | Path) -> BaseSpec:
     """The recorded base of a run. Runs written before `base` was recorded: rebuilt from their
     config (a 4-bit attn/ffn run kept exactly its adapter's target modules unquantized)."""
     run = RunDir(Path(run_dir))
-    try:
-        config = run.config()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{run.path} is not a MedLN run folder (no config.json)") from None
+    config = run.config()
     if "base" in config:
         return BaseSpec.from_dict(config["base"])
     cfg = config.get("config", {})
@@ -258,9 +259,10 @@ def attach_run(backbone, run_dir: str | Path):
     if is_peft_adapter(run.adapter_dir):
         return attach(backbone.model, run.adapter_dir)
     device = next(backbone.model.parameters()).device
-    return model_class(backbone.family).from_pretrained(run.adapter_dir, device_map={"": str(device)},
-                                                        dtype=next(backbone.model.parameters()).dtype,
-                                                        use_safetensors=True)
+    with BUILD_LOCK:  # transformers sets the process's default dtype while it builds
+        return model_class(backbone.family).from_pretrained(run.adapter_dir, device_map={"": str(device)},
+                                                            dtype=next(backbone.model.parameters()).dtype,
+                                                            use_safetensors=True)
 
 
 def load_run(run_dir: str | Path, *, device: str | None = None):
@@ -290,32 +292,38 @@ def check_adapter(model, adapter_dir: str | Path, *, family: str | None = None) 
         raise RunError(f"{adapter_dir.parent}: the run was trained on a {run_family} model; this backbone is "
                        f"{family}: an adapter only fits the model it was trained on")
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    peft_config = adapter_dir / "adapter_config.json"
-    if not peft_config.exists():
+    if not is_peft_adapter(adapter_dir):
         return _check_full(base, adapter_dir)
     try:
-        config = json.loads(peft_config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise RunError(f"{peft_config}: unreadable adapter config ({type(e).__name__}: {e})") from None
-    targets = config.get("target_modules") if isinstance(config, dict) else None
-    if not isinstance(config, dict) or config.get("peft_type") not in PEFT_TYPES:
-        raise RunError(f"{peft_config}: not a MedLN adapter config (peft_type must be one of "
-                       f"{', '.join(PEFT_TYPES)})")
+        config = read_adapter_config(adapter_dir)
+    except FileError as e:
+        raise RunError(str(e)) from None
+    targets = config.get("target_modules")
+    if isinstance(targets, str):  # peft's regex form: MedLN writes full names, and checks those
+        raise RunError(f"{adapter_dir / 'adapter_config.json'}: field 'target_modules': a pattern, not a list of "
+                       "module names (MedLN adapters name every module)")
     modules = dict(base.named_modules())
-    if config["peft_type"] == "PROMPT_TUNING":  # virtual tokens: only their width must fit
+    saved = _saved_shapes(adapter_dir / "adapter_model.safetensors")
+    if config["peft_type"] == "PROMPT_TUNING":  # virtual tokens: only their width (and count) must fit
         width = getattr(base.get_input_embeddings(), "embedding_dim", None)
         if width is not None and config.get("token_dim") not in (None, width):
             raise RunError(f"{adapter_dir}: the virtual tokens are {config.get('token_dim')} wide but this backbone's "
                            f"embeddings are {width}: it was trained on another model size")
+        rows = config["num_virtual_tokens"] * (config.get("num_transformer_submodules") or 1)
+        for key, shape in saved.items():
+            if key.endswith("prompt_embeddings") and tuple(shape) != (rows, width or shape[-1]):
+                raise RunError(f"{adapter_dir}: {key} has shape {list(shape)} but adapter_config.json asks for "
+                               f"{rows} virtual tokens of width {width}")
         return
-    if not (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets)):
-        raise RunError(f"{peft_config}: 'target_modules' must be a list of module names")
     missing = [t for t in targets if t not in modules and not any(n.endswith("." + t) for n in modules)]
     if missing:
         raise RunError(f"{adapter_dir}: the adapter targets {len(missing)} module(s) this backbone does not have "
                        f"(first: {missing[0]}): it was trained on another model")
-    for key, shape in _saved_shapes(adapter_dir / "adapter_model.safetensors").items():
+    for key, shape in saved.items():
         key = key.removeprefix("base_model.model.")
+        if ".lora_A." in key and (len(shape) != 2 or shape[0] != config.get("r")):
+            raise RunError(f"{adapter_dir}: {key} has shape {list(shape)} but adapter_config.json says rank "
+                           f"r={config.get('r')}: the two do not belong together")
         marker = next((m for m in _SHAPES if m in key), None)
         if marker is None:
             continue
@@ -339,30 +347,51 @@ def _run_family(run_path: Path) -> str | None:
 
 
 def _saved_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    from safetensors import safe_open
-
+    """Tensor shapes from the safetensors header, checked before anything is allocated (medln.tensorfile)."""
+    if not path.exists():
+        raise RunError(f"{path.parent}: no {path.name} (the adapter's weights are missing)")
     try:
-        with safe_open(str(path), "pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except FileNotFoundError:
-        raise RunError(f"{path.parent}: no {path.name} (the adapter's weights are missing)") from None
-    except Exception as e:  # SafetensorError on a truncated or foreign file
-        raise RunError(f"{path}: unreadable safetensors file ({type(e).__name__}: {e})") from None
+        return tensor_shapes(path)
+    except TensorFileError as e:
+        raise RunError(str(e)) from None
 
 
 def _check_full(base, adapter_dir: Path) -> None:
-    """A 'full' run's checkpoint: same model type and the same tensor shapes as the base."""
+    """A 'full' run's checkpoint: same model type, the same sizes in its config (they decide
+    what from_pretrained allocates) and the same tensor shapes as the base."""
     try:
-        config = json.loads((adapter_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+        config = load_json(adapter_dir / "config.json", max_bytes=4 * 2**20)
+    except FileError as e:
         raise RunError(f"{adapter_dir}: neither a peft adapter nor a readable checkpoint config ({e})") from None
     model_type = getattr(base.config, "model_type", None)
     if not isinstance(config, dict) or config.get("model_type") != model_type:
         other = config.get("model_type") if isinstance(config, dict) else None
-        raise RunError(f"{adapter_dir}: a checkpoint of a {other!r} model; this backbone is {model_type!r}")
+        raise RunError(f"{adapter_dir}: a checkpoint of a {short(other)} model; this backbone is {model_type!r}")
+    differs = _size_difference(base.config.to_dict(), config)
+    if differs:
+        raise RunError(f"{adapter_dir}: config.json field {differs[0]!r} is {short(differs[2])} but this backbone's is "
+                       f"{differs[1]}: it was trained on another model size")
     own = {k: shape_of(t) for k, t in base.state_dict().items()}
     for file in sorted(adapter_dir.glob("*.safetensors")):
         for key, shape in _saved_shapes(file).items():
             if own.get(key) is not None and own[key] != tuple(shape):
                 raise RunError(f"{adapter_dir}: {key} has shape {list(shape)} in the checkpoint but this backbone "
                                f"needs {list(own[key])}: it was trained on another model size")
+
+
+def _size_difference(own: dict, other: dict, prefix: str = "") -> tuple | None:
+    """(field, own value, other value) of the first whole-number field (sizes, counts, ids)
+    where a checkpoint's config differs from the base's; None when they agree."""
+    for key, value in own.items():
+        if key not in other:
+            continue
+        theirs = other[key]
+        if isinstance(value, dict):
+            if not isinstance(theirs, dict):
+                return prefix + key, "a mapping", theirs
+            found = _size_difference(value, theirs, f"{prefix}{key}.")
+            if found:
+                return found
+        elif isinstance(value, int) and not isinstance(value, bool) and theirs != value:
+            return prefix + key, value, theirs
+    return None

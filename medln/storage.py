@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,12 +97,27 @@ def _inside(path: Path, root: Path) -> bool:
 def write_json_atomic(path: Path, obj) -> None:
     """JSON written to a temporary name, flushed to disk and renamed into place: a crash
     mid-write never leaves a half-written file that looks complete (medln.runs' contract)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """`text` into `path` through a fresh, uniquely named temporary file beside it (created
+    exclusively: never someone else's file, nor another writer's), fsynced and renamed into
+    place; the temporary file is removed if anything fails. A folder (or a link) at `path` is
+    refused rather than replaced."""
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise FileExistsError(f"{path} exists and is not a regular file; move it away to write there")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with tmp.open("x", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def give_default_modes(folder: Path) -> None:

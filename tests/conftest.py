@@ -194,6 +194,7 @@ def assert_one_line_error(proc, *needles: str):
 def adapter_run(tiny_model, family: str, folder: Path, **sizes) -> Path:
     """A run folder holding an untrained adapter of `family` (peft's own files)."""
 
+    from medln.adapters import make_portable
     from medln.config import TrainConfig
     from medln.make.tiny import build_tiny
     from medln.train import prepare
@@ -201,6 +202,7 @@ def adapter_run(tiny_model, family: str, folder: Path, **sizes) -> Path:
     path = build_tiny(family, folder / "model", **sizes) if sizes else tiny_model(family)
     tunable = prepare(TrainConfig(backbone=str(path)), device="cpu")
     tunable.model.save_pretrained(folder / "run" / "adapter")
+    make_portable(folder / "run" / "adapter", path.name)  # as train does: no absolute base path in the adapter
     # A finished run whose config names the bundled-size tiny model as its base: for a run of
     # the smaller model that is a foreign adapter dropped into a run folder.
     claimed = str(tiny_model(family))
@@ -215,3 +217,28 @@ def copy_dataset(dataset, tmp_path) -> Path:
 
     shutil.copytree(dataset.parent, tmp_path / "data")
     return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_model, dataset, tmp_path_factory) -> Path:
+    """A finished 1-step `ln` run of the tiny LLaVA (no evaluation), shared by the session:
+    treat it as read-only; `copy_run(finished_run, tmp_path)` gives a copy to change."""
+    from medln.config import TrainConfig
+    from medln.train import train_run
+
+    out = tmp_path_factory.mktemp("finished") / "run"
+    cfg = TrainConfig(backbone=str(tiny_model("llava")), scope="ln", data=f"jsonl:{dataset}", steps=1, batch_size=2,
+                      lr=0.05, eval_split="", ood_split="")
+    list(train_run(cfg, out))
+    return out
+
+
+def copy_run(run: Path, tmp_path: Path, name: str = "run") -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, tmp_path / name))
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes: compare before and after to show nothing changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}

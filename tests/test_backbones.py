@@ -93,3 +93,41 @@ def test_without_offline_mode_medln_asks_the_hub(tmp_path):
     proc, seen = medln_with({}, "params", "--backbone", "someone/some-vlm", tmp_path=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert seen and seen[0].startswith("HEAD /")  # MedLN's probe first
+
+
+def test_concurrent_builds_keep_every_dtype(monkeypatch):
+    """Issue 25: the app's 1-step fine-tune failed with "mat1 and mat2 must have the same dtype,
+    Float and Half" when a request counted parameters (a meta model of medln-tiny, whose
+    config says float16) while the job loaded its model: transformers sets the process's
+    default dtype around every build. meta_model no longer sets it; loads hold BUILD_LOCK."""
+    import threading
+
+    import torch
+
+    from medln.backbones import load_backbone, load_config, meta_model
+
+    _, config, family = load_config("medln-tiny")
+    assert str(config.dtype).endswith("float16")  # the condition: a half-precision config
+    set_to = []
+    real_set = torch.set_default_dtype
+    monkeypatch.setattr(torch, "set_default_dtype", lambda d: (set_to.append(d), real_set(d)))
+    meta_model(config, family)
+    assert set_to == [] and torch.get_default_dtype() == torch.float32
+    assert str(config.dtype).endswith("float16")  # the shared config is not rewritten
+
+    stop = threading.Event()
+
+    def count_forever():
+        while not stop.is_set():
+            meta_model(config, family)
+
+    thread = threading.Thread(target=count_forever)
+    thread.start()
+    try:
+        for _ in range(3):
+            model = load_backbone("medln-tiny", device="cpu").model
+            assert {p.dtype for p in model.parameters()} == {torch.float32}
+    finally:
+        stop.set()
+        thread.join()
+    assert torch.get_default_dtype() == torch.float32

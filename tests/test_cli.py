@@ -296,7 +296,7 @@ def test_cli_refusals_are_one_line(case, cli_inputs, tiny_model, dataset):
         "max-length": (("train", "--backbone", llava, "--data", data, "--max-length", "8", *quick, "--out", root / "o3"),
                        ["exceed max_length=8", "raise --max-length", "image images/"]),
         "garbage-adapter": (("ask", "--backbone", llava, "--adapter", garbage, "--image", image, "--question", "q?"),
-                            ["adapter_config.json: unreadable adapter config"]),
+                            ["adapter_config.json: not valid JSON", "(unreadable adapter config)"]),
         "other-shapes": (("ask", "--backbone", llava, "--adapter", small, "--image", image, "--question", "q?"),
                          ["in the adapter but this backbone needs"]),
         "out-under-file": (("train", "--backbone", llava, "--data", data, "--out", root / "a-file" / "run"),

@@ -67,7 +67,7 @@ def test_old_names_still_work_hidden(tmp_path):
     import json
 
     from medln.__main__ import build_parser
-    from medln.config import parse_command_line
+    from medln.config_files import parse_command_line
 
     def parse(*argv):
         argv = [str(a) for a in argv]

@@ -132,6 +132,37 @@ def test_decompression_bomb_refused_before_decoding(monkeypatch):
         load_image(_png_header_only(100_000, 100_000), where="huge")
 
 
+def test_thin_strips_refused_before_decoding(monkeypatch):
+    """A 65,000 x 1 strip is under MAX_PIXELS, but a processor scales its short side up to
+    its input size (65,000*336 x 336 in LLaVA's): refused, with the reason (issue 25)."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: (_ for _ in ()).throw(AssertionError("decoded")))
+    with pytest.raises(DataError, match=r"strip: image of 65000x1 pixels is too thin \(sides more than 50:1"):
+        load_image(_png_header_only(65_000, 1), where="strip")
+    with pytest.raises(DataError, match=r"its header claims more than 178,956,970 pixels; the limit is 64,000,000"):
+        load_image(_png_header_only(100_000, 100_000), where="huge")
+
+
+@pytest.mark.parametrize("make", [
+    lambda b: Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)).save(b, "PNG"),
+    lambda b: Image.new("CMYK", (64, 48), (10, 200, 30, 5)).save(b, "JPEG"),
+    lambda b: Image.new("CMYK", (64, 48), (10, 200, 30, 5)).save(b, "TIFF"),
+    lambda b: Image.new("LA", (64, 48)).save(b, "PNG"),
+    lambda b: Image.new("P", (64, 48)).save(b, "PNG", transparency=0),
+    lambda b: Image.new("1", (64, 48)).save(b, "PNG"),
+    lambda b: Image.new("F", (64, 48)).save(b, "TIFF"),
+    *[lambda b, fmt=fmt: Image.new("RGB", (64, 48), (9, 0, 0)).save(
+        b, fmt, save_all=True, append_images=[Image.new("RGB", (64, 48), (i, 0, 0)) for i in range(30)])
+      for fmt in ("GIF", "PNG", "WEBP")],  # animated: the first frame
+], ids=["16-bit", "cmyk-jpeg", "cmyk-tiff", "LA", "P-transparency", "1-bit", "float", "gif", "apng", "webp"])
+def test_odd_modes_decode_to_rgb(make):
+    buffer = io.BytesIO()
+    make(buffer)
+    image = load_image(buffer.getvalue(), where="upload")
+    assert image.mode == "RGB" and image.size in ((64, 64), (64, 48))
+
+
 def test_file_size_limit(tmp_path, monkeypatch):
     monkeypatch.setattr(images, "MAX_FILE_BYTES", 100)
     path = tmp_path / "big.png"

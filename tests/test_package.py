@@ -236,7 +236,7 @@ def test_a_saved_config_replays_exactly(tiny_model, dataset, tmp_path):
     yaml_file = tmp_path / "run.yaml"
     yaml_file.write_text(f"backbone: {tiny_model('llava')}\ndata: jsonl:{dataset}\nsteps: 5\nbogus: 1\n")
     proc = run_cli("train", "--config", yaml_file, "--out", tmp_path / "c")
-    assert proc.returncode == 2 and "unknown options bogus" in proc.stderr
+    assert proc.returncode == 2 and "unknown option 'bogus' for `medln train`" in proc.stderr
     assert not (tmp_path / "c").exists()
 
 

@@ -122,6 +122,6 @@ def test_an_adapter_of_another_model_is_refused_before_attaching(tiny_model, tmp
     with pytest.raises(RunError, match="targets .* module\\(s\\) this backbone does not have"):
         load_run_model(bb, blip)
     (own / "adapter" / "adapter_config.json").write_text('{"peft_type": "LN_TUNING", "target_modules": 5}')
-    with pytest.raises(RunError, match="'target_modules' must be a list"):
+    with pytest.raises(RunError, match="field 'target_modules': must be a non-empty list"):
         load_run_model(bb, own)
     assert not any("ln_tuning" in name for name, _ in bb.model.named_modules())  # nothing was attached

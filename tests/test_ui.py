@@ -488,7 +488,9 @@ def test_stop_keeps_what_was_trained(served, tiny_model):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"backbone": "no-such-model"}, "unknown backbone 'no-such-model'"),
+    ({"backbone": "no-such-model"}, "backbone: 'no-such-model' is not accepted here: a registry name"),
+    ({"backbone": "../../../../etc"}, "is not accepted here.*this server takes no local folders"),
+    ({"backbone": "x" * 100_000}, "backbone: at most 1,024 characters, got 100,000"),
     ({"backbone": "someone/not-downloaded"}, "not reachable|cannot"),
     ({"backbone": "medgemma-4b"}, "gated.*HF_TOKEN"),
     ({"scope": "full", "quant": "4bit"}, "4-bit weights cannot be trained"),

@@ -6,13 +6,24 @@ message that says what to do; no remote code runs unless asked.
 
 from __future__ import annotations
 
+import copy
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..cpu4bit import keep_packed
 from .family import Family
 from .registry import BACKBONES, BACKBONES_BY_NAME, FAMILIES, BackboneError, Resolved, family_of_model_type, resolve
+
+
+# transformers builds a model under torch.set_default_dtype(the load's dtype) and puts the old
+# value back after: process-global state, not per thread. Two builds at once (the app: a
+# fine-tune loading its model while a request counts parameters, or /ask loads a base)
+# interleave that save and restore: layers of one model come out in the other's dtype, or the
+# default stays float16 for good ("mat1 and mat2 must have the same dtype, but got Float and
+# Half", issue 25). Every build that sets the dtype holds this lock; meta_model sets none.
+BUILD_LOCK = threading.RLock()
 
 
 def hf_token() -> str | None:
@@ -135,8 +146,10 @@ def meta_model(config, family: Family):
     """The model's structure on the meta device: no memory, no weights, ~0.4 s for 7B."""
     import torch
 
+    # dtype=None: built in the default dtype, which it leaves alone (BUILD_LOCK); on a copy,
+    # as _from_config writes the dtype into the config (a cached one must not change)
     with torch.device("meta"):
-        return model_class(family)._from_config(config)
+        return model_class(family)._from_config(copy.deepcopy(config), dtype=None)
 
 
 def quantization_config(family: Family, quant: str, keep_full_precision: list[str], compute_dtype):
@@ -242,15 +255,16 @@ def load_backbone(
     allow_processors_without_torchvision()
     try:
         processor = AutoProcessor.from_pretrained(resolved.source, trust_remote_code=trust_remote_code, **kwargs)
-        model = model_class(family).from_pretrained(
-            resolved.source,
-            dtype=dtype,
-            quantization_config=qconfig,
-            device_map={"": device},
-            use_safetensors=True,
-            trust_remote_code=trust_remote_code,
-            **kwargs,
-        )
+        with BUILD_LOCK:
+            model = model_class(family).from_pretrained(
+                resolved.source,
+                dtype=dtype,
+                quantization_config=qconfig,
+                device_map={"": device},
+                use_safetensors=True,
+                trust_remote_code=trust_remote_code,
+                **kwargs,
+            )
     except OSError as e:
         if kwargs.get("local_files_only"):
             raise BackboneError(offline_message(resolved)) from None

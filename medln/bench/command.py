@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     a device machine that lacks their dependencies)."""
     import argparse
 
-    from ..config import parse_command_line
+    from ..config_files import parse_command_line
 
     parser = argparse.ArgumentParser(prog="python -m medln.bench")
     add_cli(parser.add_subparsers(dest="command"))

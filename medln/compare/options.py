@@ -7,9 +7,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..config import TrainConfig, _f
+from ..config import ConfigError, TrainConfig, _f
 from ..methods import scope_names
 from .tuning import Grid
+
+MAX_SEEDS = 100  # a sweep of more seeds than this is not a comparison anyone waits for
 
 
 @dataclass(kw_only=True)
@@ -19,11 +21,12 @@ class CompareConfig(TrainConfig):
                       "default: the --ood-split split of --data")
     out: str = _f(help="folder for results.json, results.csv, TABLE.md, figures.html and runs/")
     seeds: int = _f(1, "train every scope with this many seeds (--seed, --seed+1, ...): mean ± sd and a 95 %% "
-                       "interval per metric (use >= 3 to compare)")
+                       "interval per metric (use >= 3 to compare)", min=1, max=MAX_SEEDS)
     tune_lr: bool = _f(False, "choose each scope's learning rate on the validation split first (the same-size log "
                               "grid per scope; the test split is not read while tuning)")
-    grid_points: int = _f(Grid.points, "rates in each scope's initial grid (--tune-lr)")
-    grid_cap: int = _f(Grid.cap, "most rates per scope, edge extensions included (--tune-lr)")
+    grid_points: int = _f(Grid.points, "rates in each scope's initial grid (--tune-lr)", min=1, max=12)
+    grid_cap: int = _f(Grid.cap, "most rates per scope, edge extensions included (--tune-lr); at least --grid-points",
+                       min=1, max=30)
     lrs_from: str = _f("", "results.json of an earlier `compare --tune-lr` (same backbone, data, budget): use the "
                            "rates it chose on validation; with --tune-lr, tune only the scopes it lacks (same grid)")
 
@@ -31,9 +34,29 @@ class CompareConfig(TrainConfig):
         """The shared budget alone, as every run of the sweep starts from it."""
         return TrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)})
 
+    def validate(self) -> "CompareConfig":
+        """TrainConfig's checks, the sweep's own bounds (seeds, grid), and what they imply
+        together: checked before any list is built from them."""
+        problems = []
+        try:
+            super().validate()
+        except ConfigError as e:
+            problems += [line.strip() for line in str(e).removeprefix("invalid config:").strip().splitlines()]
+        if not problems and self.seed + self.seeds - 1 > 2**32 - 1:
+            problems.append(f"seeds: --seed {self.seed} + --seeds {self.seeds} runs past the largest seed, 2**32 - 1")
+        if not problems and self.grid_cap < self.grid_points:
+            problems.append(f"grid_cap: must be >= grid_points ({self.grid_points}), got {self.grid_cap}")
+        if len(problems) == 1:
+            raise ConfigError(f"invalid config: {problems[0]}")
+        if problems:
+            raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+        return self
+
     def seed_list(self) -> list[int]:
-        """--seed, --seed+1, ... (--seeds of them; at least --seed itself)."""
-        return list(range(self.seed, self.seed + self.seeds)) or [self.seed]
+        """--seed, --seed+1, ... (--seeds of them, bounded by validate())."""
+        if not (isinstance(self.seeds, int) and 1 <= self.seeds <= MAX_SEEDS):
+            raise ConfigError(f"invalid config: seeds: must be between 1 and {MAX_SEEDS}, got {self.seeds!r}")
+        return list(range(self.seed, self.seed + self.seeds))
 
     def grid(self) -> Grid:
         return Grid(points=self.grid_points, cap=self.grid_cap)

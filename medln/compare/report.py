@@ -5,13 +5,14 @@ TABLE.md (protocol, per-scope spread, reference rows, chosen rates, verdict), fi
 from __future__ import annotations
 
 import csv
+import io
 import logging
-import os
 from html import escape as html_escape
 from pathlib import Path
 
 from ..data.sample import PHRASINGS
 from ..metrics import METRICS
+from ..storage import write_text_atomic
 from .stats import fmt, versus
 
 
@@ -32,15 +33,34 @@ def flat_row(row: dict) -> dict:
     return flat
 
 
+SWEEP_FILES = ("results.json", "results.csv", "TABLE.md", "figures.html", "runs", "tune")
+
+
+def check_sweep_out(out: Path) -> None:
+    """A sweep writes into a new or empty --out only: never beside files it did not write
+    (its own names included: an earlier sweep's results are not replaced either)."""
+    out = Path(out)
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise FileExistsError(f"--out {out}: {parent} is a file, not a folder")
+            break
+    held = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()) if out.is_dir() else []
+    if held:
+        earlier = " (an earlier sweep's)" if any(h.rstrip("/") in SWEEP_FILES for h in held) else ""
+        raise FileExistsError(f"--out {out} already holds files{earlier} ({', '.join(h[:60] for h in held[:5])}"
+                              f"{', ...' if len(held) > 5 else ''}); choose a new or empty folder: a sweep never "
+                              "writes beside files, so nothing there is replaced")
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
     flat = [flat_row(r) for r in rows]
     columns = list(dict.fromkeys(k for f in flat for k in f))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in flat)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in flat)
+    write_text_atomic(path, text.getvalue())
 
 
 def first_per_scope(rows: list[dict]) -> list[dict]:
@@ -92,7 +112,7 @@ def write_figures(out: Path, rows: list[dict], results: dict | None = None) -> l
             + "\n".join(f"<div id=\"{name}\">{part}</div>"
                                                            for name, part in zip(figs, parts)) + "\n</body></html>\n")
     path = out / "figures.html"
-    path.write_text(html, encoding="utf-8")
+    write_text_atomic(path, html)
     written = [path]
     if importlib.util.find_spec("kaleido") is not None:
         for name, fig in figs.items():
@@ -277,6 +297,4 @@ def table_md(results: dict) -> str:
 
 
 def write_table(path: Path, results: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(table_md(results), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, table_md(results))

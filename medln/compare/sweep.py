@@ -29,7 +29,6 @@ the one helper `run_cell`. Its phases are functions: `choose_rates` (validation 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +44,9 @@ from ..storage import write_json_atomic
 from .cells import Cell, Lane, base_key, cell_score, empty_row, reason, run_cell
 from .options import CompareConfig
 from .protocol import reference_rows, split_validation
-from .report import write_csv, write_figures, write_table
+from .report import check_sweep_out, write_csv, write_figures, write_table
 from .summary import summarize_rows, verdict
-from .tuning import Grid, reusable_tuning, tune_scope
+from .tuning import Grid, read_lrs_from, reusable_tuning, tune_scope
 
 ALL_SCOPES: list[str] = [s.name for s in SCOPES]
 OOD_KEY = "ood"  # evaluation-set name of a second dataset given with ood=SPEC
@@ -174,22 +173,19 @@ def compare(options: CompareConfig, *, stop=None, progress: Callable[[float, str
 
 def start(options: CompareConfig, *, stop=None, progress=None, command=None, run_scope=None) -> Sweep:
     """Check the options, load the training data (and validation, and the out-of-domain set)."""
+    # Every option checked before anything is built from it (a seed list, a grid; issue 25).
+    dataclasses.replace(options, scope="ln").validate()
     scopes = parse_scopes(options.scopes)
     seeds = list(dict.fromkeys(options.seed_list()))
     grid = options.grid()
     # The shared fields, checked once ('ln' runs under any quant; each scope is checked again).
     cfg = dataclasses.replace(options.train_config(), scope="ln").validate()
     out = Path(options.out)
-    taken = [s for s in scopes if (out / "runs" / s).exists()]
-    if taken:
-        raise FileExistsError(f"{out} already holds runs for {', '.join(taken)}; choose another --out")
+    check_sweep_out(out)
     tuned = None
     if options.lrs_from:
-        try:
-            earlier = json.loads(Path(options.lrs_from).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"--lrs-from {options.lrs_from}: {e}") from None
-        tuned = reusable_tuning(earlier, cfg.to_dict(), options.lrs_from, grid if options.tune_lr else None)
+        tuned = reusable_tuning(read_lrs_from(options.lrs_from), cfg.to_dict(), options.lrs_from,
+                                grid if options.tune_lr else None)
     if run_scope is None:
         from ..train import train_run as run_scope
     sweep = Sweep(cfg, scopes, seeds, out, grid, options.tune_lr, run_scope, stop, progress, command, tuned,

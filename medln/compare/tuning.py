@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Generator
 
+from ..userfiles import short
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -105,13 +107,48 @@ def reusable_tuning(results: dict, config: dict, source: str, grid: Grid | None 
     before.setdefault("backbone", results.get("backbone"))
     for key in REUSE_KEYS:
         if key in before and before[key] != config.get(key):
-            raise ConfigError(f"{source}: its rates were tuned with {key}={before[key]!r}, this sweep has "
-                              f"{key}={config.get(key)!r}; tune again (--tune-lr) or match it")
+            raise ConfigError(f"{source}: its rates were tuned with {key}={short(before[key])}, this sweep has "
+                              f"{key}={short(config.get(key))}; tune again (--tune-lr) or match it")
     if grid is not None and tuned.get("grid") and {k: v for k, v in tuned["grid"].items() if k != "rule"} != \
             {k: v for k, v in grid.describe().items() if k != "rule"}:
-        raise ConfigError(f"{source}: its grid {tuned['grid']} differs from this sweep's (--grid-points, --grid-cap); "
+        raise ConfigError(f"{source}: its grid {short(tuned['grid'], 120)} differs from this sweep's (--grid-points, --grid-cap); "
                           "every scope must get the same-size grid")
     if grid is not None:  # a scope whose tuning was stopped part-way had less effort: tune it again here
         tuned = {**tuned, "scopes": {scope: rec for scope, rec in tuned["scopes"].items()
                                      if len(rec.get("grid") or []) >= grid.points}}
     return {**tuned, "reused_from": source}
+
+
+def read_lrs_from(path: str) -> dict:
+    """An earlier sweep's results.json (--lrs-from), read as data: the fields reusable_tuning
+    and the sweep read are checked (types, rates in (0, 1)), each refusal naming the field."""
+    from ..userfiles import Record, load_json
+
+    rec = Record(load_json(path, what="--lrs-from", max_bytes=64 * 2**20), f"--lrs-from {path}")
+    for key in ("data", "quant", "backbone"):
+        rec.get(key, str, None, optional=True, max_len=4096)
+    rec.get("steps", int, None, optional=True)
+    rec.sub("config", optional=True)
+    tuning = rec.sub("tuning", optional=True)
+    if tuning is None:
+        return rec.data
+    tuning.get("seed", int, None, optional=True)
+    tuning.get("n", int, None, optional=True, lo=0)
+    split = tuning.sub("split", optional=True)
+    if split is not None:
+        split.get("n", int, None, optional=True, lo=0)
+    grid = tuning.sub("grid", optional=True)
+    if grid is not None:
+        grid.get("points", int, None, optional=True, lo=1, hi=1000)
+        grid.get("cap", int, None, optional=True, lo=1, hi=1000)
+        grid.get("step", float, None, optional=True)
+    scopes = tuning.sub("scopes", optional=True)
+    for scope in (scopes.keys() if scopes else ()):
+        if len(scope) > 64:
+            scopes.fail(scope, "not a scope name")
+        one = scopes.sub(scope)
+        chosen = one.get("chosen", float, None, optional=True)
+        if chosen is not None and not 0 < chosen < 1:
+            one.fail("chosen", f"a learning rate must be in (0, 1), got {short(chosen)}")
+        one.get("grid", list, [], items=float, max_len=1000, optional=True)
+    return rec.data

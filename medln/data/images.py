@@ -28,6 +28,10 @@ from medln.data.sample import DataError
 
 MAX_PIXELS = 64_000_000  # per decoded image (all frames for DICOM): about 190 MB as 8-bit RGB
 MAX_FILE_BYTES = 512 * 2**20  # encoded size; multi-frame DICOMs are the big ones
+# Longest side / shortest side. Processors scale the *shortest* side up to their input size
+# before cropping: a 65,000 x 1 strip passes MAX_PIXELS but would become 65,000*336 x 336
+# pixels in a LLaVA processor. No medical image is that thin.
+MAX_ASPECT = 50
 
 # The PIL decoders we accept. Others exist in PIL but are no medical image format and only
 # widen the attack surface of user uploads.
@@ -71,12 +75,15 @@ def _check_file_size(n_bytes: int, where: str) -> None:
         )
 
 
-def _check_pixels(n_pixels: int, shape: str, where: str) -> None:
+def _check_pixels(n_pixels: int, shape: str, where: str, size: tuple[int, int] | None = None) -> None:
     if n_pixels > MAX_PIXELS:
         raise DataError(
             f"{where}: image too large ({shape} = {n_pixels:,} pixels; the limit is "
             f"{MAX_PIXELS:,}); refused before decoding"
         )
+    if size is not None and (min(size) < 1 or max(size) > MAX_ASPECT * min(size)):
+        raise DataError(f"{where}: image of {shape} pixels is too thin (sides more than {MAX_ASPECT}:1 apart); "
+                        "refused before decoding")
 
 
 # --- PNG, JPEG, TIFF (PIL) ------------------------------------------------------------------
@@ -88,12 +95,14 @@ def _load_pil(src: io.BytesIO | Path, where: str) -> Image.Image:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             image = Image.open(src, formats=PIL_FORMATS)  # lazy: reads the header only
-        except Image.DecompressionBombError as e:
-            raise DataError(f"{where}: image too large ({e}); refused before decoding") from None
+        except Image.DecompressionBombError:  # past PIL's own bound, twice MAX_IMAGE_PIXELS
+            raise DataError(f"{where}: image too large (its header claims more than "
+                            f"{2 * Image.MAX_IMAGE_PIXELS:,} pixels; the limit is {MAX_PIXELS:,}); "
+                            "refused before decoding") from None
         except (UnidentifiedImageError, OSError, ValueError):
             raise DataError(f"{where}: {_why_not_opened(src)}") from None
         width, height = image.size
-        _check_pixels(width * height, f"{width}x{height}", where)
+        _check_pixels(width * height, f"{width}x{height}", where, (width, height))
         try:
             image.load()  # first frame only (multi-page TIFF / GIF)
         except Exception as e:  # PIL raises OSError, SyntaxError, ValueError ... on bad data
@@ -140,7 +149,7 @@ def _load_dicom(src: io.BytesIO | Path, where: str, *, force: bool) -> Image.Ima
         samples = int(ds.get("SamplesPerPixel") or 1)
     except (AttributeError, TypeError, ValueError) as e:
         raise DataError(f"{where}: unreadable DICOM header (Rows/Columns/NumberOfFrames: {e})") from None
-    _check_pixels(rows * cols * frames, f"{frames} frame(s) of {cols}x{rows}", where)
+    _check_pixels(rows * cols * frames, f"{frames} frame(s) of {cols}x{rows}", where, (cols, rows))
     _ensure_transfer_syntax(ds)
 
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..backbones import BACKBONES_BY_NAME
 from . import bitfit, full, ia3, ln_lora, lora, norm, prompt, whole_linear
+from ..userfiles import short
 from .method import Method, ScopeError, TuningScope
 
 SCOPES: list[TuningScope] = [
@@ -74,7 +75,7 @@ def scope_names() -> list[str]:
 def get_scope(name: str) -> TuningScope:
     scope = find_scope(name)
     if scope is None:
-        raise ScopeError(f"unknown scope {name!r}; choose from {', '.join(scope_names())}")
+        raise ScopeError(f"unknown scope {short(name)}; choose from {', '.join(scope_names())}")
     return scope
 
 

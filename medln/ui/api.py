@@ -66,8 +66,9 @@ def register(ctx: AppContext) -> None:
         from medln.accounting import param_rows
 
         try:
+            backbone = s.app_backbone(backbone)  # only what a visitor may name is read
             TrainConfig(backbone=backbone, quant=quant).validate()  # quant's values: TrainConfig's own
-            return param_rows(backbone.strip(), quant=quant)
+            return param_rows(backbone, quant=quant)
         except Exception as e:
             fail(e, "counting parameters")
 

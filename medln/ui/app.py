@@ -20,7 +20,7 @@ from medln import ASSETS, DISCLAIMER
 from . import about, api, ask, compare, finetune
 from .context import AppContext
 from .errors import quiet
-from .settings import Settings, check_session, new_session_id
+from .settings import Settings, check_environment, check_session, new_session_id
 
 HERE = Path(__file__).resolve().parent
 
@@ -194,7 +194,9 @@ def warm_up(demo) -> None:
 
 def main(**launch) -> None:
     """Build and serve the app; `launch` adds launch() arguments (server_name, server_port, share)."""
-    logging.basicConfig(level=os.environ.get("MEDLN_LOG", "INFO"), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    check_environment()  # every MEDLN_* setting, before anything starts: one line naming a bad one
+    logging.basicConfig(level=os.environ.get("MEDLN_LOG", "INFO").strip().upper(),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     demo = build_app()
     warm_up(demo)
     queue(demo).launch(**launch_kwargs(demo), **launch)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import os
 import time
 from pathlib import Path
 
@@ -109,7 +110,8 @@ def estimate_view(ctx: AppContext, backbone, scopes, quant4, steps, batch_size, 
     try:
         data = (DataChoice("sample", "test", "source-test") if data_source == "sample"
                 else DataChoice("upload", "test", ""))
-        cfg = build_config(config_fields(backbone, "ln", quant4, steps, None, batch_size, eval_limit, 0), data)
+        cfg = build_config(config_fields(backbone, "ln", quant4, steps, None, batch_size, eval_limit, 0), data,
+                           ctx.settings)
     except Exception:
         return ""
     est, n_items = estimate_for(ctx, cfg, list(scopes))
@@ -122,12 +124,13 @@ def start(ctx: AppContext, session: str, backbone, scopes, quant4, steps, batch_
     if not scopes:
         raise UserError("choose at least one scope to compare")
     # checked (once) before an upload is touched, so a bad number fails fast
-    cfg = build_config(config_fields(backbone, "ln", quant4, steps, None, batch_size, eval_limit, 0), DataChoice("sample"))
+    cfg = build_config(config_fields(backbone, "ln", quant4, steps, None, batch_size, eval_limit, 0), DataChoice("sample"),
+                       ctx.settings)
     data = prepare_dataset(data_source, data_file, hub_id, ctx.settings.session_dir(session) / "uploads",
                            max_upload_bytes=ctx.settings.max_upload_bytes,
                            max_unzip_bytes=ctx.settings.max_unzip_bytes)
     cfg = dataclasses.replace(cfg, data=data.spec, eval_split=data.eval_split, ood_split=data.ood_split)
-    out = ctx.settings.session_dir(session) / "compare" / time.strftime("%Y%m%d-%H%M%S")
+    out = ctx.settings.session_dir(session) / "compare" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
     scopes = list(scopes)
 
     options = CompareConfig.from_dict({**cfg.to_dict(), "scopes": ",".join(scopes), "out": str(out)}).validate()
@@ -225,11 +228,13 @@ def figures(rows: list[dict], records: list[dict]) -> tuple:
     return figs
 
 
-def param_figure(backbone: str, quant4: bool):
-    """Before any run: the trainable-parameter plot straight from config.json."""
+def param_figure(backbone: str, quant4: bool, settings=None):
+    """Before any run: the trainable-parameter plot straight from config.json (with the app's
+    `settings`, only of a backbone a visitor may name: Settings.app_backbone)."""
     from medln import plots
     from medln.accounting import param_rows
 
+    backbone = settings.app_backbone(backbone) if settings is not None else backbone
     rows = param_rows(backbone, quant="4bit" if quant4 else "none")
     fig = plots.trainable_params_fig(rows)
     fig.update_layout(height=360, margin=dict(l=55, r=20, t=50, b=45), title=SHORT_TITLES[0])
@@ -284,7 +289,7 @@ def build(ctx: AppContext) -> CompareTab:
 
     def on_params(backbone_v, quant_v):
         try:
-            return param_figure(backbone_v or "", bool(quant_v))
+            return param_figure(backbone_v or "", bool(quant_v), s)
         except Exception:
             return None
 

@@ -78,7 +78,7 @@ def merged_zip(run_path: Path) -> Path:
     merged = run_path / "merged"
     if not (merged / "config.json").exists():
         shutil.rmtree(merged, ignore_errors=True)
-        merge_run(run_path, merged)
+        merge_run(run_path, merged, in_run=True)
     tmp = target.with_suffix(".tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(merged.rglob("*")):

@@ -67,14 +67,16 @@ def lr_hint(scope: str, backbone: str = "") -> str:
     return f"empty: the default for {scope} on this backbone, {scope_info(scope, backbone)[0]:g}"
 
 
-def param_view(backbone: str, scope: str, quant4: bool) -> tuple[list[list], str, str, bool]:
-    """(table rows, summary, 4-bit note, can start) from config.json alone: nothing loads."""
+def param_view(backbone: str, scope: str, quant4: bool, settings=None) -> tuple[list[list], str, str, bool]:
+    """(table rows, summary, 4-bit note, can start) from config.json alone: nothing loads.
+    With the app's `settings`, only a backbone a visitor may name is read (Settings.app_backbone)."""
     from medln.accounting import param_rows
 
     quant = "4bit" if quant4 else "none"
     note, ok = quant_note(scope, quant4)
     try:
-        rows = param_rows(backbone.strip(), quant=quant, lora_r=DEFAULTS.lora_r)
+        backbone = settings.app_backbone(backbone) if settings is not None else backbone.strip()
+        rows = param_rows(backbone, quant=quant, lora_r=DEFAULTS.lora_r)
     except Exception as e:  # unknown backbone, offline hub, gated, unsupported family
         return [], f"⚠️ {user_message(e)}", note, False
     summary = views.scope_summary(rows, scope, backbone, quant)
@@ -158,7 +160,8 @@ def estimate_view(ctx: AppContext, backbone, scope, quant4, steps, batch_size, d
     try:
         data = (DataChoice("sample", "test", "source-test") if data_source == "sample"
                 else DataChoice("upload", "test", ""))
-        cfg = build_config(config_fields(backbone, scope, quant4, steps, None, batch_size, eval_limit, 0), data)
+        cfg = build_config(config_fields(backbone, scope, quant4, steps, None, batch_size, eval_limit, 0), data,
+                           ctx.settings)
     except Exception:
         return ""  # the Start button reports the problem
     est, n_items = estimate_for(ctx, cfg)
@@ -169,7 +172,7 @@ def start(ctx: AppContext, session: str, fields: dict, data_source, data_file, h
     """The Start button and the /finetune API: TrainConfig `fields` (config_fields() of the
     form's widgets, or the API's arguments) and where the data comes from -> a submitted job."""
     # the config is checked (once) before an upload is touched, so a bad number fails fast
-    cfg = build_config(fields, DataChoice("sample"))
+    cfg = build_config(fields, DataChoice("sample"), ctx.settings)
     data = prepare_dataset(data_source, data_file, hub_id, ctx.settings.session_dir(session) / "uploads",
                            max_upload_bytes=ctx.settings.max_upload_bytes,
                            max_unzip_bytes=ctx.settings.max_unzip_bytes)
@@ -271,7 +274,7 @@ def build(ctx: AppContext) -> FinetuneTab:
 
     # -- handlers bound to this context
     def on_params(backbone_v, scope_v, quant_v):
-        rows, summary, note, ok = param_view(backbone_v or "", scope_v, bool(quant_v))
+        rows, summary, note, ok = param_view(backbone_v or "", scope_v, bool(quant_v), s)
         return rows, summary, note, gr.update(interactive=ok)
 
     def on_scope(scope_v, backbone_v):

@@ -18,13 +18,17 @@ def config_fields(backbone, scope, quant4, steps, lr, batch_size, eval_limit, se
             "eval_limit": _whole(eval_limit or 0), "seed": _whole(seed or 0), "precision": precision or "auto"}
 
 
-def build_config(fields: dict, data: DataChoice) -> TrainConfig:
+def build_config(fields: dict, data: DataChoice, settings=None) -> TrainConfig:
     """TrainConfig fields (the form's, or /finetune's) and a data choice -> a validated
     TrainConfig, by TrainConfig.from_dict: unknown fields, types and ranges are refused there,
-    every problem listed, as for the CLI."""
+    every problem listed, as for the CLI. With the app's `settings`, the backbone is what a
+    visitor may name (Settings.app_backbone: a registry name, a Hub id, or a folder under
+    MEDLN_MODELS_ROOT), checked before anything reads it."""
     backbone = fields.get("backbone")
     if not isinstance(backbone, str) or not backbone.strip():
         raise UserError("choose a backbone")
+    if settings is not None:
+        backbone = settings.app_backbone(backbone)
     data_fields = {"data": data.spec, "eval_split": data.eval_split, "ood_split": data.ood_split}
     return TrainConfig.from_dict({**fields, "backbone": backbone.strip(), **data_fields}).validate()
 

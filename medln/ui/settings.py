@@ -17,6 +17,12 @@
     HF_TOKEN              Hub token for gated models (or the one `hf auth login` saved; never
                           shown, never logged)
     MEDLN_ZEROGPU_MAX_S   longest GPU call asked of ZeroGPU, seconds (300)
+    MEDLN_MODELS_ROOT     a folder whose model folders visitors may name as backbone (unset: none;
+                          a visitor's backbone is otherwise a registry name or a Hub id)
+    MEDLN_CACHE, MEDLN_LOG   MedLN's caches (medln.storage), the log level (INFO)
+
+A bad value is refused at start, in one line naming the variable (SettingsError), never
+replaced silently by a default.
 """
 
 from __future__ import annotations
@@ -28,21 +34,89 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medln.config import EVAL_LIMIT
+from medln.backbones import BACKBONES_BY_NAME, BackboneError, resolve
+from medln.config import EVAL_LIMIT, ConfigError
+from medln.userfiles import short
 
 
-def _int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
+class SettingsError(ConfigError):
+    """A MEDLN_* variable the app cannot start with; the message names it."""
+
+
+# variable -> (kind, lowest, highest): numbers the app reads from the environment
+NUMBERS = {"MEDLN_MAX_UPLOAD_MB": (int, 1, 100_000), "MEDLN_MAX_UNZIP_MB": (int, 1, 1_000_000),
+           "MEDLN_QUEUE_SIZE": (int, 1, 10_000), "MEDLN_MAX_JOBS": (int, 1, 1_000), "MEDLN_MAX_MODELS": (int, 1, 64),
+           "MEDLN_MAX_MODEL_GB": (float, 0, 100_000), "MEDLN_JOB_MEMORY_GB": (float, 1e-9, 100_000),
+           "MEDLN_ZEROGPU_MAX_S": (int, 10, 86_400)}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _number(name: str, default, env=None):
+    env = os.environ if env is None else env
+    kind, lo, hi = NUMBERS[name]
+    text = env.get(name, "").strip()
+    if not text:
         return default
-
-
-def _float(name: str, default: float) -> float:
     try:
-        return float(os.environ.get(name, default))
+        value = kind(text)
     except ValueError:
-        return default
+        raise SettingsError(f"{name}={short(text)}: expected {'a whole number' if kind is int else 'a number'} "
+                            f"between {lo:g} and {hi:g}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name}={short(text)}: expected a value between {lo:g} and {hi:g}")
+    return value
+
+
+def _folder(name: str, value: str, *, create: bool, what: str) -> Path:
+    """A folder the app writes into (created when `create`), named by variable when it cannot be."""
+    try:
+        path = Path(value).expanduser()
+        for parent in (path, *path.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    raise SettingsError(f"{name}={short(value, 300)}: {'it' if parent == path else short(str(parent), 300)} is a "
+                                        f"file, not a folder ({what})")
+                break
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        elif not path.is_dir():
+            raise SettingsError(f"{name}={short(value, 300)}: no such folder ({what})")
+        if create and not os.access(path, os.W_OK | os.X_OK):
+            raise SettingsError(f"{name}={short(value, 300)}: the app cannot write there ({what})")
+        return path.resolve()
+    except SettingsError:
+        raise
+    except OSError as e:
+        raise SettingsError(f"{name}={short(value, 300)}: cannot use it ({e.strerror or type(e).__name__}; {what})") from None
+    except ValueError as e:  # an embedded NUL byte
+        raise SettingsError(f"{name}={short(value, 300)}: not a usable path ({e})") from None
+
+
+def check_environment(env=None) -> None:
+    """Every MEDLN_* setting the process reads, checked at start (medln.launch, build_app)."""
+    env = os.environ if env is None else env
+    for name in NUMBERS:
+        _number(name, None, env)
+    for name, what in (("MEDLN_CACHE", "MedLN's caches"), ("MEDLN_RUNS", "the app's run folders")):
+        if env.get(name):
+            _folder(name, env[name], create=True, what=what)
+    if env.get("MEDLN_MODELS_ROOT"):
+        _folder("MEDLN_MODELS_ROOT", env["MEDLN_MODELS_ROOT"], create=False, what="the models visitors may name")
+    level = env.get("MEDLN_LOG", "INFO").strip().upper()
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"MEDLN_LOG={short(env.get('MEDLN_LOG'))}: expected one of {', '.join(LOG_LEVELS)}")
+    secret = env.get("MEDLN_SECRET")
+    if secret is not None and secret != "" and len(secret) < 16:
+        raise SettingsError("MEDLN_SECRET: at least 16 characters (it encrypts the browser's session id); "
+                            "unset it to keep a random key in $MEDLN_CACHE")
+    backbone = env.get("MEDLN_BACKBONE", "")
+    if len(backbone) > 1024:
+        raise SettingsError(f"MEDLN_BACKBONE: at most 1,024 characters, got {len(backbone):,}")
+    if backbone:
+        try:
+            resolve(backbone.strip())
+        except BackboneError as e:
+            raise SettingsError(f"MEDLN_BACKBONE: {e}") from None
 
 
 @dataclass
@@ -60,25 +134,30 @@ class Settings:
     eval_limit: int = EVAL_LIMIT
     poll_s: float = 1.0
     storage: str = ""  # where runs live and whether they survive a restart (medln.storage), for About
+    models_root: Path | None = None  # MEDLN_MODELS_ROOT: local model folders visitors may name
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
         from medln import storage
 
         storage.configure()  # a persistent /data volume: runs and caches there, unless set otherwise
+        check_environment()
         s = cls(
-            default_backbone=os.environ.get("MEDLN_BACKBONE") or cls.default_backbone,
+            default_backbone=(os.environ.get("MEDLN_BACKBONE") or "").strip() or cls.default_backbone,
             runs_root=Path(os.environ.get("MEDLN_RUNS") or cls.runs_root),
-            max_upload_mb=_int("MEDLN_MAX_UPLOAD_MB", cls.max_upload_mb),
-            max_unzip_mb=_int("MEDLN_MAX_UNZIP_MB", cls.max_unzip_mb),
-            queue_size=_int("MEDLN_QUEUE_SIZE", cls.queue_size),
-            max_jobs=_int("MEDLN_MAX_JOBS", cls.max_jobs),
-            max_models=_int("MEDLN_MAX_MODELS", cls.max_models),
-            max_model_gb=_float("MEDLN_MAX_MODEL_GB", cls.max_model_gb),
+            max_upload_mb=_number("MEDLN_MAX_UPLOAD_MB", cls.max_upload_mb),
+            max_unzip_mb=_number("MEDLN_MAX_UNZIP_MB", cls.max_unzip_mb),
+            queue_size=_number("MEDLN_QUEUE_SIZE", cls.queue_size),
+            max_jobs=_number("MEDLN_MAX_JOBS", cls.max_jobs),
+            max_models=_number("MEDLN_MAX_MODELS", cls.max_models),
+            max_model_gb=_number("MEDLN_MAX_MODEL_GB", cls.max_model_gb),
+            models_root=Path(os.environ["MEDLN_MODELS_ROOT"]).expanduser().resolve()
+            if os.environ.get("MEDLN_MODELS_ROOT") else None,
         )
         for k, v in overrides.items():
-            setattr(s, k, Path(v) if k == "runs_root" else v)
-        s.runs_root = s.runs_root.resolve()
+            setattr(s, k, Path(v) if k in ("runs_root", "models_root") and v is not None else v)
+        s.runs_root = _folder("runs_root" if "runs_root" in overrides else "MEDLN_RUNS", str(s.runs_root),
+                              create=True, what="the app's run folders")
         if "storage" not in overrides:
             s.storage = storage.resolve({**os.environ, "MEDLN_RUNS": str(s.runs_root)}).where
         if "secret" not in overrides:
@@ -100,6 +179,52 @@ class Settings:
         """runs/ui/<session>: this browser session's runs, uploads and comparisons."""
         return self.runs_root / check_session(session)
 
+    # ------------------------------------------------------------------ backbones visitors name
+
+    def app_backbone(self, value) -> str:
+        """What a visitor may name as backbone: a registry name, a Hugging Face id (owner/name,
+        optionally @revision) that is no path on this server, the operator's default, or a
+        folder under MEDLN_MODELS_ROOT (resolved like the runs root: links and '..' followed,
+        then checked inside). Anything else is refused with one sentence that does not say
+        whether such a path exists. Returns the value to train on (a folder: its real path)."""
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError("backbone: choose one (a registry name or a Hugging Face id owner/name)")
+        if len(value) > MAX_BACKBONE:
+            raise ConfigError(f"backbone: at most {MAX_BACKBONE:,} characters, got {len(value):,}")
+        text = value.strip()
+        name = text.split("@", 1)[0]
+        if text and (text == self.default_backbone or name in BACKBONES_BY_NAME):
+            return text
+        if HUB_ID.fullmatch(text) and ".." not in text and not _exists(name):
+            return text
+        if text and self.models_root is not None:
+            try:
+                folder = Path(text).expanduser()
+                real = (folder if folder.is_absolute() else self.models_root / folder).resolve()
+                if real == self.models_root or self.models_root in real.parents:
+                    return str(real)
+            except (OSError, ValueError):
+                pass
+        # one sentence for every refusal: whether such a path exists here is never said
+        where = ("; a local folder only under the server's models folder (MEDLN_MODELS_ROOT)"
+                 if self.models_root is not None else "; this server takes no local folders")
+        raise ConfigError(f"backbone: {short(text, 80)} is not accepted here: a registry name "
+                          f"({', '.join(BACKBONES_BY_NAME)}) or a Hugging Face id (owner/name){where}")
+
+
+MAX_BACKBONE = 1024  # TrainConfig.backbone's max_len
+# A Hub repository id: owner/name, each part starting with a letter or digit (no '.', '..' or
+# '~' to lead a path anywhere), an optional @revision.
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}(@[A-Za-z0-9._/-]{1,128})?")
+
+
+def _exists(path: str) -> bool:
+    """Whether a hub-id-shaped name is also a path here (transformers would load that folder)."""
+    try:
+        return os.path.lexists(path)
+    except (OSError, ValueError):
+        return True
+
 
 def _stored_secret(root: Path) -> str:
     path = root / "browser-secret"
@@ -112,8 +237,11 @@ def _stored_secret(root: Path) -> str:
         with os.fdopen(fd, "w", encoding="ascii") as f:
             f.write(token)
         return token
-    except OSError:  # read-only disk, or another process won the race: a random key still works
-        return path.read_text(encoding="ascii").strip() if path.is_file() else secrets.token_hex(16)
+    except (OSError, ValueError):  # read-only disk, a damaged key, or another process won the race
+        try:
+            return path.read_text(encoding="ascii").strip() or secrets.token_hex(16)
+        except (OSError, ValueError):
+            return secrets.token_hex(16)  # a random key still works (sessions end at a restart)
 
 
 _SESSION = re.compile(r"[A-Za-z0-9_-]{8,80}")
@@ -126,7 +254,7 @@ def new_session_id() -> str:
 def check_session(session: str | None) -> str:
     """A session id is a folder name: refuse anything that is not a plain token."""
     if not session or not _SESSION.fullmatch(session):
-        raise ValueError(f"invalid session id {session!r}")
+        raise ValueError(f"invalid session id {short(session)}")
     return session
 
 
