@@ -87,7 +87,7 @@ def cmd_train(args) -> None:
     score_bar = bars.score_records()  # scoring reported as records rather than through the callback
     steps = None  # the training bar: from the start record on, drawn by the main process only
     main = None
-    for record in bars.through(train_run(cfg, out, overwrite=args.overwrite)):
+    for record in bars.through(train_run(cfg, out, overwrite=args.overwrite, report_to=args.report_to)):
         if main is None:  # train_run's Accelerator has set up the (possibly distributed) state by now
             from accelerate import PartialState
 
@@ -101,10 +101,11 @@ def cmd_train(args) -> None:
             steps.update()
             if record["step"] == cfg.steps:
                 steps.close()  # training is over: the scoring bars come next
-        elif record.get("event") == "references":  # before the first step: the training bar stays open
-            about = record.get("about") or {}
-            log.info("image-blind row and probe ceiling: %s", "from the cache" if about.get("cached")
-                     else f"computed in {about.get('seconds', 0):.1f} s (cached for the next run)")
+        elif record.get("event") == "eval" and record.get("which") in ("blind", "ceiling"):  # before the first step
+            about = record.get("about")  # on the blind row's record only
+            if about is not None:
+                log.info("image-blind row and probe ceiling: %s", "from the cache" if about.get("cached")
+                         else f"computed in {about.get('seconds', 0):.1f} s (cached for the next run)")
         elif steps is not None:
             steps.close()  # stopped early, or done: the bar ends where training did (closing twice is harmless)
         if record.get("event") == "score":
@@ -231,8 +232,13 @@ def cmd_eval(args) -> None:
     from .data import load_samples
     from .evaluate import evaluate, subsample
     from .progress import Bars
+    from .rank import is_main_process
     from .runs import load_run
 
+    if not is_main_process():
+        # Under `accelerate launch` every process would score the whole split and write the
+        # same predictions file: evaluation is not sharded, so the main process does it alone.
+        return
     base, run = _base_or_run(args)
     loaded = load_samples(args.data, args.split, skip_bad=args.skip_bad)  # bad data before the model loads
     bb = load_run(run.path) if run else base.load()
@@ -333,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     from .hub import HubError
     from .methods import ScopeError
     from .tensorfile import TensorFileError
+    from .trackers import TrackerError
     from .userfiles import FileError
 
     from .logs import console
@@ -346,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                 library_bars_off()
         args.func(args)
     except (BackboneError, ConfigError, DataError, HubError, RunError, ScopeError, FileError, TensorFileError,
-            FileNotFoundError, FileExistsError) as e:
+            TrackerError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # the file system refused (permissions, a folder where a file goes, a full disk)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .methods import default_lr, find_scope, scope_names
 from .methods.lora import ALPHA, RANK
+from .trackers import REPORT_TO
 from .userfiles import short
 
 MAX_TEXT = 4096  # any text option (a path, a data spec, a list of scopes) unless its field says `max_len`
@@ -227,6 +228,8 @@ class TrainArgs(TrainConfig):
     overwrite: bool = _f(False, "replace the MedLN run already in --out (only its own files; a folder MedLN did not "
                          "write is never touched)", saved=False)
     json: bool = _f(False, "one JSON object per training record on stdout", saved=False)
+    report_to: str = _f("none", "mirror the config, loss, learning rate and eval metrics to a tracker (medln.trackers; "
+                                "metrics.jsonl stays the record)", choices=REPORT_TO, saved=False)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)})

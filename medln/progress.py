@@ -2,7 +2,8 @@
 out of n (with their rate) and a comparison's cells, drawn by tqdm on stderr, so stdout keeps
 the results and the --json records.
 
-When they show (`bars_wanted`): never with --quiet; with --json only when stderr is a
+When they show (`bars_wanted`): never with --quiet, nor on a process of an `accelerate launch`
+group other than the main one (medln.rank); with --json only when stderr is a
 terminal (a program reading the records gets no bar in its log); otherwise always. When they
 do not, the bars the libraries draw (transformers' "Loading weights", Hub downloads) are off
 too, in every command (`library_bars_off`).
@@ -21,11 +22,13 @@ import io
 import sys
 from typing import Callable, Iterable, Iterator
 
+from .rank import is_main_process
+
 Progress = Callable[[int, int], None]  # progress(done, total), after each batch
 
 
 def bars_wanted(*, quiet: bool = False, as_json: bool = False, stream=None) -> bool:
-    if quiet:
+    if quiet or not is_main_process():  # under `accelerate launch` the main process alone draws bars
         return False
     stream = sys.stderr if stream is None else stream
     return not as_json or _interactive(stream)

@@ -76,6 +76,17 @@ def run_references(cfg, backbone, train: list[Sample], evals: dict[str, list[Sam
     return reference_rows(train, evals, backbone=backbone, validation=validation, backbone_revision=revision)
 
 
+def reference_records(cfg, backbone, train: list[Sample], evals: dict[str, list[Sample]], run):
+    """In a training run (medln.train), before the first step: the reference rows as "eval"
+    records (which: blind, ceiling; `about` on the blind one); returns them (None: no run
+    folder is written here, or nothing is scored)."""
+    refs = run_references(cfg, backbone, train, evals, run.config()["revisions"]["backbone"]) if run else None
+    if refs:
+        yield {"event": "eval", "which": "blind", "metrics": refs["blind"], "about": refs["about"]}
+        yield {"event": "eval", "which": "ceiling", "metrics": refs["ceiling"]}
+    return refs
+
+
 def _ceiling(out: dict, train, evals, backbone, validation) -> str:
     """Fill out["ceiling"]; return what it is, or "n/a: why"."""
     from .probe import FeatureCache, fit_probe, score_probe
@@ -171,4 +182,4 @@ def for_split(refs: dict | None, split: str) -> dict:
 
 
 __all__ = ["BLIND_RULE", "COLUMNS", "COLUMN_LABELS", "NO_PHRASING", "cache_folder", "for_split", "has_phrasing",
-           "reference_rows", "run_references", "score_table"]
+           "reference_records", "reference_rows", "run_references", "score_table"]

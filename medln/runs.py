@@ -8,6 +8,7 @@
   adapter/       peft adapter (adapter_config.json + adapter_model.safetensors + a model card
                  README.md), or for scope 'full' a safetensors checkpoint
   eval.json      base and tuned metrics; written LAST: a run folder is complete iff it has it
+  tensorboard/   with --report-to tensorboard (medln.trackers): event files mirroring metrics.jsonl
 
 Every file is written to a temporary name and renamed into place, and adapter/ is saved
 into adapter.tmp/ first, so a crash mid-write never leaves a half-written file that looks
@@ -49,7 +50,8 @@ class RunError(ValueError):
     """A run folder cannot be written or read as asked; the message says why and what to do."""
 
 
-RUN_FILES = ("config.json", "metrics.jsonl", "eval.json", "adapter", "adapter.tmp", "adapter.old")
+# tensorboard/ and wandb/: what a tracker (--report-to, medln.trackers) writes into the run.
+RUN_FILES = ("config.json", "metrics.jsonl", "eval.json", "adapter", "adapter.tmp", "adapter.old", "tensorboard", "wandb")
 
 
 def is_run_folder(path: Path) -> bool:

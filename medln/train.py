@@ -25,8 +25,8 @@ from .kernels import compile_blocks, eager_if, fuse_norms
 from .data.sample import Sample
 from .prompts import encode_for_training
 from .machine import peak_memory_gb, reset_peak
-from .precision import autocast_context, from_dtype, grad_scaler
-from .references import run_references
+from .precision import autocast_context, from_dtype, grad_scaler, precision_notes
+from .references import reference_records
 from . import prediction_cache
 from .revisions import data_revision
 from .runs import BaseSpec
@@ -36,9 +36,8 @@ EVENTS = {
     "start": "the run's set-up: backbone, scope, counts, notes (first record)",
     "step": "one optimizer step: loss, lr, throughput, memory",
     "stopped": "the stop flag ended training early (the adapter is still saved and scored)",
-    "references": "the image-blind row and the probe ceiling on every evaluation split (before training)",
     "score": "one batch of answers scored: which model, split, done of total, answers left in the run",
-    "eval": "base or tuned metrics of every evaluation split",
+    "eval": "base, tuned, image-blind or probe-ceiling metrics of every evaluation split (which: base | tuned | blind | ceiling)",
     "failed": "an error ended the run; `error` says which (written to metrics.jsonl, then raised)",
     "done": "the run is saved and scored: eval.json's content (last record)",
 }
@@ -222,31 +221,28 @@ def fit_memory(cfg: TrainConfig, tunable: Tunable, samples: list[Sample], acc) -
     return planned, note
 
 
-def _precision_notes(precision) -> list[str]:
-    if precision is None:
-        return []
-    return [f"precision {precision.name}: {precision.reason}", *precision.notes]
-
-
 def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tunable | None = None,
               base_metrics: dict | None = None, extra_eval: dict[str, list[Sample]] | None = None,
-              train_samples: list[Sample] | None = None, overwrite: bool = False) -> Iterator[dict]:
+              train_samples: list[Sample] | None = None, overwrite: bool = False, report_to: str = "none",
+              run_name: str | None = None, group: str | None = None) -> Iterator[dict]:
     """The whole `train` command as a generator: load data, apply the scope, train, save the
     adapter, evaluate base and tuned. Yields {"event": "start"}, the step records, then
     {"event": "done", ...}. Only the main process writes the run folder.
 
-    For sweeps (medln.compare): `base_metrics` {split: metrics} already known for this base
-    model are reused, not scored again; `extra_eval` {name: samples} adds evaluation sets
-    (e.g. a second, out-of-domain dataset); `train_samples` replaces the cfg.split split
-    (e.g. train without the slice a sweep carved off for validation). `overwrite` replaces an
-    existing MedLN run in `out` (never a folder MedLN did not write; see medln.runs).
-    Scoring reports itself as "score" records, one per generated batch (a progress bar's
-    source: medln.progress.Bars.score_records)."""
+    For sweeps (medln.compare): `base_metrics` {split: metrics} already known for this base model are
+    reused, not scored again; `extra_eval` {name: samples} adds evaluation sets (e.g. a second,
+    out-of-domain dataset); `train_samples` replaces the cfg.split split (e.g. train without the slice a
+    sweep carved off for validation). `overwrite` replaces an existing MedLN run in `out` (never a
+    folder MedLN did not write; see medln.runs). Scoring reports itself as "score" records, one per
+    generated batch (Bars.score_records); `report_to`: a tracker (medln.trackers) mirrors the records."""
     from .data import DataError, load_samples
     from .evaluate import subsample
     from .runs import RunDir, check_out
+    from .trackers import check, mirrored
 
+    t_start = time.perf_counter()
     cfg.validate()
+    check(report_to)  # a tracker that is not installed: one line, before anything loads
     check_out(out, overwrite=overwrite)  # before anything loads: a bad --out costs nothing
     if train_samples is not None:
         from .data.loaded import Loaded
@@ -293,7 +289,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "skipped": loaded.skipped,
         "eval_items": eval_items,  # what base and tuned are scored on (--eval-limit per split)
         "eval_limit": cfg.eval_limit,
-        "notes": sel.notes + list(getattr(tunable.backbone, "notes", [])) + notes + _precision_notes(tunable.backbone.precision),
+        "notes": sel.notes + list(getattr(tunable.backbone, "notes", [])) + notes + precision_notes(tunable.backbone.precision),
     }
     start["scope_description"] = tunable.selection.scope.description
     base_spec = tunable.base or BaseSpec(cfg.backbone, cfg.quant)
@@ -308,10 +304,9 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         run = RunDir.create(out, {"config": cfg.to_dict(), "base": base_spec.to_dict(), **start,
                                   "source": tunable.backbone.source, "revisions": revisions}, overwrite=overwrite)
     yield start
-    try:
-        refs = run_references(cfg, tunable.backbone, loaded.samples, eval_sets, revisions["backbone"]) if run else None
-        yield from ([{"event": "references", **refs}] if refs else [])  # before training: the base's vision tower
-        yield from _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, stop, base_metrics, base_keys, refs)
+    records = _train_and_score(cfg, tunable, loaded.samples, eval_sets, acc, run, stop, base_metrics, base_keys, t_start)
+    try:  # a tracker mirrors what the main process records (the run folder stays the source of truth)
+        yield from mirrored(records, report_to, run and run.path, cfg.to_dict(), start, run_name=run_name, group=group)
     except BaseException as e:  # recorded where the run's readers look, then raised as it was
         if run is not None:
             if not run.adapter_dir.exists():
@@ -321,12 +316,13 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         raise
 
 
-def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, stop, base_metrics, base_keys, refs=None) -> Iterator[dict]:
+def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, stop, base_metrics, base_keys, t_start) -> Iterator[dict]:
     from .adapters import adapter_bytes, make_portable
     from .card import write_adapter_card
     from .evaluate import Scoring, scored
 
     sel = tunable.selection
+    refs = yield from reference_records(cfg, tunable.backbone, samples, eval_sets, run)  # before training: the base's vision tower
     metrics: dict[str, dict] = {"base": {k: v for k, v in (base_metrics or {}).items() if v}, "tuned": {}}
     eval_s, cached = 0.0, []
 
@@ -394,6 +390,7 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, stop, base_metr
         "base": base,
         "tuned": tuned,
         **({"blind": refs["blind"], "ceiling": refs["ceiling"], "references": refs["about"]} if refs else {}),
+        "wall_s": round(time.perf_counter() - t_start, 3),  # the whole run: loading, training, scoring
     }
     write_adapter_card(run.adapter_dir, run.config(), result)
     run.write_eval(result)

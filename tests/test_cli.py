@@ -98,7 +98,8 @@ def test_train_json_prints_one_object_per_record(cli_run):
     steps = [r for r in records if r["event"] == "step"]
     assert [r["step"] for r in steps] == [1, 2]
     # one item per split and model: one "score" record each (medln.train.EVENTS)
-    assert [r["event"] for r in records] == ["start", "references", "step", "step", "score", "eval", "score", "eval", "done"]
+    assert [r["event"] for r in records] == ["start", "eval", "eval", "step", "step", "score", "eval", "score", "eval", "done"]
+    assert [r.get("which") for r in records if r["event"] == "eval"] == ["blind", "ceiling", "base", "tuned"]
     assert records[-1]["status"] == "completed" and records[-1]["run"] == str(out)
     assert {p.name for p in out.iterdir()} == {"config.json", "metrics.jsonl", "eval.json", "adapter", "inspect.json"}
     assert [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] == steps

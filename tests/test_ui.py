@@ -560,3 +560,23 @@ def test_only_the_ui_package_imports_gradio():
                  and any(imports_gradio.match(line)
                          for line in p.read_text(encoding="utf-8").splitlines())]
     assert offenders == []
+
+
+def test_compare_tab_keeps_the_local_executor(monkeypatch):
+    """The app's sweep runs each scope as a call in its own process: options that ask for Ray,
+    a resume or a tracker (possible through the API's dict) still run locally, as a new sweep."""
+    import medln.compare
+    from medln.compare.options import CompareConfig
+    from medln.ui.compare import compare_records
+
+    seen = []
+
+    def fake_compare(cfg, **kw):
+        seen.append(cfg)
+        return iter(())
+
+    monkeypatch.setattr(medln.compare, "compare", fake_compare)
+    options = CompareConfig(scopes="ln", out="x", executor="ray", ray_address="10.0.0.1:6379", resume=True,
+                            report_to="tensorboard").to_dict()
+    assert list(compare_records(options)) == []
+    assert (seen[0].executor, seen[0].ray_address, seen[0].resume, seen[0].report_to) == ("local", "", False, "none")

@@ -35,6 +35,11 @@ class Cell:
     out: Path  # its run folder
     tuning: bool = False  # a rate-choosing cell: scored on validation items only, never on test
 
+    @property
+    def name(self) -> str:
+        """Its folder under the sweep's: runs/<scope>/seed<k> or tune/<scope>/lr<rate>."""
+        return "/".join(self.out.parts[-3:])
+
     def tag(self, record: dict) -> dict:
         """A run's record as the sweep yields it: tagged with the cell; a rate-choosing run's
         records become "tune_run" (run_event: what it was), a test run's start/done become
@@ -61,6 +66,17 @@ class Lane:
     extra_eval: dict | None = None
     bases: dict = field(default_factory=dict)
     ood_key: str | None = None
+    overwrite: bool = False  # rerun an unfinished cell's folder from scratch (resume, --cell)
+    report_to: str = "none"  # a tracker for every run (medln.trackers), named <group>/<cell>
+    group: str | None = None
+
+    def run_kwargs(self, cell: Cell) -> dict:
+        """train_run's optional arguments for this cell, only those set (the app's runner takes none)."""
+        kw: dict = {"overwrite": True} if self.overwrite else {}
+        if self.report_to != "none":
+            kw.update(report_to=self.report_to, run_name=f"{self.group}/{cell.name}" if self.group else cell.name,
+                      group=self.group)
+        return kw
 
 
 def cell_config(base: TrainConfig, cell: Cell) -> TrainConfig:
@@ -81,44 +97,64 @@ def run_cell(base: TrainConfig, cell: Cell, lane: Lane, *,
              watch: Callable[[dict, TrainConfig], None] | None = None) -> Generator[dict, None, dict]:
     """Run one cell: yields its run's records (tagged, Cell.tag) and returns its row.
     `watch(record, cfg)` sees every record first (progress, the backbone's name)."""
-    row, steps, t0 = empty_row(cell.scope, seed=cell.seed), [], time.perf_counter()
-    row["status"] = "running"
+    fold, t0 = Fold(cell, lane.ood_key), time.perf_counter()
     run = None
     try:
         cfg = cell_config(base, cell)
         key = base_key(cfg)
-        row["lr"] = cfg.effective_lr
+        fold.row["lr"] = cfg.effective_lr
         run = lane.runner(cfg, cell.out, stop=lane.stop, base_metrics=lane.bases.get(key), extra_eval=lane.extra_eval,
-                          train_samples=lane.train)
+                          train_samples=lane.train, **lane.run_kwargs(cell))
         for record in run:
-            event = record.get("event")
             if watch:
                 watch(record, cfg)
-            if event == "start":
-                row.update({k: record[k] for k in ("trainable", "total", "percent", "dead", "notes")})
-            elif event == "stopped":
-                row["status"] = "stopped"
-            elif event == "done":
-                row.update(finish_row(record, cell.split, lane.ood_key))
+            fold.add(record)
+            if record.get("event") == "done":
                 lane.bases.setdefault(key, record["base"])
-            elif event == "step":
-                steps.append(record)
-                row["peak_mem_gb"] = max(r["peak_mem_gb"] for r in steps)  # fit() starts a new peak window
             yield cell.tag(record)
     except (ValueError, RuntimeError, MemoryError) as e:  # ConfigError, ScopeError, torch.OutOfMemoryError, ...
         if isinstance(e, (BackboneError, DataError)):
             raise  # the same for every cell: the user's to fix, not a row
-        row.update(status="skipped", skipped=reason(e), steps_done=len(steps))
+        fold.row.update(status="skipped", skipped=reason(e), steps_done=len(fold.steps))
     finally:
         if run is not None:
             run.close()
         free_memory()
-    if row["status"] == "running":  # no done record: a non-main process under `accelerate launch`
-        row["status"] = "incomplete"
-    row.update(step_s=steady([r["step_s"] for r in steps]), samples_per_s=steady([r["samples_per_s"] for r in steps]),
-               final_loss=steps[-1]["loss"] if steps else None, losses=[r["loss"] for r in steps],
-               wall_s=round(time.perf_counter() - t0, 3))
-    return row
+    return fold.result(round(time.perf_counter() - t0, 3))
+
+
+class Fold:
+    """A cell's records folded into its row, as they come (run_cell) or read back from its run
+    folder (medln.compare.folder: config.json's start record, metrics.jsonl, eval.json)."""
+
+    def __init__(self, cell: Cell, ood_key: str | None):
+        self.cell, self.ood_key, self.steps = cell, ood_key, []
+        self.row = {**empty_row(cell.scope, seed=cell.seed), "status": "running"}
+        self.base: dict | None = None  # the done record's base metrics, {split: metrics}
+        self.backbone: str | None = None  # the start record's (resolved) backbone name
+
+    def add(self, record: dict) -> None:
+        event, row = record.get("event"), self.row
+        if event == "start":
+            row.update({k: record[k] for k in ("trainable", "total", "percent", "dead", "notes")})
+            row["lr"] = record.get("lr", row["lr"])
+            self.backbone = record.get("backbone")
+        elif event == "stopped":
+            row["status"] = "stopped"
+        elif event == "done":
+            row.update(finish_row(record, self.cell.split, self.ood_key))
+            self.base = record["base"]
+        elif event == "step":
+            self.steps.append(record)
+            row["peak_mem_gb"] = max(r["peak_mem_gb"] for r in self.steps)  # fit() starts a new peak window
+
+    def result(self, wall_s: float | None) -> dict:
+        row, steps = self.row, self.steps
+        if row["status"] == "running":  # no done record: a non-main process under `accelerate launch`
+            row["status"] = "incomplete"
+        row.update(step_s=steady([r["step_s"] for r in steps]), samples_per_s=steady([r["samples_per_s"] for r in steps]),
+                   final_loss=steps[-1]["loss"] if steps else None, losses=[r["loss"] for r in steps], wall_s=wall_s)
+        return row
 
 
 def cell_score(row: dict) -> float | None:

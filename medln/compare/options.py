@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ..config import ConfigError, TrainConfig, _f
 from ..methods import scope_names
+from ..trackers import REPORT_TO
 from .tuning import Grid
 
 MAX_SEEDS = 100  # a sweep of more seeds than this is not a comparison anyone waits for
@@ -29,6 +30,17 @@ class CompareConfig(TrainConfig):
                        min=1, max=30)
     lrs_from: str = _f("", "results.json of an earlier `compare --tune-lr` (same backbone, data, budget): use the "
                            "rates it chose on validation; with --tune-lr, tune only the scopes it lacks (same grid)")
+    # How the sweep runs, not what it measures (medln.compare.folder.RUN_ONLY): free to differ on --resume.
+    resume: bool = _f(False, "finish the sweep in --out: its finished cells are kept as they are, the others run "
+                             "from scratch; the options must match its sweep.json")
+    executor: str = _f("local", "who runs the cells: local (one after another, here) or ray (each cell a Ray task, "
+                                "one GPU each where the cluster has GPUs; pip install 'medln[ray]')",
+                       choices=("local", "ray"))
+    ray_address: str = _f("", "--executor ray: a running cluster's address (ray start --head prints it); "
+                              "default: start a local Ray for this command")
+    ray_cpus: int = _f(1, "--executor ray without GPUs: CPUs (torch threads) each cell asks for", min=1, max=1024)
+    report_to: str = _f("none", "mirror every run's config, loss, learning rate and eval metrics to a tracker "
+                                "(medln.trackers)", choices=REPORT_TO)
 
     def train_config(self) -> TrainConfig:
         """The shared budget alone, as every run of the sweep starts from it."""

@@ -273,6 +273,10 @@ def table_md(results: dict) -> str:
     if refs.get("ceiling"):
         lines += ["", f"Image-aware probe ceiling: {refs['ceiling'].get('rule')}."]
     lines += phrasing_md(results, metric)
+    if results.get("missing"):  # collect on a partial sweep folder (medln.compare.jobs)
+        missing, planned = results["missing"], len(results.get("scopes") or []) * len(seeds)
+        lines += ["", f"Missing cells ({len(missing)} of {planned}), no finished run: "
+                  + ", ".join(f"`{m}`" for m in missing) + ". Run them (`compare --resume`, or `--cell`), then collect again."]
     tuning = results.get("tuning")
     if tuning and tuning.get("scopes"):
         g = tuning.get("grid") or {}

@@ -22,8 +22,13 @@ records, so the app can show progress and stop it (stop flag checked every micro
 
 A sweep is a list of cells (medln.compare.cells: scope, seed, rate, split), each run through
 the one helper `run_cell`. Its phases are functions: `choose_rates` (validation cells, with
---tune-lr), `run_cells` (every scope x seed, scored on test and the out-of-domain set) and
-`finish` (reference rows, summary, verdict, the files).
+--tune-lr, in rounds), `run_cells` (every scope x seed, scored on test and the out-of-domain
+set) and `finish` (reference rows, summary, verdict, the files). An executor
+(medln.compare.executors) runs the cells: here one after another, or as Ray tasks. The folder
+(medln.compare.folder) records the options in sweep.json before the first cell, so `resume`
+reads back the finished cells and runs only the others; medln.compare.jobs runs one cell as
+its own job and collects a folder's cells. Under `accelerate launch` only the main process
+writes the sweep's files.
 """
 
 from __future__ import annotations
@@ -39,14 +44,18 @@ from ..data import load_samples
 from ..evaluate import subsample
 from ..machine import machine_info
 from ..methods import SCOPES, ScopeError, get_scope
-from ..metrics import headline_for
+from ..rank import is_main_process
 from ..storage import write_json_atomic
-from .cells import Cell, Lane, base_key, cell_score, empty_row, reason, run_cell
+from ..trackers import check as check_tracker
+from .cells import Cell, Lane, empty_row, reason
+from .executors import execute, open_executor
+from .folder import check_free, claim
 from .options import CompareConfig
 from .protocol import reference_rows, split_validation
-from .report import check_sweep_out, write_csv, write_figures, write_table
+from .report import write_csv, write_figures, write_table
 from .summary import summarize_rows, verdict
-from .tuning import Grid, read_lrs_from, reusable_tuning, tune_scope
+from .rates import choose_rates
+from .tuning import Grid, read_lrs_from, reusable_tuning
 
 ALL_SCOPES: list[str] = [s.name for s in SCOPES]
 OOD_KEY = "ood"  # evaluation-set name of a second dataset given with ood=SPEC
@@ -96,6 +105,10 @@ class Sweep:
     references: dict = field(default_factory=dict)
     backbone: str = ""
     status: str = "completed"
+    mode: str = "run"  # run (a new sweep), resume, cell (one --cell job), collect (read the folder only)
+    executor: object = None  # medln.compare.executors: Local or Ray
+    report_to: str = "none"
+    missing: list[str] = field(default_factory=list)  # planned cells with no finished run (collect)
     machine: dict = field(default_factory=machine_info)
     started: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
     t0: float = field(default_factory=time.perf_counter)
@@ -131,6 +144,7 @@ class Sweep:
                                "process peak resident memory (VmHWM) during training, model included"),
             "status": self.status if final else "running", "started": self.started,
             "wall_s": round(time.perf_counter() - self.t0, 3), "machine": self.machine, "rows": self.rows,
+            "missing": self.missing,
         }
         if final:
             res["references"] = self.references
@@ -138,9 +152,26 @@ class Sweep:
             res["verdict"] = verdict(res)
         return res
 
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes results.json: not a --cell job (collect writes it), nor
+        the other processes of an `accelerate launch` group."""
+        return self.mode != "cell" and is_main_process()
+
     def save(self) -> None:
         """results.json, rewritten after every run: an interrupted sweep keeps what it finished."""
-        write_json_atomic(self.out / "results.json", self.results(final=False))
+        if self.writes:
+            write_json_atomic(self.out / "results.json", self.results(final=False))
+
+    def lane(self, extra_eval: dict | None, ood_key: str | None, bases: dict | None = None) -> Lane:
+        """What a phase's cells share (medln.compare.cells.Lane)."""
+        return Lane(self.runner, self.stop, self.train, extra_eval, self.bases if bases is None else bases, ood_key,
+                    overwrite=self.mode in ("resume", "cell"), report_to=self.report_to,
+                    group=self.out.resolve().name)
+
+    def execute(self, cells: list[Cell], lane: Lane, watch=None):
+        return execute(self.executor, self.cfg, cells, lane, watch, reuse=self.mode in ("resume", "cell"),
+                       collect=self.mode == "collect")
 
 
 def compare(options: CompareConfig, *, stop=None, progress: Callable[[float, str], None] | None = None,
@@ -162,17 +193,28 @@ def compare(options: CompareConfig, *, stop=None, progress: Callable[[float, str
     "scope_skipped", "row": ...}; at the end {"event": "done", "rows", "summary",
     "references", "verdict", "results", ...}.
     """
-    sweep = start(options, stop=stop, progress=progress, command=command, run_scope=run_scope)
+    sweep = start(options, stop=stop, progress=progress, command=command, run_scope=run_scope,
+                  mode="resume" if options.resume else "run")
+    yield from sweep_records(sweep)
+
+
+def sweep_records(sweep: Sweep) -> Iterator[dict]:
+    """The phases of a sweep that start() set up; the executor is closed (a local Ray stopped)
+    before the files are written."""
     yield {"event": "compare_start", "scopes": sweep.scopes, "seeds": sweep.seeds, "out": str(sweep.out),
            "backbone": sweep.cfg.backbone, "data": sweep.cfg.data, "ood": sweep.ood_info, "steps": sweep.cfg.steps,
-           "quant": sweep.cfg.quant, "tune_lr": sweep.tune_lr}
-    yield from choose_rates(sweep)
-    yield from run_cells(sweep, test_cells(sweep))
+           "quant": sweep.cfg.quant, "tune_lr": sweep.tune_lr, "mode": sweep.mode, "executor": sweep.executor.name}
+    try:
+        yield from choose_rates(sweep)
+        yield from run_cells(sweep, test_cells(sweep))
+    finally:
+        sweep.executor.close()
     yield from finish(sweep)
 
 
-def start(options: CompareConfig, *, stop=None, progress=None, command=None, run_scope=None) -> Sweep:
-    """Check the options, load the training data (and validation, and the out-of-domain set)."""
+def start(options: CompareConfig, *, stop=None, progress=None, command=None, run_scope=None, mode: str = "run") -> Sweep:
+    """Check the options, load the training data (and validation, and the out-of-domain set),
+    and claim the folder (sweep.json) unless only collecting it."""
     # Every option checked before anything is built from it (a seed list, a grid; issue 25).
     dataclasses.replace(options, scope="ln").validate()
     scopes = parse_scopes(options.scopes)
@@ -180,8 +222,12 @@ def start(options: CompareConfig, *, stop=None, progress=None, command=None, run
     grid = options.grid()
     # The shared fields, checked once ('ln' runs under any quant; each scope is checked again).
     cfg = dataclasses.replace(options.train_config(), scope="ln").validate()
+    check_tracker(options.report_to)
+    executor = open_executor("local" if mode == "collect" else options.executor, address=options.ray_address,
+                             cpus=options.ray_cpus)  # Ray missing: one line now, before anything loads
     out = Path(options.out)
-    check_sweep_out(out)
+    if mode != "collect":  # a new or empty folder; with --resume (and --cell) one whose sweep.json matches
+        check_free(out, resume=mode != "run")  # before the data loads; claim() checks again before the first cell
     tuned = None
     if options.lrs_from:
         tuned = reusable_tuning(read_lrs_from(options.lrs_from), cfg.to_dict(), options.lrs_from,
@@ -189,7 +235,7 @@ def start(options: CompareConfig, *, stop=None, progress=None, command=None, run
     if run_scope is None:
         from ..train import train_run as run_scope
     sweep = Sweep(cfg, scopes, seeds, out, grid, options.tune_lr, run_scope, stop, progress, command, tuned,
-                  backbone=cfg.backbone)
+                  backbone=cfg.backbone, mode=mode, executor=executor, report_to=options.report_to)
     if sweep.tune_lr:
         sweep.train, validation, sweep.val_info = split_validation(cfg)
     else:
@@ -201,7 +247,8 @@ def start(options: CompareConfig, *, stop=None, progress=None, command=None, run
                                     or (tuned.get("split") or {}).get("n") != sweep.val_info.get("n")):
         raise ConfigError(f"{tuned.get('reused_from')}: tuned with seed {tuned.get('seed')} on {tuned.get('n')} "
                           f"validation items; this sweep has seed {seeds[0]} and {len(sweep.val_tune)}")
-    out.mkdir(parents=True, exist_ok=True)
+    if mode != "collect" and is_main_process():  # the options on record before the first cell
+        claim(out, options, [c.name for c in test_cells(sweep)], resume=mode != "run")
     sweep.ood_info = {"data": cfg.data, "split": cfg.ood_split or None, "key": cfg.ood_split or None}
     if options.ood:
         samples = subsample(load_samples(options.ood, cfg.eval_split or "test", skip_bad=cfg.skip_bad).samples,
@@ -218,109 +265,80 @@ def start(options: CompareConfig, *, stop=None, progress=None, command=None, run
     return sweep
 
 
-def choose_rates(sweep: Sweep) -> Iterator[dict]:
-    """Phase 1: each scope's rate, chosen on validation cells (the test split is not loaded
-    here), or taken from an earlier sweep's choice (lrs_from)."""
-    tuned = sweep.tuned
-    if tuned and not sweep.tune_lr:
-        sweep.lrs = {scope: rec["chosen"] for scope, rec in (tuned.get("scopes") or {}).items() if rec.get("chosen")}
-        sweep.val_info = tuned.get("split") or sweep.val_info
-    if not sweep.tune_lr:
-        return
-    if tuned:
-        # Tune only what the earlier sweep lacks; its rates came from the same grid, seed and
-        # validation items (checked in start() and in tuning.reusable_tuning), so the effort is equal.
-        for scope in sweep.runnable:
-            rec = (tuned.get("scopes") or {}).get(scope)
-            if rec and rec.get("chosen"):
-                sweep.tuning[scope], sweep.lrs[scope] = {**rec, "reused": True}, rec["chosen"]
-                sweep.reused.append(scope)
-    lane = Lane(sweep.runner, sweep.stop, sweep.train, {"validation": sweep.val_tune})
-    seed = sweep.seeds[0]
-    for scope in (s for s in sweep.runnable if s not in sweep.reused):
-        if sweep.stop is not None and sweep.stop.is_set():
-            break
-        centre = dataclasses.replace(sweep.cfg, scope=scope).effective_lr
-        yield {"event": "tune_start", "scope": scope, "centre": centre, "n": len(sweep.val_tune)}
-
-        def run_one(lr: float, scope=scope):
-            cell = Cell(scope, seed, lr, "validation", sweep.out / "tune" / scope / f"lr{lr:g}", tuning=True)
-
-            def watch(record, cfg):
-                if sweep.progress and record.get("event") == "step" and record["step"] == cfg.steps:
-                    sweep.progress(0.0, f"tuning {scope}: lr {lr:g} trained")
-
-            row = yield from run_cell(sweep.cfg, cell, lane, watch=watch)
-            if row["skipped"]:
-                yield {"event": "tune_run", "run_event": "failed", "scope": scope, "lr": lr, "reason": row["skipped"]}
-            score = cell_score(row)
-            yield {"event": "tune_point", "scope": scope, "lr": lr, "score": score}
-            return score
-
-        record = yield from tune_scope(run_one, centre, sweep.grid, stop=sweep.stop)
-        key = base_key(dataclasses.replace(sweep.cfg, scope=scope))
-        record.update(centre=centre, metric=headline_for(s.task for s in sweep.val_tune),
-                      split=sweep.val_info.get("split"), n=len(sweep.val_tune),
-                      base=(lane.bases.get(key) or {}).get("validation"))
-        sweep.tuning[scope] = record
-        if record["chosen"] is not None:
-            sweep.lrs[scope] = record["chosen"]
-        yield {"event": "tune_done", "scope": scope, **record}
-        sweep.save()
-
-
 def test_cells(sweep: Sweep) -> list[Cell]:
     """Every scope x seed at its rate, scored on the test split, seed by seed (a scope that
     cannot run at all keeps its place: run_cells records it once, as a skipped row)."""
-    return [Cell(scope, seed, sweep.lrs.get(scope, sweep.cfg.lr), sweep.cfg.eval_split,
-                 sweep.out / "runs" / scope / f"seed{seed}")
-            for seed in sweep.seeds for scope in sweep.scopes]
+    return plan(sweep.scopes, sweep.seeds, sweep.out, {s: sweep.lrs.get(s, sweep.cfg.lr) for s in sweep.scopes},
+                sweep.cfg.eval_split)
+
+
+def plan(scopes: list[str], seeds: list[int], out: Path, rates: dict, split: str) -> list[Cell]:
+    """The test cells in the order they run and `--cell N` numbers them: seed by seed, scope by scope."""
+    return [Cell(scope, seed, rates.get(scope), split, out / "runs" / scope / f"seed{seed}")
+            for seed in seeds for scope in scopes]
 
 
 def run_cells(sweep: Sweep, cells: list[Cell]) -> Iterator[dict]:
-    """Phase 2: run the cells one by one, each scored once on test (and the out-of-domain
-    set): a row per cell. Once stopped, the cells left become "stopped before it ran" rows."""
-    lane = Lane(sweep.runner, sweep.stop, sweep.train, sweep.extra_eval, sweep.bases, sweep.ood_info["key"])
-    done = 0
-    for cell in cells:
-        scope, seed = cell.scope, cell.seed
-        if scope in sweep.unrunnable:
-            if seed == sweep.seeds[0]:
-                row = empty_row(scope, sweep.unrunnable[scope])
-                sweep.rows.append(row)
-                yield {"event": "scope_skipped", "scope": scope, "reason": row["skipped"], "row": row}
-            continue
-        if sweep.stop is not None and sweep.stop.is_set():
-            sweep.status = "stopped"
-            sweep.rows.append(empty_row(scope, "stopped before it ran", seed))
-            continue
-        if sweep.progress:
-            sweep.progress(done / len(cells), f"{scope} (seed {seed}): loading")
-        yield {"event": "scope_start", "scope": scope, "seed": seed, "index": done, "of": len(cells)}
+    """Phase 2: the test cells, each scored once on test (and the out-of-domain set): a row per
+    cell, kept in the cells' order whatever order they finish in. Once stopped, the cells left
+    become "stopped before it ran" rows."""
+    lane = sweep.lane(sweep.extra_eval, sweep.ood_info["key"])
+    rows: dict[int, dict] = {}
+    runnable = []
+    for i, cell in enumerate(cells):
+        if cell.scope not in sweep.unrunnable:
+            runnable.append(cell)
+        elif cell.seed == sweep.seeds[0]:  # a scope that cannot run at all: one skipped row
+            rows[i] = empty_row(cell.scope, sweep.unrunnable[cell.scope])
+            yield {"event": "scope_skipped", "scope": cell.scope, "reason": rows[i]["skipped"], "row": rows[i]}
+    place = {cell: i for i, cell in enumerate(cells)}
+    done, started = 0, 0
 
-        def watch(record, cfg, done=done, scope=scope, seed=seed):
-            if record.get("event") == "start":
+    def watch(cell, record, cfg):
+        if record.get("event") == "step" and sweep.progress:
+            sweep.progress((done + record["step"] / cfg.steps) / len(runnable),
+                           f"{cell.scope} (seed {cell.seed}): step {record['step']}/{cfg.steps}, loss {record['loss']:.4f}")
+
+    for record in sweep.execute(runnable, lane, watch):
+        event = record["event"]
+        if event == "cell_start":
+            cell = record["cell"]
+            if sweep.progress:
+                sweep.progress(done / len(runnable), f"{cell.scope} (seed {cell.seed}): loading")
+            yield {"event": "scope_start", "scope": cell.scope, "seed": cell.seed, "index": started, "of": len(runnable)}
+            started += 1
+        elif event == "cell_done":
+            cell, row = record["cell"], record["row"]
+            rows[place[cell]] = row
+            sweep.rows = [rows[i] for i in sorted(rows)]
+            if record.get("backbone"):
                 sweep.backbone = record["backbone"]
-            elif record.get("event") == "step" and sweep.progress:
-                sweep.progress((done + record["step"] / cfg.steps) / len(cells),
-                               f"{scope} (seed {seed}): step {record['step']}/{cfg.steps}, loss {record['loss']:.4f}")
-
-        row = yield from run_cell(sweep.cfg, cell, lane, watch=watch)
-        sweep.rows.append(row)
-        done += 1
-        sweep.save()
-        if row["skipped"]:
-            yield {"event": "scope_skipped", "scope": scope, "seed": seed, "reason": row["skipped"], "row": row}
+            if record["how"] == "missing":
+                sweep.missing.append(cell.name)
+            if record["how"] == "not run" or row["status"] == "stopped":
+                sweep.status = "stopped"  # train_run saved and scored what it had; the rest do not run
+            if record["how"] == "not run":
+                continue
+            done += 1
+            sweep.save()
+            kind = "scope_skipped" if row["skipped"] else "scope_done"
+            yield {"event": kind, "scope": cell.scope, "seed": cell.seed, **({"reason": row["skipped"]}
+                                                                            if row["skipped"] else {}),
+                   "row": row, "how": record["how"]}
         else:
-            yield {"event": "scope_done", "scope": scope, "seed": seed, "row": row}
-        if row["status"] == "stopped":  # train_run saved and scored what it had; the rest do not run
-            sweep.status = "stopped"
+            yield record
+    sweep.rows = [rows[i] for i in sorted(rows)]
 
 
 def finish(sweep: Sweep) -> Iterator[dict]:
     """Phase 3: the reference rows (the base model, and a model that never looks at the
     image), the summary and verdict, and the files: results.json, results.csv, TABLE.md,
     figures.html."""
+    if not sweep.writes:  # a --cell job, or not the main process: collect / the main process write the files
+        yield {"event": "done", "status": sweep.status, "results": None, "rows": sweep.rows, "missing": sweep.missing}
+        return
+    if sweep.missing and sweep.status == "completed":
+        sweep.status = "partial"
     sweep.references.update(reference_rows(sweep.cfg, sweep.train, sweep.bases, sweep.extra_eval,
                                            sweep.ood_info["key"], sweep.rows))
     final = sweep.results(final=True)
@@ -334,7 +352,7 @@ def finish(sweep: Sweep) -> Iterator[dict]:
     yield {"event": "done", "status": sweep.status, "results": str(out / "results.json"),
            "csv": str(out / "results.csv"), "figures": [str(p) for p in figures], "wall_s": final["wall_s"],
            "metric": final["metric"], "rows": sweep.rows, "summary": final["summary"],
-           "references": sweep.references, "verdict": final["verdict"]}
+           "references": sweep.references, "verdict": final["verdict"], "missing": sweep.missing}
 
 
 def _tuned_source(here: list[str], reused: list[str], source: str | None) -> str:

@@ -59,29 +59,52 @@ def next_rate(scores: dict[float, float | None], grid: Grid) -> float | None:
     return None
 
 
+class Tuning:
+    """One scope's search as rounds, so a sweep can run every scope's next rates at once (Ray):
+    `pending()` is the initial grid, then one rate past the edge the best sits on, until the
+    best is inside the grid or the cap is reached; `scores` fill in as cells finish. The rates
+    tried are the same whatever order the cells run in."""
+
+    def __init__(self, centre: float, grid: Grid):
+        self.centre, self.grid = centre, grid
+        self.scores: dict[float, float | None] = {}
+        self.halted = False  # stopped, or a cell missing (collect): no further rates
+
+    def pending(self) -> list[float]:
+        if self.halted:
+            return []
+        initial = [lr for lr in self.grid.initial(self.centre) if lr not in self.scores]
+        if initial:
+            return initial
+        if len(self.scores) >= self.grid.cap:
+            return []
+        nxt = next_rate(self.scores, self.grid) if self.scores else None
+        return [] if nxt is None or nxt in self.scores else [nxt]
+
+    def record(self) -> dict:
+        scores = self.scores
+        if not scores:
+            return {"grid": [], "scores": {}, "chosen": None, "capped": False}
+        return {"grid": sorted(scores), "scores": {str(lr): scores[lr] for lr in sorted(scores)},
+                "chosen": best_rate(scores), "capped": next_rate(scores, self.grid) is not None}
+
+
 RunOne = Callable[[float], Generator[dict, None, "float | None"]]
 
 
 def tune_scope(run_one: RunOne, centre: float, grid: Grid = Grid(), *, stop=None) -> Generator[dict, None, dict]:
     """Try the grid around `centre` with `run_one(lr)` (a generator of progress records that
-    returns the validation score), extending past edges as described above."""
-    scores: dict[float, float | None] = {}
-    for lr in grid.initial(centre):
-        if stop is not None and stop.is_set():
-            break
-        scores[lr] = yield from run_one(lr)
-    while len(scores) < grid.cap and not (stop is not None and stop.is_set()):
-        nxt = next_rate(scores, grid) if scores else None
-        if nxt is None or nxt in scores:
-            break
-        scores[nxt] = yield from run_one(nxt)
-    if not scores:
-        return {"grid": [], "scores": {}, "chosen": None, "capped": False}
-    return {"grid": sorted(scores), "scores": {str(lr): scores[lr] for lr in sorted(scores)},
-            "chosen": best_rate(scores), "capped": next_rate(scores, grid) is not None}
+    returns the validation score), extending past edges as described above, one rate at a time."""
+    state = Tuning(centre, grid)
+    while rates := state.pending():
+        for lr in rates:
+            if stop is not None and stop.is_set():
+                return state.record()
+            state.scores[lr] = yield from run_one(lr)
+    return state.record()
 
 
-__all__ = ["Grid", "best_rate", "next_rate", "tune_scope"]
+__all__ = ["Grid", "Tuning", "best_rate", "next_rate", "tune_scope"]
 
 
 # What an earlier sweep's rates are only comparable under: the same model, data and budget.

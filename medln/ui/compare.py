@@ -48,7 +48,10 @@ def compare_records(options: dict, stop=None):
     `options`: a CompareConfig as a dict (plain data: it may cross to a GPU worker)."""
     from medln.compare import compare
 
-    cfg = CompareConfig.from_dict(options)
+    # The app's sweeps run here, each scope one GPU call in this process: the local executor,
+    # always (a Ray cluster, a resume or a tracker are the CLI's), whatever the dict says.
+    cfg = dataclasses.replace(CompareConfig.from_dict(options), executor="local", ray_address="", resume=False,
+                              report_to="none")
     scopes = [s for s in cfg.scopes.split(",") if s]
     index, of, scope = 0, len(scopes), scopes[0] if scopes else ""
 
