@@ -120,6 +120,7 @@ def test_speed_book_records_and_estimates(tmp_path):
     again = eta.SpeedBook(tmp_path / "speed.json")  # persisted
     sp = again.lookup("my/model", "ln", "4bit", 8)
     assert (sp.step_s, sp.item_s, sp.load_s) == (0.5, 0.02, 3.0) and "this server" in sp.source
+    assert "0 min ago at load " in sp.source  # when it was measured, and how busy the machine was
     scaled = again.lookup("my/model", "ln", "4bit", 4)
     assert scaled.step_s == pytest.approx(0.25) and "scaled" in scaled.source
     est = eta.estimate(sp, 100, 400)
@@ -187,6 +188,32 @@ def test_eta_while_training_adds_the_scoring_estimate(tmp_path):
     assert job.eta_s() == pytest.approx(6 * 1.0 + 5.0)
     job.state, job.step, job.last_step_at = "evaluating", 10, time.time() - 2
     assert job.eta_s() == pytest.approx(3.0, abs=0.5)
+
+
+def test_eta_while_scoring_comes_from_the_jobs_own_answers(tmp_path):
+    from medln.ui.jobs import apply_record
+
+    job = Job("j", "s", "finetune", "t", tmp_path, 10, lambda j: iter(()),
+              estimate=eta.Estimate(train_s=10.0, score_s=500.0, load_s=0.0, source="x"))  # a bad guess
+    job.state, job.step, job.last_step_at = "training", 10, time.time() - 8
+    apply_record(job, {"event": "score", "which": "base", "split": "test", "done": 40, "total": 40, "left": 160,
+                       "cached": True})  # read from the cache: no generation time learned
+    assert job.eta_s() == pytest.approx(500.0 - 8, abs=1)  # still the estimate
+    apply_record(job, {"event": "score", "which": "tuned", "split": "test", "done": 20, "total": 40, "left": 140,
+                       "cached": False})  # 20 answers in ~8 s: 0.4 s each
+    assert job.state == "evaluating" and "scoring tuned test: 20 of 40" in job.phase
+    assert job.eta_s() == pytest.approx(140 * 0.4, rel=0.05) and job.eta_covers_scoring()
+
+
+def test_finished_job_records_seconds_per_generated_answer(tmp_path):
+    book = eta.SpeedBook(tmp_path / "speed.json")
+    job = Job("j", "s", "finetune", "t", tmp_path, 2, lambda j: iter(()),
+              config={"backbone": "m", "scope": "ln", "quant": "none", "batch_size": 8})
+    job.records = [{"event": "step", "step": i, "step_s": 1.0} for i in (1, 2)]
+    job.result = {"status": "completed", "eval_s": 30.0, "base_cached": ["test"],
+                  "base": {"test": {"n": 100}}, "tuned": {"test": {"n": 100}}}
+    eta.record_job(book, job)
+    assert book.lookup("m", "ln", "none", 8).item_s == pytest.approx(0.3)  # 100 generated in 30 s; 100 were cached
 
 
 # ------------------------------------------------------------------ page words, form, titles
