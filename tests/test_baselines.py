@@ -1,33 +1,18 @@
-"""medln.baselines beyond the blind row (tests/test_protocol.py covers that): the image-aware
-probe ceiling on frozen vision features, and the seen / held-out phrasing scorers."""
+"""medln.baselines beyond the blind row's own rules (tests/test_compare_protocol.py covers those):
+the seen / held-out phrasing scorers, and evaluate.score's split by the records' phrasing
+(medln.probe's ceiling: tests/test_probe.py)."""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-from PIL import Image
-
-from medln.backbones import load_backbone
-from medln.baselines import (FeatureCache, fit_blind, fit_logreg, fit_probe, mark_phrasing, phrasing, score_blind,
-                             score_by_phrasing, score_probe, vision_features)
+from medln.baselines import fit_blind, mark_phrasing, phrasing, score_blind, score_by_phrasing
 from medln.data.sample import Sample
+from medln.evaluate import score
 
 
 def _q(i, question, answer, *, kind="OPEN", qtype="ORGAN", image="x.png", phrasing=None):
     meta = {"phrasing": phrasing} if phrasing else {}
     return Sample(id=f"s{i}", image=image, question=question, answer=answer, answer_type=kind, question_type=qtype,
                   meta=meta)
-
-
-def test_logistic_regression_separates_and_is_deterministic():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(60, 5)).astype(np.float32)
-    x[:, 2] += np.where(x[:, 2] > 0, 1.0, -1.0)  # a margin around the boundary
-    labels = ["a" if v > 0 else "b" for v in x[:, 2]]
-    a, b = fit_logreg(x, labels), fit_logreg(x, labels)
-    assert a.predict(x) == labels
-    assert np.array_equal(a.weight, b.weight)
-    assert fit_logreg(x, ["c"] * 60).predict(x[:3]) == ["c"] * 3  # one class: a constant
 
 
 def test_phrasing_flags_and_the_split_scorer():
@@ -45,44 +30,27 @@ def test_phrasing_flags_and_the_split_scorer():
     assert r["by_phrasing"]["seen"]["overall"] == 1.0 and r["by_phrasing"]["held-out"]["overall"] == 0.0
 
 
-@pytest.fixture(scope="module")
-def llava(tiny_model):
-    return load_backbone(str(tiny_model("llava")), device="cpu")
+def test_every_score_is_split_by_the_records_phrasing_and_only_by_it():
+    test = [_q(0, "What organ?", "liver", phrasing="seen"), _q(1, "Which organ?", "lung", phrasing="held-out"),
+            _q(2, "Name the organ.", "lung", phrasing="held-out")]
+    r = score(test, ["liver", "lung", "kidney"])
+    assert r["n"] == 3 and set(r["by_phrasing"]) == {"seen", "held-out"}
+    assert r["by_phrasing"]["held-out"] == {**score(test[1:], ["lung", "kidney"], by_phrasing=False)}
+    assert "by_phrasing" not in r["by_phrasing"]["seen"]  # one level only
+    # data whose records do not say gets no split at all (nothing is inferred from train)
+    plain = [_q(i, "What organ?", "liver") for i in range(3)]
+    assert "by_phrasing" not in score(plain, ["liver"] * 3)
+    report = Sample(id="r", image="x.png", answer="Normal chest.", task="report", meta={"phrasing": "seen"})
+    assert score([report], ["Normal chest."]).get("by_phrasing") is None  # reports are never split
 
 
-def _images(tmp_path, n: int) -> list[Sample]:
-    """Half bright, half dark images; "Is it bright?" answers need the image, the question does not help."""
-    out = []
-    for i in range(n):
-        bright = i % 2 == 0
-        path = tmp_path / f"im{i}.png"
-        grey = np.full((32, 32), 200 if bright else 40, np.uint8) + np.random.default_rng(i).integers(0, 20, (32, 32),
-                                                                                                           dtype=np.uint8)
-        Image.fromarray(grey, mode="L").save(path)
-        out.append(_q(i, "Is it bright?", "yes" if bright else "no", kind="CLOSED", qtype="ATTRIB", image=path,
-                      phrasing="seen"))
-    return out
+def test_jsonl_records_keep_their_phrasing(tmp_path):
+    from medln.data import load_samples
+    from PIL import Image
 
-
-def test_vision_features_are_frozen_rows_per_image(llava, tmp_path):
-    images = [Image.open(s.image) for s in _images(tmp_path, 3)]
-    before = {k: v.clone() for k, v in llava.model.state_dict().items()}
-    for where in ("vision", "connector", "pixels"):
-        x = vision_features(llava, images, where=where)
-        assert x.shape[0] == 3 and x.ndim == 2 and np.isfinite(x).all()
-    assert all((before[k] == v).all() for k, v in llava.model.state_dict().items())
-    with pytest.raises(ValueError, match="where"):
-        vision_features(llava, images, where="nope")
-
-
-def test_probe_ceiling_reads_the_image_where_the_blind_row_cannot(llava, tmp_path):
-    samples = _images(tmp_path, 40)
-    train, val, test = samples[:24], samples[24:32], samples[32:]
-    features = FeatureCache(llava)
-    probe = fit_probe(llava, train, validation=val, features=features)
-    assert set(probe.validation) == {1e-3, 1e-2, 1e-1}  # the strength was chosen on validation
-    ceiling = score_probe(probe, test, features)
-    blind = score_blind(fit_blind(train), test)
-    assert ceiling["overall"] == 1.0 and blind["overall"] == 0.5
-    assert ceiling["by_phrasing"]["seen"]["n"] == len(test)
-    assert len(features.rows) == 40  # one feature row per image, reused
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "test.jsonl").write_text(
+        '{"image": "a.png", "question": "q?", "answer": "a", "phrasing": "held-out"}\n'
+        '{"image": "a.png", "question": "r?", "answer": "b", "phrasing": "sideways"}\n', encoding="utf-8")
+    got = load_samples(f"jsonl:{tmp_path / 'test.jsonl'}", "test").samples
+    assert [s.phrasing for s in got] == ["held-out", None]  # an unknown value is no phrasing

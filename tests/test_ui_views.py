@@ -319,3 +319,83 @@ def test_near_points_get_their_labels_on_different_sides():
     fig = plots.cost_fig(COMMITTED)
     titles = [a.text for a in fig.layout.annotations]
     assert all(len(t) <= 10 for t in titles)  # short subplot titles: they cannot run into each other
+
+
+# ------------------------------------------------------------------ reference rows beside every tuned score
+
+
+def _with_refs(phrasing: bool = True):
+    def m(overall, seen, held):
+        out = {"n": 50, "n_closed": 20, "n_open": 30, "overall": overall}
+        return {**out, "by_phrasing": {"seen": {"n": 30, "overall": seen}, "held-out": {"n": 20, "overall": held}}} \
+            if phrasing else out
+
+    return {"base": {"test": m(0.1, 0.1, 0.1)}, "tuned": {"test": m(0.5, 0.6, 0.35)},
+            "blind": {"test": m(0.42, 0.46, 0.36)}, "ceiling": {"test": m(0.8, 0.8, 0.8)},
+            "references": {"blind": "most frequent train answer", "fitted_on": "9 questions, 0 reports",
+                           "ceiling": "ridge classifiers on the frozen vision features"}}
+
+
+def test_fine_tune_table_has_the_blind_row_and_the_ceiling_per_phrasing():
+    rows = views.metric_rows(_with_refs())
+    h = views.METRIC_HEADERS
+    held = next(r for r in rows if r[h.index("questions")] == "held-out wording")
+    assert held[h.index("n")] == 20 and held[h.index("tuned")] == "0.350"
+    assert held[h.index("image-blind")] == "0.360" and held[h.index("probe ceiling")] == "0.800"
+    page = views.metric_table_html(_with_refs())
+    assert "image-blind" in page and "ridge classifiers" in page and "held-out wording" in page
+    plain = views.metric_table_html(_with_refs(phrasing=False))
+    assert "n/a (the records do not say" in plain and "held-out wording</td>" not in plain
+
+
+def test_compare_table_and_plot_carry_the_blind_row():
+    from medln import plots
+    from medln.ui.compare import TABLE_HEADERS, table_rows
+
+    refs = _with_refs()
+    row = {"scope": "ln", "metric": "overall", "trainable": 4096, "percent": 0.09, "base": refs["base"]["test"],
+           "tuned": refs["tuned"]["test"], "blind": refs["blind"]["test"], "ceiling": refs["ceiling"]["test"],
+           "references": refs["references"], "adapter_bytes": 1000}
+    cells = table_rows([row])
+    assert cells[0][TABLE_HEADERS.index("vs image-blind")] == "+8.0 pts"
+    assert cells[0][TABLE_HEADERS.index("seen / held-out wording")] == "0.600 (n 30) / 0.350 (n 20)"
+    assert [c[0] for c in cells[1:]] == ["image-blind (question only)", "probe ceiling (frozen vision)"]
+    assert all(len(c) == len(TABLE_HEADERS) for c in cells)
+    fig = plots.metric_vs_params_fig([row])
+    texts = [a.text for a in fig.layout.annotations]
+    assert "image-blind 0.420" in texts and "base 0.100" in texts and "probe ceiling 0.800" in texts
+    ys = sorted(round(s.y0, 3) for s in fig.layout.shapes)
+    assert ys == [0.1, 0.42, 0.8]
+
+
+def test_about_gives_each_committed_verdict_beside_the_claim(tmp_path):
+    from medln.ui import about
+
+    summary = [{"scope": "ln", "skipped": None, "trainable": 10, "percent": 0.1, "n_test": 50,
+                "test": {"overall": {"mean": 0.3, "sd": 0.01, "n": 3, "ci95": [0.28, 0.32], "values": [0.3] * 3}},
+                "ood": {}, "test_vs_best": {"is_best": True, "within_noise": True}}]
+    for name in ("compare-scanner", "compare-findings"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(
+            {"summary": summary, "metric": "overall", "seeds": [0, 1, 2], "steps": 200, "data": f"sample:{name}",
+             "eval_split": "test", "rows": [], "references": {"blind": {"test": {"overall": 0.4}}}}))
+    found = about.committed_comparisons(tmp_path)
+    assert [p.parent.name for p in found] == ["compare-findings", "compare-scanner"]
+    page = about.measured_html(found)
+    assert page.count("BELOW it") == 4  # per verdict: the list of scopes, and ln beside the claim
+    assert "The paper claims" in page and "compare-scanner" in page and "compare-findings" in page
+    assert "claims" in about.measured_html([])  # nothing committed: the claim with "nothing yet", never alone
+
+
+def test_ask_examples_show_their_reference_answers():
+    from medln.data.bundled import ASSETS, example_images
+    from medln.data.examples import reference_answers, reference_md
+
+    path = example_images()[0][0]
+    refs = reference_answers(path)
+    assert refs and all(r["answer"] for r in refs)
+    first = json.loads(next(line for f in sorted(ASSETS.glob("*.jsonl"))
+                            for line in f.read_text().splitlines()
+                            if (ASSETS / json.loads(line)["image"]).resolve() == Path(path).resolve()))
+    assert first["answer"] in reference_md(path) and first["question"] in reference_md(path)
+    assert reference_md(ASSETS.parent / "nothing.png") == ""

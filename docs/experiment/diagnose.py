@@ -176,7 +176,7 @@ def _stream(n: int):
 def _probe_acc(xtr, ytr, xte, yte) -> dict:
     import numpy as np
 
-    from medln.baselines import fit_logreg
+    from medln.probe import fit_logreg
 
     out = {}
     for label in LABELS:
@@ -193,7 +193,7 @@ def _probe_acc(xtr, ytr, xte, yte) -> dict:
 
 def probe(args) -> None:
     from medln.backbones import load_backbone
-    from medln.baselines import vision_features
+    from medln.probe import vision_features
 
     bb = load_backbone("medln-tiny", device="cpu")
     sets = {"target-train": _studies("train"), "target-test": _studies("test"), "source-test": _studies("source-test"),
