@@ -94,3 +94,61 @@ def test_config_file_values_of_the_wrong_type_are_named(sweep_args, tmp_path):
     assert_one_line_error(run_cli(*sweep_args, "--config", config), "sweep.yaml: seeds: must be a whole number, got 'many'")
     config.write_text("seeds: 1e9\n")  # text that is a number is read as one, then bounded
     assert_one_line_error(run_cli(*sweep_args, "--config", config), "seeds: must be a whole number, got '1e9'")
+
+
+def test_a_resumed_sweep_folder_holds_only_its_own(tmp_path):
+    """--resume's folder rule (issue 25, for the scale-out's --resume/--cell): a sweep.json must be
+    there, and nothing a sweep does not write; a new sweep still needs a new or empty folder."""
+    from medln.compare.report import check_sweep_out
+
+    out = tmp_path / "sweep"
+    with pytest.raises(FileNotFoundError, match="no sweep.json there, so no sweep to resume"):
+        check_sweep_out(out, resume=True)
+    (out / "runs" / "ln").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no sweep.json"):
+        check_sweep_out(out, resume=True)
+    (out / "sweep.json").write_text("{}")
+    (out / "TABLE.md").write_text("t")
+    (out / "params.png").write_bytes(b"p")
+    check_sweep_out(out, resume=True)  # its own files only
+    with pytest.raises(FileExistsError, match=r"already holds files \(an earlier sweep's\)"):
+        check_sweep_out(out)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"holds files a sweep does not write \(notes.txt\)"):
+        check_sweep_out(out, resume=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    (tmp_path / "link").symlink_to(out)
+    with pytest.raises(FileExistsError, match="a link"):
+        check_sweep_out(tmp_path / "link", resume=True)
+
+
+def test_resume_refuses_a_sweep_folder_with_foreign_files(tmp_path):
+    """compare --resume / --cell (medln.compare.folder.check_free) on a folder whose sweep.json is
+    there but beside a user's own file: refused, the file kept."""
+    from medln.compare.folder import check_free
+
+    out = tmp_path / "sweep"
+    (out / "runs").mkdir(parents=True)
+    (out / "sweep.json").write_text("{}")
+    check_free(out, resume=True)
+    (out / "mine.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"holds files a sweep does not write \(mine.txt\)"):
+        check_free(out, resume=True)
+    with pytest.raises(FileExistsError, match="already holds a sweep"):
+        check_free(out, resume=False)
+    assert (out / "mine.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"[1]", 'not a sweep record (no "config")'),
+    (b"\xff\xfe{", "not UTF-8 text"),
+    (b"{" * 100_000, "not valid JSON"),
+    (b'{"config": {"bogus": 1}}', "unknown options bogus"),
+])
+def test_collect_reads_sweep_json_as_data(content, needle, tmp_path):
+    """compare --collect DIR / --resume read DIR/sweep.json through the validator: one line."""
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.json").write_bytes(content)
+    line = assert_one_line_error(run_cli("compare", "--collect", out), needle)
+    assert len(line) < 600 and sorted(p.name for p in out.iterdir()) == ["sweep.json"]

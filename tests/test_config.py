@@ -75,7 +75,9 @@ def test_old_names_still_work_hidden(tmp_path):
 
     args = parse("eval", "--limit", 2, "--batch-size", 3)
     assert (args.eval_limit, args.eval_batch_size) == (2, 3)
-    assert (parse("eval").eval_limit, parse("eval").eval_batch_size) == (0, 16)  # the aliases set no default
+    from medln.config import EVAL_LIMIT
+
+    assert (parse("eval").eval_limit, parse("eval").eval_batch_size) == (EVAL_LIMIT, 16)  # the aliases set no default
     assert parse("eval", "--eval-limit", 5).eval_limit == 5
     file = tmp_path / "eval.json"
     file.write_text(json.dumps({"limit": 7, "batch_size": 4}))  # an old --config file

@@ -255,8 +255,8 @@ def test_views_render_job_states():
     assert "medln-failed" in failed and "&lt;offline&gt;" in failed
     rows = views.metric_rows({"base": {"test": {"overall": 0.25, "rouge_l": None}},
                               "tuned": {"test": {"overall": 0.5, "rouge_l": 0.1}}})
-    assert rows[0] == ["test", "VQA overall accuracy", "–", "0.250", "0.500", "+0.250"]
-    assert rows[1] == ["test", "report ROUGE-L", "–", "–", "0.100", "–"]
+    assert rows[0] == ["test", "all", "VQA overall accuracy", "–", "0.250", "0.500", "+0.250", "–", "–"]
+    assert rows[1] == ["test", "all", "report ROUGE-L", "–", "–", "0.100", "–", "–", "–"]
 
 
 # ------------------------------------------------------------------ jobs and cache
@@ -560,6 +560,49 @@ def test_only_the_ui_package_imports_gradio():
                  and any(imports_gradio.match(line)
                          for line in p.read_text(encoding="utf-8").splitlines())]
     assert offenders == []
+
+
+def test_poll_sends_only_what_changed(served, tmp_path):
+    """An open page costs its job little: a tick with nothing new sends nothing, a new loss
+    point sends the status and the figure, a record without one (scoring's batches) no figure."""
+    import threading
+
+    import gradio as gr
+
+    ctx, skip = served.medln, gr.skip()
+    gates = [threading.Event(), threading.Event(), threading.Event()]
+
+    def run(job):
+        yield {"event": "start", "scope": "ln", "notes": []}
+        yield {"event": "step", "step": 1, "loss": 1.0, "step_s": 0.1}
+        gates[0].wait(60)
+        yield {"event": "step", "step": 2, "loss": 0.5, "step_s": 0.1}
+        gates[1].wait(60)
+        yield {"event": "phase", "phase": "still training"}
+        gates[2].wait(60)
+
+    def until(cond):
+        end = time.time() + 60
+        while not cond() and time.time() < end:
+            time.sleep(0.02)
+
+    job = ctx.jobs.submit("poll-only-changes", "finetune", "t", tmp_path / "run", 5, run)
+    until(lambda: job.step == 1)
+    first = ctx.finetune.poll.fn("poll-only-changes", None)
+    assert first[1] is not None and first[1] != skip and first[6] != skip  # figure and buttons drawn
+    key = first[9]
+    assert all(out == skip for out in ctx.finetune.poll.fn("poll-only-changes", key))  # nothing new
+    gates[0].set()
+    until(lambda: job.step == 2)
+    second = ctx.finetune.poll.fn("poll-only-changes", key)
+    assert isinstance(second[0], str) and second[1] != skip  # status and the new point
+    assert all(out == skip for out in second[2:9])  # tables, download, buttons, notice: unchanged
+    gates[1].set()
+    until(lambda: job.phase == "still training")
+    third = ctx.finetune.poll.fn("poll-only-changes", second[9])
+    assert isinstance(third[0], str) and third[1] == skip  # no new loss point: no figure
+    gates[2].set()
+    until(lambda: not job.active)
 
 
 def test_compare_tab_keeps_the_local_executor(monkeypatch):

@@ -239,3 +239,48 @@ def test_twenty_concurrent_asks_while_a_job_trains(served, tiny_model):
     assert done["state"] == "done" and done["step"] == 15, done["error"]
     print(f"\nload: {len(outcomes) - len(refused)} answered, {len(refused)} refused (queue is full) in {wall:.1f} s; "
           f"the job trained {done['step']} steps meanwhile")
+
+
+# --------------------------------------------------------------------------- hostile fields (issue 25)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1)))
+            + chunk(b"IEND", b""))
+
+
+def test_hostile_fields_are_named_not_echoed(served, tmp_path):
+    """Huge ids and backbones, server paths, decompression bombs and thin strips: each one
+    short message naming the field; the app answers afterwards."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    client = client_of(served)
+    (tmp_path / "bomb.png").write_bytes(_png_claiming(100_000, 100_000))
+    (tmp_path / "strip.png").write_bytes(_png_claiming(65_000, 1))
+    cases = [
+        (lambda: client.predict(handle_file(str(EXAMPLE)), "Is it?", "r" * 100_000, api_name="/ask"),
+         "is not a finished run of this session"),
+        (lambda: client.predict("j" * 100_000, api_name="/job"), "in this session"),
+        (lambda: client.predict(backbone="x" * 100_000, api_name="/param_counts"),
+         "backbone: at most 1,024 characters, got 100,000"),
+        (lambda: client.predict(backbone="../../../../etc", api_name="/param_counts"), "is not accepted here"),
+        (lambda: client.predict(handle_file(str(tmp_path / "bomb.png")), "Is it?", "", api_name="/ask"),
+         "image too large"),
+        (lambda: client.predict(handle_file(str(tmp_path / "strip.png")), "Is it?", "", api_name="/ask"),
+         "too thin"),
+    ]
+    for call, needle in cases:
+        with pytest.raises(AppError) as e:
+            call()
+        assert needle in str(e.value) and len(str(e.value)) < 600 and "Traceback" not in str(e.value), str(e.value)
+        assert "config.json" not in str(e.value)
+    base, _, notice = client.predict(handle_file(str(EXAMPLE)), "Is it?", "", api_name="/ask")
+    assert base and "not for clinical use" in notice.lower()

@@ -148,7 +148,7 @@ class Sweep:
         }
         if final:
             res["references"] = self.references
-            res["summary"] = summarize_rows(self.rows, self.scopes, res["metric"])
+            res["summary"] = summarize_rows(self.rows, self.scopes, res["metric"], self.references)
             res["verdict"] = verdict(res)
         return res
 
@@ -342,7 +342,7 @@ def finish(sweep: Sweep) -> Iterator[dict]:
     if sweep.missing and sweep.status == "completed":
         sweep.status = "partial"
     sweep.references.update(reference_rows(sweep.cfg, sweep.train, sweep.bases, sweep.extra_eval,
-                                           sweep.ood_info["key"]))
+                                           sweep.ood_info["key"], sweep.rows))
     final = sweep.results(final=True)
     out = sweep.out
     write_json_atomic(out / "results.json", final)

@@ -26,6 +26,7 @@ from medln import DISCLAIMER
 from medln import ASSETS
 
 from medln.config import TrainConfig
+from medln.userfiles import short
 
 from . import ask as ask_tab
 from . import finetune as ft
@@ -100,7 +101,7 @@ def register(ctx: AppContext) -> None:
         session = session_of(request)
         j = ctx.jobs.get(session, job_id) if job_id else ctx.jobs.latest(session)
         if j is None:
-            raise gr.Error(f"no job {job_id!r} in this session" if job_id else "no job in this session yet",
+            raise gr.Error(f"no job {short(job_id)} in this session" if job_id else "no job in this session yet",
                            print_exception=False)  # an ordinary answer, not a server fault: no traceback in the log
         return j.snapshot()
 

@@ -23,6 +23,8 @@ from .downloads import served_copy
 from .errors import UserError, user_message
 from .gpu import on_gpu
 from medln.answers import RunInfo, session_runs, stream_answers
+from medln.userfiles import short
+
 from .uploads import IMAGE_SUFFIXES, check_image_upload
 
 ASK_TOKENS = 3 * MAX_NEW_TOKENS["vqa"]  # a free question may want a sentence, not one word
@@ -47,10 +49,12 @@ def run_choices(ctx: AppContext, session: str | None) -> list[tuple[str, str]]:
 def find_run(ctx: AppContext, session: str, run_id: str | None) -> RunInfo | None:
     if not run_id:
         return None
+    if not isinstance(run_id, str):
+        raise UserError(f"run_id: expected text, got {short(run_id)}")
     for r in session_runs(ctx.settings.session_dir(session)):
         if r.run_id == run_id:
             return r
-    raise UserError(f"run {run_id!r} is not a finished run of this session (runs are private to the browser "
+    raise UserError(f"run {short(run_id)} is not a finished run of this session (runs are private to the browser "
                     "session, or API client, that trained them)")
 
 
@@ -175,8 +179,11 @@ def build(ctx: AppContext) -> AskTab:
         return str(png), served_copy(png), "", f"Your upload: `{Path(path).name}`", *cleared
 
     def on_example(evt: gr.SelectData):
+        from medln.data.examples import reference_md
+
         path, text = examples[evt.index]
-        return path, path, None, "", f"Example: {text}", *cleared
+        refs = reference_md(path)  # what the right answers are, beside the base and tuned ones
+        return path, path, None, "", f"Example: {text}" + (f"\n\n{refs}" if refs else ""), *cleared
 
     def on_refresh(session, current):
         choices = run_choices(ctx, session)

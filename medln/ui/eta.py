@@ -13,6 +13,7 @@ import json
 import os
 import statistics
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,8 @@ class SpeedBook:
                 entry["item_s"] = round(item_s, 5)
             if load_s is not None and load_s >= 0:
                 entry["load_s"] = round(load_s, 2)
+            # when, and how busy the machine was: the estimate says what it rests on
+            entry["at"], entry["load"] = round(time.time()), round(os.getloadavg()[0], 1)
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = self.path.with_suffix(".tmp")
@@ -73,15 +76,25 @@ class SpeedBook:
         with self._lock:
             exact = self._data.get(key(backbone, scope, quant, batch))
             if exact:
-                return Speed(exact["step_s"], exact.get("item_s"), exact.get("load_s"), "measured on this server")
+                return Speed(exact["step_s"], exact.get("item_s"), exact.get("load_s"), "measured on this server" + when(exact))
             item_s = next((v["item_s"] for k, v in self._data.items() if k.startswith(name + "|") and v.get("item_s")),
                           None)
             for k, v in self._data.items():
                 b, s, q, n = k.split("|")
                 if (b, s, q) == (name, scope, quant):
                     return Speed(v["step_s"] * batch / int(n), v.get("item_s") or item_s, v.get("load_s"),
-                                 f"measured on this server at batch {n}, scaled")
+                                 f"measured on this server at batch {n}{when(v)}, scaled")
         return committed(name, scope, quant, batch, item_s)
+
+
+def when(entry: dict) -> str:
+    """", 12 min ago at load 3.1": when a book entry was measured (older books lack it)."""
+    if not entry.get("at"):
+        return ""
+    ago = max(0.0, time.time() - entry["at"])
+    text = f"{ago / 60:.0f} min ago" if ago < 5400 else f"{ago / 3600:.0f} h ago" if ago < 172800 else \
+        f"{ago / 86400:.0f} days ago"
+    return f", {text}" + (f" at load {entry['load']}" if entry.get("load") is not None else "")
 
 
 def committed(name: str, scope: str, quant: str, batch: int, item_s: float | None = None) -> Speed | None:
@@ -158,10 +171,12 @@ def record_job(book: SpeedBook, job) -> None:
         load_s = (job.first_step_at - job.started - steps[0]) if job.first_step_at and job.started and steps else None
         item_s = None
         result = job.result or {}
-        n_items = sum(m.get("n", 0) + m.get("n_report", 0)
-                      for side in ("base", "tuned") for m in (result.get(side) or {}).values())
-        if job.last_step_at and job.finished and n_items and result.get("status") == "completed":
-            item_s = (job.finished - job.last_step_at) / n_items
+        cached = set(result.get("base_cached") or ())  # base answers read from the cache: not generated
+        n_items = sum(m.get("n", 0) + m.get("n_report", 0) for side in ("base", "tuned")
+                      for split, m in (result.get(side) or {}).items() if not (side == "base" and split in cached))
+        scoring_s = result.get("eval_s") or ((job.finished - job.last_step_at) if job.last_step_at and job.finished else None)
+        if scoring_s and n_items and result.get("status") == "completed":
+            item_s = scoring_s / n_items
         book.record(cfg["backbone"], cfg["scope"], cfg["quant"], cfg["batch_size"], step_s=step_s, item_s=item_s,
                     load_s=load_s)
     else:  # a comparison: one step time per scope that ran

@@ -315,25 +315,37 @@ def build(ctx: AppContext) -> FinetuneTab:
     form = [backbone, scope, quant4, steps, lr, batch, eval_limit, seed, precision]
     n_out = 11 + len(form)
 
+    def _loss_plot(job, snap):
+        if not (job and job.records):
+            return None  # None clears the previous job's curve until this one has a step
+        plot = loss_curve_fig([dict(r, scope=snap["start"]["scope"] if snap.get("start") else "loss")
+                               for r in job.records])
+        plot.update_layout(height=320, margin=dict(l=50, r=20, t=36, b=40), showlegend=False,
+                           title=dict(text="loss · points: each step · line: smoothed", font=dict(size=13)))
+        return plot
+
     @quiet(lambda: (gr.skip(),) * n_out)
     def on_poll(session, last):
         job = ctx.jobs.latest_of(session, "finetune") if session else None
-        key = (job.id, job.version) if job else None
+        # What this page last drew: (job, its version, its loss points, its state). Only what
+        # changed goes out: no figure without a new loss point (scoring bumps the version every
+        # batch), no tables, buttons or download while the job stays in the same state.
+        key = (job.id, job.version, len(job.records), job.state) if job else None
         if key == last and not (job and job.state == "queued"):  # a waiting job's place and wait change
             return (gr.skip(),) * n_out
+        same = bool(job and last and len(last) == 4 and last[0] == job.id)
         snap = job.snapshot() if job else None
         pos, wait = ctx.jobs.queue_info(job) if job else (0, None)
         active = bool(job and job.active)
-        plot = loss_curve_fig([dict(r, scope=snap["start"]["scope"] if snap.get("start") else "loss")
-                               for r in job.records]) if job and job.records else None
-        if plot is not None:
-            plot.update_layout(height=320, margin=dict(l=50, r=20, t=36, b=40), showlegend=False,
-                               title=dict(text="loss · points: each step · line: smoothed", font=dict(size=13)))
+        if same and last[3] == job.state and job.result is None:
+            return (views.status_html(snap, pos, wait_s=wait), gr.skip() if last[2] == key[2] else _loss_plot(job, snap),
+                    *(gr.skip(),) * 7, key, *(gr.skip(),) * len(form), gr.skip())
+        plot = _loss_plot(job, snap)
         zip_path = adapter_zip(job.out) if job and job.result else None
         # After a reload (nothing seen yet) the form shows the running job's own settings.
         refill = active and (last is None or last[0] != job.id) and job.config
         return (views.status_html(snap, pos, wait_s=wait),
-                plot,  # None clears the previous job's curve until this one has a step
+                plot,
                 views.metric_table_html(snap["result"]) if snap and snap.get("result") else "",
                 views.result_markdown(snap),
                 gr.update(value=served_copy(zip_path), visible=True) if zip_path else gr.update(visible=False),

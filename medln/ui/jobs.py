@@ -72,6 +72,12 @@ class Job:
     estimate: object = None  # medln.ui.eta.Estimate made before it started (None: no recorded speed)
     first_step_at: float | None = None
     last_step_at: float | None = None  # when the last training step ended: scoring starts there
+    # scoring as it goes, from train_run's "score" records: answers generated so far (cached
+    # base answers excluded), answers left in the run, when the last batch came
+    scored: int = 0
+    score_left: int | None = None
+    last_score_at: float | None = None
+    split_done: dict = field(default_factory=dict)  # (which, split) -> answers done
     version: int = 0  # bumps on every change: the page redraws only what changed
     stop: StopFlag | None = None  # set by Stop; checked by the training loop before every micro-batch
 
@@ -97,6 +103,9 @@ class Job:
         if self.kind == "compare":  # scoring happens after every scope: spread it over the steps
             score = score * max(0, self.steps - self.step) / max(1, self.steps) if score else score
         if self.state == "evaluating" and self.kind == "finetune":
+            live = self.scoring_left_s()
+            if live is not None:
+                return live
             if score is None or self.last_step_at is None:
                 return None
             return max(0.0, score - (time.time() - self.last_step_at))
@@ -108,8 +117,17 @@ class Job:
             return est.train_s * left / max(1, self.steps) + (score or 0.0)
         return None
 
+    def scoring_left_s(self) -> float | None:
+        """Scoring's time left at this job's own rate: seconds per answer generated since
+        training ended (saving the adapter included), times the answers left."""
+        if self.score_left is None or not self.scored or self.last_step_at is None or self.last_score_at is None:
+            return None
+        per_answer = (self.last_score_at - self.last_step_at) / self.scored
+        return max(0.0, per_answer * self.score_left - (time.time() - self.last_score_at))
+
     def eta_covers_scoring(self) -> bool:
-        return self.estimate is not None and getattr(self.estimate, "score_s", None) is not None
+        return self.scoring_left_s() is not None or \
+            (self.estimate is not None and getattr(self.estimate, "score_s", None) is not None)
 
     def snapshot(self) -> dict:
         """A JSON-safe copy (the /job API endpoint returns it)."""
@@ -310,6 +328,16 @@ def apply_record(job: Job, record: dict) -> None:
         job.result = {k: v for k, v in record.items() if k != "event"}
         job.state = "stopped" if record.get("status") == "stopped" else "done"
         job.phase = "finished"
+    elif event == "score":  # one batch of answers (medln.train.EVENTS)
+        now = time.time()
+        if job.kind == "finetune":
+            job.state = "evaluating" if job.state in ("loading", "training") else job.state
+            job.phase = f"scoring {record['which']} {record['split']}: {record['done']} of {record['total']} answers"
+            part = (record["which"], record["split"])
+            if not record.get("cached"):  # answers read from the cache cost a file read, not generation
+                job.scored += record["done"] - job.split_done.get(part, 0)
+            job.split_done[part] = record["done"]
+            job.score_left, job.last_score_at = record["left"], now
     elif event == "row":  # compare: one scope finished
         job.rows.append(record["row"])
     elif event == "phase":
