@@ -39,8 +39,9 @@ SWEEP_FILES = ("sweep.json", "results.json", "results.csv", "TABLE.md", "figures
 def check_sweep_out(out: Path, *, resume: bool = False) -> None:
     """A sweep writes into a new or empty --out only: never beside files it did not write
     (its own names included: an earlier sweep's results are not replaced either). `resume`
-    (finishing a sweep in its own folder): the folder must hold that sweep's sweep.json and
-    nothing but what a sweep writes; whether its options match is the sweep record's check."""
+    (finishing a sweep in its own folder, medln.compare.folder.check_free): the folder must hold
+    that sweep's sweep.json and nothing but what a sweep writes; whether its options match is
+    the sweep record's check (folder.claim)."""
     out = Path(out)
     for parent in (out, *out.parents):
         if parent.exists():
