@@ -80,10 +80,13 @@ class Bars:
     def score_records(self) -> Callable[[dict], None]:
         """The same bars driven by records instead of a callback: a `{"event": "score", "which",
         "split", "done", "total"}` record (one per generated batch, from a trainer that reports
-        its scoring as records) moves the bar "scoring WHICH SPLIT"."""
+        its scoring as records) moves the bar "scoring WHICH SPLIT"; answers read from the
+        cache (`cached`) draw none (the run's last line says which came from it)."""
         bars: dict[str, Progress | None] = {}
 
         def on(record: dict) -> None:
+            if record.get("cached"):  # answers read from the cache at once: a bar would show a meaningless rate
+                return
             label = f"{record['which']} {record['split']}"
             if label not in bars:
                 bars[label] = self.scoring(label)

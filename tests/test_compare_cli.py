@@ -120,3 +120,35 @@ def test_a_resumed_sweep_folder_holds_only_its_own(tmp_path):
     (tmp_path / "link").symlink_to(out)
     with pytest.raises(FileExistsError, match="a link"):
         check_sweep_out(tmp_path / "link", resume=True)
+
+
+def test_resume_refuses_a_sweep_folder_with_foreign_files(tmp_path):
+    """compare --resume / --cell (medln.compare.folder.check_free) on a folder whose sweep.json is
+    there but beside a user's own file: refused, the file kept."""
+    from medln.compare.folder import check_free
+
+    out = tmp_path / "sweep"
+    (out / "runs").mkdir(parents=True)
+    (out / "sweep.json").write_text("{}")
+    check_free(out, resume=True)
+    (out / "mine.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"holds files a sweep does not write \(mine.txt\)"):
+        check_free(out, resume=True)
+    with pytest.raises(FileExistsError, match="already holds a sweep"):
+        check_free(out, resume=False)
+    assert (out / "mine.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"[1]", 'not a sweep record (no "config")'),
+    (b"\xff\xfe{", "not UTF-8 text"),
+    (b"{" * 100_000, "not valid JSON"),
+    (b'{"config": {"bogus": 1}}', "unknown options bogus"),
+])
+def test_collect_reads_sweep_json_as_data(content, needle, tmp_path):
+    """compare --collect DIR / --resume read DIR/sweep.json through the validator: one line."""
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.json").write_bytes(content)
+    line = assert_one_line_error(run_cli("compare", "--collect", out), needle)
+    assert len(line) < 600 and sorted(p.name for p in out.iterdir()) == ["sweep.json"]

@@ -77,8 +77,7 @@ def test_old_names_still_work_hidden(tmp_path):
     assert (args.eval_limit, args.eval_batch_size) == (2, 3)
     from medln.config import EVAL_LIMIT
 
-    # the aliases set no default of their own: train's (the app's scored subset, 200 per split)
-    assert (parse("eval").eval_limit, parse("eval").eval_batch_size) == (EVAL_LIMIT, 16) and EVAL_LIMIT == 200
+    assert (parse("eval").eval_limit, parse("eval").eval_batch_size) == (EVAL_LIMIT, 16)  # the aliases set no default
     assert parse("eval", "--eval-limit", 5).eval_limit == 5
     file = tmp_path / "eval.json"
     file.write_text(json.dumps({"limit": 7, "batch_size": 4}))  # an old --config file

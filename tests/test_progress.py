@@ -116,6 +116,9 @@ def test_compare_counts_its_cells(monkeypatch):
         yield {"event": "compare_start", "scopes": ["ln", "full"], "seeds": [0, 1]}
         for seed in (0, 1):
             yield {"event": "scope_start", "scope": "ln", "seed": seed, "index": seed, "of": 4}
+            for done in (5, 10):  # a run's scoring, as train_run reports it (tagged by the sweep)
+                yield {"event": "score", "scope": "ln", "seed": seed, "which": "tuned", "split": "test",
+                       "done": done, "total": 10, "left": 10 - done}
             yield {"event": "scope_done", "scope": "ln", "seed": seed, "row": {}}
             if seed == 0:
                 yield {"event": "scope_skipped", "scope": "full", "reason": "4-bit", "row": {}}
@@ -125,7 +128,8 @@ def test_compare_counts_its_cells(monkeypatch):
     proc = run_cli("compare", "--scopes", "ln,full", "--seeds", 2, "--json", "--out", "/nonexistent-unused")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "compare" in proc.stderr and "4/4" in proc.stderr and "cell" in proc.stderr
-    assert len(proc.stdout.splitlines()) == 6  # the records, each a line of its own above the bar
+    assert "scoring [ln seed 1] tuned test" in proc.stderr and "10/10" in proc.stderr  # answers out of n
+    assert len(proc.stdout.splitlines()) == 10  # the records, each a line of its own above the bars
 
 
 def test_the_libraries_bars_follow_the_same_rule(tiny_model, dataset):
@@ -147,6 +151,8 @@ def test_score_records_draw_the_same_bars(capsys):
             on({"event": "score", "which": which, "split": split, "done": done, "total": 16})
     err = capsys.readouterr().err
     assert "scoring base test" in err and "scoring tuned test" in err and "16/16" in err
+    on({"event": "score", "which": "base", "split": "cached", "done": 16, "total": 16, "cached": True})
+    assert "cached" not in capsys.readouterr().err  # read from the cache at once: no bar
     off = Bars(False).score_records()
     off({"event": "score", "which": "base", "split": "test", "done": 1, "total": 2})
     assert capsys.readouterr().err == ""

@@ -61,6 +61,7 @@ def show(records, as_json: bool, bars: Bars | None = None) -> None:
     (scope x seed), on the main process only."""
     bars = bars or Bars(False)
     ray, cells, seeds = False, None, 1
+    score_bar = bars.score_records()
     try:
         for record in records:
             event = record.get("event")
@@ -73,6 +74,10 @@ def show(records, as_json: bool, bars: Bars | None = None) -> None:
                 cells.update(1 if record.get("seed") is not None else seeds)  # an unrunnable scope: all its seeds
             elif event == "done" and cells is not None:
                 cells.close()
+            elif event == "score":  # each run's answers scored out of n, from its "score" records
+                score_bar({**record, "which": f"[{record['scope']} seed {record['seed']}] {record['which']}"})
+            elif event == "tune_run" and record.get("run_event") == "score":
+                score_bar({**record, "which": f"[{record['scope']} lr {record['lr']:g}] {record['which']}"})
             line(record, as_json, ray)
             if event == "compare_start":
                 ray = record.get("executor") == "ray"

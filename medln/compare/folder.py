@@ -18,7 +18,6 @@ reports trained the same budget.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from .. import __version__
 from ..config import ConfigError
 from ..runs import RunDir
 from ..storage import write_json_atomic
+from ..userfiles import MAX_BYTES, FileError, load_json, short
 from .cells import Cell, Fold, empty_row
 from .options import CompareConfig
 from .report import check_sweep_out
@@ -78,6 +78,7 @@ def check_free(out: Path, *, resume: bool) -> None:
         if not resume:
             raise FileExistsError(f"{out} already holds a sweep ({SWEEP_FILE}); pass --resume to finish it, or "
                                   "choose another --out")
+        check_sweep_out(out, resume=True)  # its own files only: nothing a user put beside them
         return
     if resume and out.is_dir() and all(p.name.startswith(f".{SWEEP_FILE}.") for p in out.iterdir()):
         return  # empty, or another --cell job of the array is publishing sweep.json right now (claim)
@@ -86,12 +87,12 @@ def check_free(out: Path, *, resume: bool) -> None:
 
 def read_record(out: Path) -> dict:
     path = Path(out) / SWEEP_FILE
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: not found; is {out} a sweep's folder (compare --out)?") from None
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path}: cannot read it ({e})") from None
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; is {out} a sweep's folder (compare --out)?")
+    try:  # a user's file: bounded, UTF-8, JSON (medln.userfiles), one line naming what is wrong
+        record = load_json(path, what="sweep record", max_bytes=MAX_BYTES)
+    except FileError as e:
+        raise ConfigError(str(e)) from None
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
         raise ConfigError(f"{path}: not a sweep record (no \"config\")")
     return record
@@ -116,14 +117,14 @@ def check_same(path: Path, options: dict) -> None:
         before = recorded.get(key, defaults.get(key))
         if before != options[key]:
             flag = "--" + key.replace("_", "-")
-            raise ConfigError(f"{path}: this folder's sweep has {flag} {before!r}, this command {options[key]!r}; "
+            raise ConfigError(f"{path}: this folder's sweep has {flag} {short(before)}, this command {short(options[key])}; "
                               f"give the same options (--config {path} replays them) or choose another --out")
 
 
 def finished(path: Path) -> bool:
-    try:
-        done = json.loads((Path(path) / "eval.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    try:  # bounded: a cell's eval.json is read as data too
+        done = load_json(Path(path) / "eval.json", what="a cell's eval.json")
+    except FileError:
         return False
     return isinstance(done, dict) and done.get("status") == "completed"
 
