@@ -192,14 +192,14 @@ def sweep(tmp_path_factory):
                       data=f"jsonl:{root / 'd.jsonl'}", ood_split="ood", steps=2, batch_size=2, eval_batch_size=8)
     out = tmp_path_factory.mktemp("protocol-out")
     phase, seen = ["tune"], []
-    real = medln.evaluate.evaluate
 
-    def recording(bb, model, samples, **kw):
-        seen.append((phase[0], {s.id for s in samples}))
-        return real(bb, model, samples, **kw)
+    class Recording(medln.evaluate.Scoring):  # every scored split, through train or evaluate()
+        def __init__(self, bb, model, samples, **kw):
+            seen.append((phase[0], {s.id for s in samples}))
+            super().__init__(bb, model, samples, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(medln.evaluate, "evaluate", recording)
+        mp.setattr(medln.evaluate, "Scoring", Recording)
         records = []
         for record in compare(CompareConfig(**cfg.to_dict(), scopes="ln", out=str(out), seeds=2, tune_lr=True,
                                             grid_points=2, grid_cap=2)):
