@@ -76,7 +76,6 @@ def cmd_params(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .metrics import METRICS
     from .progress import Bars
     from .runs import new_run_id
 
@@ -102,6 +101,11 @@ def cmd_train(args) -> None:
             steps.update()
             if record["step"] == cfg.steps:
                 steps.close()  # training is over: the scoring bars come next
+        elif record.get("event") == "eval" and record.get("which") in ("blind", "ceiling"):  # before the first step
+            about = record.get("about")  # on the blind row's record only
+            if about is not None:
+                log.info("image-blind row and probe ceiling: %s", "from the cache" if about.get("cached")
+                         else f"computed in {about.get('seconds', 0):.1f} s (cached for the next run)")
         elif steps is not None:
             steps.close()  # stopped early, or done: the bar ends where training did (closing twice is harmless)
         if record.get("event") == "score":
@@ -122,11 +126,7 @@ def cmd_train(args) -> None:
             cached = f"; base answers of {', '.join(record['base_cached'])} from the cache" if record.get("base_cached") else ""
             print(f"run: {record['run']} ({record['status']}, {record['steps_done']} steps, training "
                   f"{record['train_s']:.1f} s, evaluation {record.get('eval_s', 0):.1f} s{cached})")
-            for split in record["tuned"]:
-                b, t = record["base"][split], record["tuned"][split]
-                shown = [m for m in METRICS.values() if m.brief and t.get(m.name) is not None]
-                print(f"  {split:<12} " + "  ".join(f"{m.name} {m.format(b.get(m.name) or 0)}->{m.format(t[m.name])}"
-                                                    for m in shown))
+            print(scores_text(record))
 
 
 def scored_line(start: dict) -> str:
@@ -141,6 +141,29 @@ def scored_line(start: dict) -> str:
     how = (f"--eval-limit {limit} per split{', the default, as in the app' if limit == EVAL_LIMIT else ''}; "
            "--eval-limit 0 scores all" if limit else "--eval-limit 0: every item")
     return f"scoring base and tuned on {parts} items ({how})"
+
+
+def scores_text(result: dict) -> str:
+    """train's summary: base, tuned, the image-blind row and the probe ceiling on the same
+    items, with n, and split by question phrasing where the records say it (medln.references)."""
+    from .metrics import METRICS
+    from .references import COLUMN_LABELS, COLUMNS, NO_PHRASING, has_phrasing, score_table
+
+    rows = score_table(result, brief=True)
+    if not rows:
+        return "  (no evaluation split was scored)"
+    head = f"  {'split':<12} {'phrasing':<9} {'metric':<16} {'n':>5} " + " ".join(f"{COLUMN_LABELS[c]:>13}" for c in COLUMNS)
+    lines = [head]
+    for r in rows:
+        m = METRICS[r["metric"]]
+        lines.append(f"  {r['split']:<12} {r['phrasing']:<9} {r['metric']:<16} {'–' if r['n'] is None else r['n']:>5} "
+                     + " ".join(f"{m.format(r[c]):>13}" for c in COLUMNS))
+    about = result.get("references") or {}
+    lines.append(f"  image-blind: {about.get('blind', 'not computed')}; fitted on the training data's {about.get('fitted_on', '?')}")
+    lines.append(f"  probe ceiling: {about.get('ceiling', 'not computed')}")
+    if not has_phrasing(result):
+        lines.append(f"  by phrasing: {NO_PHRASING}")
+    return "\n".join(lines)
 
 
 def _base_or_run(args):
@@ -189,12 +212,18 @@ def cmd_ask(args) -> None:
         pass
     answer = tuned_answer if run else base_answer
     from . import DISCLAIMER
+    from pathlib import Path
+
+    from .domain import check_image, is_demo_backbone, warning
 
     out = {"answer": answer, "backbone": base.backbone, "adapter": args.adapter or None, "disclaimer": DISCLAIMER}
+    if is_demo_backbone(base.backbone):  # as the app says beside its answers (medln.domain: a measured check)
+        out["warning"] = warning(check_image(image), Path(base.backbone).name) or None
     if args.json:
         print(json.dumps(out))
-    else:
+    else:  # the same warnings as --json, after the answer (a script that wants the answer alone reads --json)
         print(answer)
+        print(f"⚠ {DISCLAIMER}" + (f" {out['warning']}" if out.get("warning") else ""))
 
 
 def cmd_eval(args) -> None:

@@ -1,7 +1,7 @@
 """Is an image of the kind the bundled demo model was trained on? A measured check.
 
-`medln-tiny` (4.8 M parameters) has only ever seen MedLN's synthetic phantoms
-(medln.make.synth): on a real radiograph or CT it answers fluently and wrongly ("axial MRI
+`medln-tiny` (1.6 M parameters) has only ever seen MedLN's synthetic phantoms
+(medln.make.task): on a real radiograph or CT it answers fluently and wrongly ("axial MRI
 of the head, large right mass"). So when the backbone is the demo model, every answer
 surface runs `check_image` and, when the image is not a phantom, says so with the reason.
 
@@ -119,15 +119,16 @@ def calibrate(images_by_style: dict[str, list], *, margin: float = MARGIN, sourc
     return Calibration(ranges, n, source)
 
 
-def sample_images(root: Path, splits: tuple[str, ...] = ("train", "validation", "test", "source-test")) -> dict[str, list]:
-    """The synthetic images of the sample folder, opened, grouped by style (one per image file)."""
+def sample_images(root: Path, splits: tuple[str, ...] | None = None) -> dict[str, list]:
+    """The synthetic images of the sample folder's splits (file stems; None: every JSONL
+    file), opened, grouped by style (one per image file)."""
     import json
 
     from PIL import Image
 
     seen: set[str] = set()
     out: dict[str, list] = {}
-    for split in splits:
+    for split in splits if splits is not None else sorted(p.stem for p in root.glob("*.jsonl")):
         path = root / f"{split}.jsonl"
         if not path.is_file():
             continue

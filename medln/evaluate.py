@@ -13,7 +13,7 @@ from typing import Iterator
 
 from .adapters import adapter_off
 from .backbones import Backbone
-from .data.sample import Sample
+from .data.sample import PHRASINGS, Sample
 from .generation import MAX_NEW_TOKENS, answering  # noqa: F401 (MAX_NEW_TOKENS: ask's length)
 from . import prediction_cache
 
@@ -41,10 +41,13 @@ def predict(bb: Backbone, model, samples: list[Sample], *, adapter: bool = True,
     return preds
 
 
-def score(samples: list[Sample], preds: list[str], *, with_meteor: bool = False) -> dict:
+def score(samples: list[Sample], preds: list[str], *, with_meteor: bool = False, by_phrasing: bool = True) -> dict:
     """Flat metric dict: VQA keys (n, closed_accuracy, open_recall, overall, ...; n counts the report
     items instead when the split has no VQA item) and, when
-    the split has report items, report keys (bleu_1..bleu_4, rouge_l, meteor, cider)."""
+    the split has report items, report keys (bleu_1..bleu_4, rouge_l, meteor, cider).
+    When the VQA records say their phrasing (Sample.phrasing), also `by_phrasing`:
+    {"seen": VQA keys, "held-out": VQA keys} over those items (a kind with none is left out;
+    data that does not say gets no such key: no split is invented)."""
     from .metrics import score_vqa
     from .scoring import score_report
 
@@ -54,6 +57,10 @@ def score(samples: list[Sample], preds: list[str], *, with_meteor: bool = False)
     if vqa:
         refs = [{"answer": s.answer, "answer_type": s.answer_type, "question_type": s.question_type} for s, _ in vqa]
         result.update(score_vqa([p for _, p in vqa], refs))
+        groups = {k: [(s, p) for s, p in vqa if s.phrasing == k] for k in PHRASINGS} if by_phrasing else {}
+        if any(groups.values()):
+            result["by_phrasing"] = {k: score([s for s, _ in g], [p for _, p in g], by_phrasing=False)
+                                     for k, g in groups.items() if g}
     else:
         result["n"] = len(rep)  # a report-only split: its item count (n_report below says the same)
     if rep:

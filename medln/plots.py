@@ -141,9 +141,23 @@ def label_positions(points: list[tuple[float, float]], names: list[str] | None =
     return out
 
 
+REFERENCE_LINES = (("base", "base", "#9ca3af", "dash"), ("blind", "image-blind", "#dc2626", "dash"),
+                   ("ceiling", "probe ceiling", "#059669", "dot"))
+
+
+def reference_lines(fig: go.Figure, values: dict) -> None:
+    """The reference rows as horizontal lines: the base model, the image-blind row (the
+    question alone) and the probe ceiling (the frozen vision features), where known."""
+    for name, label, colour, dash in REFERENCE_LINES:
+        if values.get(name) is not None:
+            fig.add_hline(y=values[name], line=dict(color=colour, dash=dash),
+                          annotation_text=f"{label} {values[name]:.3f}", annotation_position="bottom right")
+
+
 def metric_vs_params_fig(rows: list[dict], metric: str = "overall") -> go.Figure:
     """Tuned metric against trainable parameters (log x); the Pareto front is drawn as a
-    line through ringed markers; the base model's score is a dashed line."""
+    line through ringed markers; the base model, the image-blind row and the probe ceiling
+    (the same items, from the rows) are horizontal lines."""
     metric = pick_metric(rows, metric)
     fig = go.Figure()
     points = [r for r in ran(rows) if metric_value(r.get("tuned"), metric) is not None and r.get("trainable")]
@@ -164,11 +178,9 @@ def metric_vs_params_fig(rows: list[dict], metric: str = "overall") -> go.Figure
             marker=dict(size=22, symbol="circle-open", color="#111827", line=dict(width=2)),
             hoverinfo="skip",
         ))
-    base = next((metric_value(r.get("base"), metric) for r in ran(rows)
-                 if metric_value(r.get("base"), metric) is not None), None)
-    if base is not None:
-        fig.add_hline(y=base, line=dict(color="#9ca3af", dash="dash"), annotation_text=f"base {base:.3f}",
-                      annotation_position="bottom right")
+    reference_lines(fig, {name: next((metric_value(r.get(name), metric) for r in ran(rows)
+                                      if metric_value(r.get(name), metric) is not None), None)
+                          for name, *_ in REFERENCE_LINES})
     fig.update_layout(title=f"Tuned {metric} vs trainable parameters (Pareto front ringed)",
                       xaxis_type="log", xaxis_title="trainable parameters (log)", yaxis_title=f"tuned {metric}",
                       **_LAYOUT)
@@ -354,7 +366,7 @@ __all__ = [
 def spread_fig(summary: list[dict], references: dict | None = None, metric: str = "overall",
                side: str = "test") -> go.Figure:
     """Every seed's score as a dot, the mean with its 95 % interval as a bar, per scope;
-    the base model and the image-blind baseline as dashed lines (`side`: test or ood)."""
+    the base model, the image-blind baseline and the probe ceiling as lines (`side`: test or ood)."""
     fig = go.Figure()
     entries = [e for e in summary if not e.get("skipped") and (e.get(side) or {}).get(metric)]
     for e in entries:
@@ -371,12 +383,8 @@ def spread_fig(summary: list[dict], references: dict | None = None, metric: str 
             error_y=dict(type="data", symmetric=False, array=[hi - s["mean"]], arrayminus=[s["mean"] - lo],
                          color=colour, thickness=2, width=10),
             hovertemplate=f"{e['scope']}: mean %{{y:.3f}}, 95 % interval {lo:.3f}–{hi:.3f} (n = {s['n']})<extra></extra>"))
-    for name, colour in (("base", "#9ca3af"), ("blind", "#dc2626")):
-        value = (((references or {}).get(name) or {}).get(side) or {}).get(metric)
-        if value is not None:
-            label = "base model" if name == "base" else "image-blind baseline"
-            fig.add_hline(y=value, line=dict(color=colour, dash="dash"), annotation_text=f"{label} {value:.3f}",
-                          annotation_position="bottom right")
+    reference_lines(fig, {name: (((references or {}).get(name) or {}).get(side) or {}).get(metric)
+                          for name, *_ in REFERENCE_LINES})
     where = "target test" if side == "test" else "source-style (retention)"
     fig.update_layout(title=f"{where} {metric} per scope: every seed (dots), mean and 95 % interval (bars)",
                       xaxis_title="scope", yaxis_title=metric, **_LAYOUT)

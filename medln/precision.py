@@ -143,3 +143,10 @@ def grad_scaler(precision: Precision, device_type: str):
     import torch
 
     return torch.amp.GradScaler(device_type, enabled=precision.scaled)
+
+
+def precision_notes(precision: Precision | None) -> list[str]:
+    """A run's notes about its precision: which one and why, then its own notes (none: [])."""
+    if precision is None:
+        return []
+    return [f"precision {precision.name}: {precision.reason}", *precision.notes]

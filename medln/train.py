@@ -25,7 +25,8 @@ from .kernels import compile_blocks, eager_if, fuse_norms
 from .data.sample import Sample
 from .prompts import encode_for_training
 from .machine import peak_memory_gb, reset_peak
-from .precision import autocast_context, from_dtype, grad_scaler
+from .precision import autocast_context, from_dtype, grad_scaler, precision_notes
+from .references import reference_records
 from . import prediction_cache
 from .revisions import data_revision
 from .runs import BaseSpec
@@ -36,7 +37,7 @@ EVENTS = {
     "step": "one optimizer step: loss, lr, throughput, memory",
     "stopped": "the stop flag ended training early (the adapter is still saved and scored)",
     "score": "one batch of answers scored: which model, split, done of total, answers left in the run",
-    "eval": "base or tuned metrics of every evaluation split",
+    "eval": "base, tuned, image-blind or probe-ceiling metrics of every evaluation split (which: base | tuned | blind | ceiling)",
     "failed": "an error ended the run; `error` says which (written to metrics.jsonl, then raised)",
     "done": "the run is saved and scored: eval.json's content (last record)",
 }
@@ -220,12 +221,6 @@ def fit_memory(cfg: TrainConfig, tunable: Tunable, samples: list[Sample], acc) -
     return planned, note
 
 
-def _precision_notes(precision) -> list[str]:
-    if precision is None:
-        return []
-    return [f"precision {precision.name}: {precision.reason}", *precision.notes]
-
-
 def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tunable | None = None,
               base_metrics: dict | None = None, extra_eval: dict[str, list[Sample]] | None = None,
               train_samples: list[Sample] | None = None, overwrite: bool = False, report_to: str = "none",
@@ -294,7 +289,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "skipped": loaded.skipped,
         "eval_items": eval_items,  # what base and tuned are scored on (--eval-limit per split)
         "eval_limit": cfg.eval_limit,
-        "notes": sel.notes + list(getattr(tunable.backbone, "notes", [])) + notes + _precision_notes(tunable.backbone.precision),
+        "notes": sel.notes + list(getattr(tunable.backbone, "notes", [])) + notes + precision_notes(tunable.backbone.precision),
     }
     start["scope_description"] = tunable.selection.scope.description
     base_spec = tunable.base or BaseSpec(cfg.backbone, cfg.quant)
@@ -327,6 +322,7 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, stop, base_metr
     from .evaluate import Scoring, scored
 
     sel = tunable.selection
+    refs = yield from reference_records(cfg, tunable.backbone, samples, eval_sets, run)  # before training: the base's vision tower
     metrics: dict[str, dict] = {"base": {k: v for k, v in (base_metrics or {}).items() if v}, "tuned": {}}
     eval_s, cached = 0.0, []
 
@@ -393,6 +389,7 @@ def _train_and_score(cfg, tunable, samples, eval_sets, acc, run, stop, base_metr
         "adapter_bytes": adapter_bytes(model),  # the saved tensors (adapter_model.safetensors less its header)
         "base": base,
         "tuned": tuned,
+        **({"blind": refs["blind"], "ceiling": refs["ceiling"], "references": refs["about"]} if refs else {}),
         "wall_s": round(time.perf_counter() - t_start, 3),  # the whole run: loading, training, scoring
     }
     write_adapter_card(run.adapter_dir, run.config(), result)

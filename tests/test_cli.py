@@ -98,12 +98,16 @@ def test_train_json_prints_one_object_per_record(cli_run):
     steps = [r for r in records if r["event"] == "step"]
     assert [r["step"] for r in steps] == [1, 2]
     # one item per split and model: one "score" record each (medln.train.EVENTS)
-    assert [r["event"] for r in records] == ["start", "step", "step", "score", "eval", "score", "eval", "done"]
+    assert [r["event"] for r in records] == ["start", "eval", "eval", "step", "step", "score", "eval", "score", "eval", "done"]
+    assert [r.get("which") for r in records if r["event"] == "eval"] == ["blind", "ceiling", "base", "tuned"]
     assert records[-1]["status"] == "completed" and records[-1]["run"] == str(out)
     assert {p.name for p in out.iterdir()} == {"config.json", "metrics.jsonl", "eval.json", "adapter", "inspect.json"}
     assert [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] == steps
     saved = json.loads((out / "eval.json").read_text())
     assert saved["tuned"]["test"]["n"] == 1 and saved["base"]["test"]["n"] == 1
+    # beside them, on the same item: the image-blind row and the probe ceiling (medln.references)
+    assert saved["blind"]["test"]["n"] == 1 and saved["ceiling"]["test"]["n"] == 1
+    assert "no image is read" in saved["references"]["blind"] and "ridge" in saved["references"]["ceiling"]
 
 
 def test_ask_json_with_and_without_adapter(cli_run, tiny_model, dataset):
@@ -114,6 +118,22 @@ def test_ask_json_with_and_without_adapter(cli_run, tiny_model, dataset):
                                          "--question", "Is there a pleural effusion?", "--json"))
         assert isinstance(reply["answer"], str)
         assert reply["adapter"] == (str(out) if extra else None)
+
+
+def test_ask_plain_text_says_what_json_says(tmp_path):
+    """The demo-model warnings are printed in plain text too, not only with --json."""
+    from medln import DISCLAIMER
+    from medln.data.bundled import example_images
+
+    real = example_images()[0][0]  # a real image: not one of the demo model's phantoms
+    args = ("ask", "--image", real, "--question", "What imaging modality is this?")
+    plain = run_cli(*args)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    (reply,) = ok_json_lines(run_cli(*args, "--json"))
+    lines = plain.stdout.strip().splitlines()
+    assert lines[0] == reply["answer"]
+    assert DISCLAIMER in lines[1] and "not for clinical use" in reply["disclaimer"]
+    assert reply["warning"] and "synthetic phantoms" in reply["warning"] and reply["warning"] in lines[1]
 
 
 # What `ask` must not import: 4-bit support without 4-bit weights, the app, the other commands'

@@ -60,14 +60,14 @@ def sweep(tmp_path_factory, base_cfg):
     """compare(ln, lora, full) under 4-bit, counting how often the base model is scored."""
     out = tmp_path_factory.mktemp("compare-out")
     calls = []
-    real = medln.evaluate.evaluate
 
-    def counting(*args, adapter=True, **kw):
-        calls.append(adapter)
-        return real(*args, adapter=adapter, **kw)
+    class Counting(medln.evaluate.Scoring):  # every scored split, through train or evaluate()
+        def __init__(self, *args, adapter=True, **kw):
+            calls.append(adapter)
+            super().__init__(*args, adapter=adapter, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(medln.evaluate, "evaluate", counting)
+        mp.setattr(medln.evaluate, "Scoring", Counting)
         progress = []
         records = list(compare(options(base_cfg, ["ln", "lora", "full"], out), progress=lambda f, m: progress.append(f)))
     rows = {r["scope"]: r for r in records[-1]["rows"]}

@@ -125,11 +125,50 @@ def test_verdict_says_what_the_numbers_say():
                "references": {"blind": {"test": {"overall": 0.35}}, "base": {"test": {"overall": 0.2}}}}
     text = verdict(results)
     assert "best lora 0.717" in text and "ln (4,096 params" in text and "Below it: ln-vision" in text
-    assert "0.350" in text and "+36.7 points" in text and "ln, with 4,096 trainable parameters" in text
+    assert "0.350" in text and "lora (0.717 ± 0.006, +36.7 pts)" in text and "ln, with 4,096 trainable parameters" in text
     assert "within noise of the best on the target test and its retention is below the best" in text
     one = verdict({**results, "seeds": [0], "summary": summarize_rows([r for r in rows if r["seed"] == 0],
                                                                      ["ln", "lora", "ln-vision"], "overall")})
     assert "no spread" in one
+
+
+def test_verdict_compares_every_scope_with_the_blind_row_not_only_the_best():
+    """Crafted: ln is within noise of the best (lora), yet its interval lies below the image-blind
+    row; attn is above it; ia3 straddles it. The verdict must say all three, ln's "below" too."""
+    rows = (_rows("lora", [0.46, 0.50, 0.42], [0.6] * 3, 163840, 3.4)
+            + _rows("ln", [0.36, 0.37, 0.38], [0.6] * 3, 4096, 0.09)
+            + _rows("attn", [0.45, 0.47, 0.46], [0.6] * 3, 500000, 9.0)
+            + _rows("ia3", [0.40, 0.42, 0.44], [0.6] * 3, 2000, 0.05))
+    held = {"n": 40, "overall": 0.39}
+    for r in rows:
+        r["tuned"]["by_phrasing"] = {"held-out": {**held, "overall": r["tuned"]["overall"] - 0.05}}
+    refs = {"blind": {"test": {"n": 100, "overall": 0.417, "by_phrasing": {"held-out": held}}},
+            "ceiling": {"test": {"n": 100, "overall": 0.83}}, "base": {"test": {"overall": 0.12}}}
+    summary = summarize_rows(rows, ["lora", "ln", "attn", "ia3"], "overall", refs)
+    by = {e["scope"]: e for e in summary}
+    assert by["lora"]["test_vs_best"]["is_best"] and by["ln"]["test_vs_best"]["within_noise"]  # tied with the best...
+    assert by["ln"]["test_vs_blind"]["side"] == "below"  # ...and below the blind row
+    assert by["attn"]["test_vs_blind"]["side"] == "above" and by["ia3"]["test_vs_blind"]["side"] == "within noise"
+    text = verdict({"summary": summary, "metric": "overall", "seeds": [0, 1, 2], "steps": 200, "lr_source": "tuned",
+                    "references": refs})
+    assert "ln (4,096 params, 0.09 %; BELOW the image-blind row)" in text  # flagged inside "within noise of it"
+    assert "BELOW it (95 % interval below it): ln (0.370 ± 0.010, -4.7 pts)" in text
+    assert "above it (95 % interval clear of it): attn" in text and "within noise of it: " in text and "ia3" in text
+    assert "1 of 4 scopes score below a model that never looks at the image" in text
+    assert "probe ceiling" in text and "0.830" in text and "-37.0 points from it" in text
+    assert "On questions whose wording train never used (n = 40)" in text and "image-blind 0.390" in text
+    assert "against the image-blind row it is BELOW it" in text  # the paper's-claim sentence about ln
+    # TABLE.md says it per row, and splits by wording
+    from medln.compare.report import table_md
+
+    table = table_md({"summary": summary, "metric": "overall", "seeds": [0, 1, 2], "references": refs,
+                      "verdict": text})
+    ln_line = next(line for line in table.splitlines() if line.startswith("| ln |"))
+    assert "-4.7 pts, **below**" in ln_line
+    assert "held-out wording (n = 40)" in table and "| *image-blind baseline* | 0.390 |" in table
+    plain = table_md({"summary": summarize_rows(_rows("ln", [0.5, 0.6], [0.6] * 2, 10, 0.1), ["ln"], "overall"),
+                      "metric": "overall", "seeds": [0, 1]})
+    assert "n/a: the records do not say" in plain
 
 
 # ---------------------------------------------------------------- one real sweep
@@ -153,14 +192,14 @@ def sweep(tmp_path_factory):
                       data=f"jsonl:{root / 'd.jsonl'}", ood_split="ood", steps=2, batch_size=2, eval_batch_size=8)
     out = tmp_path_factory.mktemp("protocol-out")
     phase, seen = ["tune"], []
-    real = medln.evaluate.evaluate
 
-    def recording(bb, model, samples, **kw):
-        seen.append((phase[0], {s.id for s in samples}))
-        return real(bb, model, samples, **kw)
+    class Recording(medln.evaluate.Scoring):  # every scored split, through train or evaluate()
+        def __init__(self, bb, model, samples, **kw):
+            seen.append((phase[0], {s.id for s in samples}))
+            super().__init__(bb, model, samples, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(medln.evaluate, "evaluate", recording)
+        mp.setattr(medln.evaluate, "Scoring", Recording)
         records = []
         for record in compare(CompareConfig(**cfg.to_dict(), scopes="ln", out=str(out), seeds=2, tune_lr=True,
                                             grid_points=2, grid_cap=2)):

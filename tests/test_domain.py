@@ -15,12 +15,12 @@ REAL = sorted((ASSETS / "images").glob("real-*.png"))
 
 @pytest.fixture(scope="module")
 def held_out():
-    """Calibrated on the train split and half the source-style test split; the rest is held out."""
-    train = domain.sample_images(ASSETS, ("train",))
-    source = domain.sample_images(ASSETS, ("source-test",))
-    (style_src, src_images), = source.items()
-    cal = domain.calibrate({**train, style_src: src_images[::2]})
-    test = [im for ims in domain.sample_images(ASSETS, ("test",)).values() for im in ims]
+    """Calibrated on both targets' train splits and half the source-test split; the rest is held out."""
+    train = domain.sample_images(ASSETS, ("scanner-train", "findings-train"))
+    (style_src, src_images), = domain.sample_images(ASSETS, ("source-test",)).items()
+    assert set(train) == {"scanner", style_src}  # the new-findings target is drawn in the source style
+    cal = domain.calibrate({**train, style_src: train[style_src] + src_images[::2]})
+    test = [im for ims in domain.sample_images(ASSETS, ("scanner-test", "findings-test")).values() for im in ims]
     return cal, test + src_images[1::2]
 
 
@@ -32,15 +32,14 @@ def test_held_out_phantoms_pass(held_out):
 
 
 def test_freshly_generated_phantoms_pass():
-    synth = pytest.importorskip("medln.make.synth")
+    task = pytest.importorskip("medln.make.task")
     cal = domain.bundled_calibration()
-    styles = sorted(cal.ranges)
-    assert len(styles) == 2  # both acquisition styles are calibrated
-    for style in styles:
+    assert sorted(cal.ranges) == ["scanner", "source"]  # both acquisition styles are calibrated
+    for name in task.DOMAINS:
         for i in range(20):  # a stream seed no committed split uses
-            image = synth.make_study(4242, i, style).image
+            image = task.make_study(4242, i, name).image
             check = domain.check_image(image, cal)
-            assert check.in_domain, (style, i, check.reason)
+            assert check.in_domain, (name, i, check.reason)
 
 
 @pytest.mark.parametrize("path", REAL, ids=lambda p: p.stem)
@@ -54,8 +53,9 @@ def test_real_images_are_flagged_with_a_reason(path):
 
 
 def test_greyscale_real_image_at_phantom_size_is_still_flagged():
-    """Size and colour alone do not decide: a real chest radiograph made grey and 96 px square."""
-    image = Image.open(ASSETS / "images" / "real-chest_xray_pa.png").convert("L").resize((96, 96))
+    """Size and colour alone do not decide: a real chest radiograph made grey and 56 px square
+    (inside the size range of both styles, 48 and 64 px)."""
+    image = Image.open(ASSETS / "images" / "real-chest_xray_pa.png").convert("L").resize((56, 56))
     check = domain.check_image(image)
     assert not check.in_domain and "size" not in check.reason
 
@@ -67,7 +67,7 @@ def test_demo_backbone_is_recognised():
     assert domain.is_demo_backbone(str(MODELS / "medln-tiny"))
     assert not domain.is_demo_backbone("Qwen/Qwen2-VL-2B-Instruct")
     assert not domain.is_demo_backbone("")
-    assert domain.warning(domain.DomainCheck(True, "target")) == ""
+    assert domain.warning(domain.DomainCheck(True, "scanner")) == ""
     from medln.backbones import BACKBONES_BY_NAME
 
     assert all(name in BACKBONES_BY_NAME for name in domain.REAL_BACKBONES_HINT)  # the warning points to real ones

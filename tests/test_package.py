@@ -97,15 +97,9 @@ def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-# Modules another issue is splitting right now; each must still be over the limit, so the
-# entry goes when its split lands (then this dict is empty, as it should stay).
-BEING_SPLIT = {"medln.make.synth": "issue 24 splits the synthetic-data generator by step"}
-
-
 def test_no_module_is_longer_than_400_lines():
     lines = {m: len(f.read_text(encoding="utf-8").splitlines()) for m, f in medln_modules().items()}
-    assert {m: n for m, n in lines.items() if n > 400 and m not in BEING_SPLIT} == {}
-    assert all(lines.get(m, 0) > 400 for m in BEING_SPLIT), "split: remove it from BEING_SPLIT"
+    assert {m: n for m, n in lines.items() if n > 400} == {}
 
 
 def test_openmp_threads_wait_passively_unless_the_user_says_otherwise():

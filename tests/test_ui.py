@@ -255,8 +255,8 @@ def test_views_render_job_states():
     assert "medln-failed" in failed and "&lt;offline&gt;" in failed
     rows = views.metric_rows({"base": {"test": {"overall": 0.25, "rouge_l": None}},
                               "tuned": {"test": {"overall": 0.5, "rouge_l": 0.1}}})
-    assert rows[0] == ["test", "VQA overall accuracy", "–", "0.250", "0.500", "+0.250"]
-    assert rows[1] == ["test", "report ROUGE-L", "–", "–", "0.100", "–"]
+    assert rows[0] == ["test", "all", "VQA overall accuracy", "–", "0.250", "0.500", "+0.250", "–", "–"]
+    assert rows[1] == ["test", "all", "report ROUGE-L", "–", "–", "0.100", "–", "–", "–"]
 
 
 # ------------------------------------------------------------------ jobs and cache

@@ -46,16 +46,18 @@ def test_metric_table_shows_n_and_greys_rows_on_few_items():
     assert "medln-few" not in next(r for r in views.metric_table_html(_result(25)).split("<tr") if "BLEU-4" in r)
 
 
-def test_default_evaluation_scores_enough_reports_and_closed_questions():
+def test_default_evaluation_scores_the_whole_fixed_split_with_enough_closed_questions():
+    """The bundled scored splits are the fixed scored set (docs/experiment.md): the app's
+    default limit takes all of each (VQA only: reports are pretraining-only since v3)."""
     from medln.data import load_samples
     from medln.evaluate import subsample
     from medln.ui.settings import Settings
 
     limit = Settings().eval_limit
     for split in ("test", "source-test"):
-        picked = subsample(load_samples("sample", split).samples, limit)
-        assert len(picked) == limit
-        assert sum(s.task == "report" for s in picked) >= views.MIN_N, split
+        every = load_samples("sample", split).samples
+        picked = subsample(every, limit)
+        assert picked == every
         assert sum(s.task == "vqa" and s.answer_type == "CLOSED" for s in picked) >= views.MIN_N, split
 
 
@@ -133,10 +135,12 @@ def test_bundled_model_falls_back_to_the_committed_speed(tmp_path):
     sp = eta.SpeedBook(tmp_path / "none.json").lookup("medln-tiny", "ln", "4bit", 8)
     row = next(r for r in COMMITTED if r["scope"] == "ln")
     assert sp.step_s == pytest.approx(row["step_s"]) and sp.item_s and "docs/compare-medln-tiny" in sp.source
-    assert eta.scored_items("sample", ["test", "source-test"], 200) == 800
     from medln.data import load_samples
 
-    n_test = len(load_samples("sample", "test").samples)
+    sizes = {split: len(load_samples("sample", split).samples) for split in ("test", "source-test")}
+    assert eta.scored_items("sample", ["test", "source-test"], 100) == 400  # limit below both sizes
+    assert eta.scored_items("sample", ["test", "source-test"], 1000) == 2 * sum(sizes.values())
+    n_test = sizes["test"]
     assert eta.scored_items("sample", ["test", ""], 0) == 2 * n_test
     assert eta.scored_items("jsonl:x", ["test"], 0) is None
 
@@ -262,7 +266,7 @@ def test_ask_warns_beside_both_answers_on_images_the_demo_model_does_not_know(tm
     images = REPO / "assets" / "sample" / "images"
     warning = ask.domain_warning(ctx, None, images / "real-chest_xray_pa.png", None)
     assert "not one of the synthetic phantoms" in warning and "phantoms" in warning and "llava-med" in warning
-    assert ask.domain_warning(ctx, None, images / "test-0006.png", None) == ""
+    assert ask.domain_warning(ctx, None, images / "scanner-test-0006.png", None) == ""
     other = AppContext.create(runs_root=tmp_path, default_backbone="some/real-model")
     assert ask.domain_warning(other, None, images / "real-chest_xray_pa.png", None) == ""
 
@@ -282,7 +286,7 @@ def test_the_api_answers_carry_the_same_warning_and_the_disclaimer(tmp_path):
         base, tuned, notice = c.predict(handle_file(str(images / "real-chest_xray_pa.png")),
                                         "What imaging modality is this?", "", api_name="/ask")
         assert base and tuned == "" and "not one of the synthetic phantoms" in notice and notice.endswith(DISCLAIMER)
-        base, _, notice = c.predict(handle_file(str(images / "test-0006.png")), "", api_name="/report")
+        base, _, notice = c.predict(handle_file(str(images / "scanner-test-0006.png")), "", api_name="/report")
         assert base and notice == DISCLAIMER
 
 
@@ -315,3 +319,83 @@ def test_near_points_get_their_labels_on_different_sides():
     fig = plots.cost_fig(COMMITTED)
     titles = [a.text for a in fig.layout.annotations]
     assert all(len(t) <= 10 for t in titles)  # short subplot titles: they cannot run into each other
+
+
+# ------------------------------------------------------------------ reference rows beside every tuned score
+
+
+def _with_refs(phrasing: bool = True):
+    def m(overall, seen, held):
+        out = {"n": 50, "n_closed": 20, "n_open": 30, "overall": overall}
+        return {**out, "by_phrasing": {"seen": {"n": 30, "overall": seen}, "held-out": {"n": 20, "overall": held}}} \
+            if phrasing else out
+
+    return {"base": {"test": m(0.1, 0.1, 0.1)}, "tuned": {"test": m(0.5, 0.6, 0.35)},
+            "blind": {"test": m(0.42, 0.46, 0.36)}, "ceiling": {"test": m(0.8, 0.8, 0.8)},
+            "references": {"blind": "most frequent train answer", "fitted_on": "9 questions, 0 reports",
+                           "ceiling": "ridge classifiers on the frozen vision features"}}
+
+
+def test_fine_tune_table_has_the_blind_row_and_the_ceiling_per_phrasing():
+    rows = views.metric_rows(_with_refs())
+    h = views.METRIC_HEADERS
+    held = next(r for r in rows if r[h.index("questions")] == "held-out wording")
+    assert held[h.index("n")] == 20 and held[h.index("tuned")] == "0.350"
+    assert held[h.index("image-blind")] == "0.360" and held[h.index("probe ceiling")] == "0.800"
+    page = views.metric_table_html(_with_refs())
+    assert "image-blind" in page and "ridge classifiers" in page and "held-out wording" in page
+    plain = views.metric_table_html(_with_refs(phrasing=False))
+    assert "n/a (the records do not say" in plain and "held-out wording</td>" not in plain
+
+
+def test_compare_table_and_plot_carry_the_blind_row():
+    from medln import plots
+    from medln.ui.compare import TABLE_HEADERS, table_rows
+
+    refs = _with_refs()
+    row = {"scope": "ln", "metric": "overall", "trainable": 4096, "percent": 0.09, "base": refs["base"]["test"],
+           "tuned": refs["tuned"]["test"], "blind": refs["blind"]["test"], "ceiling": refs["ceiling"]["test"],
+           "references": refs["references"], "adapter_bytes": 1000}
+    cells = table_rows([row])
+    assert cells[0][TABLE_HEADERS.index("vs image-blind")] == "+8.0 pts"
+    assert cells[0][TABLE_HEADERS.index("seen / held-out wording")] == "0.600 (n 30) / 0.350 (n 20)"
+    assert [c[0] for c in cells[1:]] == ["image-blind (question only)", "probe ceiling (frozen vision)"]
+    assert all(len(c) == len(TABLE_HEADERS) for c in cells)
+    fig = plots.metric_vs_params_fig([row])
+    texts = [a.text for a in fig.layout.annotations]
+    assert "image-blind 0.420" in texts and "base 0.100" in texts and "probe ceiling 0.800" in texts
+    ys = sorted(round(s.y0, 3) for s in fig.layout.shapes)
+    assert ys == [0.1, 0.42, 0.8]
+
+
+def test_about_gives_each_committed_verdict_beside_the_claim(tmp_path):
+    from medln.ui import about
+
+    summary = [{"scope": "ln", "skipped": None, "trainable": 10, "percent": 0.1, "n_test": 50,
+                "test": {"overall": {"mean": 0.3, "sd": 0.01, "n": 3, "ci95": [0.28, 0.32], "values": [0.3] * 3}},
+                "ood": {}, "test_vs_best": {"is_best": True, "within_noise": True}}]
+    for name in ("compare-scanner", "compare-findings"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(
+            {"summary": summary, "metric": "overall", "seeds": [0, 1, 2], "steps": 200, "data": f"sample:{name}",
+             "eval_split": "test", "rows": [], "references": {"blind": {"test": {"overall": 0.4}}}}))
+    found = about.committed_comparisons(tmp_path)
+    assert [p.parent.name for p in found] == ["compare-findings", "compare-scanner"]
+    page = about.measured_html(found)
+    assert page.count("BELOW it") == 4  # per verdict: the list of scopes, and ln beside the claim
+    assert "The paper claims" in page and "compare-scanner" in page and "compare-findings" in page
+    assert "claims" in about.measured_html([])  # nothing committed: the claim with "nothing yet", never alone
+
+
+def test_ask_examples_show_their_reference_answers():
+    from medln.data.bundled import ASSETS, example_images
+    from medln.data.examples import reference_answers, reference_md
+
+    path = example_images()[0][0]
+    refs = reference_answers(path)
+    assert refs and all(r["answer"] for r in refs)
+    first = json.loads(next(line for f in sorted(ASSETS.glob("*.jsonl"))
+                            for line in f.read_text().splitlines()
+                            if (ASSETS / json.loads(line)["image"]).resolve() == Path(path).resolve()))
+    assert first["answer"] in reference_md(path) and first["question"] in reference_md(path)
+    assert reference_md(ASSETS.parent / "nothing.png") == ""

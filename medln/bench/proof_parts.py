@@ -70,11 +70,12 @@ def _call(cmd: list[str], *, cwd, env, timeout: float | None) -> subprocess.Comp
 
 
 def demo_questions(n: int) -> list[dict]:
-    """n questions of the sample's target-style test split, evenly spaced over the file (it is
-    ordered by study), as (id, image path, question): the same on every machine."""
-    from ..data.bundled import ASSETS
+    """n questions of the sample's default target's test split (what `--data sample` scores),
+    evenly spaced over the file (it is ordered by study), as (id, image path, question): the
+    same on every machine."""
+    from ..data.bundled import ASSETS, SPLIT_FILES
 
-    rows = [json.loads(line) for line in (ASSETS / "test.jsonl").read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in (ASSETS / SPLIT_FILES["test"]).read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r.get("question")]
     picked = [rows[i * len(rows) // n] for i in range(n)]
     return [{"id": r["id"], "image": str(ASSETS / r["image"]), "image_rel": r["image"], "question": r["question"]}

@@ -173,6 +173,7 @@ def empty_row(scope: str, reason: str | None = None, seed: int | None = None) ->
         "steps_done": 0, "step_s": None, "samples_per_s": None, "peak_mem_gb": None, "train_s": None,
         "wall_s": None, "final_loss": None, "metric": None, "base": None, "tuned": None,
         "ood_base": None, "ood_tuned": None, "retention": None, "retention_pts": None,
+        "blind": None, "ceiling": None, "ood_blind": None, "ood_ceiling": None, "references": None,
         "run": None, "notes": [], "losses": [],
     }
 
@@ -189,6 +190,10 @@ def finish_row(done: dict, eval_split: str, ood_key: str | None) -> dict:
                                     "run")}, "metric": metric,
         "base": base.get(eval_split), "tuned": tuned.get(eval_split),
         "ood_base": ood_base, "ood_tuned": ood_tuned, "retention": ratio, "retention_pts": pts,
+        # the reference rows on the same items (medln.references), when the run computed them
+        **{f"{side}{c}": (done.get(c) or {}).get(split) if split else None
+           for side, split in (("", eval_split), ("ood_", ood_key)) for c in ("blind", "ceiling")},
+        "references": done.get("references"),
     }
 
 

@@ -1,10 +1,11 @@
 """The data side of a fair comparison: a validation split for every dataset, and the
-reference rows every comparison carries (the untuned base model, and an image-blind
-baseline that answers from the training questions alone, medln.baselines)."""
+reference rows every comparison carries (the untuned base model, an image-blind baseline
+that answers from the training questions alone, and the image-aware probe ceiling:
+medln.references)."""
 
 from __future__ import annotations
 
-from ..baselines import fit_blind, score_blind
+from .. import references
 from ..config import ConfigError, TrainConfig
 from ..data import DataError, load_samples
 from ..evaluate import subsample
@@ -46,26 +47,37 @@ def split_validation(cfg: TrainConfig) -> tuple[list, list, dict]:
                                f"{VALIDATION_SEED}), left out of training"}
 
 
-def reference_rows(cfg: TrainConfig, train: list, bases: dict, extra_eval: dict | None, ood_key: str | None) -> dict:
-    """{"base": {"test", "ood"}, "blind": {"test", "ood", "fitted_on", "rule"}} for a sweep's
-    target split (cfg.eval_split) and its out-of-domain set. The blind baseline is fitted on
-    `train` (what the scopes trained on) and never reads an image."""
+def reference_rows(cfg: TrainConfig, train: list, bases: dict, extra_eval: dict | None, ood_key: str | None,
+                   rows: list | tuple = ()) -> dict:
+    """{"base": {"test", "ood"}, "blind": {"test", "ood", "fitted_on", "rule"}, "ceiling": {"test",
+    "ood", "rule"}} for a sweep's target split (cfg.eval_split) and its out-of-domain set.
+
+    The blind row and the probe ceiling are the ones the runs computed on the items they were
+    scored on (medln.references, fitted on `train`: what the scopes trained on), taken from
+    the first completed row; a sweep whose runner computed none (a stand-in runner) gets the
+    blind row from the same function, on the same items, and the ceiling "n/a"."""
     out: dict = {}
     base = next(iter(bases.values()), None) if bases else None
     if base is not None:  # every scope's base scores (under 4-bit attn/ffn differ: the first is the plain one)
         out["base"] = {"test": base.get(cfg.eval_split), "ood": base.get(ood_key) if ood_key else None}
     if not cfg.eval_split:
         return out
-    blind = fit_blind(train)
-    test = subsample(load_samples(cfg.data, cfg.eval_split, skip_bad=cfg.skip_bad).samples, cfg.eval_limit)
-    ood = (extra_eval or {}).get(ood_key) if ood_key else None
-    if ood is None and cfg.ood_split:
-        try:
-            ood = subsample(load_samples(cfg.data, cfg.ood_split, skip_bad=cfg.skip_bad).samples, cfg.eval_limit)
-        except DataError:
-            ood = None
-    out["blind"] = {"test": score_blind(blind, test), "ood": score_blind(blind, ood) if ood else None,
-                    "fitted_on": f"{cfg.split} ({blind.n_train} questions, {blind.n_train_reports} reports)",
-                    "rule": "most frequent train answer per normalised question (backing off to its question type), "
-                            "most frequent train report; no image is read"}
+    done = next((r for r in rows if r.get("blind") and not r.get("skipped")), None)
+    if done is not None:
+        got = {c: {"test": done.get(c), "ood": done.get(f"ood_{c}")} for c in ("blind", "ceiling")}
+        about = done.get("references") or {}
+    else:
+        test = subsample(load_samples(cfg.data, cfg.eval_split, skip_bad=cfg.skip_bad).samples, cfg.eval_limit)
+        ood = (extra_eval or {}).get(ood_key) if ood_key else None
+        if ood is None and cfg.ood_split:
+            try:
+                ood = subsample(load_samples(cfg.data, cfg.ood_split, skip_bad=cfg.skip_bad).samples, cfg.eval_limit)
+            except DataError:
+                ood = None
+        refs = references.reference_rows(train, {"test": test, **({"ood": ood} if ood else {})})
+        got = {c: {"test": refs[c].get("test"), "ood": refs[c].get("ood")} for c in ("blind", "ceiling")}
+        about = refs["about"]
+    out["blind"] = {**got["blind"], "fitted_on": f"{cfg.split} ({about.get('fitted_on')})",
+                    "rule": about.get("blind")}
+    out["ceiling"] = {**got["ceiling"], "rule": about.get("ceiling") or "n/a: not computed"}
     return out

@@ -10,9 +10,10 @@ import logging
 from html import escape as html_escape
 from pathlib import Path
 
+from ..data.sample import PHRASINGS
 from ..metrics import METRICS
 from ..storage import write_text_atomic
-from .stats import fmt
+from .stats import fmt, versus
 
 
 _CSV_FIRST = ["scope", "seed", "status", "skipped", "lr", "trainable", "total", "percent", "adapter_bytes", "steps_done",
@@ -23,7 +24,7 @@ _CSV_FIRST = ["scope", "seed", "status", "skipped", "lr", "trainable", "total", 
 def flat_row(row: dict) -> dict:
     """One CSV line: scalar fields as they are, metric dicts as <prefix>_<metric>."""
     flat = {k: row.get(k) for k in _CSV_FIRST}
-    for prefix in ("base", "tuned", "ood_base", "ood_tuned"):
+    for prefix in ("base", "tuned", "ood_base", "ood_tuned", "blind", "ceiling", "ood_blind", "ood_ceiling"):
         for k, v in (row.get(prefix) or {}).items():
             if not isinstance(v, (dict, list)):
                 flat[f"{prefix}_{k}"] = v
@@ -162,7 +163,7 @@ def format_table(rows: list[dict], metric: str) -> str:
         return "-" if v is None else format(v, fmt)
 
     lines = [f"{'scope':<10} {'trainable':>12} {'%':>9} {'adapter':>9} {'s/step':>7} {'samp/s':>7} {'peak GB':>7} "
-             f"{metric + ' base->tuned':>24} {'OOD retention':>16}"]
+             f"{metric + ' base->tuned':>24} {'image-blind':>11} {'OOD retention':>16}"]
     for r in rows:
         if r.get("skipped"):
             lines.append(f"{r['scope']:<10} skipped: {r['skipped']}")
@@ -173,7 +174,8 @@ def format_table(rows: list[dict], metric: str) -> str:
             ret = f"({r['retention_pts']:+.1f} pts)"
         lines.append(f"{r['scope']:<10} {num(r['trainable'], ',d'):>12} {num(r['percent'], '.4f'):>9} "
                      f"{format_bytes(r['adapter_bytes']):>9} {num(r['step_s'], '.3f'):>7} {num(r['samples_per_s'], '.1f'):>7} "
-                     f"{num(r['peak_mem_gb'], '.2f'):>7} {num(b, '.3f') + ' -> ' + num(t, '.3f'):>24} {ret:>16}"
+                     f"{num(r['peak_mem_gb'], '.2f'):>7} {num(b, '.3f') + ' -> ' + num(t, '.3f'):>24} "
+                     f"{num((r.get('blind') or {}).get(metric), '.3f'):>11} {ret:>16}"
                      + ("  (stopped)" if r.get("status") == "stopped" else ""))
     return "\n".join(lines)
 
@@ -197,6 +199,40 @@ def _ci(s: dict | None) -> str:
 def _value(metrics: dict | None, key: str) -> str:
     v = (metrics or {}).get(key)
     return METRICS[key].format(v) if key in METRICS else "–" if v is None else f"{v:.3f}"
+
+
+REFERENCE_LABELS = {"base": "base model (no tuning)", "blind": "image-blind baseline",
+                    "ceiling": "probe ceiling (frozen vision features)"}
+
+
+def _vs_ref(v: dict | None) -> str:
+    if v is None:
+        return "–"
+    pts = f"{100 * v['diff']:+.1f} pts"
+    return {"above": f"{pts}, above", "below": f"{pts}, **below**", "within noise": f"{pts}, within noise",
+            "unknown": f"{pts} (1 seed)"}[v["side"]]
+
+
+def phrasing_md(results: dict, metric: str) -> list[str]:
+    """TABLE.md's split by question wording: every scope and reference row on the items whose
+    wording train holds ("seen") and those it never used ("held-out"); "n/a" for data whose
+    records do not say."""
+    summary = [e for e in results.get("summary") or [] if not e.get("skipped")]
+    refs = results.get("references") or {}
+    lines = ["", f"## By question wording (target test {metric})", ""]
+    if not any(e.get("by_phrasing") for e in summary):
+        return lines + ["n/a: the records do not say which question wordings train holds."]
+    ns = next((e.get("n_by_phrasing") for e in summary if e.get("n_by_phrasing")), {})
+    kinds = [k for k in PHRASINGS if k in ns]
+    lines += ["| row | " + " | ".join(f"{k} wording (n = {ns[k]})" for k in kinds) + " |",
+              "|---|" + "---|" * len(kinds)]
+    for e in summary:
+        lines.append(f"| {e['scope']} | " + " | ".join(fmt((e.get("by_phrasing") or {}).get(k)) for k in kinds) + " |")
+    for name, label in REFERENCE_LABELS.items():
+        split = ((refs.get(name) or {}).get("test") or {}).get("by_phrasing") or {}
+        if split:
+            lines.append(f"| *{label}* | " + " | ".join(_value(split.get(k), metric) for k in kinds) + " |")
+    return lines
 
 
 def table_md(results: dict) -> str:
@@ -227,30 +263,35 @@ def table_md(results: dict) -> str:
         "Cells are mean ± sd over seeds; 95 % interval of the mean (Student t); \"within noise\": the 95 % interval of "
         "the difference from the best contains 0.",
         "",
-        f"| scope | lr | trainable | % | adapter | target {metric} | 95 % interval | vs best | "
+        f"| scope | lr | trainable | % | adapter | target {metric} | 95 % interval | vs best | vs image-blind | "
         + "".join(f"{m.short} | " for m in columns) + f"source-style {metric} | vs best (source) | retention | s/step |",
-        "|---|---:|---:|---:|---:|---|---|---|" + "---|" * len(columns) + "---|---|---|---:|",
+        "|---|---:|---:|---:|---:|---|---|---|---|" + "---|" * len(columns) + "---|---|---|---:|",
     ]
+    blind = ((refs.get("blind") or {}).get("test") or {}).get(metric)
     for e in summary:
         if e.get("skipped"):
-            lines.append(f"| {e['scope']} | | | | | skipped: {e['skipped']} | | | " + "| " * len(columns) + "| | | |")
+            lines.append(f"| {e['scope']} | | | | | skipped: {e['skipped']} | | | | " + "| " * len(columns) + "| | | |")
             continue
         t, o = e["test"], e["ood"]
         lines.append(
             f"| {e['scope']} | {e['lr']:g} | {e['trainable']:,} | {e['percent']:.4g} | {format_bytes(e['adapter_bytes'])} "
             f"| **{fmt(t.get(metric))}** | {_ci(t.get(metric))} | {_vs_best(e.get('test_vs_best'))} "
+            f"| {_vs_ref(versus(t.get(metric), blind))} "
             + "".join(f"| {fmt(t.get(m.name))} " for m in columns)
             + f"| {fmt(o.get(metric))} | {_vs_best(e.get('ood_vs_best'))} "
             f"| {fmt(e.get('retention'))} | {'–' if e.get('step_s') is None else format(e['step_s'], '.3f')} |")
-    for name, label in (("base", "base model (no tuning)"), ("blind", "image-blind baseline")):
+    for name, label in REFERENCE_LABELS.items():
         r = refs.get(name)
-        if not r:
+        if not r or not r.get("test"):
             continue
         t, o = r.get("test") or {}, r.get("ood") or {}
-        lines.append(f"| *{label}* | | 0 | 0 | | {_value(t, metric)} | | | "
+        lines.append(f"| *{label}* | | 0 | 0 | | {_value(t, metric)} | | | | "
                      + "".join(f"{_value(t, m.name)} | " for m in columns) + f"{_value(o, metric)} | | | |")
     if refs.get("blind"):
         lines += ["", f"Image-blind baseline: {refs['blind'].get('rule')}; fitted on {refs['blind'].get('fitted_on')}."]
+    if refs.get("ceiling"):
+        lines += ["", f"Image-aware probe ceiling: {refs['ceiling'].get('rule')}."]
+    lines += phrasing_md(results, metric)
     if results.get("missing"):  # collect on a partial sweep folder (medln.compare.jobs)
         missing, planned = results["missing"], len(results.get("scopes") or []) * len(seeds)
         lines += ["", f"Missing cells ({len(missing)} of {planned}), no finished run: "

@@ -50,6 +50,22 @@ def difference(a: dict | None, b: dict | None) -> dict | None:
             "within_noise": bool(d - half <= 0 <= d + half)}
 
 
+def versus(a: dict | None, value: float | None) -> dict | None:
+    """A scope's summary against a fixed reference value (the image-blind row, the probe
+    ceiling: deterministic, no spread of their own): {"diff": mean - value, "ci95" of the
+    mean minus value, "side": "above" | "below" | "within noise" | "unknown" (one seed)}."""
+    if not a or value is None:
+        return None
+    d = a["mean"] - value
+    if not a.get("ci95"):
+        side = "unknown"
+    else:
+        lo, hi = a["ci95"][0] - value, a["ci95"][1] - value
+        side = "above" if lo > 0 else "below" if hi < 0 else "within noise"
+    return {"diff": round(d, 6), "ci95": [round(a["ci95"][0] - value, 6), round(a["ci95"][1] - value, 6)]
+            if a.get("ci95") else None, "side": side}
+
+
 def fmt(s: dict | None, digits: int = 3) -> str:
     """'0.712 ± 0.021' (mean ± sd), or the single value, or '–'."""
     if not s:
@@ -59,4 +75,4 @@ def fmt(s: dict | None, digits: int = 3) -> str:
     return f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f}"
 
 
-__all__ = ["difference", "fmt", "summarize", "t975"]
+__all__ = ["difference", "fmt", "summarize", "t975", "versus"]

@@ -148,7 +148,7 @@ class Sweep:
         }
         if final:
             res["references"] = self.references
-            res["summary"] = summarize_rows(self.rows, self.scopes, res["metric"])
+            res["summary"] = summarize_rows(self.rows, self.scopes, res["metric"], self.references)
             res["verdict"] = verdict(res)
         return res
 
@@ -226,7 +226,9 @@ def start(options: CompareConfig, *, stop=None, progress=None, command=None, run
     executor = open_executor("local" if mode == "collect" else options.executor, address=options.ray_address,
                              cpus=options.ray_cpus)  # Ray missing: one line now, before anything loads
     out = Path(options.out)
-    if mode != "collect":  # a new or empty folder; with --resume (and --cell) one whose sweep.json matches
+    # A new or empty folder; with --resume (and --cell) one whose sweep.json matches. The main process
+    # checks (and claims) it: the others of an `accelerate launch` group would see its sweep.json.
+    if mode != "collect" and is_main_process():
         check_free(out, resume=mode != "run")  # before the data loads; claim() checks again before the first cell
     tuned = None
     if options.lrs_from:
@@ -340,7 +342,7 @@ def finish(sweep: Sweep) -> Iterator[dict]:
     if sweep.missing and sweep.status == "completed":
         sweep.status = "partial"
     sweep.references.update(reference_rows(sweep.cfg, sweep.train, sweep.bases, sweep.extra_eval,
-                                           sweep.ood_info["key"]))
+                                           sweep.ood_info["key"], sweep.rows))
     final = sweep.results(final=True)
     out = sweep.out
     write_json_atomic(out / "results.json", final)

@@ -1,6 +1,7 @@
 """`jsonl:PATH` — one JSON object per line: image (relative to the file), question, answer or report.
 
-Optional per line: id, answer_type (CLOSED/OPEN), question_type, synthetic, split.
+Optional per line: id, answer_type (CLOSED/OPEN), question_type, synthetic, split, and (kept in
+Sample.meta) style, target, findings, source, phrasing ("seen" / "held-out": medln.baselines).
 A file holds one split unless its lines carry `split`; then `split` selects lines.
 """
 
@@ -44,7 +45,7 @@ def parse_record(obj: object, *, where: str, root: Path) -> Sample:
         answer_type=answer_type if has_answer else None,
         question_type=obj.get("question_type"),
         synthetic=bool(obj.get("synthetic", False)),
-        meta={**{k: v for k, v in obj.items() if k in ("split", "style", "findings", "source")},
+        meta={**{k: v for k, v in obj.items() if k in ("split", "style", "findings", "source", "target", "phrasing")},
               "where": where, "image": image},
     )
 

@@ -8,6 +8,9 @@ from typing import Literal
 
 Task = Literal["vqa", "report"]
 AnswerType = Literal["CLOSED", "OPEN"]
+# A record's `phrasing`: whether its question's wording occurs in its train split. Only data
+# that says so has it (the bundled sample); nothing infers it, so other data gets no split.
+PHRASINGS = ("seen", "held-out")
 
 
 class DataError(ValueError):
@@ -35,6 +38,12 @@ class Sample:
     @property
     def is_report(self) -> bool:
         return self.task == "report"
+
+    @property
+    def phrasing(self) -> str | None:
+        """"seen" / "held-out" as the record says, else None (unknown: no split by phrasing)."""
+        value = self.meta.get("phrasing")
+        return value if value in PHRASINGS else None
 
     @property
     def where(self) -> str:

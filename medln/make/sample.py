@@ -2,13 +2,19 @@
 
     python -m medln.make.sample [--out assets/sample] [--no-real]
 
-Writes images/*.png, train.jsonl, validation.jsonl, test.jsonl, source-test.jsonl, real.jsonl,
-ATTRIBUTION.md and MANIFEST.json (sha256 of every other file, counts, generator seed
-and version). The synthetic part needs only numpy + Pillow and is reproduced exactly by
-tests/test_sample_data.py. The real part reads permissively licensed files from packages
-installed only at build time: pydicom (its test files), pydicom-data and scikit-image.
-With `real=False` (or when those packages are missing) the committed real PNGs in
-`out_dir` are kept as they are and only re-listed.
+Writes, for every split of medln.make.task.SPLITS, images/<split>-NNNN.png and <split>.jsonl
+(scanner-train, scanner-validation, scanner-test, findings-train, findings-validation,
+findings-test, source-test), plus real.jsonl, ATTRIBUTION.md and MANIFEST.json (sha256 of
+every other file, counts, generator seed and version). The synthetic part needs only numpy
++ Pillow and is reproduced exactly by tests/test_sample_data.py; the real part
+(medln.make.real) reads files from packages installed only at build time. With
+`real=False` (or when those packages are missing) the committed real PNGs are kept as they
+are and only re-listed.
+
+Records are VQA items only (reports are a pretraining-only item: they were 71 % of the v2
+sample's label tokens, docs/experiment.md). Each carries `target`, `style` and `phrasing`
+("seen" / "held-out"); the first question of each study also carries its ground-truth
+`findings`.
 """
 
 from __future__ import annotations
@@ -16,280 +22,79 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
-from . import synth
+from . import task
+from .findings import GENERATOR_SEED, GENERATOR_VERSION
+from .real import _jsonl, build_real, save_png
 
-# split -> (style, first study, number of studies) of the stream synth.SPLIT_SEEDS[split].
-# Every study gives several VQA items + one report. Validation is carved from the train
-# stream (its last 50 studies: same style, same phrasings, never trained on); the test
-# split may use the target phrasings held out from train (HELD_OUT).
-SPLITS: dict[str, tuple[str, int, int]] = {"train": ("target", 0, 250), "validation": ("target", 250, 50),
-                                           "test": ("target", 0, 100), "source-test": ("source", 0, 100)}
-HELD_OUT = ("test",)
-MAX_REAL_PX = 512
-
-
-@dataclass(frozen=True)
-class RealImage:
-    """A real image that may ship: where it comes from, what it shows, hand-checked QA."""
-
-    name: str  # PNG name under images/ (without the "real-" prefix)
-    package: str  # installable package that carries the original
-    file: str  # file name inside that package
-    licence: str
-    shows: str  # caption for the app and the attribution file
-    questions: tuple[tuple[str, str, str, str], ...]  # (question, answer, answer_type, question_type)
-    frame: int | None = None  # multi-frame DICOM: which frame
-    # None: as medln.data.images.load_image shows it (header VOI, middle frame); else our own
-    # rendering with (centre, width) after the modality LUT, or "percentiles" (0.5 .. 99.5 %).
-    window: tuple[float, float] | str | None = None
-
-
-# Each question was checked by looking at the converted PNG and, where it says so, the
-# DICOM header (ViewPosition, Laterality, ImageType, ContrastBolusAgent, descriptions).
-REAL: tuple[RealImage, ...] = (
-    RealImage("chest_xray_pa", "pydicom-data", "RG1_UNCI.dcm", "MIT",
-              "Chest radiograph, PA view (computed radiography): multiple round opacities in both lungs.",
-              (("What imaging modality is this?", "x-ray", "OPEN", "MODALITY"),
-               ("What part of the body is imaged?", "chest", "OPEN", "ORGAN"),
-               ("What view is this radiograph?", "pa", "OPEN", "PLANE"),  # ViewPosition PA
-               ("Are there round opacities in the lungs?", "yes", "CLOSED", "PRES"),
-               ("Are both lungs involved?", "yes", "CLOSED", "POS"),
-               ("Is this a CT scan?", "no", "CLOSED", "MODALITY"))),
-    RealImage("tibia_xray_ap", "pydicom-data", "RG3_UNCI.dcm", "MIT",
-              "Radiograph of the right lower leg, AP view: non-ossifying fibroma of the distal tibia.",
-              (("What imaging modality is this?", "x-ray", "OPEN", "MODALITY"),
-               ("Which bone has the lesion?", "tibia", "OPEN", "POS"),  # StudyDescription
-               ("What view is this radiograph?", "ap", "OPEN", "PLANE"),  # ViewPosition AP
-               ("Which side is imaged?", "right", "OPEN", "POS"),  # Laterality R, R marker
-               ("Is there a lesion in the distal tibia?", "yes", "CLOSED", "PRES"),
-               ("Is this a chest radiograph?", "no", "CLOSED", "ORGAN"))),
-    RealImage("liver_lesion_mri", "pydicom", "examples_overlay.dcm", "MIT",
-              "Axial contrast-enhanced T1 MRI of the upper abdomen: a round lesion in the liver.",
-              (("What imaging modality is this?", "mri", "OPEN", "MODALITY"),
-               ("What part of the body is imaged?", "abdomen", "OPEN", "ORGAN"),
-               ("What plane is this image in?", "axial", "OPEN", "PLANE"),  # orientation [1,0,0,0,1,0]
-               ("In which organ is the lesion?", "liver", "OPEN", "POS"),  # "abdomen^liver", "marked lesion"
-               ("Is there a lesion in the liver?", "yes", "CLOSED", "PRES"),
-               ("Are both kidneys visible?", "yes", "CLOSED", "PRES"),
-               ("Is this a CT scan?", "no", "CLOSED", "MODALITY"))),
-    RealImage("spine_ct_axial", "pydicom", "CT_small.dcm", "MIT",
-              "Axial contrast-enhanced CT, small field of view centred on a vertebra.",
-              (("What imaging modality is this?", "ct", "OPEN", "MODALITY"),
-               ("What plane is this image in?", "axial", "OPEN", "PLANE"),  # ImageType AXIAL
-               ("Is a vertebra shown?", "yes", "CLOSED", "PRES"),
-               ("Was intravenous contrast given?", "yes", "CLOSED", "ATTRIB"),  # ContrastBolusAgent ISOVUE300
-               ("Is this an MRI?", "no", "CLOSED", "MODALITY")),
-              window=(200.0, 1200.0)),
-    RealImage("head_ct_perfusion", "pydicom-data", "eCT_Supplemental.dcm", "MIT",
-              "Axial CT perfusion map of the brain (regional cerebral blood flow), first frame.",
-              (("What imaging modality is this?", "ct", "OPEN", "MODALITY"),
-               ("What part of the body is imaged?", "head", "OPEN", "ORGAN"),  # Anatomic Region: Brain
-               ("What plane is this image in?", "axial", "OPEN", "PLANE"),
-               ("Is this a perfusion map?", "yes", "CLOSED", "ATTRIB"),  # Frame Type PERFUSION RCBF
-               ("Is this an image of the chest?", "no", "CLOSED", "ORGAN")),
-              frame=0, window=(49.0, 102.0)),  # the frame's own VOI window
-    RealImage("head_mri_t1", "pydicom-data", "emri_small.dcm", "MIT",
-              "T1-weighted MRI of the head (64 x 64), one frame of a small multi-frame series.",
-              (("What imaging modality is this?", "mri", "OPEN", "MODALITY"),
-               ("What part of the body is imaged?", "head", "OPEN", "ORGAN"),  # BodyPartExamined HEAD
-               ("Is this a T1-weighted image?", "yes", "CLOSED", "ATTRIB"),  # AcquisitionContrast T1
-               ("Is this an x-ray?", "no", "CLOSED", "MODALITY")),
-              frame=0),
-    RealImage("shoulder_mri", "pydicom-data", "MR2_UNCI.dcm", "MIT",
-              "Oblique coronal T1-weighted spin-echo MRI of the shoulder.",
-              (("What imaging modality is this?", "mri", "OPEN", "MODALITY"),
-               ("Which joint is shown?", "shoulder", "OPEN", "ORGAN"),  # StudyDescription SHOULDER
-               ("What plane is this image in?", "coronal", "OPEN", "PLANE"),  # column vector = feet-head
-               ("Is the humeral head visible?", "yes", "CLOSED", "PRES"),
-               ("Is this a T1-weighted image?", "yes", "CLOSED", "ATTRIB"),  # ProtocolName T1W/SE
-               ("Is this a CT scan?", "no", "CLOSED", "MODALITY"))),
-    RealImage("bone_scan", "pydicom", "JPEG2000.dcm", "MIT",
-              "Whole-body bone scintigraphy (nuclear medicine).",
-              (("What imaging modality is this?", "nuclear medicine", "OPEN", "MODALITY"),
-               ("What part of the body is imaged?", "whole body", "OPEN", "ORGAN"),
-               ("Is this a whole-body bone scan?", "yes", "CLOSED", "ATTRIB"),  # StudyDescription
-               ("Is this an MRI?", "no", "CLOSED", "MODALITY")),
-              window="percentiles"),  # no VOI in the header; min..max lets the bladder hide the skeleton
-    RealImage("lymph_node_doppler", "pydicom", "examples_rgb_color.dcm", "MIT",
-              "Colour Doppler ultrasound of a lymph node (burned-in label).",
-              (("What imaging modality is this?", "ultrasound", "OPEN", "MODALITY"),
-               ("What structure is shown?", "lymph node", "OPEN", "ORGAN"),
-               ("Is colour Doppler flow shown?", "yes", "CLOSED", "ATTRIB"),
-               ("Is this an x-ray?", "no", "CLOSED", "MODALITY"))),
-    RealImage("fundus_left_eye", "scikit-image", "retina.jpg", "CC0 1.0",
-              "Fundus photograph of a normal left eye (Wikimedia Commons via scikit-image).",
-              (("What imaging modality is this?", "fundus photography", "OPEN", "MODALITY"),
-               ("Which organ is shown?", "eye", "OPEN", "ORGAN"),
-               ("Which eye is this?", "left", "OPEN", "POS"),  # source title; optic disc on the left
-               ("Is the optic disc visible?", "yes", "CLOSED", "PRES"),
-               ("Is this fundus normal?", "yes", "CLOSED", "ABN"),
-               ("Is this a CT scan?", "no", "CLOSED", "MODALITY"))),
-    RealImage("colon_ihc", "scikit-image", "ihc.png", "no known copyright restrictions (scikit-image data)",
-              "Immunohistochemistry of colonic glands (FHL2, DAB brown, haematoxylin counterstain).",
-              (("What kind of image is this?", "pathology", "OPEN", "MODALITY"),
-               ("Which organ is shown?", "colon", "OPEN", "ORGAN"),
-               ("Is brown DAB staining present?", "yes", "CLOSED", "PRES"),
-               ("Is this an MRI?", "no", "CLOSED", "MODALITY"))),
-)
-
-
-# --------------------------------------------------------------------------- helpers
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def pixel_sha256_of(im: Image.Image) -> str:
+    """Hash of an image's pixels (mode, size, bytes): stable across zlib builds."""
+    return hashlib.sha256(f"{im.mode}{im.size}".encode() + im.tobytes()).hexdigest()
+
+
 def pixel_sha256(path: Path) -> str:
-    """Hash of the decoded pixels (mode, size, bytes): stable across zlib builds."""
     with Image.open(path) as im:
-        return hashlib.sha256(f"{im.mode}{im.size}".encode() + im.tobytes()).hexdigest()
+        return pixel_sha256_of(im)
 
 
-def save_png(image: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format="PNG", optimize=True)
+def split_records(name: str, split: task.Split) -> tuple[list[dict], list[tuple[str, Image.Image]]]:
+    """(records, [(image path, image)]) of one split."""
+    records, images = [], []
+    domain = task.DOMAINS[split.domain]
+    for i in range(split.studies):
+        study = task.make_study(split.seed, i, split.domain, held_out=split.held_out)
+        rel = f"images/{name}-{i:04d}.png"
+        images.append((rel, study.image))
+        for j, item in enumerate(study.items):
+            rec = {"id": f"{name}-{i:04d}-q{j}", "image": rel, **item, "synthetic": True, "style": domain.style,
+                   "target": split.domain}
+            if j == 0:  # the ground truth once per study: the assets stay small
+                rec["findings"] = study.findings.as_dict()
+            records.append(rec)
+    return records, images
 
 
-def _jsonl(records: list[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+def split_counts(records: list[dict], studies: int) -> dict:
+    answers = Counter(r["answer"] for r in records)
+    closed = [r for r in records if r["answer_type"] == "CLOSED"]
+    return {"images": studies, "vqa": len(records), "closed": len(closed),
+            "closed_yes": sum(r["answer"] == "yes" for r in closed),
+            "held_out_phrasing": sum(r["phrasing"] == "held-out" for r in records),
+            "distinct_questions": len({r["question"] for r in records}),
+            "top_answer_share": round(answers.most_common(1)[0][1] / len(records), 3)}
 
 
-# --------------------------------------------------------------------------- synthetic part
-
-def build_synthetic(out_dir: Path, splits: dict[str, tuple[str, int, int]] = SPLITS) -> dict[str, dict]:
+def build_synthetic(out_dir: Path, splits: dict[str, task.Split] = task.SPLITS) -> dict[str, dict]:
     """Write images/<split>-NNNN.png and <split>.jsonl for every synthetic split; return counts."""
     counts = {}
-    for split, (style, first, n) in splits.items():
-        for old in (out_dir / "images").glob(f"{split}-[0-9]*.png"):
+    for name, split in splits.items():
+        for old in (out_dir / "images").glob(f"{name}-[0-9]*.png"):
             old.unlink()
-        records, closed, yes = [], 0, 0
-        for i in range(first, first + n):
-            study = synth.make_study(synth.SPLIT_SEEDS[split], i, style, held_out=split in HELD_OUT)
-            rel = f"images/{split}-{i:04d}.png"
-            save_png(study.image, out_dir / rel)
-            common = {"image": rel, "synthetic": True, "style": style}
-            for j, item in enumerate(study.items):
-                records.append({"id": f"{split}-{i:04d}-q{j}", **item, **common})
-                if item["answer_type"] == "CLOSED":
-                    closed += 1
-                    yes += item["answer"] == "yes"
-            # The ground-truth findings once per study (on its report line), not on every question:
-            # the assets stay under their size budget. (One file per split: no `split` field.)
-            records.append({"id": f"{split}-{i:04d}-report", "report": study.report, **common,
-                            "findings": study.findings.as_dict(),
-                            "source": f"medln.make.synth v{synth.GENERATOR_VERSION}"})
-        (out_dir / f"{split}.jsonl").write_text(_jsonl(records), encoding="utf-8")
-        questions = {r["question"] for r in records if "question" in r}
-        counts[split] = {"style": style, "images": n, "vqa": len(records) - n, "reports": n,
-                         "closed": closed, "closed_yes": yes, "distinct_questions": len(questions)}
+        records, images = split_records(name, split)
+        for rel, image in images:
+            save_png(image, out_dir / rel)
+        (out_dir / f"{name}.jsonl").write_text(_jsonl(records), encoding="utf-8")
+        counts[name] = {"domain": split.domain, **split_counts(records, split.studies)}
     return counts
 
 
-# --------------------------------------------------------------------------- real part
-
-def _window(values: np.ndarray, window: tuple[float, float] | str | None, ds) -> np.ndarray:
-    """Map modality values to 0..1 with a VOI window: given, from the header, or percentiles."""
-    if window is None and "WindowCenter" in ds and "WindowWidth" in ds:
-        first = lambda key: float(ds[key].value[0] if ds[key].VM > 1 else ds[key].value)  # noqa: E731
-        window = (first("WindowCenter"), first("WindowWidth"))  # several windows: the first
-    if window is None or window == "percentiles":
-        lo, hi = np.percentile(values, [0.5, 99.5])
-    else:
-        lo, hi = window[0] - window[1] / 2, window[0] + window[1] / 2
-    return np.clip((values - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-
-
-def dicom_to_image(path: Path, *, frame: int | None = None, window: tuple[float, float] | str | None = None) -> Image.Image:
-    """A DICOM file -> 8-bit PIL image (RGB kept; MONOCHROME1 inverted; one frame).
-
-    Only for what `medln.data.images.load_image` does not offer: a chosen frame, a stated
-    window, a per-frame VOI in enhanced multi-frame objects, or percentile windowing."""
-    import pydicom
-    from pydicom.pixels import apply_modality_lut
-
-    ds = pydicom.dcmread(path)
-    arr = ds.pixel_array
-    if ds.PhotometricInterpretation in ("RGB", "YBR_FULL", "YBR_FULL_422"):
-        return Image.fromarray(np.asarray(arr, dtype=np.uint8), mode="RGB")
-    if frame is not None and arr.ndim == 3:
-        arr = arr[frame]
-    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
-        values = apply_modality_lut(arr, ds).astype(np.float64)
-    elif "SharedFunctionalGroupsSequence" in ds:  # enhanced multi-frame: rescale per frame
-        pvt = ds.SharedFunctionalGroupsSequence[0].get("PixelValueTransformationSequence")
-        if pvt is None:
-            pvt = ds.PerFrameFunctionalGroupsSequence[frame or 0].PixelValueTransformationSequence
-        values = arr.astype(np.float64) * float(pvt[0].RescaleSlope) + float(pvt[0].RescaleIntercept)
-    else:
-        values = arr.astype(np.float64)
-    grey = _window(values, window, ds)
-    if ds.PhotometricInterpretation == "MONOCHROME1":
-        grey = 1.0 - grey
-    return Image.fromarray(np.round(grey * 255).astype(np.uint8), mode="L")
-
-
-def _source_path(r: RealImage) -> Path:
-    if r.package == "scikit-image":
-        import skimage
-
-        return Path(skimage.__file__).parent / "data" / r.file
-    from pydicom.data import get_testdata_file  # pydicom-data registers itself as an external source
-
-    found = get_testdata_file(r.file)
-    if found is None:
-        raise FileNotFoundError(f"{r.file} not found: pip install {r.package}")
-    return Path(found)
-
-
-def convert_real(r: RealImage) -> Image.Image:
-    from ..data.images import load_image
-
-    src = _source_path(r)
-    if src.suffix.lower() == ".dcm" and (r.frame is not None or r.window is not None):
-        image = dicom_to_image(src, frame=r.frame, window=r.window)
-    else:
-        image = load_image(src)  # RGB; store greyscale sources as "L" (a third of the bytes)
-        r_, g, b = image.split()
-        if r_.tobytes() == g.tobytes() == b.tobytes():
-            image = r_
-    if max(image.size) > MAX_REAL_PX:
-        image.thumbnail((MAX_REAL_PX, MAX_REAL_PX), Image.Resampling.LANCZOS)
-    return image
-
-
-def build_real(out_dir: Path, *, convert: bool) -> list[RealImage]:
-    """Convert the real images (convert=True) or keep the committed PNGs; write real.jsonl."""
-    kept, records = [], []
-    for r in REAL:
-        rel = f"images/real-{r.name}.png"
-        if convert:
-            save_png(convert_real(r), out_dir / rel)
-        if not (out_dir / rel).is_file():
-            continue
-        kept.append(r)
-        for j, (q, a, at, qt) in enumerate(r.questions):
-            records.append({"id": f"real-{r.name}-q{j}", "image": rel, "question": q, "answer": a, "answer_type": at,
-                            "question_type": qt, "synthetic": False, "split": "real",
-                            "source": f"{r.package}:{r.file}"})
-    if records:
-        (out_dir / "real.jsonl").write_text(_jsonl(records), encoding="utf-8")
-    return kept
-
-
-def attribution_text(real: list[RealImage]) -> str:
+def attribution_text(real: list) -> str:
     lines = [
         "# Attribution — assets/sample",
         "",
         "## Real images",
         "",
         "Converted to PNG (at most 512 px; DICOM windowed with the header's or a stated window)",
-        "by `medln/make/sample.py` from files shipped in permissively licensed packages.",
+        "by `medln/make/real.py` from files shipped in permissively licensed packages.",
         "",
         "| image | package | file | licence | shows |",
         "|---|---|---|---|---|",
@@ -304,18 +109,16 @@ def attribution_text(real: list[RealImage]) -> str:
         "",
         "## Synthetic images",
         "",
-        "Every other image (`images/train-*`, `images/validation-*`, `images/test-*`, `images/source-test-*`)",
-        "and every synthetic question, answer and report is generated procedurally by `medln.make.synth`",
-        f"(version {synth.GENERATOR_VERSION}, seed {synth.GENERATOR_SEED}). They depict no patient. They are ours and",
+        "Every other image (" + ", ".join(f"`images/{name}-*`" for name in task.SPLITS) + ")",
+        "and every synthetic question and answer is generated procedurally by `medln.make.task`",
+        f"(generator version {GENERATOR_VERSION}, seed {GENERATOR_SEED}). They depict no patient. They are ours and",
         "are dedicated to the public domain under CC0 1.0. Records carry `\"synthetic\": true`.",
         "",
     ]
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- all
-
-def build_sample(out_dir: Path, *, real: bool = True, splits: dict[str, tuple[str, int, int]] = SPLITS) -> dict:
+def build_sample(out_dir: Path, *, real: bool = True, splits: dict[str, task.Split] = task.SPLITS) -> dict:
     """Write the whole sample set into out_dir and return the manifest (also written)."""
     import PIL
 
@@ -327,9 +130,11 @@ def build_sample(out_dir: Path, *, real: bool = True, splits: dict[str, tuple[st
     (out_dir / "ATTRIBUTION.md").write_text(attribution_text(kept), encoding="utf-8")
     files = sorted(p for p in out_dir.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
     manifest = {
-        "generator": {"module": "medln.make.synth", "version": synth.GENERATOR_VERSION, "seed": synth.GENERATOR_SEED,
-                      "split_seeds": synth.SPLIT_SEEDS, "splits": {k: list(v) for k, v in splits.items()},
-                      "held_out_phrasings": list(HELD_OUT)},
+        "generator": {"module": "medln.make.task", "version": GENERATOR_VERSION, "seed": GENERATOR_SEED,
+                      "splits": {k: {"domain": v.domain, "seed": v.seed, "studies": v.studies, "held_out": v.held_out}
+                                 for k, v in splits.items()},
+                      "default_target": task.DEFAULT_TARGET,
+                      "targets": {t: task.DOMAINS[t].tests for t in task.TARGETS}},
         "pillow": PIL.__version__,
         "counts": counts,
         "total_bytes": sum(p.stat().st_size for p in files),

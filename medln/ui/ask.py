@@ -179,8 +179,11 @@ def build(ctx: AppContext) -> AskTab:
         return str(png), served_copy(png), "", f"Your upload: `{Path(path).name}`", *cleared
 
     def on_example(evt: gr.SelectData):
+        from medln.data.examples import reference_md
+
         path, text = examples[evt.index]
-        return path, path, None, "", f"Example: {text}", *cleared
+        refs = reference_md(path)  # what the right answers are, beside the base and tuned ones
+        return path, path, None, "", f"Example: {text}" + (f"\n\n{refs}" if refs else ""), *cleared
 
     def on_refresh(session, current):
         choices = run_choices(ctx, session)

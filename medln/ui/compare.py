@@ -14,6 +14,7 @@ from pathlib import Path
 
 from medln.compare.options import CompareConfig
 from medln.config import TrainConfig
+from medln.data.sample import PHRASINGS
 from medln.metrics import METRICS
 from medln.methods import SCOPES
 
@@ -26,8 +27,8 @@ from .form import build_config, config_fields
 from .jobs import Job
 from .uploads import DataChoice, prepare_dataset
 
-TABLE_HEADERS = ["scope", "trainable", "%", "base → tuned", "n", "retention", "n (ood)", "s/step", "GB", "adapter",
-                 "status"]
+TABLE_HEADERS = ["scope", "trainable", "%", "base → tuned", "n", "vs image-blind", "seen / held-out wording",
+                 "retention", "n (ood)", "s/step", "GB", "adapter", "status"]
 SHORT_TITLES = ("Trainable parameters (log scale)", "Tuned {metric} vs trainable parameters", "Out-of-domain retention",
                 "", "Training loss per scope (lines: smoothed)")  # cost: its two subplot titles say it
 COMPARE_STEPS = 40  # the same budget for every scope; a short sweep by default
@@ -153,33 +154,66 @@ def start(ctx: AppContext, session: str, backbone, scopes, quant4, steps, batch_
     return job
 
 
+def _phrasing_cell(metrics: dict | None, metric: str) -> str:
+    """"0.61 (n 112) / 0.39 (n 142)": the score on seen and on held-out question wordings."""
+    split = (metrics or {}).get("by_phrasing") or {}
+    if not split:
+        return "n/a"
+    return " / ".join("–" if (m := split.get(k)) is None or m.get(metric) is None else f"{m[metric]:.3f} (n {m.get('n')})"
+                      for k in PHRASINGS)
+
+
 def table_rows(rows: list[dict]) -> list[list]:
-    """One row per scope; every metric with the number of items it rests on."""
+    """One row per scope; every metric with the number of items it rests on; its distance from
+    the image-blind row on the same items; then the reference rows (image-blind, probe ceiling)."""
     out = []
     for r in rows:
         if r.get("skipped"):
-            out.append([r["scope"], "–", "–", "–", "–", "–", "–", "–", "–", "–", "skipped: " + web_words(r["skipped"])])
+            out.append([r["scope"], *["–"] * (len(TABLE_HEADERS) - 2), "skipped: " + web_words(r["skipped"])])
             continue
         metric = r.get("metric") or "overall"
         n_key = METRICS[metric].n_key if metric in METRICS else "n"
         tuned, ood = r.get("tuned") or {}, r.get("ood_tuned") or {}
         b, t = (r.get("base") or {}).get(metric), tuned.get(metric)
+        blind = (r.get("blind") or {}).get(metric)
         change = "–" if b is None or t is None else f"{b:.3f} → {t:.3f} ({metric})"
+        vs_blind = "–" if blind is None or t is None else f"{100 * (t - blind):+.1f} pts"
         ret = "–" if r.get("retention") is None else f"{100 * r['retention']:.1f} %"
         n_ood = ood.get(n_key) if r.get("retention") is not None else None
         out.append([r["scope"], f"{r['trainable']:,}" if r.get("trainable") else "–",
                     f"{r['percent']:.4g} %" if r.get("percent") is not None else "–", change,
-                    "–" if tuned.get(n_key) is None else tuned[n_key], ret, "–" if n_ood is None else n_ood,
+                    "–" if tuned.get(n_key) is None else tuned[n_key], vs_blind, _phrasing_cell(tuned, metric), ret,
+                    "–" if n_ood is None else n_ood,
                     "–" if r.get("step_s") is None else f"{r['step_s']:.3g}",
                     "–" if r.get("peak_mem_gb") is None else f"{r['peak_mem_gb']:.2f}",
                     views.fmt_bytes(r.get("adapter_bytes")), r.get("status") or ""])
+    return out + reference_rows(rows)
+
+
+def reference_rows(rows: list[dict]) -> list[list]:
+    """The image-blind row and the probe ceiling, from the first row that carries them (every
+    run of a comparison scores them on the same items: medln.references)."""
+    done = next((r for r in rows if not r.get("skipped") and r.get("blind")), None)
+    if done is None:
+        return []
+    metric = done.get("metric") or "overall"
+    n_key = METRICS[metric].n_key if metric in METRICS else "n"
+    out = []
+    for name, label in (("blind", "image-blind (question only)"), ("ceiling", "probe ceiling (frozen vision)")):
+        m = done.get(name) or {}
+        if m.get(metric) is None:
+            continue
+        out.append([label, "0", "0 %", f"{m[metric]:.3f} ({metric})", m.get(n_key, "–"),
+                    "±0.0 pts" if name == "blind" else f"{100 * (m[metric] - done['blind'][metric]):+.1f} pts",
+                    _phrasing_cell(m, metric), "–", "–", "–", "–", "–", "reference"])
     return out
 
 
 def table_html(rows: list[dict]) -> str:
     """The results table; a scope whose metric rests on fewer than MIN_N items is greyed."""
     cells = table_rows(rows)
-    few = [any(isinstance(c[i], int) and c[i] < views.MIN_N for i in (4, 6)) for c in cells]
+    few = [any(isinstance(c[TABLE_HEADERS.index(h)], int) and c[TABLE_HEADERS.index(h)] < views.MIN_N
+               for h in ("n", "n (ood)")) for c in cells]
     return views.table_html(TABLE_HEADERS, cells, few=few, elem_class="medln-compare", note=views.FEW_NOTE)
 
 

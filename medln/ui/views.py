@@ -11,7 +11,7 @@ from medln.metrics import METRICS
 
 from .errors import web_words
 
-METRIC_HEADERS = ["split", "metric", "n", "base", "tuned", "change"]
+METRIC_HEADERS = ["split", "questions", "metric", "n", "base", "tuned", "change", "image-blind", "probe ceiling"]
 MIN_N = 20  # a metric on fewer items is shown greyed, with its n: too few to read much into
 FEW_NOTE = f"Rows resting on fewer than {MIN_N} items are greyed: too few to read much into."
 
@@ -125,12 +125,16 @@ def measured_claims(rows: list[dict]) -> dict[str, str]:
     return out
 
 
-def claims_html(rows: list[dict] | None, *, where: str = "this run", verdict: str | None = None) -> str:
+def claims_html(rows: list[dict] | None, *, where: str = "this run", verdict: str | None = None,
+                verdicts: list[tuple[str, str]] | None = None) -> str:
     """The paper's claims beside what `where` measured, never the claim as a fact. `verdict`:
-    the comparison's own generated verdict (medln.compare.summary), shown instead of ours when given."""
+    the comparison's own generated verdict (medln.compare.summary), shown instead of ours when given;
+    `verdicts`: several comparisons' (what, verdict), one item each."""
     measured = measured_claims(rows or [])
     left = "".join(f"<li>{html.escape(text)}</li>" for _, text in PAPER_CLAIMS)
-    if verdict:
+    if verdicts:
+        right = "".join(f"<li><b>{html.escape(what)}</b>: {html.escape(text)}</li>" for what, text in verdicts)
+    elif verdict:
         right = f"<li>{html.escape(verdict)}</li>"
     elif measured:
         right = "".join(f"<li>{html.escape(measured.get(k, 'not measured here'))}</li>" for k, _ in PAPER_CLAIMS)
@@ -164,22 +168,37 @@ def metric_n(metrics: dict | None, n_key: str) -> int | None:
 
 
 def metric_rows(result: dict | None) -> list[list]:
-    """[split, metric, n, base, tuned, change] for every split scored and every metric present."""
-    if not result:
-        return []
-    rows = []
-    base, tuned = result.get("base") or {}, result.get("tuned") or {}
-    for split in tuned:
-        b, t = base.get(split, {}), tuned.get(split, {})
-        for m in (m for m in METRICS.values() if m.table):
-            key, n_key = m.name, m.n_key
-            if t.get(key) is None and b.get(key) is None:
-                continue
-            change = None if t.get(key) is None or b.get(key) is None else t[key] - b[key]
-            n = metric_n(t, n_key) if metric_n(t, n_key) is not None else metric_n(b, n_key)
-            rows.append([split, m.label, "–" if n is None else n, m.format(b.get(key)), m.format(t.get(key)),
-                         "–" if change is None else f"{change:+.3f}"])
-    return rows
+    """[split, questions, metric, n, base, tuned, change, image-blind, probe ceiling] for every
+    split, metric and kind of question phrasing scored (medln.references.score_table): the
+    blind row and the ceiling on the same items as base and tuned."""
+    from medln.references import score_table
+
+    out = []
+    for r in score_table(result or {}):
+        m = METRICS[r["metric"]]
+        b, t = r["base"], r["tuned"]
+        change = "–" if t is None or b is None else f"{t - b:+.3f}"
+        out.append([r["split"], PHRASING_WORDS[r["phrasing"]], m.label, "–" if r["n"] is None else r["n"],
+                    m.format(b), m.format(t), change, m.format(r["blind"]), m.format(r["ceiling"])])
+    return out
+
+
+PHRASING_WORDS = {"all": "all", "seen": "seen wording", "held-out": "held-out wording"}
+
+
+def references_note(result: dict | None) -> str:
+    """Under the metrics table: what the two reference columns are, and the phrasing split."""
+    from medln.references import NO_PHRASING, has_phrasing
+
+    if not result or not result.get("tuned"):
+        return ""
+    about = result.get("references") or {}
+    parts = [f"<b>image-blind</b>: {html.escape(about.get('blind', 'not computed for this run'))}"
+             + (f"; fitted on {html.escape(about['fitted_on'])}" if about.get("fitted_on") else ""),
+             f"<b>probe ceiling</b>: {html.escape(about.get('ceiling', 'not computed for this run'))}",
+             "split by question wording (seen in train / held out): "
+             + ("rows marked seen / held-out wording" if has_phrasing(result) else html.escape(NO_PHRASING))]
+    return '<div class="medln-table-note">' + "<br>".join(parts) + "</div>"
 
 
 def table_html(headers: list[str], rows: list[list], *, few: list[bool] | None = None, elem_class: str = "",
@@ -199,10 +218,12 @@ def table_html(headers: list[str], rows: list[list], *, few: list[bool] | None =
 
 
 def metric_table_html(result: dict | None) -> str:
-    """The base-vs-tuned table with n per row; rows on fewer than MIN_N items greyed."""
+    """The base-vs-tuned table with n per row and the reference columns; rows on fewer than
+    MIN_N items greyed."""
     rows = metric_rows(result)
-    few = [isinstance(r[2], int) and r[2] < MIN_N for r in rows]
-    return table_html(METRIC_HEADERS, rows, few=few, elem_class="medln-metrics", note=FEW_NOTE)
+    few = [isinstance(r[3], int) and r[3] < MIN_N for r in rows]
+    return (table_html(METRIC_HEADERS, rows, few=few, elem_class="medln-metrics", note=FEW_NOTE)
+            + (references_note(result) if rows else ""))
 
 
 def result_markdown(snap: dict | None) -> str:

@@ -1,0 +1,116 @@
+"""Questions, answers and short reports for one study (VQA-RAD / SLAKE style records).
+
+Question kinds: modality, organ (body region), abn (what abnormality), pres (is there
+..., the one CLOSED yes/no kind), pos, size and count. Answers are short canonical words
+("x-ray", "left upper lung", "2"), the same vocabulary in every style.
+
+Phrasings come in two sets per kind:
+  SEEN      used by the pretraining stream and every train split: a model may know them;
+  HELD_OUT  never in any train split nor in pretraining; a share HELD_OUT_SHARE of the
+            validation and test questions use them, and each record says which set its
+            wording comes from (`phrasing`: "seen" | "held-out"), so scores split by it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .findings import KINDS, Findings
+
+# Phrases for a finding kind inside a question ("Is there {a nodule}?").
+KIND_PHRASE = {
+    "nodule": "a nodule", "effusion": "a pleural effusion", "cardiomegaly": "cardiomegaly",
+    "hemorrhage": "a hemorrhage", "mass": "a mass", "cyst": "a renal cyst", "splenomegaly": "splenomegaly",
+    "pneumothorax": "a pneumothorax", "infarct": "an infarct", "kidney stone": "a kidney stone",
+}
+PLURAL = {"nodule": "nodules", "kidney stone": "kidney stones"}
+NOUN = {"effusion": "effusion", "cyst": "cyst", "kidney stone": "stone"}  # "the {noun}" in follow-up questions
+
+SEEN: dict[str, tuple[str, ...]] = {
+    "modality": ("What imaging modality is this?", "What modality was used to take this image?",
+                 "How was this image acquired?"),
+    "organ": ("What part of the body is imaged?", "Which body region is shown?", "What anatomical region is depicted?"),
+    "abn": ("What abnormality is seen?", "What is the main finding?", "Which pathology is visible here?"),
+    "pres": ("Is there {kind}?", "Is {kind} present?", "Does this image show {kind}?"),
+    "pos": ("Where is the {noun}?", "Where is the {noun} located?", "In which location is the {noun} found?"),
+    "size": ("What size is the {noun}?", "How big is the {noun}?", "Describe the size of the {noun}."),
+    "count": ("How many {plural} are there?", "How many {plural} are seen?", "What is the number of {plural}?"),
+}
+HELD_OUT: dict[str, tuple[str, ...]] = {
+    "modality": ("Name the modality of this examination.", "What kind of scan or radiograph is this?"),
+    "organ": ("Which part of the patient was examined?", "Name the body region in this image."),
+    "abn": ("Name the abnormality in this study.", "What is abnormal in this examination?"),
+    "pres": ("Can {kind} be seen in this study?", "Would you report {kind} here?"),
+    "pos": ("Give the position of the {noun}.", "Where exactly is the {noun} seen?"),
+    "size": ("Grade the size of the {noun}.", "How large does the {noun} appear?"),
+    "count": ("Count the {plural} in this study.", "Give the count of {plural} here."),
+}
+QUESTION_TYPES = {"modality": "MODALITY", "organ": "ORGAN", "abn": "ABN", "pres": "PRES", "pos": "POS",
+                  "size": "SIZE", "count": "COUNT"}
+HELD_OUT_SHARE = 0.2  # of the questions of splits built with held_out=True (validation, test)
+# "What is the abnormality" is asked of every abnormal study and of this share of normal ones:
+# "none" is then about as frequent as each finding kind, so it is no free answer.
+ABN_WHEN_NORMAL = 1 / 3
+
+
+def vqa_items(f: Findings, rng: np.random.Generator, *, kinds_asked: tuple[str, ...], held_out: bool = False) -> list[dict]:
+    """Question/answer records for one study: question, answer, answer_type, question_type,
+    phrasing. `kinds_asked`: which question kinds are asked of this study (e.g. no modality
+    or organ questions in the new-findings target). `held_out`: a share of the questions use
+    the held-out phrasings."""
+    noun = NOUN.get(f.kind, f.kind)
+    spec = KINDS[f.kind]
+    items: list[dict] = []
+
+    def add(kind: str, answer: str | int) -> None:
+        unseen = held_out and rng.random() < HELD_OUT_SHARE  # always drawn: the stream does not shift
+        pick = rng.integers(1 << 30)
+        if kind not in kinds_asked:
+            return
+        options = HELD_OUT[kind] if unseen else SEEN[kind]
+        q = options[int(pick) % len(options)].format(noun=noun, plural=PLURAL.get(f.kind, ""), kind=KIND_PHRASE[f.kind])
+        items.append({"question": q, "answer": str(answer), "answer_type": "CLOSED" if kind == "pres" else "OPEN",
+                      "question_type": QUESTION_TYPES[kind], "phrasing": "held-out" if unseen else "seen"})
+
+    add("modality", f.modality)
+    add("organ", f.region)
+    ask_abn = f.present or rng.random() < ABN_WHEN_NORMAL
+    if ask_abn:
+        add("abn", f.kind if f.present else "none")
+    add("pres", "yes" if f.present else "no")
+    if f.present and spec.where:
+        add("pos", f.location)
+    if f.present and spec.size:
+        add("size", f.size)
+    if f.present and spec.max_count > 1:
+        add("count", f.count)
+    return items
+
+
+# --------------------------------------------------------------------------- reports
+
+_TITLE = {("x-ray", "chest"): "PA chest radiograph.", ("ct", "head"): "Axial CT of the head.",
+          ("mri", "head"): "Axial MRI of the head.", ("ct", "abdomen"): "Axial CT of the abdomen.",
+          ("mri", "abdomen"): "Axial MRI of the abdomen."}
+_NORMAL = {"chest": "No acute cardiopulmonary abnormality.", "head": "No acute intracranial abnormality.",
+           "abdomen": "No acute abdominal abnormality."}
+_COUNT_WORD = {1: "one", 2: "two", 3: "three"}
+
+
+def finding_sentence(f: Findings) -> str:
+    """One sentence for the finding: "Two small nodules in the right upper lung."."""
+    if not f.present:
+        return _NORMAL[f.region]
+    if f.kind in ("cardiomegaly", "splenomegaly"):
+        return f"{f.kind.capitalize()}."
+    size = f"{f.size} " if f.size else ""
+    if f.count > 1:
+        words = f"{_COUNT_WORD[f.count]} {size}{PLURAL[f.kind]}"
+    else:
+        words = f"{'an' if (size or f.kind)[0] in 'aeiou' else 'a'} {size}{f.kind}"
+    return f"{words[0].upper()}{words[1:]} in the {f.location}."
+
+
+def report(f: Findings) -> str:
+    """A short radiology-style report: the study title and the finding."""
+    return f"{_TITLE[(f.modality, f.region)]} {finding_sentence(f)}"
