@@ -18,14 +18,19 @@ pytestmark = pytest.mark.filterwarnings("ignore:Unsupported layer type:UserWarni
 TOKEN = "hf_secret_do_not_print"
 
 
+# push's staging folders go to this process's own temporary folder (TMPDIR), so that other
+# processes on the machine cannot make "nothing left behind" look false
+SCRATCH = Path(tempfile.mkdtemp(prefix="test-push-scratch-"))
+
+
 def push(*args, endpoint: str, token: str | None = TOKEN):
     env = {"HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0", "HF_TOKEN": token or "",
-           "HUGGING_FACE_HUB_TOKEN": "", "HF_TOKEN_PATH": os.devnull}
+           "HUGGING_FACE_HUB_TOKEN": "", "HF_TOKEN_PATH": os.devnull, "TMPDIR": str(SCRATCH)}
     return run_cli("push", *args, env=env)
 
 
 def _scratch() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("medln-push-*")}
+    return {p.name for p in SCRATCH.iterdir()}
 
 
 @pytest.mark.parametrize("args, needle", [
