@@ -36,7 +36,8 @@ class BenchAskArgs:
 
 
 def timed(cmd: list[str]) -> dict:
-    """One cold process: wall seconds, CPU seconds (user + system), its last stdout line."""
+    """One cold process: wall seconds, CPU seconds (user + system), its answer (the first
+    stdout line: `ask` prints its warnings after it)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -46,7 +47,7 @@ def timed(cmd: list[str]) -> dict:
         raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
     lines = proc.stdout.strip().splitlines()
     return {"wall_s": round(wall, 3), "cpu_s": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 3),
-            "answer": lines[-1] if lines else ""}
+            "answer": lines[0] if lines else ""}
 
 
 def commands(args) -> tuple[list[str], list[str]]:
@@ -86,7 +87,7 @@ def bench_ask(args) -> dict:
         "pairs": rows, "median": med,
         "ratio_wall": round(med["medln"]["wall_s"] / med["peer"]["wall_s"], 3),
         "ratio_cpu": round(med["medln"]["cpu_s"] / med["peer"]["cpu_s"], 3),
-        "same_answer": all(r["medln"]["answer"] == r["peer"]["answer"] for r in rows),
+        "same_answer": all(r["medln"]["answer"].casefold() == r["peer"]["answer"].casefold() for r in rows),
         "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),  # medln sets PASSIVE itself when unset; the peer does not
         "commands": {"medln": ask, "peer": peer},
