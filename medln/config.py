@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import typing
 from dataclasses import MISSING, dataclass, field
-from pathlib import Path
 
 from .methods import default_lr, find_scope, scope_names
 from .methods.lora import ALPHA, RANK

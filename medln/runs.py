@@ -38,7 +38,7 @@ from pathlib import Path
 from .adapters import attach, is_peft_adapter, peft_targets, read_adapter_config
 from .backbones import default_dtype, load_backbone, model_class
 from .backbones.load import BUILD_LOCK
-from .methods import METHODS, PEFT_TYPES, get_scope
+from .methods import METHODS, get_scope
 from .storage import give_default_modes, write_json_atomic
 from .run_records import read_eval, read_run_config
 from .structure import shape_of

@@ -5,8 +5,6 @@ the same sentence whether or not such a path exists."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
 
