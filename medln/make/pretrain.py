@@ -77,8 +77,20 @@ def score_base(out: Path, log=print) -> dict:
     return scores
 
 
-def pretrain_tiny(out: Path = OUT, *, studies: int = 4000, steps: int = 2500, batch_size: int = 32,
-                  lr: float = 1e-3, seed: int = 0, log=print) -> Path:
+@dataclass
+class PretrainArgs:
+    out: str = _f(str(OUT), "folder to write the model into")
+    studies: int = _f(4000, "synthetic source-domain studies generated in memory", min=1)
+    steps: int = _f(2500, "optimizer steps", min=1)
+    batch_size: int = _f(32, "samples per step", min=1)
+    lr: float = _f(1e-3, "peak learning rate", min=0.0, max=1.0, open=("min",))
+    seed: int = _f(0, "seed of the data, the initialisation and the order", min=0)
+
+
+def pretrain_tiny(args: PretrainArgs | None = None, log=print) -> Path:
+    """Build medln-tiny and pretrain it on the source domain; PretrainArgs holds every default."""
+    a = args or PretrainArgs()
+    out, studies, steps, batch_size, lr, seed = Path(a.out), a.studies, a.steps, a.batch_size, a.lr, a.seed
     import torch
 
     from ..backbones import load_backbone
@@ -93,7 +105,6 @@ def pretrain_tiny(out: Path = OUT, *, studies: int = 4000, steps: int = 2500, ba
     t0 = time.perf_counter()
     samples = list(source_stream(studies))
     log(f"source-domain pretraining set: {len(samples)} items from {studies} studies")
-    out = Path(out)
     build_tiny("llava", out, corpus=corpus(), seed=seed, **SIZES)
     bb = load_backbone(str(out), device="cpu")
     bb.model.requires_grad_(True)
@@ -132,20 +143,9 @@ def pretrain_tiny(out: Path = OUT, *, studies: int = 4000, steps: int = 2500, ba
     return out
 
 
-@dataclass
-class PretrainArgs:
-    out: str = _f(str(OUT), "folder to write the model into")
-    studies: int = _f(4000, "synthetic source-domain studies generated in memory", min=1)
-    steps: int = _f(2500, "optimizer steps", min=1)
-    batch_size: int = _f(32, "samples per step", min=1)
-    lr: float = _f(1e-3, "peak learning rate", min=0.0, max=1.0, open=("min",))
-    seed: int = _f(0, "seed of the data, the initialisation and the order", min=0)
-
-
 def add_cli(sub) -> None:
     def run(args) -> None:
-        a = from_args(args, PretrainArgs)
-        pretrain_tiny(Path(a.out), studies=a.studies, steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed)
+        pretrain_tiny(from_args(args, PretrainArgs))
 
     add_command(sub, "pretrain-tiny", PretrainArgs, run,
                 help="build and pretrain the bundled medln-tiny backbone (source domain)")
