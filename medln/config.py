@@ -34,6 +34,14 @@ class ConfigError(ValueError):
     """Every problem with a config at once, one per line."""
 
 
+def raise_problems(problems: list[str]) -> None:
+    """One ConfigError for every problem a validate() found: one line, or one per problem."""
+    if len(problems) == 1:
+        raise ConfigError(f"invalid config: {problems[0]}")
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
 def _f(default=MISSING, help: str = "", **meta):
     """A documented field; without a default it is a required flag. Numbers carry their valid
     range: `min`/`max` (inclusive unless named in `open`). validate(), the CLI, the app's widgets
@@ -160,10 +168,7 @@ class TrainConfig:
             problems.insert(0, f"scope: unknown {short(self.scope)} (choose from {', '.join(scope_names())})")
         if scope is not None and scope.refuses_4bit and self.quant == "4bit":
             problems.append(f"scope {self.scope!r} with quant '4bit': 4-bit weights cannot be trained; use --quant none")
-        if len(problems) == 1:
-            raise ConfigError(f"invalid config: {problems[0]}")
-        if problems:
-            raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+        raise_problems(problems)
         return self
 
     @property

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..config import ConfigError, TrainConfig, _f
+from ..config import ConfigError, TrainConfig, _f, raise_problems
 from ..methods import scope_names
 from ..trackers import REPORT_TO
 from .tuning import Grid
@@ -58,10 +58,7 @@ class CompareConfig(TrainConfig):
             problems.append(f"seeds: --seed {self.seed} + --seeds {self.seeds} runs past the largest seed, 2**32 - 1")
         if not problems and self.grid_cap < self.grid_points:
             problems.append(f"grid_cap: must be >= grid_points ({self.grid_points}), got {self.grid_cap}")
-        if len(problems) == 1:
-            raise ConfigError(f"invalid config: {problems[0]}")
-        if problems:
-            raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+        raise_problems(problems)
         return self
 
     def seed_list(self) -> list[int]:
