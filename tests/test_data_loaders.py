@@ -51,6 +51,27 @@ def write_parquet(path: Path, rows: list[dict], columns=("image", "question", "a
     return path
 
 
+def cache_as_hub_dataset(tmp_path: Path, splits, cache: Path, revision: str | None = None) -> Path:
+    """A one-row parquet dataset prepared by `datasets`, moved to where hub id someorg/tiny-set's
+    cache lives under CACHE (revision folder: REVISION, else the prepared fingerprint)."""
+    import shutil
+
+    import datasets
+
+    rows = [{"image": {"bytes": png_bytes(), "path": None}, "question": "mass?", "answer": "no"}]
+    files = {split: str(write_parquet(tmp_path / f"{split}.parquet", rows)) for split in splits}
+    datasets.load_dataset("parquet", data_files=files, cache_dir=str(tmp_path / "scratch"))
+    prepared = next(p for p in (tmp_path / "scratch" / "parquet").glob("*/*/*") if p.is_dir())
+    target = cache / "someorg___tiny-set" / "default" / "0.0.0" / (revision or prepared.name)
+    target.mkdir(parents=True)
+    for file in prepared.iterdir():
+        shutil.copy(file, target / file.name.replace("parquet-", "tiny-set-"))
+    info = json.loads((target / "dataset_info.json").read_text())
+    info.update(config_name="default", dataset_name="tiny-set")
+    (target / "dataset_info.json").write_text(json.dumps(info))
+    return target
+
+
 def write_dicom(path: Path, arr: np.ndarray, photometric="MONOCHROME2", bits_stored=None, **tags) -> Path:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -682,21 +703,9 @@ def test_hf_column_mapping_vqa_and_report():
 def test_hf_falls_back_to_local_cache(offline_hub, tmp_path):
     """A dataset prepared once (here: a parquet load moved to where a hub id's cache lives)
     loads with the Hub unreachable."""
-    import shutil
 
-    import datasets
 
-    rows = [{"image": {"bytes": png_bytes(), "path": None}, "question": "mass?", "answer": "no"}]
-    files = {split: str(write_parquet(tmp_path / f"{split}.parquet", rows)) for split in ("train", "test")}
-    datasets.load_dataset("parquet", data_files=files, cache_dir=str(tmp_path / "scratch"))
-    prepared = next(p for p in (tmp_path / "scratch" / "parquet").glob("*/*/*") if p.is_dir())
-    target = offline_hub / "someorg___tiny-set" / "default" / "0.0.0" / prepared.name
-    target.mkdir(parents=True)
-    for file in prepared.iterdir():
-        shutil.copy(file, target / file.name.replace("parquet-", "tiny-set-"))
-    info = json.loads((target / "dataset_info.json").read_text())
-    info.update(config_name="default", dataset_name="tiny-set")
-    (target / "dataset_info.json").write_text(json.dumps(info))
+    cache_as_hub_dataset(tmp_path, ("train", "test"), offline_hub)
 
     start = time.monotonic()
     loaded = hub.load("someorg/tiny-set", "test")

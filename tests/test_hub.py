@@ -162,24 +162,13 @@ def test_a_local_model_is_recorded_by_its_content(tiny_model, tmp_path):
 
 def test_an_hf_dataset_at_a_revision_records_its_commit(tmp_path, monkeypatch):
     """A dataset prepared in the datasets cache under its commit (as datasets names it)."""
-    import datasets
 
     from medln.data import DataError, hub
-    from test_data_loaders import png_bytes, write_parquet
+    from test_data_loaders import cache_as_hub_dataset
 
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    rows = [{"image": {"bytes": png_bytes(), "path": None}, "question": "mass?", "answer": "no"}]
-    files = {"test": str(write_parquet(tmp_path / "test.parquet", rows))}
-    datasets.load_dataset("parquet", data_files=files, cache_dir=str(tmp_path / "scratch"))
-    prepared = next(p for p in (tmp_path / "scratch" / "parquet").glob("*/*/*") if p.is_dir())
-    target = tmp_path / "hf-cache" / "someorg___tiny-set" / "default" / "0.0.0" / COMMIT
-    target.mkdir(parents=True)
-    for file in prepared.iterdir():
-        shutil.copy(file, target / file.name.replace("parquet-", "tiny-set-"))
-    info = json.loads((target / "dataset_info.json").read_text())
-    info.update(config_name="default", dataset_name="tiny-set")
-    (target / "dataset_info.json").write_text(json.dumps(info))
+    cache_as_hub_dataset(tmp_path, ("test",), tmp_path / "hf-cache", revision=COMMIT)
 
     loaded = hub.load(f"someorg/tiny-set@{COMMIT}", "test")
     assert loaded.revision == {"source": "hub", "id": "someorg/tiny-set", "config": None, "requested": COMMIT,
