@@ -209,6 +209,19 @@ def test_eta_while_scoring_comes_from_the_jobs_own_answers(tmp_path):
     assert job.eta_s() == pytest.approx(140 * 0.4, rel=0.05) and job.eta_covers_scoring()
 
 
+def test_a_comparisons_phase_keeps_naming_its_scope_through_the_steps(tmp_path):
+    from medln.ui.jobs import apply_record
+
+    job = Job("j", "s", "compare", "t", tmp_path, 8, lambda j: iter(()))
+    apply_record(job, {"event": "phase", "state": "training", "phase": "scope 1/2 · ln: training"})
+    apply_record(job, {"event": "step", "step": 1, "global_step": 1, "loss": 1.0, "step_s": 1.0})
+    assert job.state == "training" and job.phase == "scope 1/2 · ln: training"
+    finetune = Job("f", "s", "finetune", "t", tmp_path, 1, lambda j: iter(()))
+    finetune.state = "loading"
+    apply_record(finetune, {"event": "step", "step": 1, "loss": 1.0, "step_s": 1.0})
+    assert finetune.state == "evaluating" and "scoring" in finetune.phase
+
+
 def test_finished_job_records_seconds_per_generated_answer(tmp_path):
     book = eta.SpeedBook(tmp_path / "speed.json")
     job = Job("j", "s", "finetune", "t", tmp_path, 2, lambda j: iter(()),

@@ -351,8 +351,9 @@ def apply_record(job: Job, record: dict) -> None:
         job.step = record.get("global_step", record["step"])
         if job.state in ("loading", "training"):
             job.state = "training"
-            if job.kind == "finetune" and job.step >= job.steps:
-                job.state, job.phase = "evaluating", "saving the adapter and scoring base and tuned"
-            else:
-                job.phase = "training"
+            if job.kind == "finetune":
+                done = job.step >= job.steps
+                job.state = "evaluating" if done else "training"
+                job.phase = "saving the adapter and scoring base and tuned" if done else "training"
+            # a comparison's phase names the scope it is on ("scope 2/3 · lora: training"): kept
     job.version += 1
