@@ -76,6 +76,7 @@ def medln_with(env_extra: dict, *args, tmp_path) -> tuple[subprocess.CompletedPr
     return proc, list(Counting.seen)
 
 
+@pytest.mark.slow  # a fresh interpreter per case, with a stand-in hub: end to end
 @pytest.mark.parametrize("variable", ["TRANSFORMERS_OFFLINE", "HF_HUB_OFFLINE"])
 def test_either_offline_variable_alone_sends_no_request(variable, tmp_path):
     proc, seen = medln_with({variable: "1"}, "params", "--backbone", "someone/some-vlm", tmp_path=tmp_path)
@@ -88,6 +89,7 @@ def test_either_offline_variable_alone_sends_no_request(variable, tmp_path):
     assert "hf:someone/some-set: offline mode is set" in data.stderr
 
 
+@pytest.mark.slow  # a fresh interpreter, with a stand-in hub: end to end
 def test_without_offline_mode_medln_asks_the_hub(tmp_path):
     """The control: the same command online reaches the stand-in (so the test above can fail)."""
     proc, seen = medln_with({}, "params", "--backbone", "someone/some-vlm", tmp_path=tmp_path)

@@ -18,7 +18,9 @@ from medln.revisions import HubError, fingerprint, split_revision
 from medln.runs import RunDir
 from medln.train import train_run
 
-pytestmark = pytest.mark.filterwarnings("ignore:Unsupported layer type:UserWarning")
+# Every case runs the CLI in a fresh interpreter against a stand-in hub server: end to end,
+# so CI runs them (-m slow) and the default command does not (issue 22: a 4-minute suite).
+pytestmark = [pytest.mark.filterwarnings("ignore:Unsupported layer type:UserWarning"), pytest.mark.slow]
 TOKEN = "hf_secret_do_not_print"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -132,6 +132,7 @@ def test_compare_counts_its_cells(monkeypatch):
     assert len(proc.stdout.splitlines()) == 10  # the records, each a line of its own above the bars
 
 
+@pytest.mark.slow  # two fresh interpreters loading a model: end to end
 def test_the_libraries_bars_follow_the_same_rule(tiny_model, dataset):
     """transformers' "Loading weights" bar: shown with text output, gone with --json to a
     program (each a fresh interpreter: the libraries read the setting once)."""

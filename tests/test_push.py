@@ -14,7 +14,9 @@ import pytest
 from conftest import assert_one_line_error, copy_run, run_cli, tree
 from hubserver import stand_in_hub
 
-pytestmark = pytest.mark.filterwarnings("ignore:Unsupported layer type:UserWarning")
+# Every case runs the CLI in a fresh interpreter against a stand-in hub server: end to end,
+# so CI runs them (-m slow) and the default command does not (issue 22: a 4-minute suite).
+pytestmark = [pytest.mark.filterwarnings("ignore:Unsupported layer type:UserWarning"), pytest.mark.slow]
 TOKEN = "hf_secret_do_not_print"
 
 

@@ -149,6 +149,7 @@ def case_id(scope, quant, kernel) -> str:
     return f"{scope}-{quant}" + (f"-{bnb_cpu.label(kernel)}" if kernel else "")
 
 
+@pytest.mark.slow  # every scope trained, then reloaded in fresh processes (one per 4-bit kernel): end to end
 @pytest.mark.parametrize("scope,quant,kernel", CASES, ids=[case_id(*c) for c in CASES])
 def test_run_reloads_as_trained(scope, quant, kernel, trained, reloaded, record_property):
     run_dir, tuned, base, ran = trained[(scope, quant, kernel)]
@@ -166,6 +167,7 @@ def test_run_reloads_as_trained(scope, quant, kernel, trained, reloaded, record_
     torch.testing.assert_close(got["served"], tuned, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # needs every scope trained (the fixture above) and the CLI in a fresh interpreter
 def test_ask_on_a_4bit_attn_run_answers(trained, dataset, tmp_path):
     """Issue 9's crash: the CLI rebuilt the 4-bit base without the projections the run kept
     unquantized (size mismatch ... ln_tuning_layers). Now it answers as the run does."""
