@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from appserver import free_port
 from conftest import REPO, run_cli
 
@@ -47,6 +49,7 @@ def test_app_py_is_a_shim_that_imports_nothing_early():
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr[-2000:]
 
 
+@pytest.mark.slow  # `medln app` as a process, fetched over HTTP: end to end
 def test_medln_app_serves_the_page(tmp_path):
     port = free_port()
     env = {**os.environ, "MEDLN_RUNS": str(tmp_path / "runs"), "MEDLN_DATA_ROOT": str(tmp_path / "no-volume"),

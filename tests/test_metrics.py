@@ -290,6 +290,7 @@ def test_tokenize_agrees_with_coco_ptb_tokenizer_on_report_text():
     assert [" ".join(tokenize(t)) for t in texts] == [ptb[i][0] for i in range(len(texts))]
 
 
+@pytest.mark.slow  # the one test that starts METEOR's JVM (its 60 MB paraphrase table: ~10 s)
 @needs_java
 def test_meteor_equals_pycocoevalcap():
     pytest.importorskip("pycocoevalcap.meteor.meteor")

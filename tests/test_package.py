@@ -124,6 +124,7 @@ def test_help_imports_no_builder():
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow  # a fresh interpreter loading a model: end to end
 def test_loading_a_backbone_imports_neither_gradio_nor_the_builders(tiny_model):
     """The core is usable without gradio, and asset builders (medln.make) never run at run time."""
     code = (

@@ -84,6 +84,7 @@ def test_cli_does_not_delete_a_foreign_adapter_folder(tiny_model, dataset, tmp_p
     assert (out / "adapter" / "weights.bin").read_text() == "precious"
 
 
+@pytest.mark.slow  # a training CLI in a fresh interpreter under a file-size limit: end to end
 def test_a_failed_adapter_save_is_one_line_and_leaves_no_folder(tiny_model, dataset, tmp_path):
     """A real write failure: the file-size limit (RLIMIT_FSIZE) is below the size of a full
     checkpoint, so saving fails inside safetensors, as on a full disk."""

@@ -50,6 +50,7 @@ def test_good_settings_pass(tmp_path):
     assert (tmp_path / "new" / "runs").is_dir()
 
 
+@pytest.mark.slow  # two app starts in fresh interpreters: end to end
 def test_app_start_refuses_a_runs_root_that_is_a_file(afile):
     """`medln app` and app.py: one line, exit 2, nothing listening (it failed with FileExistsError)."""
     proc = run_cli("app", "--port", "9", env={"MEDLN_RUNS": str(afile)}, timeout=120)
