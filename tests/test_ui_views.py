@@ -131,6 +131,17 @@ def test_speed_book_records_and_estimates(tmp_path):
     assert "~1:01" in html and "scoring 0:08" in html and "this server" in html
 
 
+def test_an_untimed_scope_is_the_record_scaled_by_this_servers_own_speed(tmp_path):
+    """A scope this server has not run yet: the committed step time, times how much faster or
+    slower this server ran a scope the record also timed."""
+    book = eta.SpeedBook(tmp_path / "speed.json")
+    ln, lora = (next(r for r in COMMITTED if r["scope"] == s) for s in ("ln", "lora"))
+    book.record("medln-tiny", "ln", "none", 8, step_s=ln["step_s"] / 2, item_s=0.01, load_s=3.0)
+    sp = book.lookup("medln-tiny", "lora", "none", 8)
+    assert sp.step_s == pytest.approx(lora["step_s"] / 2) and sp.load_s == 3.0
+    assert "scaled by 0.50" in sp.source and "ln step time" in sp.source
+
+
 def test_bundled_model_falls_back_to_the_committed_speed(tmp_path):
     sp = eta.SpeedBook(tmp_path / "none.json").lookup("medln-tiny", "ln", "4bit", 8)
     row = next(r for r in COMMITTED if r["scope"] == "ln")

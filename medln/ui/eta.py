@@ -84,7 +84,23 @@ class SpeedBook:
                 if (b, s, q) == (name, scope, quant):
                     return Speed(v["step_s"] * batch / int(n), v.get("item_s") or item_s, v.get("load_s"),
                                  f"measured on this server at batch {n}{when(v)}, scaled")
-        return committed(name, scope, quant, batch, item_s)
+            mine = [(k.split("|"), v) for k, v in self._data.items() if k.startswith(name + "|")]
+        return calibrated(committed(name, scope, quant, batch, item_s), mine, quant)
+
+
+def calibrated(speed: Speed | None, mine: list, quant: str) -> Speed | None:
+    """A committed step time, scaled by how this server's own speed on another scope compares
+    with the record's for that scope (the record was taken on another, often busier, machine)."""
+    if speed is None:
+        return None
+    for (name, scope, q, n), v in mine:
+        ref = committed(name, scope, quant, int(n)) if q == quant else None
+        if ref is not None and ref.step_s:
+            f = v["step_s"] / ref.step_s
+            return Speed(speed.step_s * f, speed.item_s, v.get("load_s", speed.load_s),
+                         speed.source.replace("; this server may differ", "") +
+                         f", scaled by {f:.2f}: this server's {scope} step time against the record's{when(v)}")
+    return speed
 
 
 def when(entry: dict) -> str:
