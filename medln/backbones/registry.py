@@ -65,13 +65,13 @@ BACKBONES: list[BackboneSpec] = [
         "MIT (MedLN); pretrained on MedLN's synthetic sample data",
         hub_license="mit",
         note="bundled 1.6 M-parameter LLaVA-architecture model; runs offline on a CPU",
-        # Chosen on the bundled default target's (scanner) validation split, never on test. A tiny
-        # model's norms take far larger steps than a 7B model's: these are not defaults for other
-        # backbones. lora, full: `compare --tune-lr --grid-points 2 --grid-cap 2` (docs/compare-medln-tiny,
-        # results.json "tuning"); ln: that grid's lower edge (0.169) extended by 0.0534 and 0.0169 on the
-        # same validation items (docs/experiment.md). Other scopes: not measured on this model, so
-        # their generic defaults.
-        lrs={"ln": 0.0534, "lora": 0.00562, "full": 0.000356},
+        # Chosen on the bundled default target's (scanner) validation split, never on test: every
+        # scope's grid of `compare --tune-lr` (3 rates, extended at an edge up to 6; seed 0), in
+        # docs/compare-medln-tiny/results.json "tuning". ln-llm and ia3 stopped at the cap on the
+        # grid's upper edge. A tiny model's norms take far larger steps than a 7B model's: these
+        # are not defaults for other backbones.
+        lrs={"ln": 0.0534, "ln-vision": 0.003, "ln-llm": 0.3, "attn": 0.000999, "ffn": 0.000999,
+             "lora": 0.00562, "full": 0.00113, "ia3": 0.3, "bitfit": 0.00999, "prompt": 0.0949, "ln-lora": 0.003},
     ),
     BackboneSpec(
         "llava-med-v1.5-7b",
