@@ -98,14 +98,22 @@ _LABEL_SPOTS = {"top center": (0, 1), "bottom center": (0, -1), "middle right": 
                 "top right": (1, 1), "bottom right": (1, -1), "top left": (-1, 1), "bottom left": (-1, -1)}
 
 
+# Where the points spread over (px: about 80 % of the plot area, which plotly pads) on a phone, a
+# narrow and a wide desktop column: a label placement must hold on all three.
+_LABEL_AREAS = ((140, 300), (340, 300), (540, 300))
+
+
 def label_positions(points: list[tuple[float, float]], names: list[str] | None = None, *,
-                    size: tuple[float, float] = (260, 300)) -> list[str]:
+                    areas: tuple[tuple[float, float], ...] = _LABEL_AREAS,
+                    y_range: tuple[float, float] | None = None) -> list[str]:
     """Text positions for point labels on a log-x plot: each label, in order of x, takes the
-    first spot around its point whose box (from the label's length, on a plot area of about
-    `size` pixels) overlaps no marker and no label placed before it, or else the spot that
-    overlaps least; so labels of near-equal scopes (ln, ln-llm, ln-vision) do not print over
-    each other or over a neighbour's marker. The default size is a phone's plot, the tightest:
-    labels that clear there clear on a wider plot, where the points spread and the text does not."""
+    first spot around its point whose box (from the label's length) overlaps no marker and no
+    label placed before it on every plot area in `areas`, or else the spot that overlaps least
+    summed over them; so labels of near-equal scopes (ln, ln-llm, ln-vision) do not print over
+    each other or over a neighbour's marker, on a phone or a desktop (the points spread with
+    the plot, the text does not, so one size alone does not settle it).
+    `y_range`: the y axis's range when it spans more than the points (reference lines): the
+    points then sit closer together on the screen, and their labels are placed for that."""
     import math
 
     if not points:
@@ -113,32 +121,44 @@ def label_positions(points: list[tuple[float, float]], names: list[str] | None =
     names = names or ["label"] * len(points)
     xs = [math.log10(max(x, 1)) for x, _ in points]
     ys = [y for _, y in points]
-    span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
-    px = [(x - min(xs)) / span_x * size[0] for x in xs]
-    py = [(y - min(ys)) / span_y * size[1] for y in ys]
+    lo, hi = y_range or (min(ys), max(ys))
+    span_x, span_y = (max(xs) - min(xs)) or 1.0, (hi - lo) or 1.0
     r, char_w, line_h = 8.0, 7.0, 14.0  # marker radius, character width, line height (px, 12 px font)
-    boxes = [(px[i] - r, py[i] - r, px[i] + r, py[i] + r) for i in range(len(points))]  # the markers
+    # per area: each point's pixel position and its marker's box
+    px = [[((x - min(xs)) / span_x * w, (y - lo) / span_y * h) for x, y in zip(xs, ys)] for w, h in areas]
+    markers = [[(x - r, y - r, x + r, y + r) for x, y in area] for area in px]
 
     def overlap(a, b) -> float:
         w = min(a[2], b[2]) - max(a[0], b[0])
         h = min(a[3], b[3]) - max(a[1], b[1])
         return w * h if w > 0 and h > 0 else 0.0
 
-    out = ["top center"] * len(points)
-    for i in sorted(range(len(points)), key=lambda i: (xs[i], ys[i])):
+    n = len(points)
+    labels: dict[int, tuple[str, list]] = {}  # point -> (spot, its box on each area)
+
+    def place(i: int) -> None:
+        """The least-overlapping spot for i's label, against every marker but its own and
+        every other label placed so far (the first spot that overlaps nothing wins at once)."""
         half_w, half_h = len(names[i]) * char_w / 2, line_h / 2
         best = None
         for spot, (dx, dy) in _LABEL_SPOTS.items():
-            cx, cy = px[i] + dx * (half_w + r), py[i] + dy * (half_h + r)
-            box = (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
-            cost = sum(overlap(box, other) for j, other in enumerate(boxes) if j != i)
+            placed = [(a[i][0] + dx * (half_w + r) - half_w, a[i][1] + dy * (half_h + r) - half_h,
+                       a[i][0] + dx * (half_w + r) + half_w, a[i][1] + dy * (half_h + r) + half_h) for a in px]
+            cost = sum(overlap(box, marker) for k, box in enumerate(placed) for j, marker in enumerate(markers[k]) if j != i)
+            cost += sum(overlap(box, other[1][k]) for j, other in labels.items() if j != i for k, box in enumerate(placed))
             if best is None or cost < best[0]:
-                best = (cost, spot, box)
+                best = (cost, spot, placed)
             if cost == 0:
                 break
-        out[i] = best[1]
-        boxes.append(best[2])
-    return out
+        labels[i] = (best[1], best[2])
+
+    order = sorted(range(n), key=lambda i: (xs[i], ys[i]))
+    for i in order:  # greedy, left to right
+        place(i)
+    for _ in range(3):  # then each label again, with all the others in place: fixes early choices
+        for i in order:
+            place(i)
+    return [labels[i][0] for i in range(n)]
 
 
 REFERENCE_LINES = (("base", "base", "#9ca3af", "dash"), ("blind", "image-blind", "#dc2626", "dash"),
@@ -161,8 +181,11 @@ def metric_vs_params_fig(rows: list[dict], metric: str = "overall") -> go.Figure
     metric = pick_metric(rows, metric)
     fig = go.Figure()
     points = [r for r in ran(rows) if metric_value(r.get("tuned"), metric) is not None and r.get("trainable")]
+    refs = {name: next((metric_value(r.get(name), metric) for r in ran(rows)
+                        if metric_value(r.get(name), metric) is not None), None) for name, *_ in REFERENCE_LINES}
+    ys = [metric_value(r["tuned"], metric) for r in points] + [v for v in refs.values() if v is not None]
     positions = label_positions([(r["trainable"], metric_value(r["tuned"], metric)) for r in points],
-                                [r["scope"] for r in points])
+                                [r["scope"] for r in points], y_range=(min(ys), max(ys)) if ys else None)
     for r, position in zip(points, positions):
         value = metric_value(r.get("tuned"), metric)
         fig.add_trace(go.Scatter(
@@ -178,9 +201,7 @@ def metric_vs_params_fig(rows: list[dict], metric: str = "overall") -> go.Figure
             marker=dict(size=22, symbol="circle-open", color="#111827", line=dict(width=2)),
             hoverinfo="skip",
         ))
-    reference_lines(fig, {name: next((metric_value(r.get(name), metric) for r in ran(rows)
-                                      if metric_value(r.get(name), metric) is not None), None)
-                          for name, *_ in REFERENCE_LINES})
+    reference_lines(fig, refs)
     fig.update_layout(title=f"Tuned {metric} vs trainable parameters (Pareto front ringed)",
                       xaxis_type="log", xaxis_title="trainable parameters (log)", yaxis_title=f"tuned {metric}",
                       **_LAYOUT)

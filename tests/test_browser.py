@@ -273,19 +273,20 @@ def test_errors_show_as_messages_in_the_page(page):
 
 
 def test_eleven_scope_point_labels_do_not_overlap(page, tmp_path):
-    """The committed comparison's metric-vs-parameters plot (every scope, one seed each) at a
-    desktop and a wide phone width: no point label prints over another."""
+    """Every committed comparison's metric-vs-parameters plot (every scope, one seed each) at
+    a desktop, a narrow and a phone width: no point label prints over another."""
     import json
 
     from medln import plots
 
-    results = json.loads((REPO / "docs" / "compare-medln-tiny" / "results.json").read_text())
     html = tmp_path / "points.html"
     browser = page.context.browser  # the module's browser: one Playwright per process
-    for seed in results["seeds"]:
-        rows = [r for r in results["rows"] if r["seed"] == seed]
+    every = [json.loads(p.read_text()) for p in sorted((REPO / "docs").glob("compare-*/results.json"))]
+    assert every
+    for rows in ([r for r in res["rows"] if r["seed"] == seed] for res in every for seed in res["seeds"]):
+        seed = rows[0]["seed"]
         html.write_text(plots.metric_vs_params_fig(rows).to_html(include_plotlyjs=True, full_html=True))
-        for width in (900, 640):
+        for width in (900, 640, 390):
             pg = browser.new_page(viewport={"width": width, "height": 500})
             pg.goto(html.as_uri())
             pg.wait_for_selector(".textpoint text")
