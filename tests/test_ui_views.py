@@ -332,13 +332,13 @@ def test_loss_curve_has_a_smoothed_line_over_the_raw_points():
 
 
 def test_near_points_get_their_labels_on_different_sides():
-    from medln import plots
+    from medln import plots, point_labels
 
-    pos = plots.label_positions([(4096, 0.719), (2304, 0.668), (1792, 0.285), (163840, 0.711), (1e6, 0.725)],
-                                ["ln", "ln-llm", "ln-vision", "lora", "attn"])
-    assert len(pos) == 5 and set(pos) <= set(plots._LABEL_SPOTS)
+    pos = point_labels.label_positions([(4096, 0.719), (2304, 0.668), (1792, 0.285), (163840, 0.711), (1e6, 0.725)],
+                                       ["ln", "ln-llm", "ln-vision", "lora", "attn"])
+    assert len(pos) == 5 and set(pos) <= set(point_labels.SPOTS)
     # two scopes at (almost) the same point: their labels go to different sides
-    twin = plots.label_positions([(4096, 0.700), (4100, 0.701), (1e6, 0.9), (10, 0.1)], ["ln", "ln-llm", "a", "b"])
+    twin = point_labels.label_positions([(4096, 0.700), (4100, 0.701), (1e6, 0.9), (10, 0.1)], ["ln", "ln-llm", "a", "b"])
     assert twin[0] != twin[1]
     fig = plots.cost_fig(COMMITTED)
     titles = [a.text for a in fig.layout.annotations]
