@@ -54,8 +54,8 @@ def label_positions(points: list[tuple[float, float]], names: list[str] | None =
         half_w, half_h = len(names[i]) * char_w / 2, line_h / 2
         best = None
         for spot, (dx, dy) in SPOTS.items():
-            placed = [(a[i][0] + dx * (half_w + r) - half_w, a[i][1] + dy * (half_h + r) - half_h,
-                       a[i][0] + dx * (half_w + r) + half_w, a[i][1] + dy * (half_h + r) + half_h) for a in px]
+            centres = [(a[i][0] + dx * (half_w + r), a[i][1] + dy * (half_h + r)) for a in px]
+            placed = [(cx - half_w, cy - half_h, cx + half_w, cy + half_h) for cx, cy in centres]
             cost = sum(overlap(box, marker) for k, box in enumerate(placed) for j, marker in enumerate(markers[k]) if j != i)
             cost += sum(overlap(box, other[1][k]) for j, other in labels.items() if j != i for k, box in enumerate(placed))
             if best is None or cost < best[0]:

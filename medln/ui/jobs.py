@@ -351,9 +351,8 @@ def apply_record(job: Job, record: dict) -> None:
         job.step = record.get("global_step", record["step"])
         if job.state in ("loading", "training"):
             job.state = "training"
-            if job.kind == "finetune":
-                done = job.step >= job.steps
-                job.state = "evaluating" if done else "training"
-                job.phase = "saving the adapter and scoring base and tuned" if done else "training"
-            # a comparison's phase names the scope it is on ("scope 2/3 · lora: training"): kept
+            if job.kind == "finetune":  # a comparison's phase names its scope ("scope 2/3 · lora: training"): kept
+                job.phase = "training"
+                if job.step >= job.steps:
+                    job.state, job.phase = "evaluating", "saving the adapter and scoring base and tuned"
     job.version += 1
