@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 OUT = Path(__file__).resolve().parent / "diagnosis"
-VALIDATION_SEED = 102  # a source stream no committed split, pretraining (100) or tokenizer (101) uses
+FRESH_SOURCE_SEED = 102  # a source stream no committed split, pretraining (100) or tokenizer (101) uses
 NEW_KIND_WORDS = {"pneumothorax": "pneumothorax", "infarct": "infarct", "kidney stone": "stone"}
 
 
@@ -39,7 +39,7 @@ def _per_type(m: dict) -> dict:
 
 def source(models: list[str], studies: int = 300, boot: int = 2000) -> None:
     """The committed source-test (42 studies) is the bar's split; 300 fresh source-style studies
-    (stream VALIDATION_SEED, every question kind, seen wordings) say how far that draw is from
+    (stream FRESH_SOURCE_SEED, every question kind, seen wordings) say how far that draw is from
     the model's ability. The interval resamples *studies* (a study's questions share an image)."""
     import numpy as np
 
@@ -50,10 +50,10 @@ def source(models: list[str], studies: int = 300, boot: int = 2000) -> None:
 
     fresh = []
     for i in range(studies):
-        st = make_study(VALIDATION_SEED, i, "source")
+        st = make_study(FRESH_SOURCE_SEED, i, "source")
         fresh += study_samples(st, f"val-{i:04d}", st.image, "source", with_report=False)
     test = [s for s in load_samples("sample", "source-test").samples if not s.is_report]
-    result = {"fresh": {"stream_seed": VALIDATION_SEED, "studies": studies}, "models": {}}
+    result = {"fresh": {"stream_seed": FRESH_SOURCE_SEED, "studies": studies}, "models": {}}
     for model in models:
         bb = load_backbone(model, device="cpu")
         preds = predict(bb, bb.model, test, adapter=False)
@@ -133,8 +133,7 @@ def fit(runs: list[str], limit: int = 400) -> None:
     """How much of findings-train a run fits (in-sample), per question type and finding kind:
     a run that cannot fit its own train items is limited by the budget, not by generalisation."""
     from medln.data import load_samples
-    from medln.evaluate import predict
-    from medln.metrics import normalize_answer
+    from medln.evaluate import predict, score
     from medln.runs import load_run
 
     items = [s for s in load_samples("sample:findings", "train").samples if not s.is_report][:limit]
@@ -151,10 +150,10 @@ def fit(runs: list[str], limit: int = 400) -> None:
         cells: dict = defaultdict(lambda: [0, 0])
         for s, p in zip(items, preds):
             key = f"{s.question_type} {kind_of(s)}" + (f" ({s.answer})" if s.question_type == "PRES" else "")
-            cells[key][0] += normalize_answer(p) == normalize_answer(s.answer)
+            cells[key][0] += int(score([s], [p], by_phrasing=False)["overall"])  # the project's own hit rule
             cells[key][1] += 1
-        c = cfg.get("config", cfg)
-        name = f"{cfg.get('scope')} lr {cfg.get('lr')} steps {c.get('steps')} seed {c.get('seed')}"
+        train_cfg = cfg.get("config", cfg)
+        name = f"{cfg.get('scope')} lr {cfg.get('lr')} steps {train_cfg.get('steps')} seed {train_cfg.get('seed')}"
         out["runs"][name] = {k: {"correct": c, "n": n} for k, (c, n) in sorted(cells.items())}
         print(name)
         for k, (c, n) in sorted(cells.items()):
