@@ -82,15 +82,15 @@ def source(models: list[str], studies: int = 300, boot: int = 2000) -> None:
 
 
 def presence(model: str = "medln-tiny", train_studies: int = 400, val_studies: int = 300) -> None:
-    """Is a new finding's presence (and size) in the frozen vision features? Kernel ridge per
-    kind, fitted on findings-train's stream (seed 21), scored on the validation stream (seed 22,
+    """Is a new finding's presence (and size) in the frozen vision features? The project's ridge
+    classifiers (medln.probe.fit_ridges) per kind, fitted on findings-train's stream (seed 21), scored on the validation stream (seed 22,
     whose first 84 studies are findings-validation); the strength is the best of four on that
     stream, so the figures are a slightly optimistic read-out, not a test score."""
     import numpy as np
 
     from medln.backbones import load_backbone
     from medln.make.task import SPLITS, make_study
-    from medln.probe import vision_features
+    from medln.probe import fit_ridges, vision_features
 
     bb = load_backbone(model, device="cpu")
 
@@ -104,26 +104,25 @@ def presence(model: str = "medln-tiny", train_studies: int = 400, val_studies: i
     xva, kva, pva, size_va = stream(SPLITS["findings-validation"].seed, val_studies)
     mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
     xtr, xva = (xtr - mu) / sd, (xva - mu) / sd
+    alphas = (10.0, 100.0, 1000.0, 10000.0)
 
-    def ridge(x, y, alpha):  # kernel form: n << d
-        return x.T @ np.linalg.solve(x @ x.T + alpha * np.eye(len(x)), y - y.mean(0)), y.mean(0)
+    def accuracy(clf, x, truth) -> float:
+        return float((np.array(clf.predict(x)) == truth).mean())
 
-    out = {"model": model, "train": {"seed": SPLITS["findings-train"].seed, "studies": train_studies},
+    out = {"model": model, "classifier": "medln.probe.fit_ridges (ridge on one-hot answers, argmax)",
+           "train": {"seed": SPLITS["findings-train"].seed, "studies": train_studies},
            "validation": {"seed": SPLITS["findings-validation"].seed, "studies": val_studies}, "kinds": {}}
     for kind in sorted(set(ktr)):
         a, b = ktr == kind, kva == kind
-        y = ptr[a].astype(float)[:, None] * 2 - 1
-        pres = {alpha: float(((xva[b] @ w + c > 0)[:, 0] == pva[b]).mean())
-                for alpha in (10.0, 100.0, 1000.0, 10000.0) for w, c in [ridge(xtr[a], y, alpha)]}
+        fits = fit_ridges(xtr[a], [str(p) for p in ptr[a]], alphas)
+        pres = {alpha: accuracy(clf, xva[b], pva[b].astype(str)) for alpha, clf in fits.items()}
         entry = {"n_validation": int(b.sum()), "presence": round(max(pres.values()), 3), "presence_by_alpha": pres,
                  "presence_chance": 0.5}
         sa, sb = a & ptr, b & pva
         if size_tr[sa].size and size_tr[sa][0]:
-            classes = sorted(set(size_tr[sa]))
-            y = np.stack([(size_tr[sa] == c).astype(float) for c in classes], 1)
-            w, c = ridge(xtr[sa], y, 1000.0)
-            entry["size"] = round(float((np.array(classes)[np.argmax(xva[sb] @ w + c, 1)] == size_va[sb]).mean()), 3)
-            entry["size_chance"] = round(1 / len(classes), 3)
+            clf = fit_ridges(xtr[sa], list(size_tr[sa]), (1000.0,))[1000.0]
+            entry["size"] = round(accuracy(clf, xva[sb], size_va[sb]), 3)
+            entry["size_chance"] = round(1 / len(set(size_tr[sa])), 3)
         out["kinds"][kind] = entry
         print(f"{kind:13s} presence {entry['presence']:.2f}  size {entry.get('size', '-')}  (n = {entry['n_validation']})")
     _save("presence", out)
