@@ -57,11 +57,11 @@ def source(models: list[str], studies: int = 300, boot: int = 2000) -> None:
     for model in models:
         bb = load_backbone(model, device="cpu")
         preds = predict(bb, bb.model, test, adapter=False)
-        correct = defaultdict(list)
+        hits = defaultdict(list)  # study (its image) -> one hit per question, the project's hit rule
         for s, p in zip(test, preds):
-            correct[str(s.image)].append(score([s], [p], by_phrasing=False)["overall"])
-        per_study = [np.mean(v) * len(v) for v in correct.values()]
-        sizes = [len(v) for v in correct.values()]
+            hits[str(s.image)].append(score([s], [p], by_phrasing=False)["overall"])
+        per_study = [sum(v) for v in hits.values()]
+        sizes = [len(v) for v in hits.values()]
         rng = np.random.default_rng(0)
         idx = rng.integers(len(per_study), size=(boot, len(per_study)))
         draws = np.take(per_study, idx).sum(1) / np.take(sizes, idx).sum(1)
