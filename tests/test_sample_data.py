@@ -140,7 +140,8 @@ def test_phrasing_flags(samples):
     held = [_pattern(t) for ts in questions.HELD_OUT.values() for t in ts]
     seen = [_pattern(t) for ts in questions.SEEN.values() for t in ts]
     train_questions = {s.question for t in SPECS for s in samples[t, "train"]}
-    train_questions |= {s.question for s in task.source_stream(60) if not s.is_report}
+    train_questions |= {s.question for extra in (False, True) for s in task.source_stream(60, extra=extra)
+                        if not s.is_report}
     for key, items in samples.items():
         if key[1] == "real":
             continue
@@ -152,6 +153,26 @@ def test_phrasing_flags(samples):
             assert any(p.fullmatch(s.question) for p in patterns), (key, s.question)
             if s.meta["phrasing"] == "held-out":
                 assert s.question not in train_questions
+
+
+def test_extra_wordings_are_pretraining_only_and_echo_no_held_out_one(samples):
+    """The paraphrase stage's wordings (EXTRA) are in no committed split, are no held-out
+    wording, and do not start with a held-out wording's first two words (unless a seen wording
+    starts so too: "What is")."""
+    extra = [_pattern(t) for ts in questions.EXTRA.values() for t in ts]
+    for key, items in samples.items():  # (the real images' hand-written questions are no template)
+        assert key[1] == "real" or not any(p.fullmatch(s.question) for s in items for p in extra), key
+    def starts(sets):
+        return {tuple(t.lower().split()[:2]) for ts in sets.values() for t in ts}
+
+    held_starts = starts(questions.HELD_OUT) - starts(questions.SEEN)
+    for kind, wordings in questions.EXTRA.items():
+        assert set(wordings).isdisjoint(questions.HELD_OUT[kind]) and set(wordings).isdisjoint(questions.SEEN[kind])
+        assert not {tuple(t.lower().split()[:2]) for t in wordings} & held_starts, kind
+    stream = [s for s in task.source_stream(30, extra=True) if not s.is_report]
+    flags = Counter(s.meta["phrasing"] for s in stream)
+    assert flags["extra"] and flags["seen"] and not flags["held-out"]
+    assert all(any(p.fullmatch(s.question) for p in extra) for s in stream if s.meta["phrasing"] == "extra")
 
 
 def test_targets_differ_from_the_source_as_defined(samples):

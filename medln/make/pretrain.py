@@ -10,6 +10,14 @@ Deterministic from its seed on a given machine (the record names the machine and
 
 After training it scores itself on the committed source-test split and on both targets'
 test splits (the untuned base rows) and writes those figures into MEDLN_PRETRAIN.json.
+
+The bundled model (v3.1) is two stages (docs/experiment.md, "The language stage"):
+  1. python -m medln pretrain-tiny                     (every default: the vision-language stage)
+  2. python -m medln pretrain-tiny --init assets/medln-tiny --steps 400 --studies 2000 \
+         --stream 104 --lr 5e-4 --extra --decoder-only
+The second trains the decoder alone on the source with more question wordings (EXTRA): held-out
+wordings were answered at the image-blind level by every fine-tune of stage 1 alone, and the
+frozen vision side keeps what the scanner target's norms re-map. Its record keeps stage 1's.
 """
 
 from __future__ import annotations
@@ -85,6 +93,10 @@ class PretrainArgs:
     batch_size: int = _f(32, "samples per step", min=1)
     lr: float = _f(1e-3, "peak learning rate", min=0.0, max=1.0, open=("min",))
     seed: int = _f(0, "seed of the data, the initialisation and the order", min=0)
+    init: str = _f("", "continue from this saved model folder (a second stage) instead of building a new one")
+    stream: int = _f(100, "seed of the generated source stream (never a committed split's)", min=100)
+    extra: bool = _f(False, "also the pretraining-only EXTRA question wordings (medln.make.questions)")
+    decoder_only: bool = _f(False, "train the language model only (vision tower and projector frozen): a language stage")
 
 
 def pretrain_tiny(args: PretrainArgs | None = None, log=print) -> Path:
@@ -103,11 +115,18 @@ def pretrain_tiny(args: PretrainArgs | None = None, log=print) -> Path:
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
-    samples = list(source_stream(studies))
+    samples = list(source_stream(studies, seed=a.stream, extra=a.extra))
     log(f"source-domain pretraining set: {len(samples)} items from {studies} studies")
-    build_tiny("llava", out, corpus=corpus(), seed=seed, **SIZES)
-    bb = load_backbone(str(out), device="cpu")
+    if not a.init:
+        build_tiny("llava", out, corpus=corpus(), seed=seed, **SIZES)
+    bb = load_backbone(a.init or str(out), device="cpu")
+    bb.model.to(torch.float32)
     bb.model.requires_grad_(True)
+    if a.decoder_only:
+        for prefix in ("model.vision_tower.", "model.multi_modal_projector."):
+            for name, p in bb.model.named_parameters():
+                if name.startswith(prefix):
+                    p.requires_grad_(False)
     n_params = sum(p.numel() for p in bb.model.parameters())
     log(f"medln-tiny: {n_params:,} parameters")
     set_seed(seed)
@@ -120,6 +139,9 @@ def pretrain_tiny(args: PretrainArgs | None = None, log=print) -> Path:
         if record["step"] % 100 == 0 or record["step"] == 1:
             log(f"step {record['step']:>5}/{steps}  loss {record['loss']:.4f}  {record['samples_per_s']:.1f} samples/s")
     train_s = time.perf_counter() - t0
+    # A second stage keeps the record of the first (read before `out` is overwritten: init may be out).
+    earlier = Path(a.init) / "MEDLN_PRETRAIN.json" if a.init else None
+    earlier_info = json.loads(earlier.read_text()) if earlier and earlier.is_file() else None
     bb.model.eval()
     # Stored in fp16 (half the bytes; the assets budget is 20 MiB); loaded as fp32.
     bb.model.to(torch.float16).save_pretrained(out, safe_serialization=True)
@@ -129,6 +151,7 @@ def pretrain_tiny(args: PretrainArgs | None = None, log=print) -> Path:
         "parameters": n_params,
         "sizes": SIZES,
         "pretraining": {"data": "medln.make.task source domain, generated in memory", "studies": studies,
+                        "stream": a.stream, "extra_wordings": a.extra, "decoder_only": a.decoder_only, "init": a.init or None,
                         "items": len(samples), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                         "final_loss": history[-1]["loss"], "loss_every_100": [r["loss"] for r in history[::100]]},
         "wall_s": round(train_s, 1),
@@ -136,6 +159,9 @@ def pretrain_tiny(args: PretrainArgs | None = None, log=print) -> Path:
         "storage_dtype": "float16",
         "licence": "MIT (MedLN); trained only on MedLN's synthetic data",
     }
+    if earlier_info:
+        info["earlier_stage"] = {k: earlier_info[k] for k in ("pretraining", "wall_s", "machine", "earlier_stage")
+                                 if k in earlier_info}
     (out / "MEDLN_PRETRAIN.json").write_text(json.dumps(info, indent=2))
     info["base_scores"] = score_base(out, log)
     (out / "MEDLN_PRETRAIN.json").write_text(json.dumps(info, indent=2))

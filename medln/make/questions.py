@@ -4,8 +4,10 @@ Question kinds: modality, organ (body region), abn (what abnormality), pres (is 
 ..., the one CLOSED yes/no kind), pos, size and count. Answers are short canonical words
 ("x-ray", "left upper lung", "2"), the same vocabulary in every style.
 
-Phrasings come in two sets per kind:
+Phrasings come in three sets per kind:
   SEEN      used by the pretraining stream and every train split: a model may know them;
+  EXTRA     pretraining only (the second, paraphrase stage of medln-tiny): the language
+            variety a real decoder brings from its own pretraining; never in a committed split;
   HELD_OUT  never in any train split nor in pretraining; a share HELD_OUT_SHARE of the
             validation and test questions use them, and each record says which set its
             wording comes from (`phrasing`: "seen" | "held-out"), so scores split by it.
@@ -45,6 +47,27 @@ HELD_OUT: dict[str, tuple[str, ...]] = {
     "size": ("Grade the size of the {noun}.", "How large does the {noun} appear?"),
     "count": ("Count the {plural} in this study.", "Give the count of {plural} here."),
 }
+# Written to vary the verb, the order and the register, not to echo HELD_OUT: no extra wording
+# is a held-out one, and none starts with a held-out wording's first two words (a test checks).
+EXTRA: dict[str, tuple[str, ...]] = {
+    "modality": ("Which imaging technique produced this picture?", "What type of imaging is shown?",
+                 "Which modality is this study?", "Tell me the imaging modality.", "What was this study acquired with?",
+                 "Is this picture a radiograph or a scan, and which kind?"),
+    "organ": ("Which organ system is shown here?", "What body part does this study cover?",
+              "Which area of the body is in this picture?", "What region of the body was scanned?",
+              "Tell me the body part shown.", "What anatomy does this image cover?"),
+    "abn": ("What is wrong in this image?", "What finding does this study show?", "Describe the abnormality.",
+            "What pathology is present?", "Which lesion or disease is shown?", "Tell me the main abnormality."),
+    "pres": ("Is {kind} visible?", "Do you see {kind}?", "Is {kind} shown in this picture?",
+             "Does the patient have {kind}?", "Is there any sign of {kind}?", "Any evidence of {kind} on this image?"),
+    "pos": ("What is the location of the {noun}?", "Where can the {noun} be found?", "Tell me where the {noun} is.",
+            "Where does the {noun} lie?", "In what part of the organ is the {noun}?", "Locate the {noun}."),
+    "size": ("What is the size of the {noun}?", "Tell me the size of the {noun}.", "How big does the {noun} look?",
+             "Which size category fits the {noun}?", "Estimate the {noun} size.", "Is the {noun} big or not?"),
+    "count": ("How many {plural} can you see?", "What number of {plural} is present?",
+              "Tell me how many {plural} there are.", "How many {plural} does this image show?",
+              "Number of {plural}?", "How many {plural} are visible?"),
+}
 QUESTION_TYPES = {"modality": "MODALITY", "organ": "ORGAN", "abn": "ABN", "pres": "PRES", "pos": "POS",
                   "size": "SIZE", "count": "COUNT"}
 HELD_OUT_SHARE = 0.2  # of the questions of splits built with held_out=True (validation, test)
@@ -53,11 +76,12 @@ HELD_OUT_SHARE = 0.2  # of the questions of splits built with held_out=True (val
 ABN_WHEN_NORMAL = 1 / 3
 
 
-def vqa_items(f: Findings, rng: np.random.Generator, *, kinds_asked: tuple[str, ...], held_out: bool = False) -> list[dict]:
+def vqa_items(f: Findings, rng: np.random.Generator, *, kinds_asked: tuple[str, ...], held_out: bool = False,
+              extra: bool = False) -> list[dict]:
     """Question/answer records for one study: question, answer, answer_type, question_type,
     phrasing. `kinds_asked`: which question kinds are asked of this study (e.g. no modality
     or organ questions in the new-findings target). `held_out`: a share of the questions use
-    the held-out phrasings."""
+    the held-out phrasings. `extra` (pretraining only): wordings drawn from SEEN + EXTRA."""
     noun = NOUN.get(f.kind, f.kind)
     spec = KINDS[f.kind]
     items: list[dict] = []
@@ -67,10 +91,12 @@ def vqa_items(f: Findings, rng: np.random.Generator, *, kinds_asked: tuple[str, 
         pick = rng.integers(1 << 30)
         if kind not in kinds_asked:
             return
-        options = HELD_OUT[kind] if unseen else SEEN[kind]
-        q = options[int(pick) % len(options)].format(noun=noun, plural=PLURAL.get(f.kind, ""), kind=KIND_PHRASE[f.kind])
+        options = HELD_OUT[kind] if unseen else SEEN[kind] + EXTRA[kind] if extra else SEEN[kind]
+        i = int(pick) % len(options)
+        q = options[i].format(noun=noun, plural=PLURAL.get(f.kind, ""), kind=KIND_PHRASE[f.kind])
+        phrasing = "held-out" if unseen else "extra" if i >= len(SEEN[kind]) else "seen"
         items.append({"question": q, "answer": str(answer), "answer_type": "CLOSED" if kind == "pres" else "OPEN",
-                      "question_type": QUESTION_TYPES[kind], "phrasing": "held-out" if unseen else "seen"})
+                      "question_type": QUESTION_TYPES[kind], "phrasing": phrasing})
 
     add("modality", f.modality)
     add("organ", f.region)

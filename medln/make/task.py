@@ -90,8 +90,9 @@ class Study:
     report: str
 
 
-def make_study(seed: int, index: int, domain: str, held_out: bool = False) -> Study:
-    """Study `index` of the stream `seed` in `domain`, rebuilt alone from (GENERATOR_SEED, seed, index)."""
+def make_study(seed: int, index: int, domain: str, held_out: bool = False, extra: bool = False) -> Study:
+    """Study `index` of the stream `seed` in `domain`, rebuilt alone from (GENERATOR_SEED, seed, index).
+    `extra`: wordings from the pretraining-only EXTRA set too (medln.make.questions)."""
     d = DOMAINS[domain]
     rng = np.random.default_rng([GENERATOR_SEED, seed, index])
     pair = pair_of(index, np.random.default_rng([GENERATOR_SEED, seed, index // 6, 2]))
@@ -103,7 +104,7 @@ def make_study(seed: int, index: int, domain: str, held_out: bool = False) -> St
     asks = d.asks if ask_pres else tuple(k for k in d.asks if k != "pres")
     # Questions from a generator of their own: a change to the drawing never changes them.
     qrng = np.random.default_rng([GENERATOR_SEED, seed, index, 5])
-    return Study(f, image, vqa_items(f, qrng, kinds_asked=asks, held_out=held_out), report(f))
+    return Study(f, image, vqa_items(f, qrng, kinds_asked=asks, held_out=held_out, extra=extra), report(f))
 
 
 def study_samples(study: Study, id_prefix: str, image: object, domain: str, *, with_report: bool = True) -> list[Sample]:
@@ -119,14 +120,15 @@ def study_samples(study: Study, id_prefix: str, image: object, domain: str, *, w
     return out
 
 
-def source_stream(n: int, seed: int = SOURCE_TRAIN_SEED) -> Iterator[Sample]:
+def source_stream(n: int, seed: int = SOURCE_TRAIN_SEED, extra: bool = False) -> Iterator[Sample]:
     """n source-domain studies for pretraining, generated in memory (never committed): their
-    VQA items (seen phrasings only) and, for REPORT_SHARE of them, a report item.
+    VQA items (seen phrasings; with `extra`, the pretraining-only EXTRA ones too) and, for
+    REPORT_SHARE of them, a report item.
     `seed` must differ from the committed splits' seeds so pretraining never sees them."""
     if seed in {s.seed for s in SPLITS.values()}:
         raise ValueError(f"seed {seed} is used by a committed split; pick another")
     for i in range(n):
-        study = make_study(seed, i, "source")
+        study = make_study(seed, i, "source", extra=extra)
         with_report = bool(np.random.default_rng([GENERATOR_SEED, seed, i, 3]).random() < REPORT_SHARE)
         yield from study_samples(study, f"source-{seed}-{i:05d}", study.image, "source", with_report=with_report)
 

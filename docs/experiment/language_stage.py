@@ -1,0 +1,97 @@
+"""The language stage of medln-tiny (v3.1): candidates, their validation checks, the record.
+
+Why: on both targets every scope scored held-out question wordings at or below the image-blind
+row (docs/experiment.md, "The language stage"). A second pretraining stage on the source with
+more question wordings (medln.make.questions.EXTRA, never in a committed split) was tried in a
+few variants; each was checked on validation only (the targets' validation splits, and 300
+fresh source studies from stream 102 instead of source-test), one seed unless named.
+
+    python docs/experiment/language_stage.py pretrain NAME [pretrain-tiny options]
+    python docs/experiment/language_stage.py check MODEL NAME    # the validation runs (2 lanes)
+    python docs/experiment/language_stage.py gather NAME=MODEL ...  # -> diagnosis/v3.1-language-stage.json
+
+Runs go to $WORK (default /tmp/medln-language-stage). Every run: `medln train` at medln-tiny
+v3.0's chosen rates (docs/experiment/v3.0-compare-*), 200 steps, scored on validation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORK = Path(os.environ.get("WORK", "/tmp/medln-language-stage"))
+FRESH_SOURCE_SEED, FRESH_STUDIES = 102, 300
+# (name, data, scope, lr, seed): v3.0's rates (chosen on each target's validation split)
+RUNS = [("scanner-ln", "sample", "ln", 0.0534, 0), ("scanner-ln-s1", "sample", "ln", 0.0534, 1),
+        ("scanner-attn", "sample", "attn", 0.000999, 0), ("findings-full", "sample:findings", "full", 0.000356, 0),
+        ("findings-lora", "sample:findings", "lora", 0.00178, 0)]
+
+
+def pretrain(name: str, *options: str) -> None:
+    out = WORK / name
+    subprocess.run([sys.executable, "-m", "medln", "pretrain-tiny", "--out", str(out), *options], check=True)
+
+
+def _train(model: str, name: str, run: tuple) -> None:
+    key, data, scope, lr, seed = run
+    d = WORK / f"check-{name}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MEDLN_CACHE": str(d / f"cache-{data}")}
+    subprocess.run([sys.executable, "-m", "medln", "train", "--backbone", model, "--data", data, "--scope", scope,
+                    "--lr", str(lr), "--seed", str(seed), "--eval-split", "validation", "--ood-split", "",
+                    "--out", str(d / key), "--overwrite", "--quiet", "--json"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def fresh_source(model: str) -> dict:
+    """The model on FRESH_STUDIES source studies no split or pretraining stream uses."""
+    from medln.backbones import load_backbone
+    from medln.evaluate import evaluate
+    from medln.make.task import make_study, study_samples
+
+    items = []
+    for i in range(FRESH_STUDIES):
+        st = make_study(FRESH_SOURCE_SEED, i, "source")
+        items += study_samples(st, f"fresh-{i:04d}", st.image, "source", with_report=False)
+    bb = load_backbone(model, device="cpu")
+    m = evaluate(bb, bb.model, items, adapter=False)
+    return {"n": m["n"], "overall": round(m["overall"], 4),
+            "by_question_type": {k: round(v["accuracy"], 3) for k, v in m["by_question_type"].items()}}
+
+
+def check(model: str, name: str) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda r: _train(model, name, r), RUNS))
+    (WORK / f"check-{name}" / "fresh_source.json").write_text(json.dumps(fresh_source(model)))
+
+
+def gather(pairs: list[str]) -> None:
+    out = {"what": __doc__.split("\n")[0], "validation": "each target's validation split; fresh source studies "
+           f"(stream {FRESH_SOURCE_SEED}, {FRESH_STUDIES} studies)", "runs": {r[0]: dict(zip(
+               ("data", "scope", "lr", "seed"), r[1:])) for r in RUNS}, "models": {}}
+    for pair in pairs:
+        name, model = pair.split("=", 1)
+        d = WORK / f"check-{name}"
+        row: dict = {"model": model}
+        pre = Path(model) / "MEDLN_PRETRAIN.json"
+        if pre.is_file():
+            p = json.loads(pre.read_text())["pretraining"]
+            row["stage"] = {k: p.get(k) for k in ("steps", "studies", "stream", "lr", "extra_wordings", "decoder_only")}
+        for key, *_ in RUNS:
+            e = json.loads((d / key / "eval.json").read_text())
+            t, b = e["tuned"]["validation"], e["blind"]["validation"]
+            row[key] = {"n": t["n"], "overall": round(t["overall"], 4), "blind": round(b["overall"], 4),
+                        "by_phrasing": {k: round(v["overall"], 4) for k, v in t["by_phrasing"].items()}}
+        row["fresh_source"] = json.loads((d / "fresh_source.json").read_text())
+        out["models"][name] = row
+        print(name, {k: v["overall"] for k, v in row.items() if isinstance(v, dict) and "overall" in v})
+    (HERE / "diagnosis" / "v3.1-language-stage.json").write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    cmd, *rest = sys.argv[1:]
+    {"pretrain": lambda: pretrain(*rest), "check": lambda: check(*rest), "gather": lambda: gather(rest)}[cmd]()
