@@ -13,8 +13,8 @@ SPOTS = {"top center": (0, 1), "bottom center": (0, -1), "middle right": (1, 0),
 
 
 # Where the points spread over (px: about 80 % of the plot area, which plotly pads) on a phone, a
-# narrow and a wide desktop column: a label placement must hold on all three.
-AREAS = ((140, 300), (340, 300), (540, 300))
+# narrow column and two desktop widths: a label placement must hold on all four.
+AREAS = ((140, 300), (340, 300), (540, 300), (740, 300))
 
 
 def label_positions(points: list[tuple[float, float]], names: list[str] | None = None, *,
@@ -46,23 +46,24 @@ def label_positions(points: list[tuple[float, float]], names: list[str] | None =
         return w * h if w > 0 and h > 0 else 0.0
 
     n = len(points)
-    labels: dict[int, tuple[str, list]] = {}  # point -> (spot, its box on each area)
+    labels: dict[int, tuple[str, list, dict]] = {}  # point -> (spot, its box on each area, every spot's boxes)
 
     def place(i: int) -> None:
         """The least-overlapping spot for i's label, against every marker but its own and
         every other label placed so far (the first spot that overlaps nothing wins at once)."""
         half_w, half_h = len(names[i]) * char_w / 2, line_h / 2
+        every = {spot: [(a[i][0] + dx * (half_w + r) - half_w, a[i][1] + dy * (half_h + r) - half_h,
+                         a[i][0] + dx * (half_w + r) + half_w, a[i][1] + dy * (half_h + r) + half_h) for a in px]
+                 for spot, (dx, dy) in SPOTS.items()}  # every spot's box on every area (kept for _untangle)
         best = None
-        for spot, (dx, dy) in SPOTS.items():
-            centres = [(a[i][0] + dx * (half_w + r), a[i][1] + dy * (half_h + r)) for a in px]
-            placed = [(cx - half_w, cy - half_h, cx + half_w, cy + half_h) for cx, cy in centres]
+        for spot, placed in every.items():
             cost = sum(overlap(box, marker) for k, box in enumerate(placed) for j, marker in enumerate(markers[k]) if j != i)
             cost += sum(overlap(box, other[1][k]) for j, other in labels.items() if j != i for k, box in enumerate(placed))
             if best is None or cost < best[0]:
                 best = (cost, spot, placed)
             if cost == 0:
                 break
-        labels[i] = (best[1], best[2])
+        labels[i] = (best[1], best[2], every)
 
     order = sorted(range(n), key=lambda i: (xs[i], ys[i]))
     for i in order:  # greedy, left to right
@@ -70,4 +71,54 @@ def label_positions(points: list[tuple[float, float]], names: list[str] | None =
     for _ in range(3):  # then each label again, with all the others in place: fixes early choices
         for i in order:
             place(i)
+    _untangle(labels, markers, overlap)
     return [labels[i][0] for i in range(n)]
+
+
+def _untangle(labels: dict, markers: list, overlap, most: int = 6) -> None:
+    """Where labels still overlap after the greedy passes (a tight cluster, e.g. four scopes of
+    2-3 k parameters at near-equal scores), search every spot combination of the labels that
+    clash (up to `most` of them, the rest fixed), depth first with the best cost so far as a
+    bound; stops at the first combination with no overlap. Changes `labels` in place."""
+    def boxes(i: int, spot: str) -> list:  # i's label box on every area at `spot`
+        return labels[i][2][spot]
+
+    def cost_now(i: int) -> float:
+        return (sum(overlap(b, m) for k, b in enumerate(labels[i][1]) for j, m in enumerate(markers[k]) if j != i)
+                + sum(overlap(a, b) for j in labels if j != i for a, b in zip(labels[i][1], labels[j][1])))
+
+    def may_meet(i: int, j: int) -> bool:  # some spot of i's label touches some spot of j's, or j's marker
+        return any(overlap(a, b) for s in SPOTS for t in SPOTS for a, b in zip(boxes(i, s), boxes(j, t))) or any(
+            overlap(a, markers[k][j]) for s in SPOTS for k, a in enumerate(boxes(i, s)))
+
+    clash = [i for i in labels if cost_now(i) > 0]
+    if not clash:
+        return
+    # the clashing labels and the neighbours that may have to make room, nearest first
+    near = [j for j in labels if j not in clash and any(may_meet(i, j) for i in clash)]
+    group = (clash + near)[:most]
+    fixed = [j for j in labels if j not in group]
+    # cost of i at a spot against every marker but its own and every fixed label
+    unary = {(i, s): sum(overlap(b, m) for k, b in enumerate(boxes(i, s)) for j, m in enumerate(markers[k]) if j != i)
+             + sum(overlap(b, labels[j][1][k]) for j in fixed for k, b in enumerate(boxes(i, s)))
+             for i in group for s in SPOTS}
+    best = [sum(unary[i, labels[i][0]] for i in group) + sum(
+        overlap(a, b) for x, i in enumerate(group) for j in group[x + 1:] for a, b in zip(labels[i][1], labels[j][1])), None]
+
+    def search(x: int, chosen: list, cost: float) -> None:
+        if cost >= best[0]:
+            return
+        if x == len(group):
+            best[:] = [cost, list(chosen)]
+            return
+        i = group[x]
+        for s in sorted(SPOTS, key=lambda s: unary[i, s]):
+            extra = unary[i, s] + sum(overlap(a, b) for (j, t) in zip(group, chosen)
+                                      for a, b in zip(boxes(i, s), boxes(j, t)))
+            search(x + 1, chosen + [s], cost + extra)
+            if best[0] == 0:
+                return
+
+    search(0, [], 0.0)
+    for i, s in zip(group, best[1] or []):
+        labels[i] = (s, boxes(i, s), labels[i][2])

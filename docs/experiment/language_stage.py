@@ -89,7 +89,10 @@ def gather(pairs: list[str]) -> None:
         row["fresh_source"] = json.loads((d / "fresh_source.json").read_text())
         out["models"][name] = row
         print(name, {k: v["overall"] for k, v in row.items() if isinstance(v, dict) and "overall" in v})
-    (HERE / "diagnosis" / "v3.1-language-stage.json").write_text(json.dumps(out, indent=1) + "\n")
+    path = HERE / "diagnosis" / "v3.1-language-stage.json"
+    if path.is_file() and "notes" in (old := json.loads(path.read_text())):
+        out["notes"] = old["notes"]  # written by hand: runs this script no longer makes
+    path.write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":
