@@ -40,13 +40,8 @@ def label_positions(points: list[tuple[float, float]], names: list[str] | None =
     px = [[((x - min(xs)) / span_x * w, (y - lo) / span_y * h) for x, y in zip(xs, ys)] for w, h in areas]
     markers = [[(x - r, y - r, x + r, y + r) for x, y in area] for area in px]
 
-    def overlap(a, b) -> float:
-        w = min(a[2], b[2]) - max(a[0], b[0])
-        h = min(a[3], b[3]) - max(a[1], b[1])
-        return w * h if w > 0 and h > 0 else 0.0
-
     n = len(points)
-    labels: dict[int, tuple[str, list, dict]] = {}  # point -> (spot, its box on each area, every spot's boxes)
+    labels: dict[int, tuple[str, dict]] = {}  # point -> (its spot, every spot's box on each area)
 
     def place(i: int) -> None:
         """The least-overlapping spot for i's label, against every marker but its own and
@@ -54,16 +49,15 @@ def label_positions(points: list[tuple[float, float]], names: list[str] | None =
         half_w, half_h = len(names[i]) * char_w / 2, line_h / 2
         every = {spot: [(a[i][0] + dx * (half_w + r) - half_w, a[i][1] + dy * (half_h + r) - half_h,
                          a[i][0] + dx * (half_w + r) + half_w, a[i][1] + dy * (half_h + r) + half_h) for a in px]
-                 for spot, (dx, dy) in SPOTS.items()}  # every spot's box on every area (kept for _untangle)
+                 for spot, (dx, dy) in SPOTS.items()}
         best = None
         for spot, placed in every.items():
-            cost = sum(overlap(box, marker) for k, box in enumerate(placed) for j, marker in enumerate(markers[k]) if j != i)
-            cost += sum(overlap(box, other[1][k]) for j, other in labels.items() if j != i for k, box in enumerate(placed))
+            cost = _on_markers(markers, i, placed) + sum(_between(placed, _box(labels, j)) for j in labels if j != i)
             if best is None or cost < best[0]:
-                best = (cost, spot, placed)
+                best = (cost, spot)
             if cost == 0:
                 break
-        labels[i] = (best[1], best[2], every)
+        labels[i] = (best[1], every)
 
     order = sorted(range(n), key=lambda i: (xs[i], ys[i]))
     for i in order:  # greedy, left to right
@@ -71,39 +65,58 @@ def label_positions(points: list[tuple[float, float]], names: list[str] | None =
     for _ in range(3):  # then each label again, with all the others in place: fixes early choices
         for i in order:
             place(i)
-    _untangle(labels, markers, overlap)
+    _untangle(labels, markers)
     return [labels[i][0] for i in range(n)]
 
 
-def _untangle(labels: dict, markers: list, overlap, most: int = 6) -> None:
+def _overlap(a: tuple, b: tuple) -> float:
+    """The area two boxes (x0, y0, x1, y1) share."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def _between(a: list, b: list) -> float:
+    """Two labels' overlap, summed over the plot areas (a, b: one box per area)."""
+    return sum(_overlap(x, y) for x, y in zip(a, b))
+
+
+def _on_markers(markers: list, i: int, placed: list) -> float:
+    """Label i's overlap with every marker but its own, summed over the areas."""
+    return sum(_overlap(box, m) for k, box in enumerate(placed) for j, m in enumerate(markers[k]) if j != i)
+
+
+def _box(labels: dict, i: int) -> list:
+    """Label i's box on every area, at its chosen spot."""
+    spot, every = labels[i]
+    return every[spot]
+
+
+def _untangle(labels: dict, markers: list, most: int = 6) -> None:
     """Where labels still overlap after the greedy passes (a tight cluster, e.g. four scopes of
     2-3 k parameters at near-equal scores), search every spot combination of the labels that
-    clash (up to `most` of them, the rest fixed), depth first with the best cost so far as a
-    bound; stops at the first combination with no overlap. Changes `labels` in place."""
-    def boxes(i: int, spot: str) -> list:  # i's label box on every area at `spot`
-        return labels[i][2][spot]
-
+    clash and of the neighbours that may have to make room (up to `most`, the rest fixed),
+    depth first with the best cost so far as a bound; stops at the first combination with no
+    overlap. Changes `labels` in place."""
     def cost_now(i: int) -> float:
-        return (sum(overlap(b, m) for k, b in enumerate(labels[i][1]) for j, m in enumerate(markers[k]) if j != i)
-                + sum(overlap(a, b) for j in labels if j != i for a, b in zip(labels[i][1], labels[j][1])))
+        return _on_markers(markers, i, _box(labels, i)) + sum(_between(_box(labels, i), _box(labels, j)) for j in labels if j != i)
 
-    def may_meet(i: int, j: int) -> bool:  # some spot of i's label touches some spot of j's, or j's marker
-        return any(overlap(a, b) for s in SPOTS for t in SPOTS for a, b in zip(boxes(i, s), boxes(j, t))) or any(
-            overlap(a, markers[k][j]) for s in SPOTS for k, a in enumerate(boxes(i, s)))
+    def may_meet(i: int, j: int) -> bool:  # some spot of i's label touches some spot of j's label, or j's marker
+        ei, ej = labels[i][1], labels[j][1]
+        return any(_between(a, b) for a in ei.values() for b in ej.values()) or any(
+            _overlap(box, markers[k][j]) for a in ei.values() for k, box in enumerate(a))
 
     clash = [i for i in labels if cost_now(i) > 0]
     if not clash:
         return
-    # the clashing labels and the neighbours that may have to make room, nearest first
     near = [j for j in labels if j not in clash and any(may_meet(i, j) for i in clash)]
     group = (clash + near)[:most]
     fixed = [j for j in labels if j not in group]
     # cost of i at a spot against every marker but its own and every fixed label
-    unary = {(i, s): sum(overlap(b, m) for k, b in enumerate(boxes(i, s)) for j, m in enumerate(markers[k]) if j != i)
-             + sum(overlap(b, labels[j][1][k]) for j in fixed for k, b in enumerate(boxes(i, s)))
-             for i in group for s in SPOTS}
+    unary = {(i, s): _on_markers(markers, i, placed) + sum(_between(placed, _box(labels, j)) for j in fixed)
+             for i in group for s, placed in labels[i][1].items()}
     best = [sum(unary[i, labels[i][0]] for i in group) + sum(
-        overlap(a, b) for x, i in enumerate(group) for j in group[x + 1:] for a, b in zip(labels[i][1], labels[j][1])), None]
+        _between(_box(labels, i), _box(labels, j)) for x, i in enumerate(group) for j in group[x + 1:]), None]
 
     def search(x: int, chosen: list, cost: float) -> None:
         if cost >= best[0]:
@@ -113,12 +126,11 @@ def _untangle(labels: dict, markers: list, overlap, most: int = 6) -> None:
             return
         i = group[x]
         for s in sorted(SPOTS, key=lambda s: unary[i, s]):
-            extra = unary[i, s] + sum(overlap(a, b) for (j, t) in zip(group, chosen)
-                                      for a, b in zip(boxes(i, s), boxes(j, t)))
+            extra = unary[i, s] + sum(_between(labels[i][1][s], labels[j][1][t]) for j, t in zip(group, chosen))
             search(x + 1, chosen + [s], cost + extra)
             if best[0] == 0:
                 return
 
     search(0, [], 0.0)
     for i, s in zip(group, best[1] or []):
-        labels[i] = (s, boxes(i, s), labels[i][2])
+        labels[i] = (s, labels[i][1])

@@ -23,9 +23,11 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from diagnose_v3 import FRESH_SOURCE_SEED  # the same fresh source stream as the v3 diagnosis
+
 HERE = Path(__file__).resolve().parent
 WORK = Path(os.environ.get("WORK", "/tmp/medln-language-stage"))
-FRESH_SOURCE_SEED, FRESH_STUDIES = 102, 300
+FRESH_STUDIES = 300
 # (name, data, scope, lr, seed): v3.0's rates (chosen on each target's validation split)
 RUNS = [("scanner-ln", "sample", "ln", 0.0534, 0), ("scanner-ln-s1", "sample", "ln", 0.0534, 1),
         ("scanner-attn", "sample", "attn", 0.000999, 0), ("findings-full", "sample:findings", "full", 0.000356, 0),

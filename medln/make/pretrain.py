@@ -106,6 +106,7 @@ def pretrain_tiny(args: PretrainArgs | None = None, log=print) -> Path:
     import torch
 
     from ..backbones import load_backbone
+    from ..backbones.family import part_of
     from ..config import TrainConfig
     from transformers import set_seed
 
@@ -119,14 +120,9 @@ def pretrain_tiny(args: PretrainArgs | None = None, log=print) -> Path:
     log(f"source-domain pretraining set: {len(samples)} items from {studies} studies")
     if not a.init:
         build_tiny("llava", out, corpus=corpus(), seed=seed, **SIZES)
-    bb = load_backbone(a.init or str(out), device="cpu")
-    bb.model.to(torch.float32)
-    bb.model.requires_grad_(True)
-    if a.decoder_only:
-        for prefix in ("model.vision_tower.", "model.multi_modal_projector."):
-            for name, p in bb.model.named_parameters():
-                if name.startswith(prefix):
-                    p.requires_grad_(False)
+    bb = load_backbone(a.init or str(out), device="cpu")  # fp32, also from the fp16 file
+    for name, p in bb.model.named_parameters():  # the family's part table says what the decoder is
+        p.requires_grad_(not a.decoder_only or part_of(bb.family, name) == "llm")
     n_params = sum(p.numel() for p in bb.model.parameters())
     log(f"medln-tiny: {n_params:,} parameters")
     set_seed(seed)

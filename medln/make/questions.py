@@ -91,7 +91,7 @@ def vqa_items(f: Findings, rng: np.random.Generator, *, kinds_asked: tuple[str, 
         pick = rng.integers(1 << 30)
         if kind not in kinds_asked:
             return
-        options = HELD_OUT[kind] if unseen else SEEN[kind] + EXTRA[kind] if extra else SEEN[kind]
+        options = HELD_OUT[kind] if unseen else (SEEN[kind] + EXTRA[kind] if extra else SEEN[kind])
         i = int(pick) % len(options)
         q = options[i].format(noun=noun, plural=PLURAL.get(f.kind, ""), kind=KIND_PHRASE[f.kind])
         phrasing = "held-out" if unseen else "extra" if i >= len(SEEN[kind]) else "seen"
