@@ -10,6 +10,9 @@ fresh source studies from stream 102 instead of source-test), one seed unless na
     python docs/experiment/language_stage.py check MODEL NAME    # the validation runs (2 lanes)
     python docs/experiment/language_stage.py gather NAME=MODEL ...  # -> diagnosis/v3.1-language-stage.json
 
+The last candidate (v3.2, installed): the same decoder-only stage on tiny-v4, the 5,000-step
+pretraining of session 6 (docs/experiment.md, "Measured on the task (v3.0)").
+
 Runs go to $WORK (default /tmp/medln-language-stage). Every run: `medln train` at medln-tiny
 v3.0's chosen rates (docs/experiment/v3.0-compare-*), 200 steps, scored on validation.
 """
@@ -81,8 +84,12 @@ def gather(pairs: list[str]) -> None:
         row: dict = {"model": model}
         pre = Path(model) / "MEDLN_PRETRAIN.json"
         if pre.is_file():
-            p = json.loads(pre.read_text())["pretraining"]
+            rec = json.loads(pre.read_text())
+            p = rec["pretraining"]
             row["stage"] = {k: p.get(k) for k in ("steps", "studies", "stream", "lr", "extra_wordings", "decoder_only")}
+            if "earlier_stage" in rec:  # what the stage started from (v3.0's 2,500 steps or v4's 5,000)
+                e = rec["earlier_stage"]["pretraining"]
+                row["earlier_stage"] = {k: e.get(k) for k in ("steps", "studies", "lr")}
         for key, *_ in RUNS:
             e = json.loads((d / key / "eval.json").read_text())
             t, b = e["tuned"]["validation"], e["blind"]["validation"]

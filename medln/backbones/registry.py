@@ -68,11 +68,11 @@ BACKBONES: list[BackboneSpec] = [
         # Chosen on the bundled default target's (scanner) validation split, never on test: every
         # scope's grid of `compare --tune-lr` (3 rates, extended at an edge up to 6; seed 0), in
         # docs/compare-medln-tiny/results.json "tuning"; every chosen rate is inside its grid.
-        # (v3.0's rates, before medln-tiny's language stage: docs/experiment/v3.0-compare-scanner.)
+        # (Earlier models' rates: docs/experiment/v3.0-compare-scanner, v3.1-compare-scanner.)
         # A tiny model's norms take far larger steps than a 7B model's: these are not defaults
         # for other backbones.
-        lrs={"ln": 0.169, "ln-vision": 0.0949, "ln-llm": 0.3, "attn": 0.000999, "ffn": 0.000999,
-             "lora": 0.00562, "full": 0.000357, "ia3": 0.3, "bitfit": 0.0999, "prompt": 0.949, "ln-lora": 0.000949},
+        lrs={"ln": 0.169, "ln-vision": 0.0949, "ln-llm": 0.3, "attn": 0.000999, "ffn": 0.00316,
+             "lora": 0.00178, "full": 0.00113, "ia3": 0.0949, "bitfit": 0.0999, "prompt": 0.3, "ln-lora": 0.003},
     ),
     BackboneSpec(
         "llava-med-v1.5-7b",

@@ -11,13 +11,15 @@ Deterministic from its seed on a given machine (the record names the machine and
 After training it scores itself on the committed source-test split and on both targets'
 test splits (the untuned base rows) and writes those figures into MEDLN_PRETRAIN.json.
 
-The bundled model (v3.1) is two stages (docs/experiment.md, "The language stage"):
-  1. python -m medln pretrain-tiny                     (every default: the vision-language stage)
+The bundled model (v3.2) is two stages (docs/experiment.md, "The language stage" and "v3.2"):
+  1. python -m medln pretrain-tiny --steps 5000 --studies 8000   (the vision-language stage)
   2. python -m medln pretrain-tiny --init assets/medln-tiny --steps 400 --studies 2000 \
          --stream 104 --lr 5e-4 --extra --decoder-only
 The second trains the decoder alone on the source with more question wordings (EXTRA): held-out
 wordings were answered at the image-blind level by every fine-tune of stage 1 alone, and the
 frozen vision side keeps what the scanner target's norms re-map. Its record keeps stage 1's.
+Stage 1 at twice the default length (v3.1 used the defaults) reads the source's findings better,
+which the findings target's fine-tunes build on.
 """
 
 from __future__ import annotations
