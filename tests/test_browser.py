@@ -141,7 +141,9 @@ def test_finetune_then_ask_in_a_browser(page, shots):
 
     pg.get_by_role("tab", name="2 · Ask").click()
     _example(pg, "real-chest_xray_pa")
-    assert "steps" in pg.locator("#ask-run input").input_value()  # the new run is the tuned one
+    # the new run is the tuned one (the run list fills on page load: under load it may come after the click)
+    pg.wait_for_function("() => (document.querySelector('#ask-run input') || {}).value?.includes('steps')",
+                         timeout=30_000)
     pg.locator("#ask-question textarea").fill("What imaging modality is this?")
     base, tuned = _ask(pg)
     assert base and tuned

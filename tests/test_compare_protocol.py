@@ -97,6 +97,25 @@ def test_grid_is_the_same_size_for_every_scope_and_extends_past_an_edge():
     assert best_rate({1e-3: 0.5, 1e-2: None, 1e-4: 0.5}) == 1e-4  # failures lose; ties go low
 
 
+def test_a_grid_near_1_proposes_no_rate_the_config_refuses_and_a_failed_rate_says_why():
+    from medln.compare.report import table_md
+    from medln.compare.summary import summarize_rows
+    from medln.compare.tuning import Tuning
+
+    grid = Grid(points=3, cap=6)
+    assert grid.initial(0.949) == [0.3, 0.949]  # 3.0 would be refused by TrainConfig (rates in (0, 1))
+    TrainConfig(lr=max(grid.initial(0.949)))
+    state = Tuning(0.01, grid)
+    state.scores.update({0.00316: 0.4, 0.01: 0.5, 0.0316: None})
+    state.failed[0.0316] = "loss is not finite at step 12"
+    rec = state.record()
+    assert rec["chosen"] == 0.01 and rec["failed"] == {"0.0316": "loss is not finite at step 12"}
+    assert "failed" not in Tuning(0.01, grid).record()
+    table = table_md({"summary": summarize_rows(_rows("ln", [0.5, 0.6], [0.6] * 2, 10, 0.1), ["ln"], "overall"),
+                      "metric": "overall", "seeds": [0, 1], "tuning": {"grid": grid.describe(), "scopes": {"ln": rec}}})
+    assert "0.0316: failed (loss is not finite at step 12)" in table and "0.01: 0.500" in table
+
+
 def _drain(gen):
     while True:
         try:

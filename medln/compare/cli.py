@@ -101,6 +101,8 @@ def line(record: dict, as_json: bool, ray: bool) -> None:
     elif event == "tune_point":
         score = "failed" if record["score"] is None else f"{record['score']:.3f}"
         say(f"[{record['scope']}] lr {record['lr']:g}: validation {score}")
+    elif event == "tune_run" and record.get("run_event") == "failed":
+        say(f"[{record['scope']}] lr {record['lr']:g}: failed: {record['reason']}")
     elif event == "tune_run" and record.get("run_event") == "step" and record["step"] % 50 == 0:
         say(f"[{record['scope']}] lr {record['lr']:g}: step {record['step']}  loss {record['loss']:.4f}")
     elif event == "tune_done":

@@ -74,6 +74,7 @@ def _tune_point(sweep, state: Tuning, record: dict) -> Iterator[dict]:
             sweep.missing.append(cell.name)
         return
     if row["skipped"]:
+        state.failed[cell.lr] = row["skipped"]
         yield {"event": "tune_run", "run_event": "failed", "scope": cell.scope, "lr": cell.lr, "reason": row["skipped"]}
     state.scores[cell.lr] = score = cell_score(row)
     yield {"event": "tune_point", "scope": cell.scope, "lr": cell.lr, "score": score}

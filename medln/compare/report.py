@@ -305,7 +305,9 @@ def table_md(results: dict) -> str:
                   "(the test split is not read while tuning).", "",
                   "| scope | validation score per rate | chosen | base (validation) |", "|---|---|---:|---:|"]
         for scope, rec in tuning["scopes"].items():
-            scores = ", ".join(f"{float(lr):g}: {'failed' if v is None else format(v, '.3f')}"
+            why = rec.get("failed") or {}
+            scores = ", ".join(f"{float(lr):g}: " + (format(v, '.3f') if v is not None else
+                                                      f"failed ({why[lr][:80].replace('|', '/')})" if lr in why else "failed")
                                for lr, v in (rec.get("scores") or {}).items())
             base = (rec.get("base") or {}).get(rec.get("metric") or "overall")
             chosen = "–" if rec.get("chosen") is None else f"{rec['chosen']:g}" + (" (edge, capped)" if rec.get("capped") else "")

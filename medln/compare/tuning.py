@@ -9,7 +9,8 @@ lies further out (the record says how far each went and whether the cap stopped 
 `tune_scope` is a generator: it yields the progress records of the runs it starts and
 returns (StopIteration value) the record kept in results.json:
     {"grid": [rates tried, ascending], "scores": {rate: validation score}, "chosen": rate,
-     "metric": name, "split": "validation", "n": items, "capped": bool}
+     "metric": name, "split": "validation", "n": items, "capped": bool,
+     "failed": {rate: why}  (only when a run failed)}
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from typing import Callable, Generator
 from ..userfiles import short
 
 
+LR_MAX = 1.0  # TrainConfig takes rates in (0, 1): a grid never proposes one it would refuse
+
+
 @dataclass(frozen=True)
 class Grid:
     points: int = 3  # rates in the initial grid, centred on the scope's default
@@ -28,8 +32,10 @@ class Grid:
     cap: int = 6  # most rates tried per scope, extensions included
 
     def initial(self, centre: float) -> list[float]:
+        """The grid around `centre`, less any rate TrainConfig would refuse (a centre near 1)."""
         half = (self.points - 1) / 2
-        return [_round(centre * self.step ** (i - half)) for i in range(self.points)]
+        rates = [_round(centre * self.step ** (i - half)) for i in range(self.points)]
+        return [lr for lr in rates if lr < LR_MAX]
 
     def describe(self) -> dict:
         return {"points": self.points, "step": round(self.step, 4), "cap": self.cap,
@@ -53,7 +59,7 @@ def next_rate(scores: dict[float, float | None], grid: Grid) -> float | None:
     best = best_rate(scores)
     if best == rates[-1]:
         nxt = _round(rates[-1] * grid.step)
-        return nxt if nxt < 1 else None  # TrainConfig takes rates in (0, 1)
+        return nxt if nxt < LR_MAX else None
     if best == rates[0]:
         return _round(rates[0] / grid.step)
     return None
@@ -68,6 +74,7 @@ class Tuning:
     def __init__(self, centre: float, grid: Grid):
         self.centre, self.grid = centre, grid
         self.scores: dict[float, float | None] = {}
+        self.failed: dict[float, str] = {}  # why a rate has no score (its run's error), for the record
         self.halted = False  # stopped, or a cell missing (collect): no further rates
 
     def pending(self) -> list[float]:
@@ -85,8 +92,11 @@ class Tuning:
         scores = self.scores
         if not scores:
             return {"grid": [], "scores": {}, "chosen": None, "capped": False}
-        return {"grid": sorted(scores), "scores": {str(lr): scores[lr] for lr in sorted(scores)},
-                "chosen": best_rate(scores), "capped": next_rate(scores, self.grid) is not None}
+        out = {"grid": sorted(scores), "scores": {str(lr): scores[lr] for lr in sorted(scores)},
+               "chosen": best_rate(scores), "capped": next_rate(scores, self.grid) is not None}
+        if self.failed:
+            out["failed"] = {str(lr): why for lr, why in sorted(self.failed.items())}
+        return out
 
 
 RunOne = Callable[[float], Generator[dict, None, "float | None"]]
