@@ -99,12 +99,13 @@ def test_grid_is_the_same_size_for_every_scope_and_extends_past_an_edge():
 
 def test_a_grid_near_1_proposes_no_rate_the_config_refuses_and_a_failed_rate_says_why():
     from medln.compare.report import table_md
-    from medln.compare.summary import summarize_rows
     from medln.compare.tuning import Tuning
 
     grid = Grid(points=3, cap=6)
     assert grid.initial(0.949) == [0.3, 0.949]  # 3.0 would be refused by TrainConfig (rates in (0, 1))
-    TrainConfig(lr=max(grid.initial(0.949)))
+    with pytest.raises(ConfigError, match="lr: must be < 1.0"):
+        TrainConfig(lr=3.0).validate()
+    TrainConfig(lr=max(grid.initial(0.949))).validate()
     state = Tuning(0.01, grid)
     state.scores.update({0.00316: 0.4, 0.01: 0.5, 0.0316: None})
     state.failed[0.0316] = "loss is not finite at step 12"

@@ -1,6 +1,7 @@
 """Equal-effort learning-rate tuning, on validation data only.
 
-Every scope gets the same-size log grid around its default rate (half-decade steps). While
+Every scope gets the same-size log grid around its default rate (half-decade steps; less any
+rate of 1 or more, which the config refuses and which would only fail). While
 the best validation score sits on an edge of the grid, one more rate is tried past that
 edge, up to a cap on the number of rates per scope, so no scope is judged at a rate the
 grid merely failed to reach, and no scope gets more tries than another unless its optimum
