@@ -235,6 +235,13 @@ def phrasing_md(results: dict, metric: str) -> list[str]:
     return lines
 
 
+def _score_or_why(score: float | None, why: str | None) -> str:
+    """A tuning rate's validation score, or that its run failed and why (kept short, table-safe)."""
+    if score is not None:
+        return format(score, ".3f")
+    return f"failed ({why[:80].replace('|', '/')})" if why else "failed"
+
+
 def table_md(results: dict) -> str:
     """TABLE.md: the protocol, the per-scope table with the reference rows, the chosen rates, the verdict."""
     metric = results.get("metric") or "overall"
@@ -306,9 +313,7 @@ def table_md(results: dict) -> str:
                   "| scope | validation score per rate | chosen | base (validation) |", "|---|---|---:|---:|"]
         for scope, rec in tuning["scopes"].items():
             why = rec.get("failed") or {}
-            scores = ", ".join(f"{float(lr):g}: " + (format(v, '.3f') if v is not None else
-                                                      f"failed ({why[lr][:80].replace('|', '/')})" if lr in why else "failed")
-                               for lr, v in (rec.get("scores") or {}).items())
+            scores = ", ".join(f"{float(lr):g}: {_score_or_why(v, why.get(lr))}" for lr, v in (rec.get("scores") or {}).items())
             base = (rec.get("base") or {}).get(rec.get("metric") or "overall")
             chosen = "–" if rec.get("chosen") is None else f"{rec['chosen']:g}" + (" (edge, capped)" if rec.get("capped") else "")
             name = f"{scope} (earlier sweep)" if rec.get("reused") else scope
