@@ -115,6 +115,14 @@ def test_a_grid_near_1_proposes_no_rate_the_config_refuses_and_a_failed_rate_say
     table = table_md({"summary": summarize_rows(_rows("ln", [0.5, 0.6], [0.6] * 2, 10, 0.1), ["ln"], "overall"),
                       "metric": "overall", "seeds": [0, 1], "tuning": {"grid": grid.describe(), "scopes": {"ln": rec}}})
     assert "0.0316: failed (loss is not finite at step 12)" in table and "0.01: 0.500" in table
+    assert not rec["at_limit"] and "0.01 |" in table  # best inside the grid: no edge note
+    near_1 = Tuning(0.949, grid)
+    near_1.scores.update({0.3: 0.348, 0.949: 0.354})
+    rec = near_1.record()
+    assert rec["at_limit"] and not rec["capped"]  # best on the top edge, nothing past it allowed
+    table = table_md({"summary": summarize_rows(_rows("ln", [0.5, 0.6], [0.6] * 2, 10, 0.1), ["ln"], "overall"),
+                      "metric": "overall", "seeds": [0, 1], "tuning": {"grid": grid.describe(), "scopes": {"ln": rec}}})
+    assert "0.949 (edge, the highest rate allowed)" in table
 
 
 def _drain(gen):

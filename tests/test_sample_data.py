@@ -15,7 +15,7 @@ from PIL import Image
 from medln.baselines import PHRASINGS, fit_blind, score_blind
 from medln.data import DataError, load_samples
 from medln.data import bundled
-from medln.make import questions, sample as bs, task
+from medln.make import findings, questions, sample as bs, task
 
 ASSETS = bundled.ASSETS
 MANIFEST = json.loads(bundled.MANIFEST.read_text(encoding="utf-8"))
@@ -219,3 +219,24 @@ def test_generator_is_deterministic_and_the_pretraining_stream_is_disjoint():
     assert all(s.meta["phrasing"] == "seen" for s in stream if not s.is_report)
     with pytest.raises(ValueError):
         next(task.source_stream(1, seed=task.SPLITS["scanner-train"].seed))
+
+
+def test_wide_pretraining_kinds_are_new_to_every_split_and_leave_the_plain_stream_alone(samples):
+    """pretrain-tiny --wide: three more finding kinds, in pretraining only. None is a source or
+    target kind, none is an answer of a committed split, and the plain stream (and so every
+    model built without --wide, and the tokenizer corpus) does not change."""
+    def kinds_of(table):
+        return {k for ks in table.values() for k in ks}
+
+    extra_kinds = kinds_of(findings.PRETRAIN_KINDS)
+    assert not extra_kinds & (kinds_of(findings.SOURCE_KINDS) | kinds_of(findings.NEW_KINDS))
+    committed = {s.answer for items in samples.values() for s in items}
+    assert not extra_kinds & committed
+    wide = [s for s in task.source_stream(60, wide=True) if not s.is_report]
+    kinds = Counter(s.meta["findings"]["kind"] for s in wide if s.question_type == "ABN")
+    assert extra_kinds <= set(kinds) and all(s.meta["style"] == "source" for s in wide)
+    assert extra_kinds & {s.answer for s in wide}  # asked and answered like any kind
+    plain = list(task.source_stream(12))
+    assert [s.question for s in plain] == [s.question for s in task.source_stream(12, wide=False)]
+    assert not any(s.meta["findings"]["kind"] in extra_kinds for s in plain if s.meta.get("findings"))
+    assert not any(k in t for t in task.corpus_texts(30) for k in extra_kinds)

@@ -106,8 +106,9 @@ def line(record: dict, as_json: bool, ray: bool) -> None:
     elif event == "tune_run" and record.get("run_event") == "step" and record["step"] % 50 == 0:
         say(f"[{record['scope']}] lr {record['lr']:g}: step {record['step']}  loss {record['loss']:.4f}")
     elif event == "tune_done":
-        say(f"[{record['scope']}] chosen lr {record['chosen']}" + (" (on the grid's edge at the cap)"
-                                                                 if record.get("capped") else ""))
+        edge = (" (on the grid's edge at the cap)" if record.get("capped")
+                else " (on the grid's edge: the highest rate allowed)" if record.get("at_limit") else "")
+        say(f"[{record['scope']}] chosen lr {record['chosen']}{edge}")
     elif event == "cell_job":
         say(f"cell {record['index']} of {record['of']}: {record['cell']} in {record['out']}")
     elif event == "scope_start" and ray:

@@ -235,6 +235,13 @@ def phrasing_md(results: dict, metric: str) -> list[str]:
     return lines
 
 
+def _edge_note(rec: dict) -> str:
+    """Why a chosen rate may not be the optimum: the search stopped while it sat on an edge."""
+    if rec.get("capped"):
+        return " (edge, capped)"
+    return " (edge, the highest rate allowed)" if rec.get("at_limit") else ""
+
+
 def _score_or_why(score: float | None, why: str | None) -> str:
     """A tuning rate's validation score, or that its run failed and why (kept short, table-safe)."""
     if score is not None:
@@ -315,7 +322,7 @@ def table_md(results: dict) -> str:
             why = rec.get("failed") or {}
             scores = ", ".join(f"{float(lr):g}: {_score_or_why(v, why.get(lr))}" for lr, v in (rec.get("scores") or {}).items())
             base = (rec.get("base") or {}).get(rec.get("metric") or "overall")
-            chosen = "–" if rec.get("chosen") is None else f"{rec['chosen']:g}" + (" (edge, capped)" if rec.get("capped") else "")
+            chosen = "–" if rec.get("chosen") is None else f"{rec['chosen']:g}" + _edge_note(rec)
             name = f"{scope} (earlier sweep)" if rec.get("reused") else scope
             lines.append(f"| {name} | {scores} | {chosen} | {'–' if base is None else format(base, '.3f')} |")
         if any(rec.get("reused") for rec in tuning["scopes"].values()):

@@ -93,8 +93,11 @@ class Tuning:
         scores = self.scores
         if not scores:
             return {"grid": [], "scores": {}, "chosen": None, "capped": False}
+        best, top = best_rate(scores), max(scores)
         out = {"grid": sorted(scores), "scores": {str(lr): scores[lr] for lr in sorted(scores)},
-               "chosen": best_rate(scores), "capped": next_rate(scores, self.grid) is not None}
+               "chosen": best, "capped": next_rate(scores, self.grid) is not None,
+               # on the top edge with no rate past it that TrainConfig takes: the optimum may lie beyond
+               "at_limit": best == top and _round(top * self.grid.step) >= LR_MAX}
         if self.failed:
             out["failed"] = {str(lr): why for lr, why in sorted(self.failed.items())}
         return out

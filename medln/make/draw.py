@@ -125,6 +125,13 @@ def chest_xray(c: Canvas, f: Findings, rng: np.random.Generator) -> None:
         lat = np.abs(c.X - 0.5) / 0.35  # fluid climbs laterally (meniscus)
         fluid = np.clip((c.Y - level + 0.08 * lat) / c.edge + 0.5, 0.0, 1.0) * lungs[f.side]
         c.paint(fluid, 0.58)
+    if _on(f, "consolidation"):
+        # Airspace filling a lung zone: a hazy patch, softer and larger than a nodule, cut by the lung edge.
+        r = 0.13 * RADIUS[f.size]
+        lx = sx(f.side, 0.2) + dx
+        cy = (0.33 if f.zone == "upper" else 0.58) + dy + rng.uniform(-0.02, 0.02)
+        patch = c.ellipse(lx + rng.uniform(-0.03, 0.03), cy, r, r * 0.8) * lungs[f.side]
+        c.paint(patch, 0.45)
     if _on(f, "nodule"):
         r = 0.075 * RADIUS[f.size]
         lx = sx(f.side, 0.2) + dx
@@ -134,8 +141,10 @@ def chest_xray(c: Canvas, f: Findings, rng: np.random.Generator) -> None:
 
 
 # Head densities: CT; MRI is T2-like (fluid bright).
-_HEAD = {"ct": dict(scalp=None, skull=1.0, grey=0.5, white=0.44, csf=0.12, blood=0.85, rim=0.68, core=0.28, infarct=0.26),
-         "mri": dict(scalp=0.72, skull=0.08, grey=0.6, white=0.44, csf=0.95, blood=0.15, rim=0.22, core=0.88, infarct=0.82)}
+_HEAD = {"ct": dict(scalp=None, skull=1.0, grey=0.5, white=0.44, csf=0.12, blood=0.85, rim=0.68, core=0.28, infarct=0.26,
+                    calcium=1.0),
+         "mri": dict(scalp=0.72, skull=0.08, grey=0.6, white=0.44, csf=0.95, blood=0.15, rim=0.22, core=0.88, infarct=0.82,
+                     calcium=0.05)}
 
 
 def head(c: Canvas, f: Findings, rng: np.random.Generator) -> None:
@@ -156,6 +165,10 @@ def head(c: Canvas, f: Findings, rng: np.random.Generator) -> None:
         wy = cy + (-0.22 if f.zone == "frontal" else 0.22) + rng.uniform(-0.04, 0.04)  # anterior is up
         wedge = c.ellipse(sx(f.side, a - 0.04) + dx, wy, r, r * 1.2) * brain
         c.paint(wedge, v["infarct"])
+    if _on(f, "calcification"):  # tiny dense foci (bright on CT, signal voids on MRI), counted
+        hx, hy = sx(f.side, 0.18) + dx, cy - 0.17 if f.zone == "frontal" else cy + 0.17
+        for x, y in spots(rng, f.count, (hx - 0.07, hy - 0.06, hx + 0.07, hy + 0.06), 0.022):
+            c.paint(c.ellipse(x, y, 0.022, 0.022), v["calcium"], jitter=0.0)
     if _on(f, "hemorrhage") or _on(f, "mass"):
         r = 0.11 * RADIUS[f.size]
         hx = sx(f.side, 0.18) + dx
@@ -192,6 +205,10 @@ def abdomen(c: Canvas, f: Findings, rng: np.random.Generator) -> None:
         r = 0.065 * RADIUS[f.size]
         kx, ky = kidneys[f.side]
         c.paint(c.ellipse(kx, ky - 0.065 if f.zone == "upper" else ky + 0.065, r, r), v["cyst"])
+    if _on(f, "hydronephrosis"):  # a dilated collecting system: fluid along the kidney's long axis, centred
+        kx, ky = kidneys[f.side]
+        s_ = RADIUS[f.size]
+        c.paint(c.ellipse(kx, ky, 0.035 * s_, 0.09 * s_), v["cyst"])
     if _on(f, "kidney stone"):
         kx, ky = kidneys[f.side]
         py = ky - 0.065 if f.zone == "upper" else ky + 0.065

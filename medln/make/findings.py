@@ -5,6 +5,9 @@ absent (each region has its own kinds). Two sets of kinds:
 
   SOURCE_KINDS  what medln-tiny is pretrained on (and the "new scanner" target asks about)
   NEW_KINDS     findings the source never has: the "new findings" target (medln.make.task)
+  WIDE_KINDS    SOURCE_KINDS plus PRETRAIN_KINDS, which only a pretraining stream shows
+                (pretrain-tiny --wide): a backbone that has met more finding kinds, as a real
+                Med-VLM has; none is a target's kind or looks like one
 
 Balance, so that no answer can be guessed from the question alone (the image-blind
 baseline, medln.baselines, measures what is left): the (modality, region) pair follows a
@@ -31,6 +34,9 @@ PLANE = {"chest": "pa", "head": "axial", "abdomen": "axial"}
 SOURCE_KINDS: dict[str, tuple[str, ...]] = {"chest": ("nodule", "effusion", "cardiomegaly"),
                                             "head": ("hemorrhage", "mass"), "abdomen": ("cyst", "splenomegaly")}
 NEW_KINDS: dict[str, tuple[str, ...]] = {"chest": ("pneumothorax",), "head": ("infarct",), "abdomen": ("kidney stone",)}
+PRETRAIN_KINDS: dict[str, tuple[str, ...]] = {"chest": ("consolidation",), "head": ("calcification",),
+                                              "abdomen": ("hydronephrosis",)}
+WIDE_KINDS = {region: SOURCE_KINDS[region] + PRETRAIN_KINDS[region] for region in SOURCE_KINDS}
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,10 @@ KINDS: dict[str, Kind] = {
     "mass": Kind(side=True, zones=("frontal", "occipital"), size=True, where="{side} {zone} lobe"),
     "cyst": Kind(side=True, zones=("upper", "lower"), size=True, where="{side} kidney {zone} pole"),
     "splenomegaly": Kind(),
+    # pretraining only (WIDE_KINDS)
+    "consolidation": Kind(side=True, zones=("upper", "lower"), size=True, where="{side} {zone} lung"),
+    "calcification": Kind(side=True, zones=("frontal", "occipital"), max_count=3, where="{side} {zone} lobe"),
+    "hydronephrosis": Kind(side=True, size=True, where="{side} kidney"),
     # new findings
     "pneumothorax": Kind(side=True, size=True, where="{side} lung"),
     "infarct": Kind(side=True, zones=("frontal", "occipital"), size=True, where="{side} {zone} lobe"),

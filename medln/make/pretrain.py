@@ -98,6 +98,7 @@ class PretrainArgs:
     init: str = _f("", "continue from this saved model folder (a second stage) instead of building a new one")
     stream: int = _f(100, "seed of the generated source stream (never a committed split's)", min=100)
     extra: bool = _f(False, "also the pretraining-only EXTRA question wordings (medln.make.questions)")
+    wide: bool = _f(False, "source studies of more finding kinds (medln.make.findings.WIDE_KINDS; pretraining only)")
     decoder_only: bool = _f(False, "train the language model only (vision tower and projector frozen): a language stage")
 
 
@@ -118,7 +119,7 @@ def pretrain_tiny(args: PretrainArgs | None = None, log=print) -> Path:
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
-    samples = list(source_stream(studies, seed=a.stream, extra=a.extra))
+    samples = list(source_stream(studies, seed=a.stream, extra=a.extra, wide=a.wide))
     log(f"source-domain pretraining set: {len(samples)} items from {studies} studies")
     if not a.init:
         build_tiny("llava", out, corpus=corpus(), seed=seed, **SIZES)
@@ -149,7 +150,7 @@ def pretrain_tiny(args: PretrainArgs | None = None, log=print) -> Path:
         "parameters": n_params,
         "sizes": SIZES,
         "pretraining": {"data": "medln.make.task source domain, generated in memory", "studies": studies,
-                        "stream": a.stream, "extra_wordings": a.extra, "decoder_only": a.decoder_only, "init": a.init or None,
+                        "stream": a.stream, "extra_wordings": a.extra, "wide_kinds": a.wide, "decoder_only": a.decoder_only, "init": a.init or None,
                         "items": len(samples), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                         "final_loss": history[-1]["loss"], "loss_every_100": [r["loss"] for r in history[::100]]},
         "wall_s": round(train_s, 1),

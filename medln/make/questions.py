@@ -24,8 +24,9 @@ KIND_PHRASE = {
     "nodule": "a nodule", "effusion": "a pleural effusion", "cardiomegaly": "cardiomegaly",
     "hemorrhage": "a hemorrhage", "mass": "a mass", "cyst": "a renal cyst", "splenomegaly": "splenomegaly",
     "pneumothorax": "a pneumothorax", "infarct": "an infarct", "kidney stone": "a kidney stone",
+    "consolidation": "a consolidation", "calcification": "a calcification", "hydronephrosis": "hydronephrosis",
 }
-PLURAL = {"nodule": "nodules", "kidney stone": "kidney stones"}
+PLURAL = {"nodule": "nodules", "kidney stone": "kidney stones", "calcification": "calcifications"}
 NOUN = {"effusion": "effusion", "cyst": "cyst", "kidney stone": "stone"}  # "the {noun}" in follow-up questions
 
 SEEN: dict[str, tuple[str, ...]] = {

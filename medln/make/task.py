@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..data.sample import Sample
 from .draw import draw
-from .findings import GENERATOR_SEED, NEW_KINDS, SOURCE_KINDS, Findings, pair_of, sample_findings
+from .findings import GENERATOR_SEED, NEW_KINDS, SOURCE_KINDS, WIDE_KINDS, Findings, pair_of, sample_findings
 from .questions import QUESTION_TYPES, report, vqa_items
 
 ALL_QUESTIONS = tuple(QUESTION_TYPES)
@@ -51,6 +51,11 @@ DOMAINS: dict[str, Domain] = {
     "findings": Domain("source", NEW_KINDS, FINDING_QUESTIONS,
                        "new findings: pneumothorax, infarct and kidney stones, which the source never shows, "
                        "with answer words it never gave, in images of the familiar style", pres_pairs=0.4),
+}
+# Pretraining only (pretrain-tiny --wide): the source with more finding kinds. Not a split's
+# domain, and not in the tokenizer corpus (corpus_texts), so a model built before it is unchanged.
+PRETRAIN_DOMAINS: dict[str, Domain] = {
+    "source-wide": Domain("source", WIDE_KINDS, ALL_QUESTIONS, "the source with pretraining-only finding kinds"),
 }
 TARGETS = ("scanner", "findings")
 DEFAULT_TARGET = "scanner"
@@ -93,7 +98,7 @@ class Study:
 def make_study(seed: int, index: int, domain: str, held_out: bool = False, extra: bool = False) -> Study:
     """Study `index` of the stream `seed` in `domain`, rebuilt alone from (GENERATOR_SEED, seed, index).
     `extra`: wordings from the pretraining-only EXTRA set too (medln.make.questions)."""
-    d = DOMAINS[domain]
+    d = DOMAINS[domain] if domain in DOMAINS else PRETRAIN_DOMAINS[domain]
     rng = np.random.default_rng([GENERATOR_SEED, seed, index])
     pair = pair_of(index, np.random.default_rng([GENERATOR_SEED, seed, index // 6, 2]))
     # Presence is balanced exactly in pairs (2k, 2k+1): one of each, order drawn per pair.
@@ -109,7 +114,7 @@ def make_study(seed: int, index: int, domain: str, held_out: bool = False, extra
 
 def study_samples(study: Study, id_prefix: str, image: object, domain: str, *, with_report: bool = True) -> list[Sample]:
     """One Sample per VQA item (plus a report Sample), all pointing at `image`."""
-    meta = {"style": DOMAINS[domain].style, "target": domain, "findings": study.findings.as_dict()}
+    meta = {"style": "source" if domain in PRETRAIN_DOMAINS else DOMAINS[domain].style, "target": domain, "findings": study.findings.as_dict()}
     out = [Sample(id=f"{id_prefix}-q{j}", image=image, answer=it["answer"], question=it["question"], task="vqa",
                   answer_type=it["answer_type"], question_type=it["question_type"], synthetic=True,
                   meta={**meta, "phrasing": it["phrasing"]})
@@ -120,17 +125,18 @@ def study_samples(study: Study, id_prefix: str, image: object, domain: str, *, w
     return out
 
 
-def source_stream(n: int, seed: int = SOURCE_TRAIN_SEED, extra: bool = False) -> Iterator[Sample]:
+def source_stream(n: int, seed: int = SOURCE_TRAIN_SEED, extra: bool = False, wide: bool = False) -> Iterator[Sample]:
     """n source-domain studies for pretraining, generated in memory (never committed): their
     VQA items (seen phrasings; with `extra`, the pretraining-only EXTRA ones too) and, for
-    REPORT_SHARE of them, a report item.
+    REPORT_SHARE of them, a report item. `wide`: findings from WIDE_KINDS (source-wide).
     `seed` must differ from the committed splits' seeds so pretraining never sees them."""
     if seed in {s.seed for s in SPLITS.values()}:
         raise ValueError(f"seed {seed} is used by a committed split; pick another")
     for i in range(n):
-        study = make_study(seed, i, "source", extra=extra)
+        domain = "source-wide" if wide else "source"
+        study = make_study(seed, i, domain, extra=extra)
         with_report = bool(np.random.default_rng([GENERATOR_SEED, seed, i, 3]).random() < REPORT_SHARE)
-        yield from study_samples(study, f"source-{seed}-{i:05d}", study.image, "source", with_report=with_report)
+        yield from study_samples(study, f"{domain}-{seed}-{i:05d}", study.image, domain, with_report=with_report)
 
 
 def corpus_texts(studies: int = 300) -> list[str]:
