@@ -8,7 +8,9 @@ fresh source studies from stream 102 instead of source-test), one seed unless na
 
     python docs/experiment/language_stage.py pretrain NAME [pretrain-tiny options]
     python docs/experiment/language_stage.py check MODEL NAME    # the validation runs (2 lanes)
-    python docs/experiment/language_stage.py gather NAME=MODEL ...  # -> diagnosis/v3.1-language-stage.json
+    python docs/experiment/language_stage.py check3 MODEL NAME   # three seeds of the runs that decide (session 10)
+    python docs/experiment/language_stage.py gather3 NAME=MODEL ...  # -> diagnosis/v3.3-wide-source.json
+    python docs/experiment/language_stage.py gather NAME=MODEL ...  # adds rows to diagnosis/v3.1-language-stage.json
 
 The last candidate (v3.2, installed): the same decoder-only stage on tiny-v4, the 5,000-step
 pretraining of session 6 (docs/experiment.md, "Measured on the task (v3.0)").
@@ -35,6 +37,12 @@ FRESH_STUDIES = 300
 RUNS = [("scanner-ln", "sample", "ln", 0.0534, 0), ("scanner-ln-s1", "sample", "ln", 0.0534, 1),
         ("scanner-attn", "sample", "attn", 0.000999, 0), ("findings-full", "sample:findings", "full", 0.000356, 0),
         ("findings-lora", "sample:findings", "lora", 0.00178, 0)]
+
+# Three seeds of the runs a candidate must not lose (session 10: single-seed scanner runs moved by
+# 7 points between seeds); `check3` runs these for a candidate and for the installed model alike.
+RUNS3 = [(f"{key}-s{seed}", data, scope, lr, seed) for key, data, scope, lr in
+         (("scanner-ln", "sample", "ln", 0.0534), ("scanner-attn", "sample", "attn", 0.000999),
+          ("findings-full", "sample:findings", "full", 0.000356)) for seed in (0, 1, 2)]
 
 
 def pretrain(name: str, *options: str) -> None:
@@ -68,10 +76,24 @@ def fresh_source(model: str) -> dict:
             "by_question_type": {k: round(v["accuracy"], 3) for k, v in m["by_question_type"].items()}}
 
 
-def check(model: str, name: str) -> None:
+def check(model: str, name: str, runs: list = RUNS) -> None:
     with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda r: _train(model, name, r), RUNS))
+        list(pool.map(lambda r: _train(model, name, r), runs))
     (WORK / f"check-{name}" / "fresh_source.json").write_text(json.dumps(fresh_source(model)))
+
+
+def check3(model: str, name: str) -> None:
+    """RUNS3 (3 seeds each) and the fresh source; prints each run's mean over the seeds."""
+    check(model, name, RUNS3)
+    d = WORK / f"check-{name}"
+    scores: dict[str, list[float]] = {}
+    for key, *_ in RUNS3:
+        e = json.loads((d / key / "eval.json").read_text())
+        scores.setdefault(key.rsplit("-s", 1)[0], []).append(e["tuned"]["validation"]["overall"])
+    summary = {k: {"seeds": [round(v, 4) for v in vs], "mean": round(sum(vs) / len(vs), 4)} for k, vs in scores.items()}
+    summary["fresh_source"] = json.loads((d / "fresh_source.json").read_text())["overall"]
+    (d / "summary3.json").write_text(json.dumps(summary, indent=1))
+    print(name, json.dumps(summary))
 
 
 def gather(pairs: list[str]) -> None:
@@ -86,7 +108,8 @@ def gather(pairs: list[str]) -> None:
         if pre.is_file():
             rec = json.loads(pre.read_text())
             p = rec["pretraining"]
-            row["stage"] = {k: p.get(k) for k in ("steps", "studies", "stream", "lr", "extra_wordings", "decoder_only")}
+            row["stage"] = {k: p.get(k) for k in ("steps", "studies", "stream", "lr", "extra_wordings", "wide_kinds",
+                                                  "decoder_only") if k in p}
             if "earlier_stage" in rec:  # what the stage started from (v3.0's 2,500 steps or v4's 5,000)
                 e = rec["earlier_stage"]["pretraining"]
                 row["earlier_stage"] = {k: e.get(k) for k in ("steps", "studies", "lr")}
@@ -99,11 +122,33 @@ def gather(pairs: list[str]) -> None:
         out["models"][name] = row
         print(name, {k: v["overall"] for k, v in row.items() if isinstance(v, dict) and "overall" in v})
     path = HERE / "diagnosis" / "v3.1-language-stage.json"
-    if path.is_file() and "notes" in (old := json.loads(path.read_text())):
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    out["models"] = {**old.get("models", {}), **out["models"]}  # rows checked earlier stay as they were
+    if "notes" in old:
         out["notes"] = old["notes"]  # written by hand: runs this script no longer makes
+    path.write_text(json.dumps(out, indent=1) + "\n")
+
+
+def gather3(pairs: list[str]) -> None:
+    """check3 summaries (and each model's stages) -> diagnosis/v3.3-wide-source.json, rows added."""
+    path = HERE / "diagnosis" / "v3.3-wide-source.json"
+    out = json.loads(path.read_text()) if path.is_file() else {
+        "what": "medln-tiny candidates with a wider source (pretrain-tiny --wide), checked on validation",
+        "runs": {r[0]: dict(zip(("data", "scope", "lr", "seed"), r[1:])) for r in RUNS3}, "models": {}}
+    for pair in pairs:
+        name, model = pair.split("=", 1)
+        row = json.loads((WORK / f"check-{name}" / "summary3.json").read_text())
+        stages, rec = [], json.loads((Path(model) / "MEDLN_PRETRAIN.json").read_text())
+        while rec:  # newest stage first
+            p = rec["pretraining"]
+            stages.append({k: p.get(k) for k in ("init", "steps", "studies", "stream", "lr", "extra_wordings",
+                                                  "wide_kinds", "decoder_only") if k in p})
+            rec = rec.get("earlier_stage")
+        out["models"][name] = {"model": model, "stages": stages[::-1], **row}
     path.write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":
     cmd, *rest = sys.argv[1:]
-    {"pretrain": lambda: pretrain(*rest), "check": lambda: check(*rest), "gather": lambda: gather(rest)}[cmd]()
+    {"pretrain": lambda: pretrain(*rest), "check": lambda: check(*rest), "check3": lambda: check3(*rest),
+     "gather": lambda: gather(rest), "gather3": lambda: gather3(rest)}[cmd]()
