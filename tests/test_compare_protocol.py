@@ -123,6 +123,12 @@ def test_a_grid_near_1_proposes_no_rate_the_config_refuses_and_a_failed_rate_say
     table = table_md({"summary": summarize_rows(_rows("ln", [0.5, 0.6], [0.6] * 2, 10, 0.1), ["ln"], "overall"),
                       "metric": "overall", "seeds": [0, 1], "tuning": {"grid": grid.describe(), "scopes": {"ln": rec}}})
     assert "0.949 (edge, the highest rate allowed)" in table
+    # a record written before `at_limit` existed, whose grid still tried a rate the config refused
+    old = {"grid": [0.3, 0.949, 3.0], "scores": {"0.3": 0.348, "0.949": 0.354, "3.0": None}, "chosen": 0.949,
+           "capped": False, "failed": {"3.0": "lr: must be < 1.0"}}
+    table = table_md({"summary": summarize_rows(_rows("ln", [0.5, 0.6], [0.6] * 2, 10, 0.1), ["ln"], "overall"),
+                      "metric": "overall", "seeds": [0, 1], "tuning": {"grid": grid.describe(), "scopes": {"ln": old}}})
+    assert "0.949 (edge, the highest rate allowed)" in table and "3: failed (lr: must be < 1.0)" in table
 
 
 def _drain(gen):

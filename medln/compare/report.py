@@ -14,6 +14,7 @@ from ..data.sample import PHRASINGS
 from ..metrics import METRICS
 from ..storage import write_text_atomic
 from .stats import fmt, versus
+from .tuning import past_limit
 
 
 _CSV_FIRST = ["scope", "seed", "status", "skipped", "lr", "trainable", "total", "percent", "adapter_bytes", "steps_done",
@@ -235,11 +236,16 @@ def phrasing_md(results: dict, metric: str) -> list[str]:
     return lines
 
 
-def _edge_note(rec: dict) -> str:
-    """Why a chosen rate may not be the optimum: the search stopped while it sat on an edge."""
+def _edge_note(rec: dict, step: float | None) -> str:
+    """Why a chosen rate may not be the optimum: the search stopped while it sat on an edge.
+    Records from before `at_limit` existed are judged from their scores and the grid's step."""
     if rec.get("capped"):
         return " (edge, capped)"
-    return " (edge, the highest rate allowed)" if rec.get("at_limit") else ""
+    at_limit = rec.get("at_limit")
+    if at_limit is None and step and rec.get("chosen") is not None:
+        scored = [float(lr) for lr, v in (rec.get("scores") or {}).items() if v is not None]
+        at_limit = rec["chosen"] == max(scored, default=None) and past_limit(rec["chosen"], step)
+    return " (edge, the highest rate allowed)" if at_limit else ""
 
 
 def _score_or_why(score: float | None, why: str | None) -> str:
@@ -322,7 +328,7 @@ def table_md(results: dict) -> str:
             why = rec.get("failed") or {}
             scores = ", ".join(f"{float(lr):g}: {_score_or_why(v, why.get(lr))}" for lr, v in (rec.get("scores") or {}).items())
             base = (rec.get("base") or {}).get(rec.get("metric") or "overall")
-            chosen = "–" if rec.get("chosen") is None else f"{rec['chosen']:g}" + _edge_note(rec)
+            chosen = "–" if rec.get("chosen") is None else f"{rec['chosen']:g}" + _edge_note(rec, g.get("step"))
             name = f"{scope} (earlier sweep)" if rec.get("reused") else scope
             lines.append(f"| {name} | {scores} | {chosen} | {'–' if base is None else format(base, '.3f')} |")
         if any(rec.get("reused") for rec in tuning["scopes"].values()):

@@ -49,6 +49,11 @@ def _round(lr: float) -> float:
     return float(f"{lr:.3g}")
 
 
+def past_limit(rate: float, grid_step: float) -> bool:
+    """Whether the next rate up from `rate` is one TrainConfig refuses (so a search ends there)."""
+    return _round(rate * grid_step) >= LR_MAX
+
+
 def best_rate(scores: dict[float, float | None]) -> float:
     """Highest score; failed runs (None) count as worst; ties go to the lower rate."""
     return max(sorted(scores), key=lambda lr: -math.inf if scores[lr] is None else scores[lr])
@@ -93,11 +98,11 @@ class Tuning:
         scores = self.scores
         if not scores:
             return {"grid": [], "scores": {}, "chosen": None, "capped": False}
-        best, top = best_rate(scores), max(scores)
+        best, top = best_rate(scores), max((lr for lr, v in scores.items() if v is not None), default=None)
         out = {"grid": sorted(scores), "scores": {str(lr): scores[lr] for lr in sorted(scores)},
                "chosen": best, "capped": next_rate(scores, self.grid) is not None,
                # on the top edge with no rate past it that TrainConfig takes: the optimum may lie beyond
-               "at_limit": best == top and _round(top * self.grid.step) >= LR_MAX}
+               "at_limit": best == top and past_limit(top, self.grid.step)}
         if self.failed:
             out["failed"] = {str(lr): why for lr, why in sorted(self.failed.items())}
         return out
