@@ -1,13 +1,14 @@
 """Ground truth of one synthetic study: which body part, which modality, which finding.
 
 A study shows one body region in one modality and is *about* one finding kind, present or
-absent (each region has its own kinds). Two sets of kinds:
+absent (each region has its own kinds). Three sets of kinds:
 
   SOURCE_KINDS  what medln-tiny is pretrained on (and the "new scanner" target asks about)
   NEW_KINDS     findings the source never has: the "new findings" target (medln.make.task)
   WIDE_KINDS    SOURCE_KINDS plus PRETRAIN_KINDS, which only a pretraining stream shows
                 (pretrain-tiny --wide): a backbone that has met more finding kinds, as a real
-                Med-VLM has; none is a target's kind or looks like one
+                Med-VLM has. None is a target's kind; calcifications share one look with the
+                kidney stones (small dense foci, counted) in another organ (docs/experiment.md)
 
 Balance, so that no answer can be guessed from the question alone (the image-blind
 baseline, medln.baselines, measures what is left): the (modality, region) pair follows a

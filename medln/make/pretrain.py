@@ -20,6 +20,9 @@ wordings were answered at the image-blind level by every fine-tune of stage 1 al
 frozen vision side keeps what the scanner target's norms re-map. Its record keeps stage 1's.
 Stage 1 at twice the default length (v3.1 used the defaults) reads the source's findings better,
 which the findings target's fine-tunes build on.
+
+`--wide` (session 10, not in the bundled model) pretrains on three more finding kinds; the
+candidates built with it and why none was installed: docs/experiment.md, "Session 10".
 """
 
 from __future__ import annotations
@@ -150,7 +153,8 @@ def pretrain_tiny(args: PretrainArgs | None = None, log=print) -> Path:
         "parameters": n_params,
         "sizes": SIZES,
         "pretraining": {"data": "medln.make.task source domain, generated in memory", "studies": studies,
-                        "stream": a.stream, "extra_wordings": a.extra, "wide_kinds": a.wide, "decoder_only": a.decoder_only, "init": a.init or None,
+                        "stream": a.stream, "extra_wordings": a.extra, "wide_kinds": a.wide,
+                        "decoder_only": a.decoder_only, "init": a.init or None,
                         "items": len(samples), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                         "final_loss": history[-1]["loss"], "loss_every_100": [r["loss"] for r in history[::100]]},
         "wall_s": round(train_s, 1),
