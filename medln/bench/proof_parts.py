@@ -191,7 +191,7 @@ def _wait_ready(url: str, proc, timeout: float) -> None:
 def run_app(plan, *, root: Path, timeout: float = 300) -> dict:
     """`python app.py` as a Space starts it (its own process, the default backbone), then one
     /finetune polled to the end and one /ask with the new run, through gradio_client."""
-    from gradio_client import Client, handle_file
+    from ..ui import client as app_client  # the gradio_client side lives with the UI
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
@@ -208,21 +208,14 @@ def run_app(plan, *, root: Path, timeout: float = 300) -> dict:
         try:
             _wait_ready(url, proc, timeout)
             out["launch_s"] = round(time.perf_counter() - t0, 2)
-            client = Client(url, verbose=False, download_files=False)
-            t0 = time.perf_counter()
-            job = client.predict(steps=plan.app_steps, quant=DEMO_QUANT, eval_limit=plan.app_eval_limit,
-                                 batch_size=plan.app_batch, api_name="/finetune")
-            end = time.time() + timeout
-            while job["state"] not in ("done", "stopped", "failed", "cancelled") and time.time() < end:
-                time.sleep(0.5)
-                job = client.predict(job["job_id"], api_name="/job")
+            client = app_client.connect(url)
+            job, wall_s = app_client.finetune(client, steps=plan.app_steps, quant=DEMO_QUANT,
+                                              eval_limit=plan.app_eval_limit, batch_size=plan.app_batch, timeout=timeout)
             out["finetune"].update(state=job["state"], error=job.get("error"), step=job.get("step"),
-                                   precision=(job.get("start") or {}).get("precision"),
-                                   wall_s=round(time.perf_counter() - t0, 2))
-            t0 = time.perf_counter()
-            base, tuned, notice = client.predict(handle_file(q["image"]), q["question"], job["run_id"], api_name="/ask")
+                                   precision=(job.get("start") or {}).get("precision"), wall_s=wall_s)
+            base, tuned, notice, wall_s = app_client.ask(client, q["image"], q["question"], job["run_id"])
             out["ask"] = {"id": q["id"], "question": q["question"], "base": base, "tuned": tuned, "notice": notice,
-                          "wall_s": round(time.perf_counter() - t0, 2)}
+                          "wall_s": wall_s}
         except Exception as e:  # noqa: BLE001 - recorded with the app's own log: the target is then missed
             log.flush()
             out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
