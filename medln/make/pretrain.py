@@ -11,18 +11,19 @@ Deterministic from its seed on a given machine (the record names the machine and
 After training it scores itself on the committed source-test split and on both targets'
 test splits (the untuned base rows) and writes those figures into MEDLN_PRETRAIN.json.
 
-The bundled model (v3.2) is two stages (docs/experiment.md, "The language stage" and "v3.2"):
-  1. python -m medln pretrain-tiny --steps 5000 --studies 8000   (the vision-language stage)
-  2. python -m medln pretrain-tiny --init assets/medln-tiny --steps 400 --studies 2000 \
-         --stream 104 --lr 5e-4 --extra --decoder-only
-The second trains the decoder alone on the source with more question wordings (EXTRA): held-out
-wordings were answered at the image-blind level by every fine-tune of stage 1 alone, and the
-frozen vision side keeps what the scanner target's norms re-map. Its record keeps stage 1's.
-Stage 1 at twice the default length (v3.1 used the defaults) reads the source's findings better,
-which the findings target's fine-tunes build on.
-
-`--wide` (session 10, not in the bundled model) pretrains on three more finding kinds; the
-candidates built with it and why none was installed: docs/experiment.md, "Session 10".
+The bundled model (v3.3) is three stages, in four runs (docs/experiment.md, "The language
+stage" and "Session 10"; each run's record nests the one before):
+  1. python -m medln pretrain-tiny --out S1 --steps 5000 --studies 8000   (the vision-language stage)
+  2. python -m medln pretrain-tiny --init S1 --out S2a --steps 3000 --studies 4000 --stream 106 --lr 2e-4 --wide
+     python -m medln pretrain-tiny --init S2a --out S2 --steps 2000 --studies 4000 --stream 107 --lr 1e-4 --wide
+  3. python -m medln pretrain-tiny --init S2 --steps 400 --studies 2000 --stream 104 --lr 5e-4 \
+         --extra --decoder-only --wide
+Stage 2 (`--wide`) trains the whole model on three more, pretraining-only finding kinds, as a
+real Med-VLM has met more findings than a target asks about; it lifted the findings target's
+validation scores by about 4 points. Stage 3 trains the decoder alone on the source with more
+question wordings (EXTRA): held-out wordings were answered at the image-blind level by every
+fine-tune of stage 1 alone, and the frozen vision side keeps what the scanner target's norms
+re-map.
 """
 
 from __future__ import annotations
