@@ -12,8 +12,9 @@ fresh source studies from stream 102 instead of source-test), one seed unless na
     python docs/experiment/language_stage.py gather3 NAME=MODEL ...  # -> diagnosis/v3.3-wide-source.json
     python docs/experiment/language_stage.py gather NAME=MODEL ...  # adds rows to diagnosis/v3.1-language-stage.json
 
-The last candidate (v3.2, installed): the same decoder-only stage on tiny-v4, the 5,000-step
-pretraining of session 6 (docs/experiment.md, "Measured on the task (v3.0)").
+v3.2 (installed until session 11): the same decoder-only stage on tiny-v4, the 5,000-step
+pretraining of session 6 (docs/experiment.md, "Measured on the task (v3.0)"). v3.3 (D5, installed
+since): a wide stage between the two (docs/experiment.md, "Session 10").
 
 Runs go to $WORK (default /tmp/medln-language-stage). Every run: `medln train` at medln-tiny
 v3.0's chosen rates (docs/experiment/v3.0-compare-*), 200 steps, scored on validation.
