@@ -79,7 +79,7 @@ SPLITS: dict[str, Split] = {
     "scanner-validation": Split("scanner", 12, 42, True),
     "scanner-test": Split("scanner", 13, 42, True),
     "findings-train": Split("findings", 21, 402, False),
-    "findings-validation": Split("findings", 22, 84, True),
+    "findings-validation": Split("findings", 22, 252, True),  # 84 until session 11 (docs/experiment.md)
     "findings-test": Split("findings", 23, 84, True),
 }
 SOURCE_TRAIN_SEED = 100  # the pretraining stream
