@@ -5,6 +5,7 @@ Measures, on the committed v3 sample and any medln-tiny-style model folder (sess
     python docs/experiment/diagnose_v3.py source MODEL [MODEL ...]  # source-test vs 300 fresh source studies
     python docs/experiment/diagnose_v3.py presence [MODEL]          # new findings' presence/size, read linearly from frozen features
     python docs/experiment/diagnose_v3.py fit RUN [RUN ...]         # a run's accuracy per (question type, finding kind) on findings-train
+    python docs/experiment/diagnose_v3.py answers RUN [RUN ...]     # what a run answers to findings-validation's abnormality questions
     python docs/experiment/diagnose_v3.py patch4 OUT                # medln-tiny's recipe with 4 px patches (256 image tokens)
 
 Each writes docs/experiment/diagnosis/v3-<part>.json (patch4: OUT/MEDLN_PRETRAIN.json) and prints a
@@ -160,6 +161,30 @@ def fit(runs: list[str], limit: int = 400) -> None:
     _save("fit", out)
 
 
+def answers(runs: list[str]) -> None:
+    """What a findings run answers when asked which abnormality a study shows (findings-validation,
+    every wording): does it name the new kinds, or a kind whose word it already knew?"""
+    from collections import Counter
+
+    from medln.data import load_samples
+    from medln.evaluate import predict
+    from medln.runs import load_run
+
+    items = [s for s in load_samples("sample:findings", "validation").samples if s.question_type == "ABN"]
+    out = {"split": "findings-validation, abnormality questions", "items": len(items), "runs": {}}
+    for run in runs:
+        bb = load_run(run, device="cpu")
+        pairs = Counter(zip((s.answer for s in items), predict(bb, bb.model, items)))
+        named = sum(n for (gold, pred), n in pairs.items() if gold != "none" and pred == gold)
+        abnormal = sum(n for (gold, _), n in pairs.items() if gold != "none")
+        out["runs"][run] = {"new_kind_named": named, "abnormal": abnormal,
+                            "answers": [{"gold": g, "pred": p, "n": n} for (g, p), n in pairs.most_common()]}
+        print(f"{run}: names the new kind for {named} of {abnormal} abnormal studies")
+        for (g, p), n in pairs.most_common(8):
+            print(f"  {n:4d}  {g!r:16} -> {p!r}")
+    _save("answers", out)
+
+
 def patch4(out: str) -> None:
     """Pretrain medln-tiny's recipe (PretrainArgs defaults) with 4 px patches into `out`: four
     times the image tokens, for the small findings' position, size and count. Not installed."""
@@ -171,7 +196,7 @@ def patch4(out: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=("source", "presence", "fit", "patch4"))
+    ap.add_argument("part", choices=("source", "presence", "fit", "answers", "patch4"))
     ap.add_argument("paths", nargs="*", help="model folders (source, presence), run folders (fit) or the output folder (patch4)")
     a = ap.parse_args()
     if a.part == "source":
@@ -184,8 +209,8 @@ def main() -> None:
         presence(*(a.paths[:1] or ["medln-tiny"]))
     else:
         if not a.paths:
-            ap.error("fit needs run folders (medln train --data sample:findings ...)")
-        fit(a.paths)
+            ap.error(f"{a.part} needs run folders (medln train --data sample:findings ...)")
+        (fit if a.part == "fit" else answers)(a.paths)
 
 
 if __name__ == "__main__":

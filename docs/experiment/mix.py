@@ -1,6 +1,6 @@
 """Why a findings choice made on validation does not carry to test: the two splits' question mix.
 
-    python docs/experiment/mix.py SWEEP [SCOPE]   # -> diagnosis/v3.3-findings-mix.json
+    python docs/experiment/mix.py SWEEP [SCOPE]   # -> diagnosis/v3.3-findings-mix-n<validation n>.json
 
 SWEEP is a `medln compare --data sample:findings --tune-lr` folder with its (git-ignored) run
 folders: tune/<scope>/lr<rate>/eval.json (validation, seed 0) and runs/<scope>/seed<k>/eval.json
@@ -49,7 +49,7 @@ def main(sweep: Path, scope: str = "full") -> dict:
            "validation_reweighted_to_test_mix": round(reweighted(v, t0), 4),
            "test_overall_mean": round(statistics.mean(t["overall"] for t in tests), 4),
            "cells": per_cell}
-    (HERE / "diagnosis" / "v3.3-findings-mix.json").write_text(json.dumps(out, indent=1) + "\n")
+    (HERE / "diagnosis" / f"v3.3-findings-mix-n{val['n']}.json").write_text(json.dumps(out, indent=1) + "\n")
     print(f"{scope} at {lr:g}: validation {out['validation_overall_seed0']} (seed 0), re-weighted to the test's "
           f"mix {out['validation_reweighted_to_test_mix']}, test {out['test_overall_mean']} (mean of {len(tests)} seeds)")
     print(f"  {'cell':20s} {'val n':>6s} {'test n':>6s} {'val acc':>8s} {'test acc':>8s}")
