@@ -27,9 +27,9 @@ def cells(metrics: dict) -> dict[str, dict]:
 
 
 def reweighted(acc: dict[str, dict], weights: dict[str, dict]) -> float:
-    """`acc`'s cell accuracies averaged with `weights`' cell sizes (a cell `acc` lacks counts 0)."""
-    total = sum(w["n"] for w in weights.values())
-    return sum(w["n"] * acc.get(k, {"accuracy": 0.0})["accuracy"] for k, w in weights.items()) / total
+    """`acc`'s cell accuracies averaged with `weights`' cell sizes, over the cells both have."""
+    shared = [k for k in weights if k in acc]
+    return sum(weights[k]["n"] * acc[k]["accuracy"] for k in shared) / sum(weights[k]["n"] for k in shared)
 
 
 def main(sweep: Path, scope: str = "full") -> dict:
@@ -48,6 +48,7 @@ def main(sweep: Path, scope: str = "full") -> dict:
            "validation_overall_seed0": round(val["overall"], 4),
            "validation_reweighted_to_test_mix": round(reweighted(v, t0), 4),
            "test_overall_mean": round(statistics.mean(t["overall"] for t in tests), 4),
+           "test_overall_seed0": round(tests[0]["overall"], 4),
            "cells": per_cell}
     (HERE / "diagnosis" / f"v3.3-findings-mix-n{val['n']}.json").write_text(json.dumps(out, indent=1) + "\n")
     print(f"{scope} at {lr:g}: validation {out['validation_overall_seed0']} (seed 0), re-weighted to the test's "
