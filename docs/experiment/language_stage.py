@@ -57,6 +57,7 @@ def _train(model: str, name: str, run: tuple) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MEDLN_CACHE": str(d / f"cache-{data}")}
     subprocess.run([sys.executable, "-m", "medln", "train", "--backbone", model, "--data", data, "--scope", scope,
                     "--lr", str(lr), "--seed", str(seed), "--eval-split", "validation", "--ood-split", "",
+                    "--eval-limit", "0",  # the whole split (findings validation: 506 questions since session 11)
                     "--out", str(d / key), "--overwrite", "--quiet", "--json"], env=env, check=True,
                    stdout=subprocess.DEVNULL)
 
