@@ -14,7 +14,7 @@ from ..data.sample import PHRASINGS
 from ..metrics import METRICS
 from ..storage import write_text_atomic
 from .stats import fmt, versus
-from .tuning import past_limit
+from .tuning import at_limit
 
 
 _CSV_FIRST = ["scope", "seed", "status", "skipped", "lr", "trainable", "total", "percent", "adapter_bytes", "steps_done",
@@ -241,11 +241,10 @@ def _edge_note(rec: dict, step: float | None) -> str:
     Records from before `at_limit` existed are judged from their scores and the grid's step."""
     if rec.get("capped"):
         return " (edge, capped)"
-    at_limit = rec.get("at_limit")
-    if at_limit is None and step and rec.get("chosen") is not None:
-        scored = [float(lr) for lr, v in (rec.get("scores") or {}).items() if v is not None]
-        at_limit = rec["chosen"] == max(scored, default=None) and past_limit(rec["chosen"], step)
-    return " (edge, the highest rate allowed)" if at_limit else ""
+    edge = rec.get("at_limit")
+    if edge is None and step:
+        edge = at_limit(rec.get("chosen"), {float(lr): v for lr, v in (rec.get("scores") or {}).items()}, step)
+    return " (edge, the highest rate allowed)" if edge else ""
 
 
 def _score_or_why(score: float | None, why: str | None) -> str:

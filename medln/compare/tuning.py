@@ -54,6 +54,12 @@ def past_limit(rate: float, grid_step: float) -> bool:
     return _round(rate * grid_step) >= LR_MAX
 
 
+def at_limit(chosen: float | None, scores: dict[float, float | None], grid_step: float) -> bool:
+    """`chosen` is the highest rate that scored, and no rate past it is allowed: the optimum may lie beyond."""
+    top = max((lr for lr, v in scores.items() if v is not None), default=None)
+    return chosen is not None and chosen == top and past_limit(top, grid_step)
+
+
 def best_rate(scores: dict[float, float | None]) -> float:
     """Highest score; failed runs (None) count as worst; ties go to the lower rate."""
     return max(sorted(scores), key=lambda lr: -math.inf if scores[lr] is None else scores[lr])
@@ -98,11 +104,10 @@ class Tuning:
         scores = self.scores
         if not scores:
             return {"grid": [], "scores": {}, "chosen": None, "capped": False}
-        best, top = best_rate(scores), max((lr for lr, v in scores.items() if v is not None), default=None)
+        best = best_rate(scores)
         out = {"grid": sorted(scores), "scores": {str(lr): scores[lr] for lr in sorted(scores)},
                "chosen": best, "capped": next_rate(scores, self.grid) is not None,
-               # on the top edge with no rate past it that TrainConfig takes: the optimum may lie beyond
-               "at_limit": best == top and past_limit(top, self.grid.step)}
+               "at_limit": at_limit(best, scores, self.grid.step)}
         if self.failed:
             out["failed"] = {str(lr): why for lr, why in sorted(self.failed.items())}
         return out
