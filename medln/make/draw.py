@@ -44,6 +44,7 @@ STYLES: dict[str, StyleSpec] = {
     "scanner": StyleSpec(48, 1.0, (0.1, 0.8), (0.08, 0.92), True, 7, noise_block=2, invert=True),
 }
 RADIUS = {"small": 0.5, "medium": 0.75, "large": 1.0}  # lesion radius as a fraction of the kind's largest
+STONE_RADIUS = 0.02  # of a kidney stone: 2.6 px wide at 64 px (docs/experiment.md, "Session 12")
 
 
 class Canvas:
@@ -214,7 +215,7 @@ def abdomen(c: Canvas, f: Findings, rng: np.random.Generator) -> None:
         py = ky - 0.065 if f.zone == "upper" else ky + 0.065
         for k in range(f.count):  # side by side across the pole
             x = kx + (k - (f.count - 1) / 2) * 0.05 + rng.uniform(-0.005, 0.005)
-            c.paint(c.ellipse(x, py + rng.uniform(-0.012, 0.012), 0.02, 0.02), v["stone"], jitter=0.0)
+            c.paint(c.ellipse(x, py + rng.uniform(-0.012, 0.012), STONE_RADIUS, STONE_RADIUS), v["stone"], jitter=0.0)
 
 
 DRAW = {"chest": chest_xray, "head": head, "abdomen": abdomen}
