@@ -3,8 +3,7 @@
 On a CPU, bitsandbytes 0.50 runs a 4-bit layer (nn/modules.py Linear4bit.forward,
 autograd/_functions.py matmul_4bit) one of two ways:
   dequant     the NF4 weight is dequantized to the compute dtype (fp32 on a CPU: exact) and
-              torch's linear runs. Any CPU; always while training or when the input needs a
-              gradient.
+              torch's linear runs. Any CPU; the only path with a backward.
   avx512bf16  where the CPU has AVX512-BF16 (the native has_avx512bf16_cpu(), read into
               Linear4bit.support_avx512bf16_for_cpu when the layer is built), the first
               eval-mode forward whose input needs no gradient REPACKS the layer's weight in
@@ -22,9 +21,20 @@ packs different scales. peft calls model.state_dict() whenever it loads an adapt
 model): the app's tuned answers were not the run's. `keep_packed` makes a layer's state_dict()
 leave the layer as it found it, so the packing state of a model depends only on how it was
 loaded, not on what read its weights since.
+
+The second trap: once packed, a layer takes the fused gemv in training mode too (matmul_4bit
+checks only the packing), and that kernel has no backward: on an AVX512-BF16 CPU a 4-bit
+training run failed at its first step ("a view of a leaf Variable that requires grad is used in
+an in-place operation"), because scoring the base and the probe ceiling's features, before
+training, had packed the layers. `remember_loaded` (when a run loads its model) and
+`dequant_while_training` (around the training steps) put a packed layer back exactly as it was
+loaded and keep it on the dequant path until the last step; before and after, its answers take
+the path the CPU has, like every other model's (the app's cached bases included).
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 _STASH = "_medln_packed"  # the packed weight and quant state, kept across one state_dict() call
 
@@ -70,3 +80,57 @@ def _restore(module, state_dict, prefix, local_metadata) -> None:
         vars(state).update(fields)
         module.weight.data = data
         module.weight.quant_state = module.quant_state = state
+
+
+
+def _layers(model) -> list:
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return []
+    return [m for m in model.modules() if isinstance(m, Linear4bit)]
+
+
+def _packed(layer) -> bool:
+    return bool(getattr(getattr(layer.weight, "quant_state", None), "packing_format_for_cpu", False))
+
+
+def remember_loaded(model) -> int:
+    """For a model loaded to be trained: remember each 4-bit layer as loaded (references to its
+    weight and its quant state's fields; nothing is copied until packing replaces them), so that
+    `dequant_while_training` can return a packed layer to it exactly. Returns how many layers.
+    A layer packed already is first unpacked with bitsandbytes' inverse (lossy, see above)."""
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+    layers = _layers(model)
+    for layer in layers:
+        if _packed(layer):
+            data, state = _convert_weight_packed_for_cpu_inverse(layer.weight.data, layer.weight.quant_state)
+            layer.weight.data, layer.weight.quant_state, layer.quant_state = data, state, state
+        state = layer.weight.quant_state
+        layer._medln_loaded = (layer.weight.data, state, dict(vars(state)))
+    return len(layers)
+
+
+@contextmanager
+def dequant_while_training(model):
+    """Train a 4-bit model on the dequant path: every layer remembered by `remember_loaded` and
+    packed since (the base's answers and the probe's features before the first step pack it)
+    goes back to its loaded weight, and none packs until the block ends. After it, answers pack
+    the layers again from that weight, as they do in a model freshly loaded with the adapter:
+    the run's tuned answers are the app's."""
+    layers = [layer for layer in _layers(model) if hasattr(layer, "_medln_loaded")]
+    allowed = [layer.support_avx512bf16_for_cpu for layer in layers]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False  # Linear4bit.forward packs only where this is set
+        if _packed(layer):
+            data, state, fields = layer._medln_loaded
+            vars(state).clear()
+            vars(state).update(fields)
+            layer.weight.data = data
+            layer.weight.quant_state = layer.quant_state = state
+    try:
+        yield len(layers)
+    finally:
+        for layer, allow in zip(layers, allowed):
+            layer.support_avx512bf16_for_cpu = allow

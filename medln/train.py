@@ -21,6 +21,7 @@ from typing import Iterator
 
 from .backbones import Backbone, resolve
 from .config import TrainConfig
+from .cpu4bit import dequant_while_training, remember_loaded
 from .kernels import compile_blocks, eager_if, fuse_norms
 from .data.sample import Sample
 from .prompts import encode_for_training
@@ -65,6 +66,8 @@ def prepare(cfg: TrainConfig, *, device: str | None = None, backbone: Backbone |
                     trust_remote_code=cfg.trust_remote_code, precision=cfg.precision)
     if backbone is None:
         backbone = spec.load(device)
+    if backbone.quant == "4bit":  # the fused CPU kernel has no backward (medln.cpu4bit)
+        remember_loaded(backbone.model)
     device_kind = next(backbone.model.parameters()).device.type
     spec = BaseSpec(spec.backbone, backbone.quant, spec.keep, backbone.dtype,
                     "cuda" if device_kind == "cuda" else "cpu", spec.trust_remote_code, cfg.precision)
@@ -123,9 +126,7 @@ def make_accelerator(cfg: TrainConfig):
 
 def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None, accelerator=None) -> Iterator[dict]:
     """Train `tunable.model` for cfg.steps optimizer steps; yields one record per step.
-
-    `stop` is any object with is_set() (threading.Event): checked before every micro-batch.
-    """
+    `stop` is any object with is_set() (threading.Event): checked before every micro-batch."""
     import torch
     from torch.utils.data import DataLoader
     from transformers import set_seed
@@ -161,43 +162,44 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
     model.train()
     reset_peak()  # this run's peak, not the process's earlier ones (a sweep trains many runs)
     started = time.perf_counter()
-    for step in range(1, cfg.steps + 1):
-        t0 = time.perf_counter()
-        losses, n = [], 0
-        for _ in range(cfg.grad_accum):
-            if stop is not None and stop.is_set():
-                yield {"event": "stopped", "step": step - 1}
-                return
-            epoch, batch = next(data)
-            with acc.accumulate(model):
-                with autocast_context(precision, acc.device.type):
-                    loss = model(**batch).loss
-                acc.backward(scaler.scale(loss))
-                if acc.sync_gradients:
-                    # The scaler steps only on the last micro-batch: unscaling earlier would
-                    # divide gradients still being accumulated. A step whose fp16 gradients
-                    # overflowed is skipped and the scale lowered.
-                    scaler.unscale_(optimizer)
-                    acc.clip_grad_norm_(params, 1.0)
-                    scaler.step(optimizer)
-                    scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.detach())
-            n += batch["input_ids"].shape[0]
-        scheduler.step()
-        mean_loss = acc.reduce(torch.stack(losses).mean(), reduction="mean").item()
-        dt = time.perf_counter() - t0
-        yield {
-            "event": "step",
-            "step": step,
-            "loss": round(mean_loss, 6),
-            "lr": scheduler.get_last_lr()[0],
-            "epoch": epoch,
-            "samples_per_s": round(n * acc.num_processes / dt, 3),
-            "step_s": round(dt, 4),
-            "elapsed_s": round(time.perf_counter() - started, 3),
-            "peak_mem_gb": round(peak_memory_gb(), 4),
-        }
+    with dequant_while_training(model):  # a packed 4-bit layer has no backward (medln.cpu4bit)
+        for step in range(1, cfg.steps + 1):
+            t0 = time.perf_counter()
+            losses, n = [], 0
+            for _ in range(cfg.grad_accum):
+                if stop is not None and stop.is_set():
+                    yield {"event": "stopped", "step": step - 1}
+                    return
+                epoch, batch = next(data)
+                with acc.accumulate(model):
+                    with autocast_context(precision, acc.device.type):
+                        loss = model(**batch).loss
+                    acc.backward(scaler.scale(loss))
+                    if acc.sync_gradients:
+                        # The scaler steps only on the last micro-batch: unscaling earlier would
+                        # divide gradients still being accumulated. A step whose fp16 gradients
+                        # overflowed is skipped and the scale lowered.
+                        scaler.unscale_(optimizer)
+                        acc.clip_grad_norm_(params, 1.0)
+                        scaler.step(optimizer)
+                        scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.detach())
+                n += batch["input_ids"].shape[0]
+            scheduler.step()
+            mean_loss = acc.reduce(torch.stack(losses).mean(), reduction="mean").item()
+            dt = time.perf_counter() - t0
+            yield {
+                "event": "step",
+                "step": step,
+                "loss": round(mean_loss, 6),
+                "lr": scheduler.get_last_lr()[0],
+                "epoch": epoch,
+                "samples_per_s": round(n * acc.num_processes / dt, 3),
+                "step_s": round(dt, 4),
+                "elapsed_s": round(time.perf_counter() - started, 3),
+                "peak_mem_gb": round(peak_memory_gb(), 4),
+            }
 
 
 def fit_memory(cfg: TrainConfig, tunable: Tunable, samples: list[Sample], acc) -> tuple[TrainConfig, str | None]:

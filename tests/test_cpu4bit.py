@@ -1,5 +1,6 @@
-"""medln.cpu4bit: a CPU-packed 4-bit layer comes out of state_dict() as it went in (issue 26),
-and the kernels the tests force (tests/bnb_cpu.py) compute what bitsandbytes' do.
+"""medln.cpu4bit: a CPU-packed 4-bit layer comes out of state_dict() as it went in (issue 26), a
+model loaded for training is never packed (the packed kernel has no backward), and the kernels
+the tests force (tests/bnb_cpu.py) compute what bitsandbytes' do.
 
 The layers are NF4 with double quantization: backbones.quantization_config's recipe."""
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import bnb_cpu
-from medln.cpu4bit import cpu_4bit_kernel, keep_packed
+from medln.cpu4bit import cpu_4bit_kernel, dequant_while_training, keep_packed, remember_loaded
 
 bnb = pytest.importorskip("bitsandbytes")
 BF16_EPS = 2.0**-8  # bf16 keeps 8 significant bits: rounding moves a value by at most 2^-9 of it
@@ -64,6 +65,55 @@ def test_without_the_guard_bitsandbytes_changes_a_packed_layer():
         again = layer(x)  # packs again, from those
     changed = layer.weight.quant_state.absmax != scales
     assert changed.any() and not torch.equal(again, first), "bitsandbytes kept the packed layer as it was"
+
+
+def test_a_packed_layer_trains_on_its_loaded_weight_and_packs_again_after():
+    """Packed by an answer after remember_loaded, a layer goes back to its loaded weight for
+    training (its norm gets a gradient through it), packs nowhere inside the block, and answers
+    exactly as before once the block ends."""
+    layer = nf4_layer()
+    bnb_cpu.use(layer, "avx512bf16")
+    model = torch.nn.Sequential(torch.nn.LayerNorm(512), layer)
+    x = torch.randn(3, 512)
+    assert remember_loaded(model) == 1
+    with torch.no_grad():
+        first = model.eval()(x)
+    assert packed(layer)
+    with dequant_while_training(model) as n:
+        assert n == 1 and not packed(layer)
+        model.train()(x).square().sum().backward()
+        with torch.no_grad():
+            model.eval()(x)
+        assert not packed(layer)
+    assert model[0].weight.grad is not None and model[0].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        again = model.eval()(x)
+    assert packed(layer) and torch.equal(again, first)
+
+
+def test_a_4bit_run_trains_the_same_on_a_cpu_that_packs(monkeypatch, tiny_model, dataset, tmp_path):
+    """A 4-bit run answers before its first step (the base's scores, the probe ceiling's
+    features): on an AVX512-BF16 CPU those answers packed the layers and the step failed (or,
+    under the reference kernel, got no gradient through them). Built as on such a CPU, a run
+    trains exactly what it trains where nothing packs."""
+    from medln.config import TrainConfig
+    from medln.train import prepare, train_run
+
+    bnb_cpu.use(torch.nn.Module(), "avx512bf16")  # installs the reference kernel where the native one cannot run
+    trained = {}
+    for packs in (False, True):
+        monkeypatch.setattr(bnb.nn.modules, "has_avx512bf16", lambda: packs)  # what Linear4bit.__init__ reads
+        monkeypatch.setenv("MEDLN_CACHE", str(tmp_path / f"cache-{packs}"))  # the base is answered, not read back
+        cfg = TrainConfig(backbone=str(tiny_model("llava")), data=f"jsonl:{dataset}", quant="4bit", scope="ln",
+                          steps=2, batch_size=2, warmup=0.0, lr=0.05, ood_split="")
+        tunable = prepare(cfg, device="cpu")
+        bnb_cpu.ran.clear()
+        records = list(train_run(cfg, tmp_path / f"packs-{packs}", tunable=tunable))
+        assert records[-1]["event"] == "done" and records[-1]["steps_done"] == 2
+        assert bool(bnb_cpu.ran[bnb_cpu.label("avx512bf16")]) == packs
+        trained[packs] = {n: p.detach().clone() for n, p in tunable.model.named_parameters() if p.requires_grad}
+    assert trained[True].keys() == trained[False].keys()
+    assert all(torch.equal(trained[True][n], trained[False][n]) for n in trained[False])
 
 
 def test_the_reference_kernel_is_the_dequant_path_within_bf16():
