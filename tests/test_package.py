@@ -273,7 +273,8 @@ def test_readme_is_short_and_every_relative_link_in_it_and_docs_resolves():
 
 def test_readme_commands_parse_with_the_options_each_command_lists():
     """Every `medln ...` line of the README's code blocks parses, with the names --help shows
-    (not a hidden old spelling), and the test command is the one CI runs."""
+    (not a hidden old spelling), names only bundled files that exist, and the test command is
+    the one CI runs."""
     import argparse
     import re
     import shlex
@@ -294,4 +295,5 @@ def test_readme_commands_parse_with_the_options_each_command_lists():
         shown = {s for a in sub._actions if a.help != argparse.SUPPRESS for s in a.option_strings}
         assert {a for a in argv if a.startswith("--")} <= shown, argv
         parser.parse_args(argv)  # SystemExit (a usage error) fails the test
+        assert all((REPO / a).exists() for a in argv if a.startswith("assets/")), argv
     assert "python -m pytest -q" in text and "python -m pytest -q" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
