@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 import time
 
@@ -216,9 +217,10 @@ def cmd_ask(args) -> None:
 
     from .domain import check_image, is_demo_backbone, warning
 
-    out = {"answer": answer, "backbone": base.backbone, "adapter": args.adapter or None, "disclaimer": DISCLAIMER}
-    if is_demo_backbone(base.backbone):  # as the app says beside its answers (medln.domain: a measured check)
-        out["warning"] = warning(check_image(image), Path(base.backbone).name) or None
+    # The image check is measured on the demo model's data only (medln.domain): other models get none.
+    demo = is_demo_backbone(base.backbone)
+    out = {"answer": answer, "backbone": base.backbone, "adapter": args.adapter or None, "disclaimer": DISCLAIMER,
+           "warning": (warning(check_image(image), Path(base.backbone).name) or None) if demo else None}
     if args.json:
         print(json.dumps(out))
     else:  # the same warnings as --json, after the answer (a script that wants the answer alone reads --json)
@@ -356,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
             TrackerError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader left (`medln backbones --json | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 141
     except OSError as e:  # the file system refused (permissions, a folder where a file goes, a full disk)
         if is_out_of_memory(e) or e.filename is None:
             raise

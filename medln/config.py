@@ -249,7 +249,8 @@ class AskArgs:
     quant: str = like(TrainConfig, "quant", help="weights without --adapter; with --adapter the run's own")
     precision: str = like(TrainConfig, "precision", help="auto, bf16, fp16 or fp32 (auto: as the run was trained, "
                                                            "or as train's auto decides)")
-    json: bool = _f(False, "print JSON (answer, backbone, adapter, disclaimer)")
+    json: bool = _f(False, "print JSON (answer, backbone, adapter, disclaimer, warning: null unless the demo model's "
+                           "image check has one)")
 
 
 @dataclass

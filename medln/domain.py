@@ -186,16 +186,24 @@ def check_image(image, calibration: Calibration | None = None) -> DomainCheck:
 
 
 def is_demo_backbone(backbone: str | None) -> bool:
-    """The bundled demo model, by registry name or by its folder in assets/."""
+    """The bundled demo model, by registry name, by its folder in assets/, or merged with an
+    adapter (`medln merge`: the folder's medln-merged.json names the model it came from)."""
     if not backbone:
         return False
     if backbone in DEMO_BACKBONES:
         return True
+    import json
+
     from . import ASSETS
+    from .merge import MERGED_JSON
 
     try:
-        return any(Path(backbone).resolve() == (ASSETS / name).resolve() for name in DEMO_BACKBONES)
-    except OSError:
+        path = Path(backbone).resolve()
+        if any(path == (ASSETS / name).resolve() for name in DEMO_BACKBONES):
+            return True
+        merged = path / MERGED_JSON
+        return merged.is_file() and is_demo_backbone(json.loads(merged.read_text(encoding="utf-8")).get("source"))
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
         return False
 
 

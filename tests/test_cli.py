@@ -58,6 +58,19 @@ def test_scopes_json():
 # --------------------------------------------------------------------------- params
 
 
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """`medln backbones --json | head -c 100`: the pipe closes before medln has written; it
+    stops quietly with a shell's exit status for SIGPIPE (141), as Unix tools do."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "medln", "backbones", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first write
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+
 def test_params_json_from_config_only_folder(tiny_model, tmp_path):
     only = tmp_path / "cfg"
     only.mkdir()
@@ -118,6 +131,7 @@ def test_ask_json_with_and_without_adapter(cli_run, tiny_model, dataset):
                                          "--question", "Is there a pleural effusion?", "--json"))
         assert isinstance(reply["answer"], str)
         assert reply["adapter"] == (str(out) if extra else None)
+        assert reply["warning"] is None  # a key every reply has; the image check is the demo model's only
 
 
 def test_ask_plain_text_says_what_json_says(tmp_path):

@@ -60,6 +60,22 @@ def test_greyscale_real_image_at_phantom_size_is_still_flagged():
     assert not check.in_domain and "size" not in check.reason
 
 
+def test_a_merged_demo_model_is_the_demo_model(tmp_path):
+    """`medln merge` writes the model it came from in medln-merged.json: merged medln-tiny still
+    gets the demo model's image check, a merged real backbone does not."""
+    import json
+
+    for name, source, demo in (("tiny", "medln-tiny", True), ("qwen", "Qwen/Qwen2-VL-2B-Instruct", False),
+                               ("twice", str(tmp_path / "tiny"), True)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "medln-merged.json").write_text(json.dumps({"source": source}), encoding="utf-8")
+        assert domain.is_demo_backbone(str(tmp_path / name)) is demo, name
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "medln-merged.json").write_text("[1, 2]", encoding="utf-8")
+    assert not domain.is_demo_backbone(str(tmp_path / "bad"))
+    assert not domain.is_demo_backbone(str(tmp_path / "missing"))
+
+
 def test_demo_backbone_is_recognised():
     from medln.backbones import ASSETS as MODELS
 
