@@ -97,9 +97,10 @@ def _packed(layer) -> bool:
 
 def remember_loaded(model) -> int:
     """For a model loaded to be trained: remember each 4-bit layer as loaded (references to its
-    weight and its quant state's fields; nothing is copied until packing replaces them), so that
-    `dequant_while_training` can return a packed layer to it exactly. Returns how many layers.
-    A layer packed already is first unpacked with bitsandbytes' inverse (lossy, see above)."""
+    weight and its quant state's fields; nothing is copied, but once answers pack the layer the
+    loaded weight stays alive beside the packed one, 4-bit weights twice, until training ends), so
+    that `dequant_while_training` can return a packed layer to it exactly. Returns how many
+    layers. A layer packed already is first unpacked with bitsandbytes' inverse (lossy, see above)."""
     from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
 
     layers = _layers(model)
@@ -114,23 +115,30 @@ def remember_loaded(model) -> int:
 
 @contextmanager
 def dequant_while_training(model):
-    """Train a 4-bit model on the dequant path: every layer remembered by `remember_loaded` and
-    packed since (the base's answers and the probe's features before the first step pack it)
-    goes back to its loaded weight, and none packs until the block ends. After it, answers pack
-    the layers again from that weight, as they do in a model freshly loaded with the adapter:
-    the run's tuned answers are the app's."""
-    layers = [layer for layer in _layers(model) if hasattr(layer, "_medln_loaded")]
+    """Train a 4-bit model on the dequant path: a packed layer (the base's answers and the
+    probe's features before the first step pack it) goes back to its weight as `remember_loaded`
+    saw it, exactly (or through bitsandbytes' lossy inverse where nothing was remembered), and
+    none packs until the block ends. After it, answers pack the layers again from that weight, as
+    in a model freshly loaded with the adapter: the run's tuned answers are the app's. Enter it
+    before DDP's wrapper, which copies the main process's layers (the only ones that answered)."""
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+    layers = _layers(model)
     allowed = [layer.support_avx512bf16_for_cpu for layer in layers]
     for layer in layers:
         layer.support_avx512bf16_for_cpu = False  # Linear4bit.forward packs only where this is set
-        if _packed(layer):
+        if _packed(layer) and hasattr(layer, "_medln_loaded"):
             data, state, fields = layer._medln_loaded
             vars(state).clear()
             vars(state).update(fields)
-            layer.weight.data = data
-            layer.weight.quant_state = layer.quant_state = state
+            layer.weight.data, layer.weight.quant_state, layer.quant_state = data, state, state
+        elif _packed(layer):
+            data, state = _convert_weight_packed_for_cpu_inverse(layer.weight.data, layer.weight.quant_state)
+            layer.weight.data, layer.weight.quant_state, layer.quant_state = data, state, state
     try:
         yield len(layers)
     finally:
         for layer, allow in zip(layers, allowed):
             layer.support_avx512bf16_for_cpu = allow
+            # A run trains once: kept past it, the loaded weight would sit beside the packed one.
+            layer.__dict__.pop("_medln_loaded", None)

@@ -149,20 +149,20 @@ def fit(tunable: Tunable, cfg: TrainConfig, samples: list[Sample], *, stop=None,
         collate_fn=lambda batch: encode_for_training(tunable.backbone, batch, cfg.max_length),
         drop_last=len(samples) >= cfg.batch_size * acc.num_processes,
     )
-    model, optimizer, loader = acc.prepare(model, optimizer, loader)
+    with dequant_while_training(model):  # before acc.prepare: DDP copies the main process's layers (cpu4bit)
+        model, optimizer, loader = acc.prepare(model, optimizer, loader)
 
-    def cycle():
-        epoch = 0
-        while True:
-            for batch in loader:
-                yield epoch, batch
-            epoch += 1
+        def cycle():
+            epoch = 0
+            while True:
+                for batch in loader:
+                    yield epoch, batch
+                epoch += 1
 
-    data = cycle()
-    model.train()
-    reset_peak()  # this run's peak, not the process's earlier ones (a sweep trains many runs)
-    started = time.perf_counter()
-    with dequant_while_training(model):  # a packed 4-bit layer has no backward (medln.cpu4bit)
+        data = cycle()
+        model.train()
+        reset_peak()  # this run's peak, not the process's earlier ones (a sweep trains many runs)
+        started = time.perf_counter()
         for step in range(1, cfg.steps + 1):
             t0 = time.perf_counter()
             losses, n = [], 0

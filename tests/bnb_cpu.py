@@ -6,7 +6,7 @@ backends/cpu/ops.py), on a CPU:
   dequant      the NF4 weight dequantized to the compute dtype (fp32 here: exact, the same on
                every CPU), then torch's linear. Taken when the CPU lacks AVX512-BF16, and by
                a layer not packed yet while training or when the input needs a gradient (a
-               packed layer takes the fused gemv even then: medln.cpu4bit.train_on_dequant).
+               packed layer takes the fused gemv even then: medln.cpu4bit.dequant_while_training).
   avx512bf16   Linear4bit.support_avx512bf16_for_cpu (= the native has_avx512bf16_cpu()) and an
                eval-mode forward with no gradient REPACK the layer's weight in place
                (functional._convert_weight_packed_for_cpu: a tiled nibble layout, absmax

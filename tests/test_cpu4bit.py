@@ -89,6 +89,13 @@ def test_a_packed_layer_trains_on_its_loaded_weight_and_packs_again_after():
     with torch.no_grad():
         again = model.eval()(x)
     assert packed(layer) and torch.equal(again, first)
+    # trained once: the loaded weight is let go; a second block unpacks with bitsandbytes' inverse
+    assert not hasattr(layer, "_medln_loaded")
+    model[0].weight.grad = None
+    with dequant_while_training(model):
+        assert not packed(layer)
+        model.train()(x).square().sum().backward()
+    assert model[0].weight.grad.abs().sum() > 0
 
 
 def test_a_4bit_run_trains_the_same_on_a_cpu_that_packs(monkeypatch, tiny_model, dataset, tmp_path):
