@@ -26,8 +26,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(tiny_model, dataset, out, scope: str):
-    return launch_medln("train", "--backbone", str(tiny_model("llava")), "--scope", scope,
+def launch(tiny_model, dataset, out, scope: str, quant: str = "none"):
+    return launch_medln("train", "--backbone", str(tiny_model("llava")), "--scope", scope, "--quant", quant,
                         "--data", f"jsonl:{dataset}", "--steps", "2", "--batch-size", "2", "--eval-split", "test",
                         "--eval-limit", "1", "--eval-batch-size", "1", "--ood-split", "", "--out", str(out), "--json")
 
@@ -42,12 +42,14 @@ def launch_medln(*args: str):
 
 
 # ln: the peft LN-tuning wrapper under DDP; full: parameters without a gradient (LLaVA's
-# vision layers after vision_feature_layer) need find_unused_parameters.
+# vision layers after vision_feature_layer) need find_unused_parameters; ln in 4-bit: on an
+# AVX512-BF16 CPU the main process's answers before training pack its 4-bit layers, and DDP
+# copies them to the others (medln.cpu4bit.dequant_while_training).
 @pytest.mark.slow  # two accelerate processes per scope (~30 s): CI runs it (.ci/run), `python -m pytest -q` does not
-@pytest.mark.parametrize("scope", ["ln", "full"])
-def test_train_under_accelerate_launch_two_cpu_processes(scope, tiny_model, dataset, tmp_path):
+@pytest.mark.parametrize("scope,quant", [("ln", "none"), ("full", "none"), ("ln", "4bit")])
+def test_train_under_accelerate_launch_two_cpu_processes(scope, quant, tiny_model, dataset, tmp_path):
     out = tmp_path / "run"
-    proc = launch(tiny_model, dataset, out, scope)
+    proc = launch(tiny_model, dataset, out, scope, quant)
     assert proc.returncode == 0, proc.stderr[-4000:]
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     # Logged once, by the main process only.
