@@ -121,9 +121,7 @@ def dequant_while_training(model):
     none packs until the block ends. After it, answers pack the layers again from that weight, as
     in a model freshly loaded with the adapter: the run's tuned answers are the app's. Enter it
     before DDP's wrapper, which copies the main process's layers (the only ones that answered)."""
-    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
-
-    layers = _layers(model)
+    layers = _layers(model)  # none without bitsandbytes
     allowed = [layer.support_avx512bf16_for_cpu for layer in layers]
     for layer in layers:
         layer.support_avx512bf16_for_cpu = False  # Linear4bit.forward packs only where this is set
@@ -133,6 +131,8 @@ def dequant_while_training(model):
             vars(state).update(fields)
             layer.weight.data, layer.weight.quant_state, layer.quant_state = data, state, state
         elif _packed(layer):
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
             data, state = _convert_weight_packed_for_cpu_inverse(layer.weight.data, layer.weight.quant_state)
             layer.weight.data, layer.weight.quant_state, layer.quant_state = data, state, state
     try:
