@@ -153,11 +153,11 @@ def score_table(result: dict, *, brief: bool = False) -> list[dict]:
     rows = []
     for split in result.get("tuned") or {}:
         scores = {c: (result.get(c) or {}).get(split) or {} for c in COLUMNS}
-        parts = [("all", scores)]
-        for kind in PHRASINGS:
-            sub = {c: (scores[c].get("by_phrasing") or {}).get(kind) or {} for c in COLUMNS}
-            if any(sub.values()):
-                parts.append((kind, sub))
+        kinds = [(kind, {c: (scores[c].get("by_phrasing") or {}).get(kind) or {} for c in COLUMNS})
+                 for kind in PHRASINGS]
+        kinds = [(kind, sub) for kind, sub in kinds if any(sub.values())]
+        # one kind only (source-test asks every question in a seen wording): its rows would repeat "all"
+        parts = [("all", scores), *(kinds if len(kinds) > 1 else [])]
         for part, got in parts:
             for m in METRICS.values():
                 if not (m.brief if brief else m.table) or (part != "all" and m.task != "vqa"):
@@ -171,8 +171,8 @@ def score_table(result: dict, *, brief: bool = False) -> list[dict]:
 
 
 def has_phrasing(result: dict) -> bool:
-    """Whether any scored split says its questions' phrasing (else the split is "n/a")."""
-    return any(r["phrasing"] != "all" for r in score_table(result, brief=True))
+    """Whether any scored split's records say their questions' phrasing (else "n/a")."""
+    return any((scores or {}).get("by_phrasing") for c in COLUMNS for scores in (result.get(c) or {}).values())
 
 
 def for_split(refs: dict | None, split: str) -> dict:

@@ -126,7 +126,7 @@ def test_finetune_then_ask_in_a_browser(page, shots):
     _wait_text(pg, "#ft-metrics", "VQA overall accuracy")
     assert "4-bit" in pg.locator("#ft-status .medln-title").inner_text()
     headers = pg.locator("#ft-metrics th").all_inner_texts()
-    assert headers[:4] == ["split", "questions", "metric", "n"]  # questions: all / seen / held-out wording
+    assert headers[:4] == ["split", "wording", "metric", "n"]  # of the questions: all / seen / held-out
     assert {"base", "tuned", "image-blind", "probe ceiling"} <= set(headers)  # the reference rows beside tuned
     assert pg.locator("#ft-metrics tr.medln-few").count() > 0  # 8 items per split: greyed with their n
     assert "fewer than 20" in pg.locator("#ft-metrics").inner_text()

@@ -163,7 +163,14 @@ def test_verdict_says_what_the_numbers_say():
     assert "within noise of the best on the target test and its retention is below the best" in text
     one = verdict({**results, "seeds": [0], "summary": summarize_rows([r for r in rows if r["seed"] == 0],
                                                                      ["ln", "lora", "ln-vision"], "overall")})
-    assert "no spread" in one
+    assert "no spread" in one and "over seeds" not in one
+    # one seed cannot say "below" the blind row, but says which side each scope fell on
+    under = verdict({**results, "seeds": [0], "references": {"blind": {"test": {"overall": 0.45}}},
+                     "summary": summarize_rows([r for r in rows if r["seed"] == 0], ["ln", "lora", "ln-vision"],
+                                               "overall")})
+    assert "UNDER it on one seed (noise unknown): ln-vision (0.400, -5.0 pts)" in under
+    assert "over it on one seed (noise unknown): ln (0.700, +25.0 pts), lora (0.710, +26.0 pts)" in under
+    assert "1 of 3 scopes scored under a model that never looks at the image on this one seed" in under
 
 
 def test_verdict_compares_every_scope_with_the_blind_row_not_only_the_best():

@@ -87,6 +87,13 @@ def test_score_table_rows_split_by_phrasing_only_where_the_records_say():
     assert all(r["phrasing"] == "all" for r in rows if r["metric"] != "overall")  # only what the split holds
     assert has_phrasing(_result()) and not has_phrasing(_result(phrasing=False))
     assert {r["phrasing"] for r in score_table(_result(phrasing=False))} == {"all"}
+    # a split whose questions are all in seen wordings (source-test) has no rows repeating "all"
+    seen_only = _result()
+    for c in ("base", "tuned", "blind", "ceiling"):
+        seen_only[c]["source-test"] = {**seen_only[c]["test"], "by_phrasing": {"seen": seen_only[c]["test"]}}
+    rows = score_table(seen_only, brief=True)
+    assert {r["phrasing"] for r in rows if r["split"] == "source-test"} == {"all"}
+    assert [r["phrasing"] for r in rows if r["split"] == "test" and r["metric"] == "overall"] == ["all", "seen", "held-out"]
 
 
 def test_train_summary_prints_blind_and_ceiling_with_n():

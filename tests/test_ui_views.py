@@ -394,13 +394,13 @@ def _with_refs(phrasing: bool = True):
 def test_fine_tune_table_has_the_blind_row_and_the_ceiling_per_phrasing():
     rows = views.metric_rows(_with_refs())
     h = views.METRIC_HEADERS
-    held = next(r for r in rows if r[h.index("questions")] == "held-out wording")
+    held = next(r for r in rows if r[h.index("wording")] == "held-out")
     assert held[h.index("n")] == 20 and held[h.index("tuned")] == "0.350"
     assert held[h.index("image-blind")] == "0.360" and held[h.index("probe ceiling")] == "0.800"
     page = views.metric_table_html(_with_refs())
-    assert "image-blind" in page and "ridge classifiers" in page and "held-out wording" in page
+    assert "image-blind" in page and "ridge classifiers" in page and "<td>held-out</td>" in page
     plain = views.metric_table_html(_with_refs(phrasing=False))
-    assert "n/a (the records do not say" in plain and "held-out wording</td>" not in plain
+    assert "n/a (the records do not say" in plain and "<td>held-out</td>" not in plain
 
 
 def test_compare_table_and_plot_carry_the_blind_row():

@@ -98,7 +98,7 @@ def verdict(results: dict) -> str:
     lr_note = results.get("lr_source") or "default learning rates"
     parts = [f"Target test {metric} (n = {n_test}, {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
              f"{results.get('steps')} steps, learning rates {lr_note}): best {best['scope']} "
-             f"{fmt(best['test'].get(metric))} (mean ± sd over seeds)."]
+             f"{fmt(best['test'].get(metric))}" + (" (mean ± sd over seeds)." if len(seeds) > 1 else ".")]
     if len(seeds) < 2:
         parts.append("With one seed there is no spread: no difference between scopes can be told from noise.")
     else:
@@ -160,17 +160,21 @@ def reference_sentences(ran: list[dict], refs: dict, metric: str, n_test) -> lis
         groups: dict[str, list[str]] = {}
         for e in ran:
             v = versus(e["test"].get(metric), blind)
-            if v is not None:
-                groups.setdefault(v["side"], []).append(f"{e['scope']} ({fmt(e['test'].get(metric))}, "
-                                                        f"{100 * v['diff']:+.1f} pts)")
+            if v is not None:  # one seed: which side it fell on, said as such, not hidden as "unknown"
+                side = v["side"] if v["side"] != "unknown" else "under" if v["diff"] < 0 else "over"
+                groups.setdefault(side, []).append(f"{e['scope']} ({fmt(e['test'].get(metric))}, "
+                                                   f"{100 * v['diff']:+.1f} pts)")
         words = {"above": "above it (95 % interval clear of it)", "within noise": "within noise of it",
-                 "below": "BELOW it (95 % interval below it)", "unknown": "one seed, noise unknown"}
+                 "below": "BELOW it (95 % interval below it)", "over": "over it on one seed (noise unknown)",
+                 "under": "UNDER it on one seed (noise unknown)"}
         listed = "; ".join(f"{words[k]}: {', '.join(groups[k])}" for k in words if groups.get(k))
         out.append(f"Against the image-blind row (most frequent train answer per question, no image; {blind:.3f} on "
                    f"the same {n_test} items), every scope: {listed}.")
-        below = groups.get("below")
-        if below:
-            out.append(f"{len(below)} of {len(ran)} scopes score below a model that never looks at the image.")
+        if groups.get("below"):
+            out.append(f"{len(groups['below'])} of {len(ran)} scopes score below a model that never looks at the image.")
+        if groups.get("under"):
+            out.append(f"{len(groups['under'])} of {len(ran)} scopes scored under a model that never looks at the image "
+                       "on this one seed; more seeds tell whether that is noise.")
     if ceiling is not None:
         top = max((e["test"][metric]["mean"] for e in ran if e["test"].get(metric)), default=None)
         gap = "" if top is None else f": the best scope is {100 * (top - ceiling):+.1f} points from it"

@@ -57,9 +57,10 @@ CSS = """
    flex column above it (a flex item's automatic minimum is its content's width). */
 .medln-table-wrap { overflow-x: auto; width: 0; min-width: 100%; }
 .medln-table { border-collapse: collapse; width: 100%; font-size: 0.9em; font-variant-numeric: tabular-nums; }
-.medln-table th, .medln-table td { padding: 5px 8px; border-bottom: 1px solid var(--border-color-primary);
+.medln-table th, .medln-table td { padding: 5px 6px; border-bottom: 1px solid var(--border-color-primary);
   text-align: left; white-space: nowrap; }
-.medln-table th { font-weight: 600; background: var(--background-fill-secondary); }
+.medln-table th { font-weight: 600; background: var(--background-fill-secondary); white-space: normal;
+  vertical-align: bottom; }  /* "image-blind", "probe ceiling": headers wrap, the numbers below do not */
 .medln-table td.medln-wrap { white-space: normal; min-width: 14em; }
 .medln-table tr.medln-few td { color: #9ca3af; }
 .medln-compare td:last-child { white-space: normal; min-width: 16em; }

@@ -11,7 +11,7 @@ from medln.metrics import METRICS
 
 from .errors import web_words
 
-METRIC_HEADERS = ["split", "questions", "metric", "n", "base", "tuned", "change", "image-blind", "probe ceiling"]
+METRIC_HEADERS = ["split", "wording", "metric", "n", "base", "tuned", "change", "image-blind", "probe ceiling"]
 MIN_N = 20  # a metric on fewer items is shown greyed, with its n: too few to read much into
 FEW_NOTE = f"Rows resting on fewer than {MIN_N} items are greyed: too few to read much into."
 
@@ -183,7 +183,7 @@ def metric_rows(result: dict | None) -> list[list]:
     return out
 
 
-PHRASING_WORDS = {"all": "all", "seen": "seen wording", "held-out": "held-out wording"}
+PHRASING_WORDS = {"all": "all", "seen": "seen", "held-out": "held-out"}  # of the questions, in train or not
 
 
 def references_note(result: dict | None) -> str:
