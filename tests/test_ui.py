@@ -623,3 +623,21 @@ def test_compare_tab_keeps_the_local_executor(monkeypatch):
                             report_to="tensorboard").to_dict()
     assert list(compare_records(options)) == []
     assert (seen[0].executor, seen[0].ray_address, seen[0].resume, seen[0].report_to) == ("local", "", False, "none")
+
+
+def test_compare_tab_counts_every_scope_and_seed(monkeypatch):
+    """With seeds, the app's sweep reports runs (scope x seed) and steps across all of them."""
+    import medln.compare
+    from medln.compare.options import CompareConfig
+    from medln.ui.compare import compare_records
+
+    def fake_compare(cfg, **kw):
+        yield {"event": "scope_start", "scope": "lora", "seed": 1, "index": 3, "of": 4}
+        yield {"event": "run_start"}
+        yield {"event": "step", "step": 2}
+
+    monkeypatch.setattr(medln.compare, "compare", fake_compare)
+    options = CompareConfig(scopes="ln,lora", out="x", steps=2, seeds=2).to_dict()
+    phase, training, step, scoring = list(compare_records(options))
+    assert training["phase"] == "run 4/4 · lora · seed 1: training"
+    assert step["global_step"] == 8 and scoring["state"] == "evaluating"

@@ -53,15 +53,15 @@ def compare_records(options: dict, stop=None):
     cfg = dataclasses.replace(CompareConfig.from_dict(options), executor="local", ray_address="", resume=False,
                               report_to="none")
     scopes = [s for s in cfg.scopes.split(",") if s]
-    index, of, scope = 0, len(scopes), scopes[0] if scopes else ""
+    index, of, scope, seed = 0, len(scopes) * cfg.seeds, scopes[0] if scopes else "", cfg.seed
 
-    def where() -> str:
-        return f"scope {index + 1}/{of} · {scope}"
+    def where() -> str:  # with seeds, one run per scope and seed
+        return f"run {index + 1}/{of} · {scope} · seed {seed}" if cfg.seeds > 1 else f"scope {index + 1}/{of} · {scope}"
 
     for rec in compare(cfg, stop=stop, run_scope=scope_on_gpu):
         event = rec.get("event")
         if event == "scope_start":
-            index, of, scope = rec["index"], rec["of"], rec["scope"]
+            index, of, scope, seed = rec["index"], rec["of"], rec["scope"], rec.get("seed", cfg.seed)
             yield {"event": "phase", "state": "loading", "phase": f"{where()}: loading"}
         elif event == "run_start":
             yield {"event": "phase", "state": "training", "phase": f"{where()}: training"}
@@ -107,7 +107,8 @@ def estimate_for(ctx: AppContext, cfg: TrainConfig, scopes: list[str]):
     return total, n_items
 
 
-def estimate_view(ctx: AppContext, backbone, scopes, quant4, steps, batch_size, data_source, eval_limit) -> str:
+def estimate_view(ctx: AppContext, backbone, scopes, quant4, steps, batch_size, data_source, eval_limit,
+                  seeds=1) -> str:
     if not scopes:
         return ""
     try:
@@ -117,13 +118,14 @@ def estimate_view(ctx: AppContext, backbone, scopes, quant4, steps, batch_size, 
                            ctx.settings)
     except Exception:
         return ""
-    est, n_items = estimate_for(ctx, cfg, list(scopes))
-    return views.estimate_html(est, what=f"this comparison ({len(scopes)} scopes)",
-                               n_items=n_items // 2 * len(scopes) if n_items else None)
+    runs = list(scopes) * max(1, int(seeds or 1))  # every scope once per seed
+    est, n_items = estimate_for(ctx, cfg, runs)
+    return views.estimate_html(est, what=f"this comparison ({len(scopes)} scopes × {len(runs) // len(scopes)} seeds)",
+                               n_items=n_items // 2 * len(runs) if n_items else None)
 
 
 def start(ctx: AppContext, session: str, backbone, scopes, quant4, steps, batch_size, data_source, data_file,
-          hub_id, eval_limit) -> Job:
+          hub_id, eval_limit, seeds=1) -> Job:
     if not scopes:
         raise UserError("choose at least one scope to compare")
     # checked (once) before an upload is touched, so a bad number fails fast
@@ -136,18 +138,20 @@ def start(ctx: AppContext, session: str, backbone, scopes, quant4, steps, batch_
     out = ctx.settings.session_dir(session) / "compare" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
     scopes = list(scopes)
 
-    options = CompareConfig.from_dict({**cfg.to_dict(), "scopes": ",".join(scopes), "out": str(out)}).validate()
+    # seeds: CompareConfig's own bounds, as the CLI's --seeds (2 or more give mean ± sd and "below" vs noise)
+    options = CompareConfig.from_dict({**cfg.to_dict(), "scopes": ",".join(scopes), "out": str(out),
+                                       "seeds": int(seeds or 1)}).validate()
 
     def run(job: Job):
         records = compare_records(options.to_dict(), stop=job.stop)
         return private_errors(records, ctx.settings.session_dir(session))
 
     quant = " · 4-bit" if cfg.quant == "4bit" else " · full precision"
-    title = (f"{len(scopes)} scopes on {Path(cfg.backbone).name}{quant} · {cfg.steps} steps each · "
-             f"{data.label or cfg.data}")
-    est, _ = estimate_for(ctx, cfg, scopes)
-    job = ctx.jobs.submit(session, "compare", title, out, cfg.steps * len(scopes), run, config=cfg.to_dict(),
-                          estimate=est)
+    title = (f"{len(scopes)} scopes on {Path(cfg.backbone).name}{quant} · {cfg.steps} steps each"
+             f"{f' · {options.seeds} seeds' if options.seeds > 1 else ''} · {data.label or cfg.data}")
+    est, _ = estimate_for(ctx, cfg, scopes * options.seeds)
+    job = ctx.jobs.submit(session, "compare", title, out, cfg.steps * len(scopes) * options.seeds, run,
+                          config=cfg.to_dict(), estimate=est)
     job.notes.extend(data.notes)
     if ctx.jobs.inline:  # ZeroGPU: run it here, in the request (medln.ui.gpu)
         ctx.jobs.run_here(job)
@@ -266,6 +270,7 @@ def build(ctx: AppContext) -> CompareTab:
                 batch = gr.Number(value=DEFAULTS.batch_size, precision=0, label="Batch size", elem_id="cmp-batch")
                 eval_limit = gr.Number(value=s.eval_limit, precision=0, label="Samples scored per split",
                                        elem_id="cmp-eval-limit")
+                seeds = gr.Number(value=1, precision=0, label="Seeds (2+: spread, noise)", elem_id="cmp-seeds")
             data_source = gr.Radio(DATA_SOURCES, value="sample", label="Dataset")
             data_file = gr.File(label="Dataset file (.zip or .jsonl)", file_types=[".zip", ".jsonl"], visible=False)
             hub_id = gr.Textbox(label="Hugging Face dataset id", visible=False)
@@ -351,10 +356,10 @@ def build(ctx: AppContext) -> CompareTab:
         comp.change(on_params, [backbone, quant4], params_plot, api_visibility="private", concurrency_limit=4)
     data_source.change(on_data, data_source, [data_file, hub_id], api_visibility="private", queue=False)
     start_btn.click(on_start, [ctx.session, backbone, scopes, quant4, steps, batch, data_source, data_file, hub_id,
-                               eval_limit], [notice, start_btn, stop_btn], api_visibility="private",
+                               eval_limit, seeds], [notice, start_btn, stop_btn], api_visibility="private",
                     concurrency_limit=4)
     stop_btn.click(on_stop, ctx.session, notice, api_visibility="private", queue=False)
-    est_inputs = [backbone, scopes, quant4, steps, batch, data_source, eval_limit]
+    est_inputs = [backbone, scopes, quant4, steps, batch, data_source, eval_limit, seeds]
     for comp in est_inputs:
         comp.change(on_estimate, est_inputs, estimate, api_visibility="private", queue=False)
     return CompareTab(Handler(on_poll, [ctx.session, seen], [status, table, params_plot, metric_plot, retention_plot,
