@@ -65,7 +65,7 @@ def main() -> None:
         log("fine-tune with the defaults")
         pg.locator("#ft-start").click()
         pg.wait_for_selector("#ft-status .medln-done")
-        pg.wait_for_function("() => (document.querySelector('#ft-metrics')?.innerText || '').includes('BLEU')")
+        pg.wait_for_function("() => (document.querySelector('#ft-metrics')?.innerText || '').includes('VQA overall')")
         shot(pg, "finetune.png")
 
         pg.get_by_role("tab", name="2 · Ask").click()
