@@ -51,36 +51,13 @@ def cpu_4bit_kernel() -> str:
 def keep_packed(model) -> int:
     """Make every bitsandbytes Linear4bit of `model` come out of state_dict() unchanged (its
     saved tensors are bitsandbytes' unpacked form, as before); returns how many layers."""
-    try:
-        from bitsandbytes.nn import Linear4bit
-    except ImportError:
-        return 0
-    layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
+    layers = _layers(model)
     for layer in layers:
         if not getattr(layer, "_medln_keeps_packed", False):
             layer.register_state_dict_pre_hook(_stash)
             layer.register_state_dict_post_hook(_restore)
             layer._medln_keeps_packed = True
     return len(layers)
-
-
-def _stash(module, prefix, keep_vars) -> None:
-    state = getattr(module.weight, "quant_state", None)
-    if getattr(state, "packing_format_for_cpu", False):
-        # the inverse rebinds weight.data and rewrites the quant state's fields; the packed
-        # tensors themselves are only read, so references to them restore the layer exactly
-        setattr(module, _STASH, (module.weight.data, state, dict(vars(state))))
-
-
-def _restore(module, state_dict, prefix, local_metadata) -> None:
-    stash = module.__dict__.pop(_STASH, None)
-    if stash is not None:
-        data, state, fields = stash
-        vars(state).clear()
-        vars(state).update(fields)
-        module.weight.data = data
-        module.weight.quant_state = module.quant_state = state
-
 
 
 def _layers(model) -> list:
@@ -95,21 +72,51 @@ def _packed(layer) -> bool:
     return bool(getattr(getattr(layer.weight, "quant_state", None), "packing_format_for_cpu", False))
 
 
-def remember_loaded(model) -> int:
-    """For a model loaded to be trained: remember each 4-bit layer as loaded (references to its
-    weight and its quant state's fields; nothing is copied, but once answers pack the layer the
-    loaded weight stays alive beside the packed one, 4-bit weights twice, until training ends), so
-    that `dequant_while_training` can return a packed layer to it exactly. Returns how many
-    layers. A layer packed already is first unpacked with bitsandbytes' inverse (lossy, see above)."""
+def _snapshot(layer) -> tuple:
+    """The layer's weight and quant state as they are now. Packing and its inverse rebind
+    weight.data and rewrite the state's fields, never a tensor in place: references suffice."""
+    state = layer.weight.quant_state
+    return layer.weight.data, state, dict(vars(state))
+
+
+def _put_back(layer, snapshot: tuple) -> None:
+    data, state, fields = snapshot
+    vars(state).clear()
+    vars(state).update(fields)
+    layer.weight.data = data
+    layer.weight.quant_state = layer.quant_state = state
+
+
+def _unpack_lossy(layer) -> None:
+    """bitsandbytes' own inverse of the packing (its scales come back re-quantized)."""
     from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
 
+    data, state = _convert_weight_packed_for_cpu_inverse(layer.weight.data, layer.weight.quant_state)
+    layer.weight.data, layer.weight.quant_state, layer.quant_state = data, state, state
+
+
+def _stash(module, prefix, keep_vars) -> None:
+    if _packed(module):  # state_dict() is about to unpack it in place
+        setattr(module, _STASH, _snapshot(module))
+
+
+def _restore(module, state_dict, prefix, local_metadata) -> None:
+    snapshot = module.__dict__.pop(_STASH, None)
+    if snapshot is not None:
+        _put_back(module, snapshot)
+
+
+def remember_loaded(model) -> int:
+    """For a model loaded to be trained: remember each 4-bit layer as loaded (a snapshot:
+    nothing is copied, but once answers pack the layer the loaded weight stays alive beside the
+    packed one, 4-bit weights twice, until training ends), so that `dequant_while_training` can
+    return a packed layer to it exactly. Returns how many layers. A layer packed already is
+    first unpacked with bitsandbytes' inverse (lossy, see above)."""
     layers = _layers(model)
     for layer in layers:
         if _packed(layer):
-            data, state = _convert_weight_packed_for_cpu_inverse(layer.weight.data, layer.weight.quant_state)
-            layer.weight.data, layer.weight.quant_state, layer.quant_state = data, state, state
-        state = layer.weight.quant_state
-        layer._medln_loaded = (layer.weight.data, state, dict(vars(state)))
+            _unpack_lossy(layer)
+        layer._medln_loaded = _snapshot(layer)
     return len(layers)
 
 
@@ -126,15 +133,9 @@ def dequant_while_training(model):
     for layer in layers:
         layer.support_avx512bf16_for_cpu = False  # Linear4bit.forward packs only where this is set
         if _packed(layer) and hasattr(layer, "_medln_loaded"):
-            data, state, fields = layer._medln_loaded
-            vars(state).clear()
-            vars(state).update(fields)
-            layer.weight.data, layer.weight.quant_state, layer.quant_state = data, state, state
+            _put_back(layer, layer._medln_loaded)
         elif _packed(layer):
-            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
-
-            data, state = _convert_weight_packed_for_cpu_inverse(layer.weight.data, layer.weight.quant_state)
-            layer.weight.data, layer.weight.quant_state, layer.quant_state = data, state, state
+            _unpack_lossy(layer)
     try:
         yield len(layers)
     finally:
