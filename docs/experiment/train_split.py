@@ -47,6 +47,7 @@ from medln.baselines import fit_blind, score_blind
 from medln.data import load_samples
 from medln.make import draw, questions, task
 from medln.make.sample import save_png, split_counts, split_records
+from mix import cells  # {"PRES held-out": {"n", "accuracy"}, ...} of one split's metrics
 
 HERE = Path(__file__).resolve().parent
 ASSETS = HERE.parents[1] / "assets" / "sample"
@@ -108,11 +109,6 @@ def _train(folder: Path, scope: str, seed: int) -> Path:
     return run
 
 
-def _cells(metrics: dict) -> dict[str, dict]:
-    return {f"{qtype} {wording}": cell
-            for wording, m in metrics["by_phrasing"].items() for qtype, cell in m["by_question_type"].items()}
-
-
 def main() -> dict:
     (WORK / "runs").mkdir(parents=True, exist_ok=True)
     folders = {name: build(name) for name in CANDIDATES}
@@ -137,13 +133,13 @@ def main() -> dict:
                 continue
             evals = [json.loads((runs[folder, scope, seed] / "eval.json").read_text()) for seed in SEEDS]
             val = [e["tuned"]["validation"] for e in evals]
-            reweighted = [sum(n * _cells(m)[k]["accuracy"] for k, n in test_mix.items()) / sum(test_mix.values()) for m in val]
+            reweighted = [sum(n * cells(m)[k]["accuracy"] for k, n in test_mix.items()) / sum(test_mix.values()) for m in val]
             row[scope] = {"validation": [round(m["overall"], 4) for m in val],
                           "validation_mean": round(statistics.mean(m["overall"] for m in val), 4),
                           "reweighted_to_test_mix": [round(r, 4) for r in reweighted],
                           "reweighted_mean": round(statistics.mean(reweighted), 4),
-                          "cells_mean": {k: round(statistics.mean(_cells(m)[k]["accuracy"] for m in val), 3)
-                                         for k in sorted(_cells(val[0]))}}
+                          "cells_mean": {k: round(statistics.mean(cells(m)[k]["accuracy"] for m in val), 3)
+                                         for k in sorted(cells(val[0]))}}
             row["probe_ceiling_validation"] = round(evals[0]["ceiling"]["validation"]["overall"], 4)
             print(f"{name:10s} blind val {row['blind_validation']:.3f} test {row['blind_test']:.3f}  {scope:4s} validation "
                   f"{row[scope]['validation']} mean {row[scope]['validation_mean']:.3f}, re-weighted "
