@@ -47,7 +47,7 @@ from medln.baselines import fit_blind, score_blind
 from medln.data import load_samples
 from medln.make import draw, questions, task
 from medln.make.sample import save_png, split_counts, split_records
-from mix import cells  # {"PRES held-out": {"n", "accuracy"}, ...} of one split's metrics
+from mix import cells, reweighted as mix_reweighted  # per (question type, wording) cell, as session 11
 
 HERE = Path(__file__).resolve().parent
 ASSETS = HERE.parents[1] / "assets" / "sample"
@@ -120,6 +120,7 @@ def main() -> dict:
     out = {"what": __doc__.split("\n")[0], "command": "python docs/experiment/train_split.py", "steps": 200,
            "seeds": list(SEEDS), "rates": {scope: lr for scope, (lr, _) in SCOPES.items()},
            "test_mix": dict(sorted(test_mix.items())), "candidates": {}}
+    weights = {k: {"n": n} for k, n in test_mix.items()}
     for name, folder in folders.items():
         train = load_samples(f"sample:{folder}", "train").samples
         blind = fit_blind(train)
@@ -133,7 +134,7 @@ def main() -> dict:
                 continue
             evals = [json.loads((runs[folder, scope, seed] / "eval.json").read_text()) for seed in SEEDS]
             val = [e["tuned"]["validation"] for e in evals]
-            reweighted = [sum(n * cells(m)[k]["accuracy"] for k, n in test_mix.items()) / sum(test_mix.values()) for m in val]
+            reweighted = [mix_reweighted(cells(m), weights) for m in val]
             row[scope] = {"validation": [round(m["overall"], 4) for m in val],
                           "validation_mean": round(statistics.mean(m["overall"] for m in val), 4),
                           "reweighted_to_test_mix": [round(r, 4) for r in reweighted],

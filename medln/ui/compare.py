@@ -118,10 +118,11 @@ def estimate_view(ctx: AppContext, backbone, scopes, quant4, steps, batch_size, 
                            ctx.settings)
     except Exception:
         return ""
-    runs = list(scopes) * max(1, int(seeds or 1))  # every scope once per seed
+    seeds = max(1, int(seeds or 1))
+    runs = list(scopes) * seeds  # every scope once per seed
     est, n_items = estimate_for(ctx, cfg, runs)
-    return views.estimate_html(est, what=f"this comparison ({len(scopes)} scopes × {len(runs) // len(scopes)} seeds)",
-                               n_items=n_items // 2 * len(runs) if n_items else None)
+    what = f"this comparison ({len(scopes)} scopes{f' × {seeds} seeds' if seeds > 1 else ''})"
+    return views.estimate_html(est, what=what, n_items=n_items // 2 * len(runs) if n_items else None)
 
 
 def start(ctx: AppContext, session: str, backbone, scopes, quant4, steps, batch_size, data_source, data_file,
