@@ -8,8 +8,10 @@ fresh source studies from stream 102 instead of source-test), one seed unless na
 
     python docs/experiment/language_stage.py pretrain NAME [pretrain-tiny options]
     python docs/experiment/language_stage.py check MODEL NAME    # the validation runs (2 lanes)
-    python docs/experiment/language_stage.py check3 MODEL NAME   # three seeds of the runs that decide (session 10)
+    python docs/experiment/language_stage.py check3 MODEL NAME [v3.3]  # three seeds of the runs that decide (session 10;
+                                                                       # v3.3: at v3.3's chosen rates, session 13)
     python docs/experiment/language_stage.py gather3 NAME=MODEL ...  # -> diagnosis/v3.3-wide-source.json
+    python docs/experiment/language_stage.py gather3-v3.3 NAME=MODEL ...  # -> diagnosis/v3.4-longer-wide.json
     python docs/experiment/language_stage.py gather NAME=MODEL ...  # adds rows to diagnosis/v3.1-language-stage.json
 
 v3.2 (installed until session 11): the same decoder-only stage on tiny-v4, the 5,000-step
@@ -44,6 +46,10 @@ RUNS = [("scanner-ln", "sample", "ln", 0.0534, 0), ("scanner-ln-s1", "sample", "
 RUNS3 = [(f"{key}-s{seed}", data, scope, lr, seed) for key, data, scope, lr in
          (("scanner-ln", "sample", "ln", 0.0534), ("scanner-attn", "sample", "attn", 0.000999),
           ("findings-full", "sample:findings", "full", 0.000356)) for seed in (0, 1, 2)]
+# The same runs at v3.3's chosen rates (docs/compare-medln-tiny*/; session 13's candidates).
+RUNS3_V33 = [(f"{key}-s{seed}", data, scope, lr, seed) for key, data, scope, lr in
+             (("scanner-ln", "sample", "ln", 0.169), ("scanner-attn", "sample", "attn", 0.000999),
+              ("findings-full", "sample:findings", "full", 0.000357)) for seed in (0, 1, 2)]
 
 
 def pretrain(name: str, *options: str) -> None:
@@ -84,12 +90,13 @@ def check(model: str, name: str, runs: list = RUNS) -> None:
     (WORK / f"check-{name}" / "fresh_source.json").write_text(json.dumps(fresh_source(model)))
 
 
-def check3(model: str, name: str) -> None:
-    """RUNS3 (3 seeds each) and the fresh source; prints each run's mean over the seeds."""
-    check(model, name, RUNS3)
+def check3(model: str, name: str, rates: str = "v3.0") -> None:
+    """RUNS3 (3 seeds each; RUNS3_V33 with rates="v3.3") and the fresh source; prints each run's mean over the seeds."""
+    runs = RUNS3_V33 if rates == "v3.3" else RUNS3
+    check(model, name, runs)
     d = WORK / f"check-{name}"
     scores: dict[str, list[float]] = {}
-    for key, *_ in RUNS3:
+    for key, *_ in runs:
         e = json.loads((d / key / "eval.json").read_text())
         scores.setdefault(key.rsplit("-s", 1)[0], []).append(e["tuned"]["validation"]["overall"])
     summary = {k: {"seeds": [round(v, 4) for v in vs], "mean": round(sum(vs) / len(vs), 4)} for k, vs in scores.items()}
@@ -131,12 +138,15 @@ def gather(pairs: list[str]) -> None:
     path.write_text(json.dumps(out, indent=1) + "\n")
 
 
-def gather3(pairs: list[str]) -> None:
-    """check3 summaries (and each model's stages) -> diagnosis/v3.3-wide-source.json, rows added."""
-    path = HERE / "diagnosis" / "v3.3-wide-source.json"
+def gather3(pairs: list[str], rates: str = "v3.0") -> None:
+    """check3 summaries (and each model's stages) -> diagnosis/v3.3-wide-source.json (rates="v3.3":
+    v3.4-longer-wide.json), rows added."""
+    path = HERE / "diagnosis" / ("v3.4-longer-wide.json" if rates == "v3.3" else "v3.3-wide-source.json")
+    what = ("medln-tiny v3.3 continued by a longer wide stage, checked on validation at v3.3's rates" if rates == "v3.3"
+            else "medln-tiny candidates with a wider source (pretrain-tiny --wide), checked on validation")
     out = json.loads(path.read_text()) if path.is_file() else {
-        "what": "medln-tiny candidates with a wider source (pretrain-tiny --wide), checked on validation",
-        "runs": {r[0]: dict(zip(("data", "scope", "lr", "seed"), r[1:])) for r in RUNS3}, "models": {}}
+        "what": what, "runs": {r[0]: dict(zip(("data", "scope", "lr", "seed"), r[1:]))
+                               for r in (RUNS3_V33 if rates == "v3.3" else RUNS3)}, "models": {}}
     for pair in pairs:
         name, model = pair.split("=", 1)
         row = json.loads((WORK / f"check-{name}" / "summary3.json").read_text())
@@ -153,4 +163,5 @@ def gather3(pairs: list[str]) -> None:
 if __name__ == "__main__":
     cmd, *rest = sys.argv[1:]
     {"pretrain": lambda: pretrain(*rest), "check": lambda: check(*rest), "check3": lambda: check3(*rest),
-     "gather": lambda: gather(rest), "gather3": lambda: gather3(rest)}[cmd]()
+     "gather": lambda: gather(rest), "gather3": lambda: gather3(rest),
+     "gather3-v3.3": lambda: gather3(rest, "v3.3")}[cmd]()
