@@ -11,7 +11,7 @@ fresh source studies from stream 102 instead of source-test), one seed unless na
     python docs/experiment/language_stage.py check3 MODEL NAME [v3.3]  # three seeds of the runs that decide (session 10;
                                                                        # v3.3: at v3.3's chosen rates, session 13)
     python docs/experiment/language_stage.py gather3 NAME=MODEL ...  # -> diagnosis/v3.3-wide-source.json
-    python docs/experiment/language_stage.py gather3-v3.3 NAME=MODEL ...  # -> diagnosis/v3.4-longer-wide.json
+    python docs/experiment/language_stage.py gather3-v3.3 NAME=MODEL ...  # -> diagnosis/v3.3-longer-wide-stage.json
     python docs/experiment/language_stage.py gather NAME=MODEL ...  # adds rows to diagnosis/v3.1-language-stage.json
 
 v3.2 (installed until session 11): the same decoder-only stage on tiny-v4, the 5,000-step
@@ -140,8 +140,8 @@ def gather(pairs: list[str]) -> None:
 
 def gather3(pairs: list[str], rates: str = "v3.0") -> None:
     """check3 summaries (and each model's stages) -> diagnosis/v3.3-wide-source.json (rates="v3.3":
-    v3.4-longer-wide.json), rows added."""
-    path = HERE / "diagnosis" / ("v3.4-longer-wide.json" if rates == "v3.3" else "v3.3-wide-source.json")
+    v3.3-longer-wide-stage.json), rows added."""
+    path = HERE / "diagnosis" / ("v3.3-longer-wide-stage.json" if rates == "v3.3" else "v3.3-wide-source.json")
     what = ("medln-tiny v3.3 continued by a longer wide stage, checked on validation at v3.3's rates" if rates == "v3.3"
             else "medln-tiny candidates with a wider source (pretrain-tiny --wide), checked on validation")
     out = json.loads(path.read_text()) if path.is_file() else {

@@ -1,8 +1,8 @@
 """Session 13, a pilot: does a wide stage with look-alikes of the new findings teach their read-out?
 
-readout.py found that fine-tunes of medln-tiny read a new finding only where the untuned model
-already has a read-out for its look (the infarct), never build one (the pneumothorax, the kidney
-stones), although the frozen features hold them. Session 10's wide stage had added one look-alike
+readout.py found that `full`, the best findings scope, reads a new finding only where the untuned
+model already has a read-out for its look (the infarct) and at 200 steps builds none for the
+pneumothorax or the kidney stones, although the features the decoder is given hold the pneumothorax. Session 10's wide stage had added one look-alike
 (calcifications: small dense foci, counted, in the head; like the stones). This pilot adds three
 more pretraining-only kinds, each in another organ than the target kind it resembles, so that
 the target's kinds, their look in their organ and their answer words stay new:
