@@ -4,8 +4,8 @@ Session 12 left `full`, the best findings scope, short of the bar with presence 
 This asks which findings it reads and why not the others, on the committed findings
 validation split (n = 506) unless said otherwise:
 
-  regions    each run's and the untuned model's accuracy per (region, question type, finding
-             present or not): the target has one new kind per region (chest: pneumothorax,
+  regions    each run's (every scope at its v3.3 findings rate, seed 0) and the untuned model's
+             accuracy per (region, question type, finding present or not): the target has one new kind per region (chest: pneumothorax,
              head: infarct, abdomen: kidney stones), so a region is a finding;
   probes     ridge classifiers (medln.probe.fit_ridges, strength the best of four) per region
              from findings-train's images to presence, side and size, scored on the validation
@@ -27,7 +27,7 @@ validation split (n = 506) unless said otherwise:
     python docs/experiment/readout.py regions OUT.json NAME=RUN ...   # any runs' regions (findings validation)
 
 Runs go to $WORK (default /tmp/medln-readout), two at a time on one core each (OMP_NUM_THREADS=1);
-about 8 minutes. Probe strengths are the best of four on the validation images themselves, as the
+17 runs, about 12 minutes. Probe strengths are the best of four on the validation images themselves, as the
 project's probe ceiling chooses its own: slightly optimistic. Offline, CPU.
 """
 
@@ -60,11 +60,15 @@ from mix import cells, reweighted
 HERE = Path(__file__).resolve().parent
 ASSETS = HERE.parents[1] / "assets" / "sample"
 WORK = Path(os.environ.get("WORK", "/tmp/medln-readout"))
-FULL_LR, LN_LR = 0.000357, 0.0169  # v3.3's findings choices (docs/compare-medln-tiny-findings)
-# name -> (data folder, scope, lr, steps, seed)
-RUNS = {"full": ("committed", "full", FULL_LR, 200, 0), "full-1000-steps": ("committed", "full", FULL_LR, 1000, 0),
-        "full-lr-0.001": ("committed", "full", 0.001, 200, 0), "full-3618-studies": ("x9", "full", FULL_LR, 200, 0),
-        "ln": ("committed", "ln", LN_LR, 200, 0), **{f"t3-full-s{k}": ("t3", "full", FULL_LR, 200, k) for k in range(3)}}
+# v3.3's findings choices (docs/compare-medln-tiny-findings/results.json, "summary")
+RATES = {"ln": 0.0169, "ln-vision": 0.0949, "ln-llm": 0.0949, "attn": 0.000999, "ffn": 0.00316, "lora": 0.00563,
+         "full": 0.000357, "ia3": 0.03, "bitfit": 0.00999, "prompt": 0.3, "ln-lora": 0.003}
+FULL_LR = RATES["full"]
+# name -> (data folder, scope, lr, steps, seed): every scope at its rate, then full's variations
+RUNS = {**{scope: ("committed", scope, lr, 200, 0) for scope, lr in RATES.items()},
+        "full-1000-steps": ("committed", "full", FULL_LR, 1000, 0), "full-lr-0.001": ("committed", "full", 0.001, 200, 0),
+        "full-3618-studies": ("x9", "full", FULL_LR, 200, 0),
+        **{f"t3-full-s{k}": ("t3", "full", FULL_LR, 200, k) for k in range(3)}}
 BAR_MARGIN = 0.27  # the rule: blind test + 25 points, plus 2 (train_split.py's, session 12)
 
 
