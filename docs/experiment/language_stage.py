@@ -50,6 +50,12 @@ RUNS3 = [(f"{key}-s{seed}", data, scope, lr, seed) for key, data, scope, lr in
 RUNS3_V33 = [(f"{key}-s{seed}", data, scope, lr, seed) for key, data, scope, lr in
              (("scanner-ln", "sample", "ln", 0.169), ("scanner-attn", "sample", "attn", 0.000999),
               ("findings-full", "sample:findings", "full", 0.000357)) for seed in (0, 1, 2)]
+RUNS3_BY_RATES = {"v3.0": RUNS3, "v3.3": RUNS3_V33}
+# gather3's record per rate set: (file in diagnosis/, what it holds)
+GATHER3 = {"v3.0": ("v3.3-wide-source.json", "medln-tiny candidates with a wider source (pretrain-tiny --wide), "
+                    "checked on validation"),
+           "v3.3": ("v3.3-longer-wide-stage.json", "medln-tiny v3.3 continued by a longer wide stage, checked on "
+                    "validation at v3.3's rates")}
 
 
 def pretrain(name: str, *options: str) -> None:
@@ -91,8 +97,8 @@ def check(model: str, name: str, runs: list = RUNS) -> None:
 
 
 def check3(model: str, name: str, rates: str = "v3.0") -> None:
-    """RUNS3 (3 seeds each; RUNS3_V33 with rates="v3.3") and the fresh source; prints each run's mean over the seeds."""
-    runs = RUNS3_V33 if rates == "v3.3" else RUNS3
+    """RUNS3_BY_RATES[rates] (3 seeds each) and the fresh source; prints each run's mean over the seeds."""
+    runs = RUNS3_BY_RATES[rates]
     check(model, name, runs)
     d = WORK / f"check-{name}"
     scores: dict[str, list[float]] = {}
@@ -139,14 +145,12 @@ def gather(pairs: list[str]) -> None:
 
 
 def gather3(pairs: list[str], rates: str = "v3.0") -> None:
-    """check3 summaries (and each model's stages) -> diagnosis/v3.3-wide-source.json (rates="v3.3":
-    v3.3-longer-wide-stage.json), rows added."""
-    path = HERE / "diagnosis" / ("v3.3-longer-wide-stage.json" if rates == "v3.3" else "v3.3-wide-source.json")
-    what = ("medln-tiny v3.3 continued by a longer wide stage, checked on validation at v3.3's rates" if rates == "v3.3"
-            else "medln-tiny candidates with a wider source (pretrain-tiny --wide), checked on validation")
+    """check3 summaries (and each model's stages) -> diagnosis/GATHER3[rates][0], rows added."""
+    file, what = GATHER3[rates]
+    path = HERE / "diagnosis" / file
     out = json.loads(path.read_text()) if path.is_file() else {
-        "what": what, "runs": {r[0]: dict(zip(("data", "scope", "lr", "seed"), r[1:]))
-                               for r in (RUNS3_V33 if rates == "v3.3" else RUNS3)}, "models": {}}
+        "what": what, "runs": {r[0]: dict(zip(("data", "scope", "lr", "seed"), r[1:])) for r in RUNS3_BY_RATES[rates]},
+        "models": {}}
     for pair in pairs:
         name, model = pair.split("=", 1)
         row = json.loads((WORK / f"check-{name}" / "summary3.json").read_text())

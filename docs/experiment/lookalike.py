@@ -46,15 +46,16 @@ def install() -> None:
     draw.DRAW.update(chest=_chest, head=_head, abdomen=_abdomen)
 
 
-def _peek(rng: np.random.Generator) -> tuple[float, float]:
-    """The (dx, dy) a region's drawing draws first, without advancing `rng`."""
+def peek_offsets(rng: np.random.Generator) -> tuple[float, float]:
+    """The (dx, dy) a region's drawing draws first, without advancing `rng`: a drawing wrapped
+    around medln.make.draw's region functions knows where they put the anatomy (readout.py too)."""
     twin = np.random.default_rng()
     twin.bit_generator.state = rng.bit_generator.state
     return tuple(twin.uniform(-0.02, 0.02, 2))
 
 
 def _chest(c, f, rng, _draw=draw.chest_xray):
-    dx, dy = _peek(rng)
+    dx, dy = peek_offsets(rng)
     _draw(c, f, rng)  # a kind it does not know: the normal chest, with the same draws
     if f.present and f.kind == "granuloma":
         lx = draw.sx(f.side, 0.2) + dx
@@ -64,7 +65,7 @@ def _chest(c, f, rng, _draw=draw.chest_xray):
 
 
 def _head(c, f, rng, _draw=draw.head):
-    dx, dy = _peek(rng)
+    dx, dy = peek_offsets(rng)
     _draw(c, f, rng)
     if f.present and f.kind == "pneumocephalus":
         brain = c.ellipse(0.5 + dx, 0.5 + dy, 0.33, 0.41)
@@ -73,7 +74,7 @@ def _head(c, f, rng, _draw=draw.head):
 
 
 def _abdomen(c, f, rng, _draw=draw.abdomen):
-    dx, dy = _peek(rng)
+    dx, dy = peek_offsets(rng)
     _draw(c, f, rng)
     if f.present and f.kind == "free air":
         body = c.ellipse(0.5 + dx, 0.5 + dy, 0.42, 0.32)

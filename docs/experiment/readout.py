@@ -55,6 +55,7 @@ from medln.make import draw, findings, questions, task
 from medln.make.sample import save_png, split_records
 from medln.probe import fit_ridges, vision_features
 from medln.runs import load_run
+from lookalike import peek_offsets
 from mix import cells, reweighted
 
 HERE = Path(__file__).resolve().parent
@@ -74,15 +75,8 @@ BAR_MARGIN = 0.27  # the rule: blind test + 25 points, plus 2 (train_split.py's,
 
 # ---------------------------------------------------------------- targets
 
-def _peek(rng: np.random.Generator) -> tuple[float, float]:
-    """The (dx, dy) a region's drawing draws first, without advancing `rng`."""
-    twin = np.random.default_rng()
-    twin.bit_generator.state = rng.bit_generator.state
-    return tuple(twin.uniform(-0.02, 0.02, 2))
-
-
 def _chest_t3(c, f, rng, _chest=draw.chest_xray):
-    dx, dy = _peek(rng)
+    dx, dy = peek_offsets(rng)
     _chest(c, f, rng)  # "bulla" is no kind the chest drawing knows: a normal chest, the same draws
     if f.present and f.kind == "bulla":
         lung = c.ellipse(draw.sx(f.side, 0.2) + dx, 0.45 + dy, 0.16, 0.3)
@@ -94,7 +88,7 @@ def _chest_t3(c, f, rng, _chest=draw.chest_xray):
 
 
 def _abdomen_t3(c, f, rng, _abdomen=draw.abdomen):
-    dx, dy = _peek(rng)
+    dx, dy = peek_offsets(rng)
     _abdomen(c, replace(f, present=False), rng)
     if f.present:  # one stone at a pole, graded like the cyst: bright on CT, a signal void on MRI
         kx, ky = draw.sx(f.side, 0.18) + dx, 0.6 + dy
