@@ -64,23 +64,25 @@ def _chest(c, f, rng, _draw=draw.chest_xray):
             c.paint(c.ellipse(x, y, 0.022, 0.022), 1.0, jitter=0.0)
 
 
+def _air(c, within, x: float, y: float, r: float, stretch: float) -> None:
+    """Black air (no structure) in a flat ellipse at (x, y), cut to the organ mask `within`."""
+    c.paint(c.ellipse(x, y, r * stretch, r) * within, 0.02, jitter=0.01)
+
+
 def _head(c, f, rng, _draw=draw.head):
     dx, dy = peek_offsets(rng)
     _draw(c, f, rng)
-    if f.present and f.kind == "pneumocephalus":
-        brain = c.ellipse(0.5 + dx, 0.5 + dy, 0.33, 0.41)
+    if f.present and f.kind == "pneumocephalus":  # over the frontal convexity, inside the skull
         r = {"small": 0.08, "medium": 0.12, "large": 0.16}[f.size]
-        c.paint(c.ellipse(draw.sx(f.side, 0.2) + dx, 0.1 + dy, r * 1.6, r) * brain, 0.02, jitter=0.01)
+        _air(c, c.ellipse(0.5 + dx, 0.5 + dy, 0.33, 0.41), draw.sx(f.side, 0.2) + dx, 0.1 + dy, r, 1.6)
 
 
 def _abdomen(c, f, rng, _draw=draw.abdomen):
     dx, dy = peek_offsets(rng)
     _draw(c, f, rng)
-    if f.present and f.kind == "free air":
-        body = c.ellipse(0.5 + dx, 0.5 + dy, 0.42, 0.32)
+    if f.present and f.kind == "free air":  # under the anterior abdominal wall
         r = {"small": 0.07, "medium": 0.1, "large": 0.13}[f.size]
-        c.paint(c.ellipse(draw.sx(f.side, 0.2) + dx, 0.2 + dy, r * 1.8, r) * body, 0.02, jitter=0.01)
-
+        _air(c, c.ellipse(0.5 + dx, 0.5 + dy, 0.42, 0.32), draw.sx(f.side, 0.2) + dx, 0.2 + dy, r, 1.8)
 
 if __name__ == "__main__":
     import argparse

@@ -103,7 +103,8 @@ def build(name: str) -> Path:
     if (out / "COMPLETE").is_file():  # written last: an interrupted build is built again
         return out
     (out / "images").mkdir(parents=True, exist_ok=True)
-    saved = (dict(findings.KINDS), task.DOMAINS["findings"], None, dict(questions.KIND_PHRASE), dict(draw.DRAW))
+    kinds, domain, phrases, drawings = (dict(findings.KINDS), task.DOMAINS["findings"], dict(questions.KIND_PHRASE),
+                                        dict(draw.DRAW))
     try:  # the generator's knobs, set for this target and restored
         splits = {}
         if name in ("committed", "x9"):
@@ -119,7 +120,7 @@ def build(name: str) -> Path:
             findings.KINDS["kidney stone"] = findings.Kind(side=True, zones=("upper", "lower"), size=True,
                                                            where="{side} kidney {zone} pole")
             questions.KIND_PHRASE["bulla"] = "a bulla"
-            task.DOMAINS["findings"] = replace(saved[1], kinds={"chest": ("bulla",), "head": ("infarct",),
+            task.DOMAINS["findings"] = replace(domain, kinds={"chest": ("bulla",), "head": ("infarct",),
                                                                 "abdomen": ("kidney stone",)})
             draw.DRAW.update(chest=_chest_t3, abdomen=_abdomen_t3)
             splits = {s: replace(task.SPLITS[f"findings-{s}"], seed=seed) for s, seed in
@@ -130,10 +131,10 @@ def build(name: str) -> Path:
                 save_png(image, out / rel)
             (out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     finally:
-        findings.KINDS.clear(), findings.KINDS.update(saved[0])
-        task.DOMAINS["findings"] = saved[1]
-        questions.KIND_PHRASE.clear(), questions.KIND_PHRASE.update(saved[3])
-        draw.DRAW.clear(), draw.DRAW.update(saved[4])
+        findings.KINDS.clear(), findings.KINDS.update(kinds)
+        task.DOMAINS["findings"] = domain
+        questions.KIND_PHRASE.clear(), questions.KIND_PHRASE.update(phrases)
+        draw.DRAW.clear(), draw.DRAW.update(drawings)
     (out / "COMPLETE").touch()
     return out
 
