@@ -133,7 +133,8 @@ def test_finetune_then_ask_in_a_browser(page, shots):
     assert pg.locator("#ft-download").is_visible()
     assert pg.locator("#ft-start").is_enabled() and pg.locator("#ft-stop").is_disabled()
     # "Started ..." went with the job (the same poll drew "done"). Counted by the app's own
-    # element: Gradio's pending timer ("0.0s") may flash in the box during a poll.
+    # element: during each poll the box's text also holds Gradio's status tracker ("0.0s"),
+    # drawn at opacity 0 under show_progress="hidden" (Gradio 6.31), so unseen but in innerText.
     assert pg.locator("#ft-notice .medln-notice").count() == 0
     _shot(pg, shots, "finetune.png")
 
