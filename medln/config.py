@@ -16,7 +16,7 @@ import dataclasses
 import typing
 from dataclasses import MISSING, dataclass, field
 
-from .methods import default_lr, find_scope, scope_names
+from .methods import default_batch, default_lr, find_scope, scope_names
 from .methods.lora import ALPHA, RANK
 from .trackers import REPORT_TO
 from .userfiles import short
@@ -139,7 +139,8 @@ class TrainConfig:
                          "cores, 24-64 s with loading and scoring, by machine: docs/results.md)", min=1, max=100_000)
     lr: float | None = _f(None, "peak learning rate; default: the backbone's measured one for the scope, else the scope's own",
                           min=0.0, max=1.0, open=("min", "max"))
-    batch_size: int = _f(8, "samples per micro-batch (per process)", min=1, max=512)
+    batch_size: int | None = _f(None, "samples per micro-batch (per process); default: the one the backbone's default "
+                                      "budget was measured with (`backbones`), else 8", min=1, max=512)
     grad_accum: int = _f(1, "micro-batches per optimizer step", min=1, max=1024)
     warmup: float = _f(0.1, "fraction of steps with linear warm-up", min=0.0, max=1.0, open=("max",))
     weight_decay: float = _f(0.0, "AdamW weight decay", min=0.0, max=1.0)
@@ -160,6 +161,11 @@ class TrainConfig:
     eval_batch_size: int = _f(16, "batch size for generation", min=1, max=512)
     skip_bad: bool = _f(False, "skip bad data records (reported), instead of failing on the first")
     trust_remote_code: bool = _f(False, "allow custom model code from the hub (off unless you trust the repo)")
+
+    def __post_init__(self):
+        # Resolved here, so every run folder, sweep and report records the batch it trained with.
+        if self.batch_size is None and isinstance(self.backbone, str):
+            self.batch_size = default_batch(self.backbone)
 
     def validate(self) -> "TrainConfig":
         problems = bound_problems(self)  # types first: a list where a name belongs is named, not looked up

@@ -87,3 +87,16 @@ def test_old_names_still_work_hidden(tmp_path):
     assert parse("bench", "--grad-checkpointing").grad_ckpt is True and parse("bench").grad_ckpt is False
     args = parse("score", "--task", "vqa", "--pred", "p.jsonl", "--ref", "r.jsonl")
     assert (args.predictions, args.references) == ("p.jsonl", "r.jsonl")
+
+
+def test_the_batch_defaults_to_the_one_the_backbones_budget_was_measured_with(monkeypatch):
+    from medln.backbones import BACKBONES_BY_NAME
+    from medln.methods import default_batch
+
+    tiny = BACKBONES_BY_NAME["medln-tiny"]
+    monkeypatch.setitem(BACKBONES_BY_NAME, "medln-tiny", dataclasses.replace(tiny, batch_size=32))
+    assert default_batch("medln-tiny") == 32 and TrainConfig().batch_size == 32  # resolved, so runs record it
+    assert TrainConfig(batch_size=4).batch_size == 4  # an explicit batch wins
+    for other in ("llava-med-v1.5-7b", "owner/some-model", "/models/local"):  # no measured budget: the generic 8
+        assert TrainConfig(backbone=other).batch_size == default_batch(other) == 8
+    assert TrainConfig.from_dict({"backbone": "medln-tiny", "batch_size": None}).batch_size == 32

@@ -54,6 +54,7 @@ class BackboneSpec:
     prompt: str | None = None  # overrides the family prompt (LLaVA-Med's [INST] format)
     note: str = ""
     lrs: dict[str, float] = field(default_factory=dict)  # per-scope learning rates measured on this backbone
+    batch_size: int | None = None  # the micro-batch its default budget was measured with (None: TrainConfig's generic one)
     hub_license: str = "other"  # the Hub's licence id for model cards (medln.card); "other": see `license`
 
 

@@ -84,6 +84,16 @@ def methods_of(peft_type: str | None) -> list[Method]:
     return [m for m in METHODS.values() if m.peft_type == peft_type]
 
 
+GENERIC_BATCH = 8  # samples per micro-batch where the registry has no measured budget for the backbone
+
+
+def default_batch(backbone: str) -> int:
+    """The micro-batch a run starts from: the one this backbone's default budget was measured
+    with (a 7B model on one GPU takes far fewer images per step than the bundled 1.6 M one)."""
+    spec = BACKBONES_BY_NAME.get(backbone)
+    return spec.batch_size if spec and spec.batch_size else GENERIC_BATCH
+
+
 def default_lr(backbone: str, scope: str) -> float:
     """The learning rate a scope starts from: measured for this backbone if the registry has
     it, else the scope's own default."""

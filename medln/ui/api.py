@@ -3,7 +3,7 @@ functions. A client's session is its connection's session_hash: the runs it fine
 its own, and /ask and /report find them by run id.
 
     /param_counts(backbone="medln-tiny", quant="none")            -> [{scope, trainable, total, percent, ...}]
-    /finetune(backbone, scope="ln", steps=..., lr=None, batch_size=..., quant="none",
+    /finetune(backbone, scope="ln", steps=..., lr=None, batch_size=None, quant="none",
               data="sample", eval_limit=..., dataset_file=None,
               precision="auto")                                    -> job record {job_id, run_id, state, ...}
     /job(job_id="")                                                -> job record (latest job if no id)
@@ -74,7 +74,7 @@ def register(ctx: AppContext) -> None:
             fail(e, "counting parameters")
 
     def finetune(backbone: str = s.default_backbone, scope: str = D.scope, steps: int = D.steps,
-                 lr: float | None = D.lr, batch_size: int = D.batch_size, quant: str = D.quant,
+                 lr: float | None = D.lr, batch_size: int | None = None, quant: str = D.quant,
                  data: str = "sample", eval_limit: int = s.eval_limit, dataset_file: FileData | None = None,
                  precision: str = D.precision, request: gr.Request = None) -> dict:
         """Start a fine-tune in the background; poll /job for progress (on a ZeroGPU Space the call

@@ -14,7 +14,7 @@ from pathlib import Path
 from medln.backbones import BACKBONES, BACKBONES_BY_NAME
 from medln.config import TrainConfig
 from medln.runs import new_run_id
-from medln.methods import SCOPES, default_lr, get_scope
+from medln.methods import SCOPES, default_batch, default_lr, get_scope
 
 from . import views
 from .context import AppContext, FinetuneTab, Handler
@@ -237,7 +237,8 @@ def build(ctx: AppContext) -> FinetuneTab:
                 # text box: Gradio's Number cannot be empty (it sends 0).
                 lr = gr.Textbox(value="", label="Learning rate", elem_id="ft-lr", max_lines=1,
                                 placeholder=lr_hint(DEFAULTS.scope, s.default_backbone))
-                batch = gr.Number(value=DEFAULTS.batch_size, precision=0, label="Batch size", elem_id="ft-batch")
+                batch = gr.Number(value=default_batch(s.default_backbone), precision=0, label="Batch size",
+                                  elem_id="ft-batch")
             gr.Markdown("### 3 · Data")
             data_source = gr.Radio(DATA_SOURCES, value="sample", label="Dataset", elem_id="ft-data")
             data_file = gr.File(label="Dataset file: a .zip (JSONL + images, VQA-RAD, SLAKE, PathVQA, IU-Xray) or a .jsonl",
@@ -366,6 +367,8 @@ def build(ctx: AppContext) -> FinetuneTab:
     # own change), so a page reloaded during a job keeps the job's form when the poll refills it.
     for comp in (scope, backbone):
         comp.input(on_scope, [scope, backbone], [lr, scope_md], api_visibility="private", queue=False)
+    # The batch a backbone's budget was measured with (medln-tiny's is no batch for a 7B model).
+    backbone.input(lambda b: default_batch((b or "").strip()), backbone, batch, api_visibility="private", queue=False)
     data_source.change(on_data, data_source, [data_file, hub_id], api_visibility="private", queue=False)
     def on_estimate(*values):
         return estimate_view(ctx, *values)
