@@ -199,7 +199,7 @@ def test_stale_screens_after_reload_and_failure(page, shots):
     pg.locator("#ft-steps input").fill("2")
     pg.locator("#ft-start").click()
     pg.wait_for_selector("#ft-status .medln-failed", timeout=120_000)
-    pg.wait_for_function("() => (document.querySelector('#ft-notice')?.innerText || '').trim() === ''")
+    pg.wait_for_function("() => !document.querySelector('#ft-notice .medln-notice')")  # "Started ..." went
     error = pg.locator("#ft-status .medln-error").inner_text()
     assert "no-such-dataset" in error and "/root" not in error and "/tmp" not in error
     pg.locator("#ft-data").get_by_label("Bundled sample (synthetic, CC0)").check()
