@@ -41,9 +41,10 @@ def _print(obj, as_json: bool) -> None:
 
 def cmd_backbones(args) -> None:
     from .backbones import BACKBONES
+    from .methods import default_batch
 
-    rows = [{"name": b.name, "hub_id": b.hub_id, "family": b.family, "license": b.license, "gated": b.gated}
-            for b in BACKBONES]
+    rows = [{"name": b.name, "hub_id": b.hub_id, "family": b.family, "license": b.license, "gated": b.gated,
+             "batch_size": default_batch(b.name)} for b in BACKBONES]
     _print(rows, args.json)
 
 

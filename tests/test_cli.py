@@ -36,8 +36,8 @@ def test_backbones_json():
     (rows,) = ok_json_lines(run_cli("backbones", "--json"))
     assert isinstance(rows, list) and rows
     for row in rows:
-        assert set(row) == {"name", "hub_id", "family", "license", "gated"}
-        assert isinstance(row["gated"], bool)
+        assert set(row) == {"name", "hub_id", "family", "license", "gated", "batch_size"}
+        assert isinstance(row["gated"], bool) and 1 <= row["batch_size"] <= 512  # the default `train` takes
     names = {r["name"] for r in rows}
     assert {"medln-tiny", "blip-vqa-base", "medgemma-4b"} <= names
     assert {r["family"] for r in rows} == {"llava", "blip", "idefics3", "qwen2_vl", "gemma3"}

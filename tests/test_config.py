@@ -90,13 +90,28 @@ def test_old_names_still_work_hidden(tmp_path):
 
 
 def test_the_batch_defaults_to_the_one_the_backbones_budget_was_measured_with(monkeypatch):
+    from medln.__main__ import build_parser
     from medln.backbones import BACKBONES_BY_NAME
-    from medln.methods import default_batch
+    from medln.compare.options import CompareConfig
+    from medln.config import from_args
+    from medln.config_files import parse_command_line
+    from medln.methods import default_batch, default_lr
 
-    tiny = BACKBONES_BY_NAME["medln-tiny"]
+    tiny, med = BACKBONES_BY_NAME["medln-tiny"], BACKBONES_BY_NAME["llava-med-v1.5-7b"]
     monkeypatch.setitem(BACKBONES_BY_NAME, "medln-tiny", dataclasses.replace(tiny, batch_size=32))
+    monkeypatch.setitem(BACKBONES_BY_NAME, med.name, dataclasses.replace(med, batch_size=2, lrs={"ln": 0.01}))
     assert default_batch("medln-tiny") == 32 and TrainConfig().batch_size == 32  # resolved, so runs record it
     assert TrainConfig(batch_size=4).batch_size == 4  # an explicit batch wins
-    for other in ("llava-med-v1.5-7b", "owner/some-model", "/models/local"):  # no measured budget: the generic 8
-        assert TrainConfig(backbone=other).batch_size == default_batch(other) == 8
     assert TrainConfig.from_dict({"backbone": "medln-tiny", "batch_size": None}).batch_size == 32
+    assert CompareConfig(out="o").batch_size == 32  # a sweep records the batch its cells train with
+    # the registry entry however `resolve` is given it: name or hub id, with or without a revision
+    for arg in (med.name, med.hub_id, f"{med.hub_id}@main", f"{med.name}@main"):
+        assert (default_batch(arg), TrainConfig(backbone=arg).batch_size, default_lr(arg, "ln")) == (2, 2, 0.01)
+    for other in ("owner/some-model", "/models/local", "/models/x@y"):  # no measured budget: the generic 8
+        assert TrainConfig(backbone=other).batch_size == default_batch(other) == 8
+    for command in ("train", "compare"):  # the CLI's default is the backbone's, not a fixed number
+        for backbone, batch in (("medln-tiny", 32), (med.name, 2)):
+            argv = [command, "--backbone", backbone] + (["--out", "o"] if command == "compare" else [])
+            args = parse_command_line(build_parser(argv), argv)
+            cfg = from_args(args, CompareConfig if command == "compare" else TrainConfig)
+            assert cfg.batch_size == batch, (command, backbone)

@@ -85,6 +85,10 @@ def test_build_config_maps_widgets_to_train_config():
     assert ft.build_config(ft.config_fields("medln-tiny", "ln", False, 5, "0.02", 2, 0, 0), data).lr == 0.02
     with pytest.raises(ConfigError, match="lr: must be a number, got 'fast'"):  # the field named, not a crash
         ft.build_config(ft.config_fields("medln-tiny", "ln", False, 5, "fast", 2, 0, 0), data)
+    # an empty batch field, like an empty rate: the backbone's own, shown as the field's hint
+    empty = ft.build_config(ft.config_fields("medln-tiny", "ln", False, 5, None, None, 0, 0), data)
+    assert empty.batch_size == ft.default_batch("medln-tiny") and str(empty.batch_size) in ft.batch_hint("medln-tiny")
+    assert ft.batch_hint("owner/model").endswith(" 8")
     with pytest.raises(ConfigError, match="unknown config keys: bogus"):  # TrainConfig.from_dict's refusal
         ft.build_config({**ft.config_fields("medln-tiny", "ln", False, 5, None, 2, 0, 0), "bogus": 1}, data)
 

@@ -13,11 +13,11 @@ from .load import (CPU_4BIT_BLOCK, CPU_4BIT_ROWS, Backbone, allow_processors_wit
                    cpu_unpackable, default_dtype, hf_token, hub_reachable, load_backbone, load_config, meta_model,
                    model_class, offline_message, quantization_config)
 from .registry import (BACKBONES, BACKBONES_BY_NAME, FAMILIES, REPORT_PROMPT, BackboneError, BackboneSpec, Resolved,
-                       family_of_model_type, resolve)
+                       family_of_model_type, registry_spec, resolve)
 from .tiny import TinySizes, TinySpec
 
 __all__ = ["ASSETS", "BACKBONES", "BACKBONES_BY_NAME", "CPU_4BIT_BLOCK", "CPU_4BIT_ROWS", "DECODER_PROJECTIONS",
            "FAMILIES", "REPORT_PROMPT", "Backbone", "BackboneError", "BackboneSpec", "Family", "ImageBlock",
            "Resolved", "TinySizes", "TinySpec", "allow_processors_without_torchvision", "check_access",
            "cpu_unpackable", "default_dtype", "family_of_model_type", "hf_token", "hub_reachable", "load_backbone",
-           "load_config", "meta_model", "model_class", "offline_message", "part_of", "quantization_config", "resolve"]
+           "load_config", "meta_model", "model_class", "offline_message", "part_of", "quantization_config", "registry_spec", "resolve"]

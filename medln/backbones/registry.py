@@ -138,6 +138,15 @@ class Resolved:
                 "commit": cached_commit(self.source, self.revision)}
 
 
+def registry_spec(arg: str) -> BackboneSpec | None:
+    """The registry's entry for a backbone argument, named as `resolve` takes it: a registry name
+    or its hub id, with or without @REVISION (a local folder has none): where its measured
+    defaults (rates, batch) are looked up, without touching the disk or the network."""
+    name = arg.split("@", 1)[0] if isinstance(arg, str) else ""
+    return BACKBONES_BY_NAME.get(name) or next((b for b in BACKBONES_BY_NAME.values() if b.hub_id == name and "/" in name),
+                                               None)
+
+
 def resolve(arg: str) -> Resolved:
     """A registry name, a local folder, or a hub id (`owner/name`); a hub model (by id or
     registry name) may name a revision: `owner/name@REVISION`."""

@@ -9,7 +9,7 @@ starts from.
 
 from __future__ import annotations
 
-from ..backbones import BACKBONES_BY_NAME
+from ..backbones import registry_spec
 from . import bitfit, full, ia3, ln_lora, lora, norm, prompt, whole_linear
 from ..userfiles import short
 from .method import Method, ScopeError, TuningScope
@@ -90,12 +90,12 @@ GENERIC_BATCH = 8  # samples per micro-batch where the registry has no measured 
 def default_batch(backbone: str) -> int:
     """The micro-batch a run starts from: the one this backbone's default budget was measured
     with (a 7B model on one GPU takes far fewer images per step than the bundled 1.6 M one)."""
-    spec = BACKBONES_BY_NAME.get(backbone)
+    spec = registry_spec(backbone)
     return spec.batch_size if spec and spec.batch_size else GENERIC_BATCH
 
 
 def default_lr(backbone: str, scope: str) -> float:
     """The learning rate a scope starts from: measured for this backbone if the registry has
     it, else the scope's own default."""
-    spec = BACKBONES_BY_NAME.get(backbone)
+    spec = registry_spec(backbone)
     return spec.lrs[scope] if spec and scope in spec.lrs else get_scope(scope).default_lr
