@@ -58,7 +58,7 @@ class Plan:
     lever_warmup: int = 3  # torch.compile compiles in the warm-up steps
     compile_backend: str = "inductor"
     precision_steps: int = 20
-    precision_batch: int = 8  # train's default micro-batch
+    precision_batch: int = 8  # fixed, not the backbone's default: bf16 and fp32 train the same batches
     demo_steps: int | None = None  # None: train's default (the demo as a user runs it)
     demo_eval_limit: int | None = None
     demo_questions: int = 4
