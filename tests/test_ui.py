@@ -6,6 +6,7 @@ isolation, and failures that come back as one clear message.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import stat
@@ -85,12 +86,21 @@ def test_build_config_maps_widgets_to_train_config():
     assert ft.build_config(ft.config_fields("medln-tiny", "ln", False, 5, "0.02", 2, 0, 0), data).lr == 0.02
     with pytest.raises(ConfigError, match="lr: must be a number, got 'fast'"):  # the field named, not a crash
         ft.build_config(ft.config_fields("medln-tiny", "ln", False, 5, "fast", 2, 0, 0), data)
-    # an empty batch field, like an empty rate: the backbone's own, shown as the field's hint
+    # /finetune without a batch: the backbone's own
     empty = ft.build_config(ft.config_fields("medln-tiny", "ln", False, 5, None, None, 0, 0), data)
-    assert empty.batch_size == ft.default_batch("medln-tiny") and str(empty.batch_size) in ft.batch_hint("medln-tiny")
-    assert ft.batch_hint("owner/model").endswith(" 8")
+    assert empty.batch_size == ft.default_batch("medln-tiny")
     with pytest.raises(ConfigError, match="unknown config keys: bogus"):  # TrainConfig.from_dict's refusal
         ft.build_config({**ft.config_fields("medln-tiny", "ln", False, 5, None, 2, 0, 0), "bogus": 1}, data)
+
+
+def test_the_batch_field_follows_the_backbone_unless_typed(monkeypatch):
+    from medln.backbones import BACKBONES_BY_NAME
+
+    monkeypatch.setitem(BACKBONES_BY_NAME, "medln-tiny", dataclasses.replace(BACKBONES_BY_NAME["medln-tiny"], batch_size=32))
+    assert ft.followed_batch("llava-med-v1.5-7b", 32, "medln-tiny") == 8  # still tiny's default: follows
+    assert ft.followed_batch("medln-tiny", 8, "llava-med-v1.5-7b") == 32
+    assert ft.followed_batch("llava-med-v1.5-7b", 4, "medln-tiny") is None  # typed by the user: kept
+    assert ft.followed_batch("owner/model", None, "medln-tiny") == 8  # an emptied field gets the default
 
 
 def test_build_config_lists_every_problem():

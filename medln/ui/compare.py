@@ -22,7 +22,7 @@ from . import views
 from .context import AppContext, CompareTab, Handler
 from .downloads import served_copy
 from .errors import UserError, private_errors, quiet, user_message, web_words
-from .finetune import DATA_SOURCES, backbone_choices, batch_hint, train_records
+from .finetune import DATA_SOURCES, backbone_choices, default_batch, follow_batch, train_records
 from .form import build_config, config_fields
 from .jobs import Job
 from .uploads import DataChoice, prepare_dataset
@@ -268,8 +268,8 @@ def build(ctx: AppContext) -> CompareTab:
             quant4 = gr.Checkbox(False, label="4-bit (NF4): 'full' is then skipped and says why", elem_id="cmp-quant")
             with gr.Row():
                 steps = gr.Number(value=COMPARE_STEPS, precision=0, label="Steps per scope", elem_id="cmp-steps")
-                batch = gr.Number(value=None, precision=0, label="Batch size", elem_id="cmp-batch",
-                                  placeholder=batch_hint(s.default_backbone))
+                batch = gr.Number(value=default_batch(s.default_backbone), precision=0, label="Batch size",
+                                  elem_id="cmp-batch")
                 eval_limit = gr.Number(value=s.eval_limit, precision=0, label="Samples scored per split",
                                        elem_id="cmp-eval-limit")
                 seeds = gr.Number(value=1, precision=0, label="Seeds (2+: spread, noise)", elem_id="cmp-seeds")
@@ -356,7 +356,7 @@ def build(ctx: AppContext) -> CompareTab:
     status.change(on_move, [ctx.session, move_scope], move_plot, api_visibility="private", queue=False)
     for comp in (backbone, quant4):
         comp.change(on_params, [backbone, quant4], params_plot, api_visibility="private", concurrency_limit=4)
-    backbone.input(lambda b: gr.update(placeholder=batch_hint(b)), backbone, batch, api_visibility="private", queue=False)
+    follow_batch(backbone, batch, s.default_backbone)
     data_source.change(on_data, data_source, [data_file, hub_id], api_visibility="private", queue=False)
     start_btn.click(on_start, [ctx.session, backbone, scopes, quant4, steps, batch, data_source, data_file, hub_id,
                                eval_limit, seeds], [notice, start_btn, stop_btn], api_visibility="private",

@@ -67,9 +67,27 @@ def lr_hint(scope: str, backbone: str = "") -> str:
     return f"empty: the default for {scope} on this backbone, {scope_info(scope, backbone)[0]:g}"
 
 
-def batch_hint(backbone: str) -> str:
-    """What an empty batch field means: the batch this backbone's default budget was measured with."""
-    return f"empty: this backbone's default, {default_batch((backbone or '').strip())}"
+def followed_batch(backbone: str, batch, previous: str) -> int | None:
+    """The batch field when another backbone is chosen: that backbone's default (the batch its
+    budget was measured with: medln-tiny's is no batch for a 7B model), unless the field holds a
+    batch the user typed, i.e. not the previous backbone's default (None: leave the field)."""
+    if batch not in (None, default_batch((previous or "").strip())):
+        return None
+    return default_batch((backbone or "").strip())
+
+
+def follow_batch(backbone, batch, default_backbone: str) -> None:
+    """Wire a form's batch field to follow its backbone field (followed_batch); a State keeps
+    the backbone the field's value was the default of."""
+    import gradio as gr
+
+    previous = gr.State(default_backbone)
+
+    def on_backbone(backbone_v, batch_v, previous_v):
+        value = followed_batch(backbone_v, batch_v, previous_v)
+        return (gr.skip() if value is None else value), backbone_v
+
+    backbone.input(on_backbone, [backbone, batch, previous], [batch, previous], api_visibility="private", queue=False)
 
 
 def param_view(backbone: str, scope: str, quant4: bool, settings=None) -> tuple[list[list], str, str, bool]:
@@ -242,8 +260,8 @@ def build(ctx: AppContext) -> FinetuneTab:
                 # text box: Gradio's Number cannot be empty (it sends 0).
                 lr = gr.Textbox(value="", label="Learning rate", elem_id="ft-lr", max_lines=1,
                                 placeholder=lr_hint(DEFAULTS.scope, s.default_backbone))
-                batch = gr.Number(value=None, precision=0, label="Batch size", elem_id="ft-batch",
-                                  placeholder=batch_hint(s.default_backbone))
+                batch = gr.Number(value=default_batch(s.default_backbone), precision=0, label="Batch size",
+                                  elem_id="ft-batch")
             gr.Markdown("### 3 · Data")
             data_source = gr.Radio(DATA_SOURCES, value="sample", label="Dataset", elem_id="ft-data")
             data_file = gr.File(label="Dataset file: a .zip (JSONL + images, VQA-RAD, SLAKE, PathVQA, IU-Xray) or a .jsonl",
@@ -372,8 +390,7 @@ def build(ctx: AppContext) -> FinetuneTab:
     # own change), so a page reloaded during a job keeps the job's form when the poll refills it.
     for comp in (scope, backbone):
         comp.input(on_scope, [scope, backbone], [lr, scope_md], api_visibility="private", queue=False)
-    # Like the rate: an empty batch is the backbone's own (medln-tiny's is no batch for a 7B model).
-    backbone.input(lambda b: gr.update(placeholder=batch_hint(b)), backbone, batch, api_visibility="private", queue=False)
+    follow_batch(backbone, batch, s.default_backbone)
     data_source.change(on_data, data_source, [data_file, hub_id], api_visibility="private", queue=False)
     def on_estimate(*values):
         return estimate_view(ctx, *values)
