@@ -95,12 +95,13 @@ def test_build_config_maps_widgets_to_train_config():
 
 def test_the_batch_field_follows_the_backbone_unless_typed(monkeypatch):
     from medln.backbones import BACKBONES_BY_NAME
+    from medln.ui.form import followed_batch
 
     monkeypatch.setitem(BACKBONES_BY_NAME, "medln-tiny", dataclasses.replace(BACKBONES_BY_NAME["medln-tiny"], batch_size=32))
-    assert ft.followed_batch("llava-med-v1.5-7b", 32, "medln-tiny") == 8  # still tiny's default: follows
-    assert ft.followed_batch("medln-tiny", 8, "llava-med-v1.5-7b") == 32
-    assert ft.followed_batch("llava-med-v1.5-7b", 4, "medln-tiny") is None  # typed by the user: kept
-    assert ft.followed_batch("owner/model", None, "medln-tiny") == 8  # an emptied field gets the default
+    assert followed_batch("llava-med-v1.5-7b", 32, "medln-tiny") == 8  # still tiny's default: follows
+    assert followed_batch("medln-tiny", 8, "llava-med-v1.5-7b") == 32
+    assert followed_batch("llava-med-v1.5-7b", 4, "medln-tiny") is None  # typed by the user: kept
+    assert followed_batch("owner/model", None, "medln-tiny") == 8  # an emptied field gets the default
 
 
 def test_build_config_lists_every_problem():

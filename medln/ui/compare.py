@@ -22,8 +22,8 @@ from . import views
 from .context import AppContext, CompareTab, Handler
 from .downloads import served_copy
 from .errors import UserError, private_errors, quiet, user_message, web_words
-from .finetune import DATA_SOURCES, backbone_choices, default_batch, follow_batch, train_records
-from .form import build_config, config_fields
+from .finetune import DATA_SOURCES, backbone_choices, default_batch, train_records
+from .form import build_config, config_fields, follow_batch
 from .jobs import Job
 from .uploads import DataChoice, prepare_dataset
 

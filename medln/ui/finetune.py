@@ -22,7 +22,7 @@ from .downloads import adapter_zip, merged_zip, served_copy
 from .errors import private_errors, quiet, user_message, web_words
 from .gpu import fine_tune_seconds, on_gpu
 from .jobs import Job
-from .form import build_config, config_fields
+from .form import build_config, config_fields, follow_batch
 from .uploads import DataChoice, prepare_dataset
 
 DEFAULTS = TrainConfig()  # the single source of truth for every default shown here
@@ -65,29 +65,6 @@ def scope_info(scope: str, backbone: str = "") -> tuple[float, str]:
 def lr_hint(scope: str, backbone: str = "") -> str:
     """What an empty learning-rate field means: the scope's default on this backbone."""
     return f"empty: the default for {scope} on this backbone, {scope_info(scope, backbone)[0]:g}"
-
-
-def followed_batch(backbone: str, batch, previous: str) -> int | None:
-    """The batch field when another backbone is chosen: that backbone's default (the batch its
-    budget was measured with: medln-tiny's is no batch for a 7B model), unless the field holds a
-    batch the user typed, i.e. not the previous backbone's default (None: leave the field)."""
-    if batch not in (None, default_batch((previous or "").strip())):
-        return None
-    return default_batch((backbone or "").strip())
-
-
-def follow_batch(backbone, batch, default_backbone: str) -> None:
-    """Wire a form's batch field to follow its backbone field (followed_batch); a State keeps
-    the backbone the field's value was the default of."""
-    import gradio as gr
-
-    previous = gr.State(default_backbone)
-
-    def on_backbone(backbone_v, batch_v, previous_v):
-        value = followed_batch(backbone_v, batch_v, previous_v)
-        return (gr.skip() if value is None else value), backbone_v
-
-    backbone.input(on_backbone, [backbone, batch, previous], [batch, previous], api_visibility="private", queue=False)
 
 
 def param_view(backbone: str, scope: str, quant4: bool, settings=None) -> tuple[list[list], str, str, bool]:

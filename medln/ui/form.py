@@ -1,10 +1,12 @@
 """The forms' widget values -> a validated TrainConfig: the Fine-tune and Compare forms and the
 /finetune endpoint build their config here, through TrainConfig.from_dict, so they take the
-config's own field names, types and ranges (every problem listed, as for the CLI)."""
+config's own field names, types and ranges (every problem listed, as for the CLI); and the
+batch field that follows the chosen backbone."""
 
 from __future__ import annotations
 
 from medln.config import TrainConfig
+from medln.methods import default_batch
 
 from .errors import UserError
 from .uploads import DataChoice
@@ -50,3 +52,26 @@ def _whole(value):
     """Number widgets send 12.0 for 12; anything else goes to validate() as it is, which names
     the field and what it got (a string, 1.5, 10**9) instead of int() failing or truncating."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def followed_batch(backbone: str, batch, previous: str) -> int | None:
+    """The batch field when another backbone is chosen: that backbone's default (the batch its
+    budget was measured with: medln-tiny's is no batch for a 7B model), unless the field holds a
+    batch the user typed, i.e. not the previous backbone's default (None: leave the field)."""
+    if batch not in (None, default_batch((previous or "").strip())):
+        return None
+    return default_batch((backbone or "").strip())
+
+
+def follow_batch(backbone, batch, default_backbone: str) -> None:
+    """Wire a form's batch field to follow its backbone field (followed_batch); a State keeps
+    the backbone the field's value was the default of."""
+    import gradio as gr
+
+    previous = gr.State(default_backbone)
+
+    def on_backbone(backbone_v, batch_v, previous_v):
+        value = followed_batch(backbone_v, batch_v, previous_v)
+        return (gr.skip() if value is None else value), backbone_v
+
+    backbone.input(on_backbone, [backbone, batch, previous], [batch, previous], api_visibility="private", queue=False)
