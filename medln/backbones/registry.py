@@ -143,8 +143,8 @@ def registry_spec(arg: str) -> BackboneSpec | None:
     or its hub id, with or without @REVISION (a local folder has none): where its measured
     defaults (rates, batch) are looked up, without touching the disk or the network."""
     name = arg.split("@", 1)[0] if isinstance(arg, str) else ""
-    return BACKBONES_BY_NAME.get(name) or next((b for b in BACKBONES_BY_NAME.values() if b.hub_id == name and "/" in name),
-                                               None)
+    by_hub_id = (b for b in BACKBONES_BY_NAME.values() if "/" in name and b.hub_id == name)
+    return BACKBONES_BY_NAME.get(name) or next(by_hub_id, None)
 
 
 def resolve(arg: str) -> Resolved:

@@ -16,13 +16,13 @@ from medln.compare.options import CompareConfig
 from medln.config import TrainConfig
 from medln.data.sample import PHRASINGS
 from medln.metrics import METRICS
-from medln.methods import SCOPES
+from medln.methods import SCOPES, default_batch
 
 from . import views
 from .context import AppContext, CompareTab, Handler
 from .downloads import served_copy
 from .errors import UserError, private_errors, quiet, user_message, web_words
-from .finetune import DATA_SOURCES, backbone_choices, default_batch, train_records
+from .finetune import DATA_SOURCES, backbone_choices, train_records
 from .form import build_config, config_fields, follow_batch
 from .jobs import Job
 from .uploads import DataChoice, prepare_dataset
