@@ -117,7 +117,7 @@ def cmd_train(args) -> None:
         elif record.get("event") == "start":
             print(f"{record['backbone']} ({record['family']}) scope={record['scope']} quant={record['quant']} "
                   f"precision={record['precision']} "
-                  f"lr={record['lr']:g}: trains {record['trainable']:,} of {record['total']:,} parameters "
+                  f"lr={record['lr']:g} steps={record['steps']} batch={record['batch_size']}: trains {record['trainable']:,} of {record['total']:,} parameters "
                   f"({record['percent']:.4f} %), dead norms {record['dead']:,}; {record['n_train']} samples", flush=True)
             for note in record["notes"]:
                 log.info("note: %s", note)  # a diagnostic: stderr, hidden by --quiet

@@ -76,15 +76,17 @@ def free_memory() -> None:
 def machine_info() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    import torch
+
+    # threads: a run under OMP_NUM_THREADS=1 (sweeps side by side) steps slower than the CPU can
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads()}
     for pkg in ("torch", "transformers", "peft", "accelerate", "bitsandbytes"):
         try:
             info[pkg] = version(pkg)
         except PackageNotFoundError:
             info[pkg] = None
     if _cuda():
-        import torch
-
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 1e9, 1), gpus=torch.cuda.device_count())
     else:

@@ -281,6 +281,7 @@ def train_run(cfg: TrainConfig, out, *, stop=None, accelerator=None, tunable: Tu
         "precision": (tunable.backbone.precision or from_dtype(tunable.backbone.dtype)).name,
         "lr": cfg.effective_lr,
         **({"ln_lr": cfg.effective_ln_lr} if cfg.scope == "ln-lora" else {}),
+        "steps": cfg.steps, "batch_size": cfg.batch_size,  # after fit_memory, which may shrink the batch
         "num_processes": acc.num_processes,  # data-parallel processes: batch_size is per process
         "total": sel.total,
         "trainable": sel.trainable,

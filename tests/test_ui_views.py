@@ -21,7 +21,8 @@ from medln.ui.jobs import Job, JobManager  # noqa: E402
 from medln.ui.uploads import DataChoice  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-COMMITTED = json.loads((REPO / "docs" / "compare-medln-tiny" / "results.json").read_text())["rows"]
+_RECORD = json.loads((REPO / "docs" / "compare-medln-tiny" / "results.json").read_text())
+COMMITTED, COMMITTED_BATCH = _RECORD["rows"], _RECORD["config"]["batch_size"]
 
 
 # ------------------------------------------------------------------ numbers with their n
@@ -136,16 +137,20 @@ def test_an_untimed_scope_is_the_record_scaled_by_this_servers_own_speed(tmp_pat
     slower this server ran a scope the record also timed."""
     book = eta.SpeedBook(tmp_path / "speed.json")
     ln, lora = (next(r for r in COMMITTED if r["scope"] == s) for s in ("ln", "lora"))
-    book.record("medln-tiny", "ln", "none", 8, step_s=ln["step_s"] / 2, item_s=0.01, load_s=3.0)
-    sp = book.lookup("medln-tiny", "lora", "none", 8)
+    b = COMMITTED_BATCH
+    book.record("medln-tiny", "ln", "none", b, step_s=ln["step_s"] / 2, item_s=0.01, load_s=3.0)
+    sp = book.lookup("medln-tiny", "lora", "none", b)
     assert sp.step_s == pytest.approx(lora["step_s"] / 2) and sp.load_s == 3.0
     assert "scaled by 0.50" in sp.source and "ln step time" in sp.source
 
 
 def test_bundled_model_falls_back_to_the_committed_speed(tmp_path):
-    sp = eta.SpeedBook(tmp_path / "none.json").lookup("medln-tiny", "ln", "4bit", 8)
+    book = eta.SpeedBook(tmp_path / "none.json")
+    sp = book.lookup("medln-tiny", "ln", "4bit", COMMITTED_BATCH)
     row = next(r for r in COMMITTED if r["scope"] == "ln")
     assert sp.step_s == pytest.approx(row["step_s"]) and sp.item_s and "docs/compare-medln-tiny" in sp.source
+    # another batch: the recorded step time scaled by the examples a step sees
+    assert book.lookup("medln-tiny", "ln", "4bit", COMMITTED_BATCH * 2).step_s == pytest.approx(2 * row["step_s"])
     from medln.data import load_samples
 
     sizes = {split: len(load_samples("sample", split).samples) for split in ("test", "source-test")}
@@ -154,6 +159,19 @@ def test_bundled_model_falls_back_to_the_committed_speed(tmp_path):
     n_test = sizes["test"]
     assert eta.scored_items("sample", ["test", ""], 0) == 2 * n_test
     assert eta.scored_items("jsonl:x", ["test"], 0) is None
+
+
+def test_the_committed_speed_says_how_many_threads_it_was_recorded_on(tmp_path, monkeypatch):
+    from medln.machine import machine_info
+
+    record = dict(_RECORD, machine={**_RECORD["machine"], "cpus": 2, "threads": 1})
+    (tmp_path / "results.json").write_text(json.dumps(record))
+    monkeypatch.setattr(eta, "COMMITTED", tmp_path / "results.json")
+    assert "recorded on 1 thread of a 2-core CPU" in eta.committed("medln-tiny", "ln", "none", 8).source
+    record["machine"]["threads"] = 2
+    (tmp_path / "results.json").write_text(json.dumps(record))
+    assert "recorded on a 2-core CPU" in eta.committed("medln-tiny", "ln", "none", 8).source
+    assert machine_info()["threads"] >= 1  # what a new comparison records
 
 
 def _steps(n, step_s=0.01, gate=None):

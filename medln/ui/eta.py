@@ -130,8 +130,10 @@ def committed(name: str, scope: str, quant: str, batch: int, item_s: float | Non
         n_items = sum((row.get(k) or {}).get("n", 0) + (row.get(k) or {}).get("n_report", 0)
                       for k in ("tuned", "ood_tuned"))
         item_s = (row["wall_s"] - row["train_s"]) / n_items if n_items else None
-    cpu = (res.get("machine") or {}).get("cpus") or (res.get("machine") or {}).get("cpu_count")
-    where = f"recorded on a {cpu}-core CPU" if cpu else "recorded on another machine"
+    machine = res.get("machine") or {}
+    cpu, threads = machine.get("cpus") or machine.get("cpu_count"), machine.get("threads")
+    where = ("recorded on another machine" if not cpu else f"recorded on a {cpu}-core CPU" if not threads or
+             threads >= cpu else f"recorded on {threads} thread{'s' * (threads > 1)} of a {cpu}-core CPU")
     note = "" if res.get("quant") == quant else f" at {res.get('quant')} weights"
     return Speed(row["step_s"] * batch / run_batch, item_s, None,
                  f"{where}{note} (docs/compare-medln-tiny); this server may differ")

@@ -101,12 +101,12 @@ def quant_note(scope: str, quant4: bool) -> tuple[str, bool]:
     return f"4-bit NF4 weights: scope **{scope}** {web_words(s.quant_4bit)}.{cpu}", True
 
 
-# Measured for issue 13: `ln` on medln-tiny, batch 8, median step time of 12-step runs,
-# 4-bit and full precision interleaved, on the project's 2-core CPU while other jobs loaded
-# it heavily: 4-bit / full = 0.73 and 0.67 in two pairs. Not slower, so no cost is claimed.
-CPU_4BIT_COST = ("and, measured for the bundled model on a 2-core CPU, is not slower than full precision "
-                 "(median step time 4-bit / full 0.67–0.73, interleaved runs on a loaded machine). Larger models "
-                 "may differ.")
+# Measured in session 15 (docs/app.md has the command): `ln` on medln-tiny, 60-step runs, 4-bit and
+# full precision interleaved, three pairs per batch, on the project's 2-core CPU with nothing else
+# running. Issue 13's "not slower" (0.67-0.73) came from a heavily loaded machine and did not hold.
+CPU_4BIT_COST = ("and trains more slowly than full precision: for the bundled model on a 2-core CPU, 1.14–1.19× "
+                 "the training time at batch 32 (its default), 1.34–1.43× at batch 8. It is here for what it "
+                 "saves on a GPU with a large model; untick it for speed on a CPU.")
 
 
 def gpu_seconds(cfg_dict: dict, out: str, stop=None, base_metrics=None, extra_eval=None, train_samples=None) -> int:
