@@ -136,7 +136,7 @@ class TrainConfig:
                         "fp32 on a CPU; an explicit accelerate --mixed_precision decides auto), bf16, fp16, fp32",
                         choices=("auto", "bf16", "fp16", "fp32"))
     steps: int = _f(200, "optimizer steps (the default, 200, trains medln-tiny's ln at batch 32 in 41-49 s "
-                         "on 2 shared CPU cores, 47-60 s with loading and scoring: docs/results.md)", min=1, max=100_000)
+                         "on 2 quiet CPU cores, 47-60 s with loading and scoring: docs/results.md)", min=1, max=100_000)
     lr: float | None = _f(None, "peak learning rate; default: the backbone's measured one for the scope, else the scope's own",
                           min=0.0, max=1.0, open=("min", "max"))
     batch_size: int | None = _f(None, "samples per micro-batch (per process); default: the one the backbone's default "

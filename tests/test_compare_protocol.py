@@ -285,6 +285,8 @@ def test_every_scope_and_seed_is_summarised_with_reference_rows(sweep):
     table = (sweep["out"] / "TABLE.md").read_text()
     assert "image-blind baseline" in table and "base model" in table and "chosen on validation" in table
     assert res["verdict"] and res["verdict"] in table
+    threads = res["machine"]["threads"]  # a sweep under OMP_NUM_THREADS=1 says so beside its wall time
+    assert threads >= 1 and f"({threads} thread{'s' * (threads > 1)} per run)" in table
     assert (sweep["out"] / "runs" / "ln" / "seed1" / "eval.json").exists()
     html = (sweep["out"] / "figures.html").read_text()
     assert "every seed" in html

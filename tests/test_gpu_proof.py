@@ -171,6 +171,8 @@ def test_compare_answers_only_where_settings_agree(tmp_path):
     short = {**same, "settings": {**settings, "steps": 2}}  # a dry run: tuned answers are not comparable
     vs = compare_answers(short, ref)
     assert vs["tuned_comparable"] is False and [r["tuned_match"] for r in vs["rows"]] == [None, None]
+    resolved = {**same, "settings": {**settings, "batch_size": 8}}  # "default" meant another batch then
+    assert compare_answers(resolved, ref)["tuned_comparable"] is False
     other = {**same, "settings": {**settings, "quant": "none"}}
     assert all(r["base_match"] is None for r in compare_answers(other, ref)["rows"])
     assert "no reference file" in compare_answers(same, tmp_path / "missing.json")["error"]

@@ -132,9 +132,10 @@ def test_speed_book_records_and_estimates(tmp_path):
     assert "~1:01" in html and "scoring 0:08" in html and "this server" in html
 
 
-def test_an_untimed_scope_is_the_record_scaled_by_this_servers_own_speed(tmp_path):
+def test_an_untimed_scope_is_the_record_scaled_by_this_servers_own_speed(tmp_path, monkeypatch):
     """A scope this server has not run yet: the committed step time, times how much faster or
     slower this server ran a scope the record also timed."""
+    monkeypatch.setattr(eta, "cpu_threads", lambda: _RECORD["machine"]["threads"])  # no thread scaling here
     book = eta.SpeedBook(tmp_path / "speed.json")
     ln, lora = (next(r for r in COMMITTED if r["scope"] == s) for s in ("ln", "lora"))
     b = COMMITTED_BATCH
@@ -144,7 +145,8 @@ def test_an_untimed_scope_is_the_record_scaled_by_this_servers_own_speed(tmp_pat
     assert "scaled by 0.50" in sp.source and "ln step time" in sp.source
 
 
-def test_bundled_model_falls_back_to_the_committed_speed(tmp_path):
+def test_bundled_model_falls_back_to_the_committed_speed(tmp_path, monkeypatch):
+    monkeypatch.setattr(eta, "cpu_threads", lambda: _RECORD["machine"]["threads"])
     book = eta.SpeedBook(tmp_path / "none.json")
     sp = book.lookup("medln-tiny", "ln", "4bit", COMMITTED_BATCH)
     row = next(r for r in COMMITTED if r["scope"] == "ln")
@@ -168,6 +170,12 @@ def test_the_committed_speed_says_how_many_threads_it_was_recorded_on(tmp_path, 
     (tmp_path / "results.json").write_text(json.dumps(record))
     monkeypatch.setattr(eta, "COMMITTED", tmp_path / "results.json")
     assert "recorded on 1 thread of a 2-core CPU" in eta.committed("medln-tiny", "ln", "none", 8).source
+    row = next(r for r in record["rows"] if r["scope"] == "ln")
+    monkeypatch.setattr(eta, "cpu_threads", lambda: 2)  # a lone job here trains on both threads
+    sp = eta.committed("medln-tiny", "ln", "none", COMMITTED_BATCH)
+    assert sp.step_s == pytest.approx(row["step_s"] / 2) and "scaled to this server's 2 threads" in sp.source
+    monkeypatch.setattr(eta, "cpu_threads", lambda: None)  # a GPU server: the CPU record as it is
+    assert eta.committed("medln-tiny", "ln", "none", COMMITTED_BATCH).step_s == pytest.approx(row["step_s"])
     record["machine"]["threads"] = 2
     (tmp_path / "results.json").write_text(json.dumps(record))
     assert "recorded on a 2-core CPU" in eta.committed("medln-tiny", "ln", "none", 8).source

@@ -109,6 +109,8 @@ def run_demo(plan, *, reference: Path | None, env_extra: dict | None = None, tim
         out["train_wall_s"] = round(time.perf_counter() - t0, 2)
         start = next(r for r in records if r.get("event") == "start")
         done = next(r for r in records if r.get("event") == "done")
+        # what "default" resolved to (a backbone's batch can change): answers compare only like for like
+        out["settings"].update(steps=start.get("steps"), batch_size=start.get("batch_size"))
         out["train"] = {"precision": start["precision"], "trainable": start["trainable"],
                         "steps_done": done["steps_done"],
                         "train_s": done["train_s"], "base": done["base"], "tuned": done["tuned"],

@@ -270,7 +270,9 @@ def table_md(results: dict) -> str:
         lines += [f"Command: `{results['command']}`", ""]
     m = results.get("machine") or {}
     lines += [
-        f"Wall time {results.get('wall_s', 0):.0f} s on {m.get('cpus')} CPU cores" + (f", {m['gpu']}" if m.get("gpu") else "")
+        f"Wall time {results.get('wall_s', 0):.0f} s on {m.get('cpus')} CPU cores"
+        + (f" ({m['threads']} thread{'s' * (m['threads'] > 1)} per run)" if m.get("threads") else "")
+        + (f", {m['gpu']}" if m.get("gpu") else "")
         + f" (torch {m.get('torch')}, transformers {m.get('transformers')}, peft {m.get('peft')}); started {results.get('started')}.",
         "",
         f"Protocol: every scope trains {results.get('steps')} steps (batch {cfg.get('batch_size')}, quant {results.get('quant')}) "

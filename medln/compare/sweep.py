@@ -238,6 +238,8 @@ def start(options: CompareConfig, *, stop=None, progress=None, command=None, run
         from ..train import train_run as run_scope
     sweep = Sweep(cfg, scopes, seeds, out, grid, options.tune_lr, run_scope, stop, progress, command, tuned,
                   backbone=cfg.backbone, mode=mode, executor=executor, report_to=options.report_to)
+    if options.executor == "ray" and mode != "collect":
+        sweep.machine["threads"] = options.ray_cpus  # each Ray cell sets its own torch threads (no GPUs)
     if sweep.tune_lr:
         sweep.train, validation, sweep.val_info = split_validation(cfg)
     else:

@@ -135,8 +135,21 @@ def committed(name: str, scope: str, quant: str, batch: int, item_s: float | Non
     where = ("recorded on another machine" if not cpu else f"recorded on a {cpu}-core CPU" if not threads or
              threads >= cpu else f"recorded on {threads} thread{'s' * (threads > 1)} of a {cpu}-core CPU")
     note = "" if res.get("quant") == quant else f" at {res.get('quant')} weights"
-    return Speed(row["step_s"] * batch / run_batch, item_s, None,
-                 f"{where}{note} (docs/compare-medln-tiny); this server may differ")
+    step_s = row["step_s"] * batch / run_batch
+    here = cpu_threads()
+    if threads and here and here > threads:
+        # a sweep run one thread per lane (two side by side): a lone job here uses every thread.
+        # Linear is optimistic, unscaled was 2.5x too high for the default run (bench/README.md).
+        step_s *= threads / here
+        note += f", scaled to this server's {here} threads"
+    return Speed(step_s, item_s, None, f"{where}{note} (docs/compare-medln-tiny); this server may differ")
+
+
+def cpu_threads() -> int | None:
+    """The torch threads a job here trains with; None on a GPU server (a CPU record says nothing there)."""
+    import torch
+
+    return None if torch.cuda.is_available() else torch.get_num_threads()
 
 
 @dataclass

@@ -105,7 +105,7 @@ def quant_note(scope: str, quant4: bool) -> tuple[str, bool]:
 # full precision interleaved, three pairs per batch, on the project's 2-core CPU with nothing else
 # running. Issue 13's "not slower" (0.67-0.73) came from a heavily loaded machine and did not hold.
 CPU_4BIT_COST = ("and trains more slowly than full precision: for the bundled model on a 2-core CPU, 1.14–1.19× "
-                 "the training time at batch 32 (its default), 1.34–1.43× at batch 8. It is here for what it "
+                 "the training time at batch 32 (its default), 1.35–1.43× at batch 8. It is here for what it "
                  "saves on a GPU with a large model; untick it for speed on a CPU.")
 
 
