@@ -6,6 +6,7 @@ Measures, on the committed v3 sample and any medln-tiny-style model folder (sess
     python docs/experiment/diagnose_v3.py presence [MODEL]          # new findings' presence/size, read linearly from frozen features
     python docs/experiment/diagnose_v3.py fit RUN [RUN ...]         # a run's accuracy per (question type, finding kind) on findings-train
     python docs/experiment/diagnose_v3.py answers RUN [RUN ...]     # what a run answers to findings-validation's abnormality questions
+                                                                    # (--name N: writes v3-N.json)
     python docs/experiment/diagnose_v3.py patch4 OUT                # medln-tiny's recipe with 4 px patches (256 image tokens)
 
 Each writes docs/experiment/diagnosis/v3-<part>.json (patch4: OUT/MEDLN_PRETRAIN.json) and prints a
@@ -161,9 +162,11 @@ def fit(runs: list[str], limit: int = 400) -> None:
     _save("fit", out)
 
 
-def answers(runs: list[str]) -> None:
+def answers(runs: list[str], name: str = "answers") -> None:
     """What a findings run answers when asked which abnormality a study shows (findings-validation,
-    every wording): does it name the new kinds, or a kind whose word it already knew?"""
+    every wording): does it name the new kinds, or a kind whose word it already knew? By region,
+    studies with and without the finding: naming a kind for normal studies of its region as often
+    is a region prior, not a read-out of the finding."""
     from collections import Counter
 
     from medln.data import load_samples
@@ -174,15 +177,21 @@ def answers(runs: list[str]) -> None:
     out = {"split": "findings-validation, abnormality questions", "items": len(items), "runs": {}}
     for run in runs:
         bb = load_run(run, device="cpu")
-        pairs = Counter(zip((s.answer for s in items), predict(bb, bb.model, items)))
+        preds = predict(bb, bb.model, items)
+        pairs = Counter(zip((s.answer for s in items), preds))
         named = sum(n for (gold, pred), n in pairs.items() if gold != "none" and pred == gold)
         abnormal = sum(n for (gold, _), n in pairs.items() if gold != "none")
+        by_region: dict = defaultdict(Counter)
+        for s, p in zip(items, preds):
+            f = s.meta["findings"]
+            by_region[f"{f['region']}, {'present' if f['present'] else 'normal'}"][p] += 1
         out["runs"][run] = {"new_kind_named": named, "abnormal": abnormal,
-                            "answers": [{"gold": g, "pred": p, "n": n} for (g, p), n in pairs.most_common()]}
+                            "answers": [{"gold": g, "pred": p, "n": n} for (g, p), n in pairs.most_common()],
+                            "by_region": {k: dict(c.most_common()) for k, c in sorted(by_region.items())}}
         print(f"{run}: names the new kind for {named} of {abnormal} abnormal studies")
-        for (g, p), n in pairs.most_common(8):
-            print(f"  {n:4d}  {g!r:16} -> {p!r}")
-    _save("answers", out)
+        for k, c in sorted(by_region.items()):
+            print(f"  {k:20} n = {sum(c.values()):3d}: " + ", ".join(f"{p!r} {n}" for p, n in c.most_common(3)))
+    _save(name, out)
 
 
 def patch4(out: str) -> None:
@@ -198,6 +207,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("part", choices=("source", "presence", "fit", "answers", "patch4"))
     ap.add_argument("paths", nargs="*", help="model folders (source, presence), run folders (fit) or the output folder (patch4)")
+    ap.add_argument("--name", default="answers", help="answers: the output's name (diagnosis/v3-NAME.json)")
     a = ap.parse_args()
     if a.part == "source":
         source(a.paths or ["medln-tiny"])
@@ -210,7 +220,7 @@ def main() -> None:
     else:
         if not a.paths:
             ap.error(f"{a.part} needs run folders (medln train --data sample:findings ...)")
-        (fit if a.part == "fit" else answers)(a.paths)
+        fit(a.paths) if a.part == "fit" else answers(a.paths, a.name)
 
 
 if __name__ == "__main__":
