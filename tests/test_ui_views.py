@@ -459,12 +459,14 @@ def test_about_gives_each_committed_verdict_beside_the_claim(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps(
             {"summary": summary, "metric": "overall", "seeds": [0, 1, 2], "steps": 200, "data": f"sample:{name}",
-             "eval_split": "test", "rows": [], "references": {"blind": {"test": {"overall": 0.4}}}}))
+             "eval_split": "test", "rows": [], "references": {"blind": {"test": {"overall": 0.4}}},
+             "config": {"batch_size": 32}}))
     found = about.committed_comparisons(tmp_path)
     assert [p.parent.name for p in found] == ["compare-findings", "compare-scanner"]
     page = about.measured_html(found)
     assert page.count("BELOW it") == 4  # per verdict: the list of scopes, and ln beside the claim
     assert "The paper claims" in page and "compare-scanner" in page and "compare-findings" in page
+    assert page.count("200 steps per scope of batch 32") == 2  # the budget each verdict rests on
     assert "claims" in about.measured_html([])  # nothing committed: the claim with "nothing yet", never alone
 
 

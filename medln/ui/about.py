@@ -111,8 +111,10 @@ def measured_html(paths: list[Path] | None = None) -> str:
         if not verdict:
             continue
         seeds = res.get("seeds") or [(res.get("config") or {}).get("seed", 0)]
+        batch = (res.get("config") or {}).get("batch_size")
         found.append((f"{path.parent.name} (`{res.get('data')}`, target split {res.get('eval_split')}; "
-                      f"{res.get('steps')} steps per scope, {'4-bit' if res.get('quant') == '4bit' else 'full precision'}, "
+                      f"{res.get('steps')} steps per scope{f' of batch {batch}' if batch else ''}, "
+                      f"{'4-bit' if res.get('quant') == '4bit' else 'full precision'}, "
                       f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})", verdict, res.get("rows") or []))
     if not found:
         return views.claims_html(None)
