@@ -43,8 +43,9 @@ def cmd_backbones(args) -> None:
     from .backbones import BACKBONES
     from .methods import default_batch
 
+    # lrs: the rates measured on this backbone, which replace the scopes' own (`medln scopes`)
     rows = [{"name": b.name, "hub_id": b.hub_id, "family": b.family, "license": b.license, "gated": b.gated,
-             "batch_size": default_batch(b.name)} for b in BACKBONES]
+             "batch_size": default_batch(b.name), "lrs": dict(b.lrs)} for b in BACKBONES]
     _print(rows, args.json)
 
 

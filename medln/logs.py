@@ -32,9 +32,10 @@ KNOWN_WARNINGS: tuple[tuple[type[Warning], str, str, str], ...] = (
 )
 # (logger, text the message holds, why it is harmless): records dropped from one logger only
 KNOWN_LOG_RECORDS: tuple[tuple[str, str, str], ...] = (
-    ("bitsandbytes.backends.cpu.ops", "No module named 'kernels'",
+    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community",
      "bitsandbytes (0.50) on a CPU with AVX512-BF16 tries the optional `kernels` package for a fused 4-bit "
-     "kernel on every import, and falls back to its own kernel (medln.cpu4bit) when it is absent"),
+     "kernel from the Hub on every import, and falls back to its own kernel (medln.cpu4bit) when `kernels` is "
+     "absent or, installed (transformers >= 5.25 brings it), cannot reach or trust the Hub offline"),
 )
 
 

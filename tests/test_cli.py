@@ -32,12 +32,17 @@ def assert_user_error(proc, *needles: str):
 # --------------------------------------------------------------------------- listings
 
 
-def test_backbones_json():
+def test_backbones_json(tmp_path):
     (rows,) = ok_json_lines(run_cli("backbones", "--json"))
     assert isinstance(rows, list) and rows
     for row in rows:
-        assert set(row) == {"name", "hub_id", "family", "license", "gated", "batch_size"}
+        assert set(row) == {"name", "hub_id", "family", "license", "gated", "batch_size", "lrs"}
         assert isinstance(row["gated"], bool) and 1 <= row["batch_size"] <= 512  # the default `train` takes
+    tiny = next(r for r in rows if r["name"] == "medln-tiny")
+    (start,) = [r for r in ok_json_lines(run_cli("train", "--data", "sample", "--steps", "1", "--eval-limit", "1",
+                                                 "--eval-split", "", "--ood-split", "", "--json", "--out",
+                                                 str(tmp_path / "run"))) if r.get("event") == "start"]
+    assert start["lr"] == tiny["lrs"]["ln"] and start["batch_size"] == tiny["batch_size"]  # what train then uses
     names = {r["name"] for r in rows}
     assert {"medln-tiny", "blip-vqa-base", "medgemma-4b"} <= names
     assert {r["family"] for r in rows} == {"llava", "blip", "idefics3", "qwen2_vl", "gemma3"}

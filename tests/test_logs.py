@@ -55,6 +55,11 @@ def test_bitsandbytes_kernels_record_is_dropped_and_only_that_one(caplog):
         # what bitsandbytes 0.50 logs at import on a CPU with AVX512-BF16 without `kernels`
         logger.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure you already "
                        "`pip install kernels` and the kernels >= 0.11.1", ModuleNotFoundError("No module named 'kernels'"))
+        # ... and with `kernels` installed (transformers 5.25 brings it) but no Hub to check the publisher
+        logger.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure you already "
+                       "`pip install kernels` and the kernels >= 0.11.1", ValueError(
+                           "Kernel repository 'kernels-community/quantization-bitsandbytes' could not verify publisher "
+                           "trust status."))
         logger.warning("something else went wrong")
     assert [r.getMessage() for r in caplog.records] == ["something else went wrong"]
 

@@ -176,7 +176,7 @@ def build(ctx) -> None:
     gr.Markdown(f"""
 ### Not for clinical use
 
-{DISCLAIMER} The bundled model is a few million parameters trained on synthetic pictures: its
+{DISCLAIMER} The bundled model has 1.6 million parameters trained on synthetic pictures: its
 answers demonstrate the method, not medicine. No answer or report from this app may be used for
 diagnosis or treatment.
 
