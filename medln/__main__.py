@@ -46,6 +46,8 @@ def cmd_backbones(args) -> None:
     # lrs: the rates measured on this backbone, which replace the scopes' own (`medln scopes`)
     rows = [{"name": b.name, "hub_id": b.hub_id, "family": b.family, "license": b.license, "gated": b.gated,
              "batch_size": default_batch(b.name), "lrs": dict(b.lrs)} for b in BACKBONES]
+    if not args.json:  # one readable line per backbone
+        rows = [{**r, "lrs": ",".join(f"{k}={v:g}" for k, v in r["lrs"].items()) or "-"} for r in rows]
     _print(rows, args.json)
 
 

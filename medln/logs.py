@@ -32,11 +32,32 @@ KNOWN_WARNINGS: tuple[tuple[type[Warning], str, str, str], ...] = (
 )
 # (logger, text the message holds, why it is harmless): records dropped from one logger only
 KNOWN_LOG_RECORDS: tuple[tuple[str, str, str], ...] = (
-    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community",
+    ("bitsandbytes.backends.cpu.ops", "No module named 'kernels'",
      "bitsandbytes (0.50) on a CPU with AVX512-BF16 tries the optional `kernels` package for a fused 4-bit "
-     "kernel from the Hub on every import, and falls back to its own kernel (medln.cpu4bit) when `kernels` is "
-     "absent or, installed (transformers >= 5.25 brings it), cannot reach or trust the Hub offline"),
+     "kernel from the Hub on every import, and uses its own CPU kernel when the package is absent (the lock)"),
 )
+# The same bitsandbytes record with `kernels` installed (transformers >= 5.25 brings it) but the Hub
+# kernel not loaded (offline, an untrusted publisher, a version clash): said once, in plain words,
+# not dropped, since online that package would run native code downloaded from the Hub.
+BNB_KERNEL = ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community")
+
+
+class _Reword(logging.Filter):
+    """bitsandbytes' kernels-community failure as one sentence that says what happened instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:
+            return True
+        if text.startswith(BNB_KERNEL[1]):
+            # its first sentence: what failed (not the package's own advice, such as trust_remote_code)
+            cause = text[len(BNB_KERNEL[1]):].lstrip(": ").splitlines()[0].split(". ")[0].rstrip(".")
+            record.msg, record.args = (
+                "bitsandbytes did not load the Hub's fused 4-bit CPU kernel (kernels-community/"
+                f"quantization-bitsandbytes: {cause}) and uses its own. The tested lock (requirements.txt) "
+                "does not install the `kernels` package that fetches it."), ()
+        return True
 
 
 class _DropKnown(logging.Filter):
@@ -60,6 +81,9 @@ def silence_known_noise() -> None:
         target = logging.getLogger(logger)
         if not any(isinstance(f, _DropKnown) and f.text == text for f in target.filters):
             target.addFilter(_DropKnown(text))
+    target = logging.getLogger(BNB_KERNEL[0])
+    if not any(isinstance(f, _Reword) for f in target.filters):
+        target.addFilter(_Reword())  # after the drop above: the lock's "no module" case never gets here
 
 
 # ------------------------------------------------------------------ the CLI's log on stderr

@@ -176,3 +176,31 @@ def test_compare_answers_only_where_settings_agree(tmp_path):
     other = {**same, "settings": {**settings, "quant": "none"}}
     assert all(r["base_match"] is None for r in compare_answers(other, ref)["rows"])
     assert "no reference file" in compare_answers(same, tmp_path / "missing.json")["error"]
+
+
+def test_the_demo_records_what_default_resolved_to(monkeypatch):
+    """`medln train` without --steps / --batch-size: the settings the answers are compared under
+    are what the run's start record says it used, so a reference made under another default
+    (batch 8 once, 32 now) is never taken for a like one, and the committed one matches today's."""
+    from medln.bench import proof_parts
+    from medln.bench.gpu_proof import Plan
+    from medln.config import TrainConfig
+
+    default = TrainConfig(backbone="medln-tiny")  # what `medln train --data sample` resolves to
+
+    def fake_call(cmd, *, cwd, env, timeout):
+        if "train" in cmd:
+            lines = [{"event": "start", "steps": default.steps, "batch_size": default.batch_size,
+                      "precision": "fp32", "trainable": 1},
+                     {"event": "done", "steps_done": default.steps, "train_s": 1.0, "base": {}, "tuned": {}}]
+            return subprocess.CompletedProcess(cmd, 0, "\n".join(map(json.dumps, lines)), "")
+        return subprocess.CompletedProcess(cmd, 0, json.dumps({"answer": "x-ray"}), "")
+
+    monkeypatch.setattr(proof_parts, "_call", fake_call)
+    demo = proof_parts.run_demo(Plan(demo_questions=1), reference=None)
+    assert (demo["settings"]["steps"], demo["settings"]["batch_size"]) == (default.steps, default.batch_size)
+    vs = proof_parts.compare_answers(demo, REPO / "bench" / "results" / "demo-cpu-reference.json")
+    assert vs["tuned_comparable"] is True  # else: remake it, bench/gpu_proof.sh --cpu-reference
+    stale = {**demo, "settings": {**demo["settings"], "batch_size": None}}  # a reference from before the record
+    assert proof_parts.compare_answers(stale, REPO / "bench" / "results" / "demo-cpu-reference.json")[
+        "tuned_comparable"] is False

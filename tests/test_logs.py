@@ -55,13 +55,16 @@ def test_bitsandbytes_kernels_record_is_dropped_and_only_that_one(caplog):
         # what bitsandbytes 0.50 logs at import on a CPU with AVX512-BF16 without `kernels`
         logger.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure you already "
                        "`pip install kernels` and the kernels >= 0.11.1", ModuleNotFoundError("No module named 'kernels'"))
-        # ... and with `kernels` installed (transformers 5.25 brings it) but no Hub to check the publisher
+        logger.warning("something else went wrong")
+        # with `kernels` installed (transformers 5.25 brings it) and no Hub to check the publisher: said, plainly
         logger.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure you already "
                        "`pip install kernels` and the kernels >= 0.11.1", ValueError(
                            "Kernel repository 'kernels-community/quantization-bitsandbytes' could not verify publisher "
-                           "trust status."))
-        logger.warning("something else went wrong")
-    assert [r.getMessage() for r in caplog.records] == ["something else went wrong"]
+                           "trust status. Set trust_remote_code=True ..."))
+    first, second = [r.getMessage() for r in caplog.records]
+    assert first == "something else went wrong"
+    assert second.startswith("bitsandbytes did not load the Hub's fused 4-bit CPU kernel") and "uses its own" in second
+    assert "could not verify publisher trust status)" in second and "trust_remote_code" not in second
 
 
 def test_silencing_twice_adds_nothing():

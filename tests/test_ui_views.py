@@ -173,12 +173,19 @@ def test_the_committed_speed_says_how_many_threads_it_was_recorded_on(tmp_path, 
     row = next(r for r in record["rows"] if r["scope"] == "ln")
     monkeypatch.setattr(eta, "cpu_threads", lambda: 2)  # a lone job here trains on both threads
     sp = eta.committed("medln-tiny", "ln", "none", COMMITTED_BATCH)
-    assert sp.step_s == pytest.approx(row["step_s"] / 2) and "scaled to this server's 2 threads" in sp.source
+    assert sp.step_s == pytest.approx(row["step_s"] / 2) and "scaled to 2 threads here" in sp.source
+    monkeypatch.setattr(eta, "cpu_threads", lambda: 64)  # never scaled past the record's own 2 cores
+    assert eta.committed("medln-tiny", "ln", "none", COMMITTED_BATCH).step_s == pytest.approx(row["step_s"] / 2)
     monkeypatch.setattr(eta, "cpu_threads", lambda: None)  # a GPU server: the CPU record as it is
     assert eta.committed("medln-tiny", "ln", "none", COMMITTED_BATCH).step_s == pytest.approx(row["step_s"])
     record["machine"]["threads"] = 2
     (tmp_path / "results.json").write_text(json.dumps(record))
     assert "recorded on a 2-core CPU" in eta.committed("medln-tiny", "ln", "none", 8).source
+    monkeypatch.setattr(eta, "cpu_threads", lambda: 1)  # fewer threads here than the record had: slower
+    assert eta.committed("medln-tiny", "ln", "none", COMMITTED_BATCH).step_s == pytest.approx(row["step_s"] * 2)
+    del record["machine"]["threads"]  # a record from before the field: as recorded, never guessed
+    (tmp_path / "results.json").write_text(json.dumps(record))
+    assert eta.committed("medln-tiny", "ln", "none", COMMITTED_BATCH).step_s == pytest.approx(row["step_s"])
     assert machine_info()["threads"] >= 1  # what a new comparison records
 
 

@@ -209,6 +209,8 @@ def main() -> None:
     ap.add_argument("paths", nargs="*", help="model folders (source, presence), run folders (fit) or the output folder (patch4)")
     ap.add_argument("--name", default="answers", help="answers: the output's name (diagnosis/v3-NAME.json)")
     a = ap.parse_args()
+    if a.name != "answers" and (a.part != "answers" or not a.name.replace("-", "").replace("_", "").isalnum()):
+        ap.error("--name is for `answers` only: letters, digits, - and _ (diagnosis/v3-NAME.json)")
     if a.part == "source":
         source(a.paths or ["medln-tiny"])
     elif a.part == "patch4":

@@ -239,7 +239,7 @@ def start(options: CompareConfig, *, stop=None, progress=None, command=None, run
     sweep = Sweep(cfg, scopes, seeds, out, grid, options.tune_lr, run_scope, stop, progress, command, tuned,
                   backbone=cfg.backbone, mode=mode, executor=executor, report_to=options.report_to)
     if options.executor == "ray" and mode != "collect":
-        sweep.machine["threads"] = options.ray_cpus  # each Ray cell sets its own torch threads (no GPUs)
+        sweep.machine.pop("threads", None)  # the driver's: Ray cells run elsewhere, on GPUs or ray_cpus threads
     if sweep.tune_lr:
         sweep.train, validation, sweep.val_info = split_validation(cfg)
     else:

@@ -136,20 +136,28 @@ def committed(name: str, scope: str, quant: str, batch: int, item_s: float | Non
              threads >= cpu else f"recorded on {threads} thread{'s' * (threads > 1)} of a {cpu}-core CPU")
     note = "" if res.get("quant") == quant else f" at {res.get('quant')} weights"
     step_s = row["step_s"] * batch / run_batch
+    # The sweep ran one thread per lane (two side by side); a lone job here uses the threads it has,
+    # up to the record's own cores (nothing was measured past them), and fewer threads cost time.
+    # Linear in threads: on the default run it was still 13 % high, unscaled 2.1x (bench/README.md).
     here = cpu_threads()
-    if threads and here and here > threads:
-        # a sweep run one thread per lane (two side by side): a lone job here uses every thread.
-        # Linear is optimistic, unscaled was 2.5x too high for the default run (bench/README.md).
-        step_s *= threads / here
-        note += f", scaled to this server's {here} threads"
+    used = min(here, cpu) if here and cpu else None
+    if threads and used and used != threads:
+        step_s *= threads / used
+        note += f", scaled to {used} thread{'s' * (used > 1)} here"
     return Speed(step_s, item_s, None, f"{where}{note} (docs/compare-medln-tiny); this server may differ")
 
 
 def cpu_threads() -> int | None:
-    """The torch threads a job here trains with; None on a GPU server (a CPU record says nothing there)."""
+    """The torch threads a job here trains with; None where jobs run on a GPU (CUDA, Apple's MPS,
+    a ZeroGPU Space whose main process sees no CUDA): a CPU record says nothing there."""
     import torch
 
-    return None if torch.cuda.is_available() else torch.get_num_threads()
+    from .gpu import zerogpu
+
+    mps = getattr(torch.backends, "mps", None)
+    if torch.cuda.is_available() or zerogpu() or (mps is not None and mps.is_available()):
+        return None
+    return torch.get_num_threads()
 
 
 @dataclass
