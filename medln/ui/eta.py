@@ -132,8 +132,9 @@ def committed(name: str, scope: str, quant: str, batch: int, item_s: float | Non
         item_s = (row["wall_s"] - row["train_s"]) / n_items if n_items else None
     machine = res.get("machine") or {}
     cpu, threads = machine.get("cpus") or machine.get("cpu_count"), machine.get("threads")
-    where = ("recorded on another machine" if not cpu else f"recorded on a {cpu}-core CPU" if not threads or
-             threads >= cpu else f"recorded on {threads} thread{'s' * (threads > 1)} of a {cpu}-core CPU")
+    where = f"recorded on a {cpu}-core CPU" if cpu else "recorded on another machine"
+    if cpu and threads and threads < cpu:
+        where = f"recorded on {threads} thread{'s' * (threads > 1)} of a {cpu}-core CPU"
     note = "" if res.get("quant") == quant else f" at {res.get('quant')} weights"
     step_s = row["step_s"] * batch / run_batch
     # The sweep ran one thread per lane (two side by side); a lone job here uses the threads it has,
